@@ -50,6 +50,7 @@ CREATE TABLE client_secrets (
 );
 CREATE INDEX client_secrets_by_principal ON client_secrets (principal_id);
 
+-- Unlike every other table, times here are in seconds, the unit of JWT claims.
 CREATE TABLE signing_keys (
     kid        TEXT    PRIMARY KEY,
     seed       BLOB    NOT NULL,

@@ -1,0 +1,370 @@
+//! The server's side of credentials: the live key ring, the revocation list, and turning a bearer token into the
+//! principal it speaks for.
+//!
+//! **Invariant:** a revocation is written to the store *before* it enters the in-memory list and before the response,
+//! and every verification consults the in-memory list, so a revoked token is refused by the next request everywhere
+//! in this process. (Replicas would share the list through the store; there is one process today.)
+
+use crate::clock::{now_millis, now_seconds};
+use crate::error::ApiError;
+use deputy_core::ScopeSet;
+use deputy_store::{
+    Identity, IdentityKind, MetadataStore, PersonalAccessToken, PrincipalId, StoreError,
+    StoredSigningKey,
+};
+use deputy_tokens::{
+    AccessClaims, Actor, KeyRing, PersistedKey, SecretHash, TokenIssuer, looks_like_jwt,
+};
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+/// Access tokens (client credentials, token exchange) live at most this long, as Databricks OAuth tokens do.
+pub const ACCESS_TOKEN_LIFETIME_SECONDS: i64 = 3600;
+
+/// How a caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `expires_at` in seconds since the epoch; `None` for a token that never expires.
+    PersonalAccessToken {
+        token_id: String,
+        expires_at: Option<i64>,
+    },
+    /// `expires_at` in seconds since the epoch.
+    AccessToken {
+        jti: String,
+        expires_at: i64,
+        actor: Option<Actor>,
+        client_id: Option<String>,
+    },
+}
+
+/// An authenticated caller: the principal, the groups it belongs to (transitively), and what its token allows.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub identity: Identity,
+    pub groups: Vec<Identity>,
+    pub scopes: ScopeSet,
+    pub credential: Credential,
+    /// The token as presented, kept so that token exchange and introspection can work with it. Never logged.
+    pub bearer: BearerToken,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.groups.iter().any(|group| {
+            group
+                .name
+                .eq_ignore_ascii_case(crate::bootstrap::ADMINS_GROUP)
+        })
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.is_admin() {
+            true => Ok(()),
+            false => Err(ApiError::permission_denied(format!(
+                "only members of the `{}` group may do this",
+                crate::bootstrap::ADMINS_GROUP
+            ))),
+        }
+    }
+
+    /// The `sub` this caller's tokens carry: a user's name or a service principal's application id.
+    pub fn subject(&self) -> &str {
+        &self.identity.name
+    }
+}
+
+/// A bearer token whose `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(pub String);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+/// Why a bearer token was not accepted. The text is safe to show to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthenticationError {
+    #[error("invalid access token: {0}")]
+    InvalidAccessToken(#[from] deputy_tokens::TokenError),
+    #[error("access token has been revoked")]
+    Revoked,
+    #[error("invalid personal access token")]
+    UnknownPersonalAccessToken,
+    #[error("personal access token has expired")]
+    ExpiredPersonalAccessToken,
+    #[error("the principal of this token no longer exists or is inactive")]
+    InactivePrincipal,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Signing keys and revocations, shared by every request.
+pub struct Credentials {
+    store: Arc<dyn MetadataStore>,
+    issuer: RwLock<TokenIssuer>,
+    revoked: RwLock<HashSet<String>>,
+}
+
+impl Credentials {
+    /// Loads the key ring (creating and persisting one on first start) and the live revocations.
+    pub async fn load(
+        store: Arc<dyn MetadataStore>,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Credentials, String> {
+        let now = now_seconds();
+        let stored = store.load_signing_keys().await.map_err(|e| e.to_string())?;
+        let keys = if stored.is_empty() {
+            let ring =
+                KeyRing::generate(now, ACCESS_TOKEN_LIFETIME_SECONDS).map_err(|e| e.to_string())?;
+            store
+                .replace_signing_keys(&to_stored(&ring))
+                .await
+                .map_err(|e| e.to_string())?;
+            ring
+        } else {
+            let persisted = stored
+                .iter()
+                .map(from_stored)
+                .collect::<Result<Vec<_>, _>>()?;
+            KeyRing::from_persisted(&persisted, ACCESS_TOKEN_LIFETIME_SECONDS)
+                .map_err(|e| e.to_string())?
+        };
+        let revoked = store
+            .live_revoked_token_ids(now_millis())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Credentials {
+            store,
+            issuer: RwLock::new(TokenIssuer::new(issuer, audience, keys)),
+            revoked: RwLock::new(revoked.into_iter().collect()),
+        })
+    }
+
+    pub fn issuer(&self) -> String {
+        self.read_issuer(|issuer| issuer.issuer.clone())
+    }
+
+    pub fn audience(&self) -> String {
+        self.read_issuer(|issuer| issuer.audience.clone())
+    }
+
+    fn read_issuer<T>(&self, read: impl FnOnce(&TokenIssuer) -> T) -> T {
+        // A poisoned lock only means a panic elsewhere mid-read; the ring itself is replaced whole, never half-written.
+        let guard = self
+            .issuer
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        read(&guard)
+    }
+
+    pub fn sign(&self, claims: &AccessClaims) -> Result<String, deputy_tokens::TokenError> {
+        self.read_issuer(|issuer| issuer.sign(claims))
+    }
+
+    /// Verifies signature, time and audience, then revocation.
+    pub fn verify(&self, token: &str) -> Result<AccessClaims, AuthenticationError> {
+        let claims = self.read_issuer(|issuer| issuer.verify(token, now_seconds()))?;
+        if self.is_revoked(&claims.jti) {
+            return Err(AuthenticationError::Revoked);
+        }
+        Ok(claims)
+    }
+
+    fn is_revoked(&self, jti: &str) -> bool {
+        self.revoked
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(jti)
+    }
+
+    pub fn jwks(&self) -> serde_json::Value {
+        self.read_issuer(|issuer| issuer.keys.jwks(now_seconds()))
+    }
+
+    /// Makes a new signing key current; the previous one verifies until its tokens have expired.
+    pub async fn rotate_signing_key(&self) -> Result<String, ApiError> {
+        let now = now_seconds();
+        let mut ring = self
+            .read_issuer(|issuer| {
+                KeyRing::from_persisted(
+                    &issuer.keys.to_persisted(),
+                    issuer.keys.max_token_lifetime(),
+                )
+            })
+            .map_err(ApiError::internal)?;
+        ring.prune(now);
+        let kid = ring.rotate(now).map_err(ApiError::internal)?.to_owned();
+        // Persist first: a crash after this point restarts with the new ring; before it, with the old one.
+        self.store.replace_signing_keys(&to_stored(&ring)).await?;
+        self.issuer
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .keys = ring;
+        Ok(kid)
+    }
+
+    /// Revokes an access token by its id until it would have expired anyway.
+    pub async fn revoke_access_token(
+        &self,
+        jti: &str,
+        expires_at_seconds: i64,
+    ) -> Result<(), StoreError> {
+        self.store
+            .revoke_token_id(jti, expires_at_seconds.saturating_mul(1000))
+            .await?;
+        self.revoked
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(jti.to_owned());
+        Ok(())
+    }
+
+    /// Resolves a bearer token (a JWT access token or a personal access token) to the caller it speaks for.
+    pub async fn authenticate(&self, token: &str) -> Result<Caller, AuthenticationError> {
+        if looks_like_jwt(token) {
+            let claims = self.verify(token)?;
+            let identity = self
+                .find_subject(&claims.sub)
+                .await?
+                .ok_or(AuthenticationError::InactivePrincipal)?;
+            let credential = Credential::AccessToken {
+                jti: claims.jti,
+                expires_at: claims.exp,
+                actor: claims.act,
+                client_id: claims.client_id,
+            };
+            return self.caller(identity, claims.scope, credential, token).await;
+        }
+        let personal = self
+            .store
+            .find_personal_access_token_by_hash(&SecretHash::of(token).to_hex())
+            .await?
+            .ok_or(AuthenticationError::UnknownPersonalAccessToken)?;
+        if personal.expires_at >= 0 && personal.expires_at <= now_millis() {
+            return Err(AuthenticationError::ExpiredPersonalAccessToken);
+        }
+        let identity = self
+            .store
+            .get_identity(personal.owner_id)
+            .await?
+            .ok_or(AuthenticationError::InactivePrincipal)?;
+        // Scopes were validated when the token was made; an unreadable value fails closed to no scope at all.
+        let scopes = ScopeSet::parse(&personal.scopes).unwrap_or(ScopeSet::EMPTY);
+        let expires_at = (personal.expires_at >= 0).then_some(personal.expires_at / 1000);
+        let credential = Credential::PersonalAccessToken {
+            token_id: personal.token_id,
+            expires_at,
+        };
+        self.caller(identity, scopes, credential, token).await
+    }
+
+    async fn caller(
+        &self,
+        identity: Identity,
+        scopes: ScopeSet,
+        credential: Credential,
+        token: &str,
+    ) -> Result<Caller, AuthenticationError> {
+        if !identity.active || identity.kind == IdentityKind::Group {
+            return Err(AuthenticationError::InactivePrincipal);
+        }
+        let groups = self.store.transitive_groups(identity.id).await?;
+        Ok(Caller {
+            identity,
+            groups,
+            scopes,
+            credential,
+            bearer: BearerToken(token.to_owned()),
+        })
+    }
+
+    /// Finds the principal a token's `sub` names. Service principals are addressed by their application id, a UUID;
+    /// user names may not be UUIDs (see the SCIM handlers), so the two namespaces cannot collide.
+    pub async fn find_subject(&self, sub: &str) -> Result<Option<Identity>, StoreError> {
+        let kind = match uuid::Uuid::parse_str(sub) {
+            Ok(_) => IdentityKind::ServicePrincipal,
+            Err(_) => IdentityKind::User,
+        };
+        self.store.find_identity(kind, sub).await
+    }
+
+    /// Deletes a personal access token; returns whether it existed.
+    pub async fn delete_personal_access_token(&self, token_id: &str) -> Result<bool, StoreError> {
+        self.store.delete_personal_access_token(token_id).await
+    }
+
+    pub fn store(&self) -> &Arc<dyn MetadataStore> {
+        &self.store
+    }
+}
+
+/// A new personal access token, as the create calls answer it. The value exists only in this struct.
+pub struct IssuedPersonalAccessToken {
+    pub value: deputy_tokens::Secret,
+    pub record: PersonalAccessToken,
+}
+
+/// Creates and stores a personal access token for `owner`.
+pub async fn issue_personal_access_token(
+    store: &dyn MetadataStore,
+    owner: PrincipalId,
+    created_by: PrincipalId,
+    lifetime_seconds: Option<i64>,
+    comment: String,
+    scopes: ScopeSet,
+) -> Result<IssuedPersonalAccessToken, ApiError> {
+    let (value, hash) =
+        deputy_tokens::generate_personal_access_token().map_err(ApiError::internal)?;
+    let now = now_millis();
+    let expires_at = match lifetime_seconds {
+        None | Some(0) => -1,
+        Some(seconds) if seconds < 0 => {
+            return Err(ApiError::invalid_parameter(
+                "lifetime_seconds must not be negative",
+            ));
+        }
+        Some(seconds) => now.saturating_add(seconds.saturating_mul(1000)),
+    };
+    let record = PersonalAccessToken {
+        token_id: uuid::Uuid::new_v4().simple().to_string(),
+        owner_id: owner,
+        created_by,
+        secret_hash: hash.to_hex(),
+        comment,
+        scopes: scopes.to_string(),
+        created_at: now,
+        expires_at,
+    };
+    store.insert_personal_access_token(record.clone()).await?;
+    Ok(IssuedPersonalAccessToken { value, record })
+}
+
+fn to_stored(ring: &KeyRing) -> Vec<StoredSigningKey> {
+    ring.to_persisted()
+        .into_iter()
+        .map(|key| StoredSigningKey {
+            kid: key.kid,
+            seed: key.seed.to_vec(),
+            created_at: key.created_at,
+            retired_at: key.retired_at,
+        })
+        .collect()
+}
+
+fn from_stored(key: &StoredSigningKey) -> Result<PersistedKey, String> {
+    let seed: [u8; 32] = key
+        .seed
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("signing key `{}` has a malformed seed", key.kid))?;
+    Ok(PersistedKey {
+        kid: key.kid.clone(),
+        seed,
+        created_at: key.created_at,
+        retired_at: key.retired_at,
+    })
+}

@@ -1,0 +1,74 @@
+//! Request extractors whose rejections use the Databricks error format instead of axum's plain-text ones.
+
+use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+/// A JSON body. Unlike `axum::Json` it ignores the Content-Type header (the Databricks clients are not consistent
+/// about it, and some send JSON bodies with GET) and reads an empty body as `{}`, since void calls may send nothing.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(body_rejection)?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(text).map(ApiJson).map_err(|error| {
+            ApiError::malformed_request(format!(
+                "could not parse the request body as JSON: {error}"
+            ))
+        })
+    }
+}
+
+fn body_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "REQUEST_LIMIT_EXCEEDED",
+            "request body is too large",
+        )
+    } else {
+        ApiError::malformed_request(format!("could not read the request body: {rejection}"))
+    }
+}
+
+/// Query-string parameters, with errors in the Databricks format.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(query)
+            .map(ApiQuery)
+            .map_err(|error| {
+                ApiError::invalid_parameter(format!("invalid query parameters: {error}"))
+            })
+    }
+}
+
+/// A form body (`application/x-www-form-urlencoded`), as OAuth endpoints take.
+pub fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    serde_urlencoded::from_bytes(bytes).map_err(|error| error.to_string())
+}

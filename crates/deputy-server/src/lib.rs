@@ -1,0 +1,147 @@
+//! Deputy's HTTP server: the Databricks-compatible REST API over the metadata store and the token service.
+//!
+//! Layers, outermost first: tracing span (method, matched path) → body-size limit → route match → `authorize`
+//! (authentication + API scope, see [`routes`]) → handler. Unmatched paths get `ENDPOINT_NOT_FOUND` in the Databricks
+//! error format.
+//!
+//! **Architecture invariant:** only this crate knows the wire format. The store, token and core crates take and return
+//! domain types; handlers convert at the edge.
+
+pub mod bootstrap;
+mod clock;
+pub mod credentials;
+pub mod error;
+mod extract;
+pub mod routes;
+pub mod state;
+
+use crate::bootstrap::BootstrapReport;
+use crate::credentials::Credentials;
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use deputy_store::{MetadataStore, SqliteStore};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+/// Request bodies above this size are refused with 413 before a handler sees them.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// The URL clients use to reach the server; defaults to `http://<bound address>`.
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("could not create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("could not listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("metadata store: {0}")]
+    Store(#[from] deputy_store::StoreError),
+    #[error("bootstrap: {0}")]
+    Bootstrap(#[from] bootstrap::BootstrapError),
+    #[error("signing keys: {0}")]
+    Keys(String),
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the data directory, bootstraps it if new, and builds the shared state for a server reachable at `base_url`.
+pub async fn prepare(
+    data_dir: &std::path::Path,
+    base_url: &str,
+) -> Result<(AppState, BootstrapReport), ServeError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| ServeError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let store: Arc<dyn MetadataStore> =
+        Arc::new(SqliteStore::open(&data_dir.join("metadata.db")).await?);
+    let report = bootstrap::bootstrap(store.as_ref(), data_dir).await?;
+    let base_url = base_url.trim_end_matches('/').to_owned();
+    let credentials = Credentials::load(store.clone(), &format!("{base_url}/oidc"), &base_url)
+        .await
+        .map_err(ServeError::Keys)?;
+    let (_, registry) = routes::api_routes().into_parts();
+    let state = AppState::new(store, credentials, registry, report.workspace_id, base_url);
+    Ok((state, report))
+}
+
+/// The whole HTTP application. Tests drive it with `tower::ServiceExt::oneshot`, no socket needed.
+pub fn app(state: AppState) -> Router {
+    let (router, _) = routes::api_routes().into_parts();
+    router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::authorize,
+        ))
+        .fallback(unknown_route)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn unknown_route(request: Request) -> ApiError {
+    ApiError::endpoint_not_found(request.method().as_str(), request.uri().path())
+}
+
+/// A server bound to its socket and ready to accept requests.
+pub struct BoundServer {
+    pub listener: TcpListener,
+    pub state: AppState,
+    pub report: BootstrapReport,
+}
+
+impl BoundServer {
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        axum::serve(self.listener, app(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Binds the listener first so that the public URL can name the real port (`--listen 127.0.0.1:0` in tests).
+pub async fn bind(config: &ServerConfig) -> Result<BoundServer, ServeError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            address: config.listen,
+            source,
+        })?;
+    let address = listener.local_addr()?;
+    let base_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{address}"));
+    let (state, report) = prepare(&config.data_dir, &base_url).await?;
+    Ok(BoundServer {
+        listener,
+        state,
+        report,
+    })
+}

@@ -1,0 +1,408 @@
+//! The OAuth endpoints: token (client credentials, RFC 8693 token exchange), revocation (RFC 7009) and introspection
+//! (RFC 7662). Errors use the RFC 6749 body, not the Databricks one, because OAuth clients parse that.
+
+use super::{Access, ApiRouter};
+use crate::clock::{now_millis, now_seconds};
+use crate::credentials::{ACCESS_TOKEN_LIFETIME_SECONDS, Caller, Credential};
+use crate::error::OAuthError;
+use crate::extract::parse_form;
+use crate::state::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use deputy_core::ScopeSet;
+use deputy_store::{Identity, IdentityKind};
+use deputy_tokens::{AccessClaims, Actor, ExchangeRequest, ScopeMode, SecretHash};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+const TOKEN_TYPE_PAT: &str = "urn:databricks:params:oauth:token-type:personal-access-token";
+
+pub fn routes(router: ApiRouter) -> ApiRouter {
+    router
+        .post("/oidc/v1/token", Access::Public, token)
+        .post("/oidc/v1/revoke", Access::Public, revoke)
+        .post("/oidc/v1/introspect", Access::Authenticated, introspect)
+}
+
+#[derive(Deserialize, Default)]
+struct TokenForm {
+    grant_type: Option<String>,
+    scope: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    subject_token: Option<String>,
+    subject_token_type: Option<String>,
+    actor_token: Option<String>,
+    actor_token_type: Option<String>,
+    requested_token_type: Option<String>,
+    audience: Option<String>,
+    resource: Option<String>,
+}
+
+async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let form: TokenForm =
+        parse_form(&body).map_err(|error| OAuthError::new("invalid_request", error))?;
+    let client = authenticate_client(&state, &headers, &form).await?;
+    let claims = match form.grant_type.as_deref() {
+        Some(GRANT_CLIENT_CREDENTIALS) => client_credentials(&state, client, &form)?,
+        Some(GRANT_TOKEN_EXCHANGE) => token_exchange(&state, client, &form).await?,
+        Some(other) => {
+            return Err(OAuthError::new(
+                "unsupported_grant_type",
+                format!("grant type `{other}` is not supported"),
+            ));
+        }
+        None => return Err(OAuthError::new("invalid_request", "missing `grant_type`")),
+    };
+    let access_token = state
+        .credentials()
+        .sign(&claims)
+        .map_err(OAuthError::server_error)?;
+    let mut body = json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": claims.exp - now_seconds(),
+        "scope": claims.scope.to_string(),
+    });
+    if form.grant_type.as_deref() == Some(GRANT_TOKEN_EXCHANGE) {
+        body["issued_token_type"] = json!(TOKEN_TYPE_ACCESS_TOKEN);
+    }
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// Checks client credentials from HTTP Basic or the form. `None` when the request carries none (allowed for token
+/// exchange, where the subject token is the proof); any credentials that are present must be right.
+async fn authenticate_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &TokenForm,
+) -> Result<Option<Identity>, OAuthError> {
+    let (client_id, secret) = match basic_credentials(headers)? {
+        Some(pair) => pair,
+        None => match (&form.client_id, &form.client_secret) {
+            (Some(id), Some(secret)) => (id.clone(), secret.clone()),
+            _ => return Ok(None),
+        },
+    };
+    let refused = || OAuthError::new("invalid_client", "client authentication failed");
+    let principal = state
+        .store()
+        .find_identity(IdentityKind::ServicePrincipal, &client_id)
+        .await?
+        .ok_or_else(refused)?;
+    if !principal.active {
+        return Err(refused());
+    }
+    let now = now_millis();
+    let secrets = state.store().list_client_secrets(principal.id).await?;
+    let matches = secrets.iter().any(|stored| {
+        (stored.expires_at < 0 || stored.expires_at > now)
+            && SecretHash::from_hex(&stored.secret_hash).is_ok_and(|hash| hash.matches(&secret))
+    });
+    match matches {
+        true => Ok(Some(principal)),
+        false => Err(refused()),
+    }
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let malformed = || OAuthError::new("invalid_client", "malformed HTTP Basic credentials");
+    let value = value.to_str().map_err(|_| malformed())?;
+    let Some((scheme, encoded)) = value.split_once(' ') else {
+        return Err(malformed());
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(None);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| malformed())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+    // RFC 6749 §2.3.1: both parts are form-urlencoded inside the Basic credentials.
+    let decode = |part: &str| -> Result<String, OAuthError> {
+        let pairs: Vec<(String, String)> =
+            parse_form(format!("v={part}").as_bytes()).map_err(|_| malformed())?;
+        Ok(pairs
+            .into_iter()
+            .next()
+            .map(|(_, value)| value)
+            .unwrap_or_default())
+    };
+    Ok(Some((decode(id)?, decode(secret)?)))
+}
+
+/// Parses the requested scope. An unknown scope is `invalid_scope` with "Invalid scope" in the text, which is what
+/// the vector-search client looks for before trying its next scope list.
+fn requested_scopes(form: &TokenForm) -> Result<Option<ScopeSet>, OAuthError> {
+    form.scope
+        .as_deref()
+        .map(ScopeSet::parse)
+        .transpose()
+        .map_err(|error| OAuthError::new("invalid_scope", format!("Invalid scope: {error}")))
+}
+
+fn client_credentials(
+    state: &AppState,
+    client: Option<Identity>,
+    form: &TokenForm,
+) -> Result<AccessClaims, OAuthError> {
+    let client = client
+        .ok_or_else(|| OAuthError::new("invalid_client", "client authentication is required"))?;
+    let scope = requested_scopes(form)?.unwrap_or_else(ScopeSet::all);
+    if scope.is_empty() {
+        return Err(OAuthError::new(
+            "invalid_scope",
+            "Invalid scope: no API scope requested",
+        ));
+    }
+    let credentials = state.credentials();
+    let mut claims = AccessClaims::issue(
+        &credentials.issuer(),
+        &credentials.audience(),
+        &client.name,
+        scope,
+        now_seconds(),
+        ACCESS_TOKEN_LIFETIME_SECONDS,
+    )
+    .map_err(OAuthError::server_error)?;
+    claims.client_id = Some(client.name);
+    Ok(claims)
+}
+
+async fn token_exchange(
+    state: &AppState,
+    client: Option<Identity>,
+    form: &TokenForm,
+) -> Result<AccessClaims, OAuthError> {
+    if let Some(requested) = form.requested_token_type.as_deref()
+        && requested != TOKEN_TYPE_ACCESS_TOKEN
+        && requested != TOKEN_TYPE_JWT
+    {
+        return Err(OAuthError::new(
+            "invalid_request",
+            format!("cannot issue tokens of type `{requested}`"),
+        ));
+    }
+    let audience = state.credentials().audience();
+    for target in [&form.audience, &form.resource].into_iter().flatten() {
+        if target.trim_end_matches('/') != audience && *target != state.workspace_id().to_string() {
+            return Err(OAuthError::new(
+                "invalid_target",
+                format!("tokens can only be issued for `{audience}`"),
+            ));
+        }
+    }
+    let subject_token = form
+        .subject_token
+        .as_deref()
+        .ok_or_else(|| OAuthError::new("invalid_request", "missing `subject_token`"))?;
+    check_token_type(form.subject_token_type.as_deref(), "subject_token_type")?;
+    let subject = authenticate_for_exchange(state, subject_token, "subject").await?;
+
+    let actor = match form.actor_token.as_deref() {
+        None => None,
+        Some(actor_token) => {
+            check_token_type(form.actor_token_type.as_deref(), "actor_token_type")?;
+            let actor = authenticate_for_exchange(state, actor_token, "actor").await?;
+            Some(Actor {
+                sub: actor.subject().to_owned(),
+                act: current_actor(&actor).map(Box::new),
+            })
+        }
+    };
+    let request = ExchangeRequest {
+        scope: requested_scopes(form)?,
+        actor,
+        audience,
+        client_id: client.map(|client| client.name),
+        mode: ScopeMode::RefuseWider,
+    };
+    deputy_tokens::exchange(
+        &subject_claims(state, &subject),
+        &request,
+        now_seconds(),
+        ACCESS_TOKEN_LIFETIME_SECONDS,
+    )
+    .map_err(|error| OAuthError::new(error.oauth_error_code(), error.to_string()))
+}
+
+fn check_token_type(token_type: Option<&str>, field: &str) -> Result<(), OAuthError> {
+    match token_type {
+        Some(TOKEN_TYPE_ACCESS_TOKEN | TOKEN_TYPE_JWT | TOKEN_TYPE_PAT) => Ok(()),
+        Some(other) => Err(OAuthError::new(
+            "invalid_request",
+            format!("unsupported `{field}` `{other}`"),
+        )),
+        None => Err(OAuthError::new(
+            "invalid_request",
+            format!("missing `{field}`"),
+        )),
+    }
+}
+
+async fn authenticate_for_exchange(
+    state: &AppState,
+    token: &str,
+    role: &str,
+) -> Result<Caller, OAuthError> {
+    state
+        .credentials()
+        .authenticate(token)
+        .await
+        .map_err(|error| match error {
+            crate::credentials::AuthenticationError::Store(cause) => {
+                OAuthError::server_error(cause)
+            }
+            other => OAuthError::new("invalid_grant", format!("{role} token refused: {other}")),
+        })
+}
+
+fn current_actor(caller: &Caller) -> Option<Actor> {
+    match &caller.credential {
+        Credential::AccessToken { actor, .. } => actor.clone(),
+        Credential::PersonalAccessToken { .. } => None,
+    }
+}
+
+/// The subject as claims, whatever kind of token it presented. A personal access token's claims end when it does,
+/// or after the access-token lifetime if it never expires; the exchange clamps to that.
+fn subject_claims(state: &AppState, subject: &Caller) -> AccessClaims {
+    let now = now_seconds();
+    let exp = match &subject.credential {
+        Credential::AccessToken { expires_at, .. } => *expires_at,
+        Credential::PersonalAccessToken { expires_at, .. } => expires_at
+            .map_or(now + ACCESS_TOKEN_LIFETIME_SECONDS, |end| {
+                end.min(now + ACCESS_TOKEN_LIFETIME_SECONDS)
+            }),
+    };
+    AccessClaims {
+        iss: state.credentials().issuer(),
+        aud: state.credentials().audience(),
+        sub: subject.subject().to_owned(),
+        exp,
+        iat: now,
+        nbf: now,
+        jti: String::new(),
+        scope: subject.scopes,
+        client_id: None,
+        act: current_actor(subject),
+    }
+}
+
+#[derive(Deserialize)]
+struct RevokeForm {
+    token: Option<String>,
+}
+
+/// RFC 7009: presenting a token is enough to revoke it. The answer is 200 whether or not the token was valid, so the
+/// endpoint tells an attacker nothing.
+async fn revoke(State(state): State<AppState>, body: Bytes) -> Result<Response, OAuthError> {
+    let form: RevokeForm =
+        parse_form(&body).map_err(|error| OAuthError::new("invalid_request", error))?;
+    let token = form
+        .token
+        .ok_or_else(|| OAuthError::new("invalid_request", "missing `token`"))?;
+    revoke_token(&state, &token).await?;
+    Ok(Json(json!({})).into_response())
+}
+
+async fn revoke_token(state: &AppState, token: &str) -> Result<(), OAuthError> {
+    let credentials = state.credentials();
+    match credentials.authenticate(token).await {
+        Ok(caller) => match caller.credential {
+            Credential::AccessToken {
+                jti, expires_at, ..
+            } => {
+                credentials.revoke_access_token(&jti, expires_at).await?;
+            }
+            Credential::PersonalAccessToken { token_id, .. } => {
+                credentials.delete_personal_access_token(&token_id).await?;
+            }
+        },
+        Err(crate::credentials::AuthenticationError::Store(cause)) => {
+            return Err(OAuthError::server_error(cause));
+        }
+        Err(_) => {}
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct IntrospectForm {
+    token: Option<String>,
+}
+
+/// RFC 7662. Callers may introspect their own tokens; admins any token. Anything else reads as inactive, so the
+/// endpoint is no oracle for other principals' tokens.
+async fn introspect(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Json<Value>, OAuthError> {
+    let form: IntrospectForm =
+        parse_form(&body).map_err(|error| OAuthError::new("invalid_request", error))?;
+    let token = form
+        .token
+        .ok_or_else(|| OAuthError::new("invalid_request", "missing `token`"))?;
+    let inactive = Json(json!({ "active": false }));
+    let Ok(subject) = state.credentials().authenticate(&token).await else {
+        return Ok(inactive);
+    };
+    if subject.identity.id != caller.identity.id && !caller.is_admin() {
+        return Ok(inactive);
+    }
+    let mut answer = json!({
+        "active": true,
+        "sub": subject.subject(),
+        "scope": subject.scopes.to_string(),
+        "iss": state.credentials().issuer(),
+        "aud": state.credentials().audience(),
+        "principal_type": match subject.identity.kind {
+            IdentityKind::ServicePrincipal => "service_principal",
+            _ => "user",
+        },
+    });
+    match &subject.credential {
+        Credential::AccessToken {
+            jti,
+            expires_at,
+            actor,
+            client_id,
+        } => {
+            answer["token_type"] = json!("Bearer");
+            answer["jti"] = json!(jti);
+            answer["exp"] = json!(expires_at);
+            if let Some(actor) = actor {
+                answer["act"] = serde_json::to_value(actor).map_err(OAuthError::server_error)?;
+            }
+            if let Some(client_id) = client_id {
+                answer["client_id"] = json!(client_id);
+            }
+        }
+        Credential::PersonalAccessToken { token_id, .. } => {
+            answer["token_type"] = json!("personal_access_token");
+            answer["token_id"] = json!(token_id);
+        }
+    }
+    Ok(Json(answer))
+}

@@ -1,0 +1,907 @@
+//! SCIM 2.0 identities as the Databricks SDK calls them: `Me`, `Users`, `Groups`, `ServicePrincipals`, and the
+//! OAuth secrets of service principals. Anyone with the `iam.scim` scope may read; only admins may write.
+
+use super::{Access, ApiRouter};
+use crate::clock::now_millis;
+use crate::credentials::Caller;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, State};
+use deputy_core::ApiScope;
+use deputy_store::{
+    ClientSecret, Identity, IdentityKind, IdentityQuery, IdentityUpdate, NewIdentity, PrincipalId,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+const SCIM: Access = Access::Scope(ApiScope::IamScim);
+const SECRETS: Access = Access::Scope(ApiScope::SettingsTokenManagement);
+const LIST_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+/// The SDK asks for 10,000 per page; larger requests are served in pages of this size.
+const MAX_PAGE: i64 = 10_000;
+const MAX_NAME_LENGTH: usize = 255;
+
+/// Registers the six SCIM calls of one resource type. A macro because each route needs a `'static` path literal
+/// for the registry and a handler closure bound to the identity kind.
+macro_rules! scim_collection {
+    ($router:expr, $resource:literal, $kind:expr) => {
+        $router
+            .get(
+                concat!("/api/2.0/preview/scim/v2/", $resource),
+                SCIM,
+                |state: State<AppState>, query| list(state, query, $kind),
+            )
+            .post(
+                concat!("/api/2.0/preview/scim/v2/", $resource),
+                SCIM,
+                |state: State<AppState>, caller, body| create(state, caller, body, $kind),
+            )
+            .get(
+                concat!("/api/2.0/preview/scim/v2/", $resource, "/{id}"),
+                SCIM,
+                |state: State<AppState>, id| get_one(state, id, $kind),
+            )
+            .put(
+                concat!("/api/2.0/preview/scim/v2/", $resource, "/{id}"),
+                SCIM,
+                |state: State<AppState>, caller, id, body| replace(state, caller, id, body, $kind),
+            )
+            .patch(
+                concat!("/api/2.0/preview/scim/v2/", $resource, "/{id}"),
+                SCIM,
+                |state: State<AppState>, caller, id, body| patch(state, caller, id, body, $kind),
+            )
+            .delete(
+                concat!("/api/2.0/preview/scim/v2/", $resource, "/{id}"),
+                SCIM,
+                |state: State<AppState>, caller, id| delete(state, caller, id, $kind),
+            )
+    };
+}
+
+pub fn routes(router: ApiRouter) -> ApiRouter {
+    let router = router.get("/api/2.0/preview/scim/v2/Me", Access::Authenticated, me);
+    let router = scim_collection!(router, "Users", IdentityKind::User);
+    let router = scim_collection!(router, "Groups", IdentityKind::Group);
+    let router = scim_collection!(router, "ServicePrincipals", IdentityKind::ServicePrincipal);
+    router
+        .post(
+            "/api/2.0/accounts/servicePrincipals/{id}/credentials/secrets",
+            SECRETS,
+            create_secret,
+        )
+        .get(
+            "/api/2.0/accounts/servicePrincipals/{id}/credentials/secrets",
+            SECRETS,
+            list_secrets,
+        )
+        .delete(
+            "/api/2.0/accounts/servicePrincipals/{id}/credentials/secrets/{secret_id}",
+            SECRETS,
+            delete_secret,
+        )
+}
+
+fn schema(kind: IdentityKind) -> &'static str {
+    match kind {
+        IdentityKind::User => "urn:ietf:params:scim:schemas:core:2.0:User",
+        IdentityKind::Group => "urn:ietf:params:scim:schemas:core:2.0:Group",
+        IdentityKind::ServicePrincipal => "urn:ietf:params:scim:schemas:core:2.0:ServicePrincipal",
+    }
+}
+
+fn resource_path(kind: IdentityKind) -> &'static str {
+    match kind {
+        IdentityKind::User => "Users",
+        IdentityKind::Group => "Groups",
+        IdentityKind::ServicePrincipal => "ServicePrincipals",
+    }
+}
+
+fn noun(kind: IdentityKind) -> &'static str {
+    match kind {
+        IdentityKind::User => "user",
+        IdentityKind::Group => "group",
+        IdentityKind::ServicePrincipal => "service principal",
+    }
+}
+
+fn reference(identity: &Identity) -> Value {
+    json!({
+        "display": identity.display_name,
+        "value": identity.id.to_string(),
+        "$ref": format!("{}/{}", resource_path(identity.kind), identity.id),
+    })
+}
+
+/// The SCIM representation, with the groups (and for groups, the members) that make it up.
+async fn render(state: &AppState, identity: &Identity) -> Result<Value, ApiError> {
+    let store = state.store();
+    let groups: Vec<Value> = store
+        .direct_groups(identity.id)
+        .await?
+        .iter()
+        .map(reference)
+        .collect();
+    let mut body = json!({
+        "id": identity.id.to_string(),
+        "displayName": identity.display_name,
+        "groups": groups,
+        "entitlements": [],
+        "roles": [],
+        "schemas": [schema(identity.kind)],
+        "meta": { "resourceType": match identity.kind {
+            IdentityKind::User => "User",
+            IdentityKind::Group => "Group",
+            IdentityKind::ServicePrincipal => "ServicePrincipal",
+        }},
+    });
+    if let Some(external_id) = &identity.external_id {
+        body["externalId"] = json!(external_id);
+    }
+    match identity.kind {
+        IdentityKind::User => {
+            body["userName"] = json!(identity.name);
+            body["active"] = json!(identity.active);
+            body["emails"] = json!([{ "value": identity.name, "primary": true, "type": "work" }]);
+            body["name"] =
+                json!({ "givenName": identity.given_name, "familyName": identity.family_name });
+        }
+        IdentityKind::ServicePrincipal => {
+            body["applicationId"] = json!(identity.name);
+            body["active"] = json!(identity.active);
+        }
+        IdentityKind::Group => {
+            let members: Vec<Value> = store
+                .group_members(identity.id)
+                .await?
+                .iter()
+                .map(reference)
+                .collect();
+            body["members"] = json!(members);
+        }
+    }
+    Ok(body)
+}
+
+async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    Ok(Json(render(&state, &caller.identity).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    filter: Option<String>,
+    start_index: Option<i64>,
+    count: Option<i64>,
+}
+
+/// Lists one page. Past the end the page is empty, which is what ends the SDK's paging loop.
+async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+    kind: IdentityKind,
+) -> Result<Json<Value>, ApiError> {
+    let start_index = query.start_index.unwrap_or(1).max(1);
+    let count = query.count.unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE);
+    let mut store_query = IdentityQuery {
+        offset: start_index - 1,
+        limit: count,
+        ..IdentityQuery::default()
+    };
+    let filter = query.filter.as_deref().map(parse_filter).transpose()?;
+    let (page, total) = match filter {
+        Some((attribute, value)) if attribute.eq_ignore_ascii_case("id") => {
+            let found = match value.parse::<i64>() {
+                Ok(id) => state
+                    .store()
+                    .get_identity(PrincipalId(id))
+                    .await?
+                    .filter(|found| found.kind == kind),
+                Err(_) => None,
+            };
+            let total = i64::from(found.is_some());
+            (
+                found
+                    .into_iter()
+                    .skip((start_index - 1) as usize)
+                    .take(count as usize)
+                    .collect(),
+                total,
+            )
+        }
+        Some((attribute, value)) => {
+            match filter_target(kind, &attribute)? {
+                FilterTarget::Name => store_query.name_equals = Some(value),
+                FilterTarget::DisplayName => store_query.display_name_equals = Some(value),
+            }
+            state.store().list_identities(kind, &store_query).await?
+        }
+        None => state.store().list_identities(kind, &store_query).await?,
+    };
+    let mut resources = Vec::with_capacity(page.len());
+    for identity in &page {
+        resources.push(render(&state, identity).await?);
+    }
+    Ok(Json(json!({
+        "Resources": resources,
+        "totalResults": total,
+        "startIndex": start_index,
+        "itemsPerPage": resources.len(),
+        "schemas": [LIST_RESPONSE_SCHEMA],
+    })))
+}
+
+enum FilterTarget {
+    Name,
+    DisplayName,
+}
+
+fn filter_target(kind: IdentityKind, attribute: &str) -> Result<FilterTarget, ApiError> {
+    let name_attribute = match kind {
+        IdentityKind::User => "userName",
+        IdentityKind::ServicePrincipal => "applicationId",
+        IdentityKind::Group => "displayName",
+    };
+    if attribute.eq_ignore_ascii_case(name_attribute) {
+        Ok(FilterTarget::Name)
+    } else if attribute.eq_ignore_ascii_case("displayName") {
+        Ok(FilterTarget::DisplayName)
+    } else {
+        Err(ApiError::invalid_parameter(format!(
+            "cannot filter {} by `{attribute}`",
+            resource_path(kind)
+        )))
+    }
+}
+
+/// Parses the one filter form supported: `attribute eq "value"` (the value may be unquoted).
+fn parse_filter(filter: &str) -> Result<(String, String), ApiError> {
+    let unsupported = || {
+        ApiError::invalid_parameter(format!(
+            "unsupported filter `{filter}`: only `attribute eq \"value\"` is supported"
+        ))
+    };
+    let mut parts = filter.trim().splitn(3, char::is_whitespace);
+    let (Some(attribute), Some(operator), Some(value)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(unsupported());
+    };
+    if !operator.eq_ignore_ascii_case("eq") {
+        return Err(unsupported());
+    }
+    let value = value.trim();
+    let value = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value);
+    Ok((attribute.to_owned(), value.to_owned()))
+}
+
+async fn load(state: &AppState, id: &str, kind: IdentityKind) -> Result<Identity, ApiError> {
+    let missing = || ApiError::not_found(format!("{} `{id}` does not exist", noun(kind)));
+    let id = id.parse::<i64>().map_err(|_| missing())?;
+    state
+        .store()
+        .get_identity(PrincipalId(id))
+        .await?
+        .filter(|found| found.kind == kind)
+        .ok_or_else(missing)
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    kind: IdentityKind,
+) -> Result<Json<Value>, ApiError> {
+    let identity = load(&state, &id, kind).await?;
+    Ok(Json(render(&state, &identity).await?))
+}
+
+fn text(body: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(value)) => Ok(Some(value.clone())),
+        Some(_) => Err(ApiError::invalid_parameter(format!(
+            "`{key}` must be a string"
+        ))),
+    }
+}
+
+fn boolean(body: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(value)) => Ok(Some(*value)),
+        // Some SCIM clients send booleans as strings.
+        Some(Value::String(value)) if value.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(Value::String(value)) if value.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(_) => Err(ApiError::invalid_parameter(format!(
+            "`{key}` must be a boolean"
+        ))),
+    }
+}
+
+/// Checks a principal name: printable, not too long, and for users not shaped like a UUID (those name service
+/// principals in tokens, see `Credentials::find_subject`).
+fn validate_name(kind: IdentityKind, field: &str, name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() {
+        return Err(ApiError::invalid_parameter(format!(
+            "`{field}` must not be empty"
+        )));
+    }
+    if name.chars().count() > MAX_NAME_LENGTH {
+        return Err(ApiError::invalid_parameter(format!(
+            "`{field}` is longer than {MAX_NAME_LENGTH} characters"
+        )));
+    }
+    if name.chars().any(char::is_control) || name != name.trim() {
+        return Err(ApiError::invalid_parameter(format!(
+            "`{field}` must not contain control characters or surrounding spaces"
+        )));
+    }
+    match kind {
+        IdentityKind::User if uuid::Uuid::parse_str(name).is_ok() => {
+            Err(ApiError::invalid_parameter(format!(
+                "`{field}` must not be a UUID; UUIDs name service principals"
+            )))
+        }
+        IdentityKind::ServicePrincipal if uuid::Uuid::parse_str(name).is_err() => Err(
+            ApiError::invalid_parameter(format!("`{field}` must be a UUID")),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The attributes of an identity read from a SCIM body; `current` supplies what a PUT may leave out.
+fn identity_fields(
+    kind: IdentityKind,
+    body: &Map<String, Value>,
+    current: Option<&Identity>,
+) -> Result<IdentityUpdate, ApiError> {
+    let name = match kind {
+        IdentityKind::User => text(body, "userName")?,
+        IdentityKind::Group => text(body, "displayName")?,
+        IdentityKind::ServicePrincipal => text(body, "applicationId")?,
+    };
+    let name = match (name, current) {
+        (Some(name), Some(current))
+            if kind == IdentityKind::ServicePrincipal && name != current.name =>
+        {
+            return Err(ApiError::invalid_parameter(
+                "`applicationId` cannot be changed",
+            ));
+        }
+        (Some(name), _) => name,
+        (None, Some(current)) => current.name.clone(),
+        (None, None) if kind == IdentityKind::ServicePrincipal => uuid::Uuid::new_v4().to_string(),
+        (None, None) => {
+            let field = if kind == IdentityKind::User {
+                "userName"
+            } else {
+                "displayName"
+            };
+            return Err(ApiError::invalid_parameter(format!(
+                "`{field}` is required"
+            )));
+        }
+    };
+    let name_field = match kind {
+        IdentityKind::User => "userName",
+        IdentityKind::Group => "displayName",
+        IdentityKind::ServicePrincipal => "applicationId",
+    };
+    validate_name(kind, name_field, &name)?;
+    let display_name = match kind {
+        IdentityKind::Group => name.clone(),
+        _ => text(body, "displayName")?.unwrap_or_else(|| name.clone()),
+    };
+    validate_name(IdentityKind::Group, "displayName", &display_name)?;
+    let person = match body.get("name") {
+        Some(Value::Object(person)) => Some(person),
+        _ => None,
+    };
+    Ok(IdentityUpdate {
+        name,
+        display_name,
+        given_name: person.map(|p| text(p, "givenName")).transpose()?.flatten(),
+        family_name: person.map(|p| text(p, "familyName")).transpose()?.flatten(),
+        external_id: text(body, "externalId")?,
+        active: boolean(body, "active")?.unwrap_or(true),
+    })
+}
+
+/// Reads `[{"value": "<id>"}, ...]` into principal ids that must exist.
+async fn referenced_ids(
+    state: &AppState,
+    value: &Value,
+    field: &str,
+) -> Result<Vec<Identity>, ApiError> {
+    let Value::Array(items) = value else {
+        return Err(ApiError::invalid_parameter(format!(
+            "`{field}` must be a list of {{\"value\": id}}"
+        )));
+    };
+    let mut identities = Vec::with_capacity(items.len());
+    for item in items {
+        let id = item.get("value").and_then(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .or_else(|| v.as_i64().map(|n| n.to_string()))
+        });
+        let id = id.ok_or_else(|| {
+            ApiError::invalid_parameter(format!("each entry of `{field}` needs a `value`"))
+        })?;
+        let found = match id.parse::<i64>() {
+            Ok(number) => state.store().get_identity(PrincipalId(number)).await?,
+            Err(_) => None,
+        };
+        identities.push(found.ok_or_else(|| {
+            ApiError::invalid_parameter(format!("principal `{id}` in `{field}` does not exist"))
+        })?);
+    }
+    Ok(identities)
+}
+
+async fn groups_from(state: &AppState, value: &Value) -> Result<Vec<Identity>, ApiError> {
+    let groups = referenced_ids(state, value, "groups").await?;
+    match groups
+        .iter()
+        .find(|group| group.kind != IdentityKind::Group)
+    {
+        Some(other) => Err(ApiError::invalid_parameter(format!(
+            "`groups` entry `{}` is not a group",
+            other.id
+        ))),
+        None => Ok(groups),
+    }
+}
+
+async fn members_from(
+    state: &AppState,
+    group: Option<&Identity>,
+    value: &Value,
+) -> Result<Vec<Identity>, ApiError> {
+    let members = referenced_ids(state, value, "members").await?;
+    if let Some(group) = group
+        && members.iter().any(|member| member.id == group.id)
+    {
+        return Err(ApiError::invalid_parameter(
+            "a group cannot be a member of itself",
+        ));
+    }
+    Ok(members)
+}
+
+fn object(body: Value) -> Result<Map<String, Value>, ApiError> {
+    match body {
+        Value::Object(map) => Ok(map),
+        _ => Err(ApiError::malformed_request(
+            "the request body must be a JSON object",
+        )),
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<Value>,
+    kind: IdentityKind,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let body = object(body)?;
+    let fields = identity_fields(kind, &body, None)?;
+    // Resolve every reference before writing anything, so a bad reference leaves no half-created identity.
+    let members = match (kind, body.get("members")) {
+        (IdentityKind::Group, Some(value)) => members_from(&state, None, value).await?,
+        _ => Vec::new(),
+    };
+    let groups = match body.get("groups") {
+        Some(value) if kind != IdentityKind::Group => groups_from(&state, value).await?,
+        _ => Vec::new(),
+    };
+    let new = NewIdentity {
+        kind,
+        name: fields.name,
+        display_name: fields.display_name,
+        given_name: fields.given_name,
+        family_name: fields.family_name,
+        external_id: fields.external_id,
+        active: fields.active,
+    };
+    let identity = state.store().create_identity(new, now_millis()).await?;
+    let member_ids: Vec<PrincipalId> = members.iter().map(|member| member.id).collect();
+    if !member_ids.is_empty() {
+        state
+            .store()
+            .set_group_members(identity.id, &member_ids)
+            .await?;
+    }
+    for group in &groups {
+        state
+            .store()
+            .add_group_member(group.id, identity.id)
+            .await?;
+    }
+    Ok(Json(render(&state, &identity).await?))
+}
+
+async fn replace(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+    kind: IdentityKind,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let current = load(&state, &id, kind).await?;
+    let body = object(body)?;
+    let fields = identity_fields(kind, &body, Some(&current))?;
+    let members = match (kind, body.get("members")) {
+        (IdentityKind::Group, Some(value)) => {
+            Some(members_from(&state, Some(&current), value).await?)
+        }
+        _ => None,
+    };
+    let updated = state.store().update_identity(current.id, fields).await?;
+    if let Some(members) = members {
+        let ids: Vec<PrincipalId> = members.iter().map(|member| member.id).collect();
+        state.store().set_group_members(updated.id, &ids).await?;
+    }
+    Ok(Json(render(&state, &updated).await?))
+}
+
+#[derive(Deserialize)]
+struct PatchRequest {
+    #[serde(rename = "Operations", alias = "operations", default)]
+    operations: Vec<PatchOperation>,
+}
+
+#[derive(Deserialize)]
+struct PatchOperation {
+    op: String,
+    path: Option<String>,
+    value: Option<Value>,
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<PatchRequest>,
+    kind: IdentityKind,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let mut identity = load(&state, &id, kind).await?;
+    for operation in &request.operations {
+        identity = apply_patch(&state, identity, operation).await?;
+    }
+    Ok(Json(render(&state, &identity).await?))
+}
+
+/// Applies one SCIM PATCH operation. Supported: `add`/`remove`/`replace` of `members` (groups) and `groups`
+/// (users, service principals), `remove` with the `members[value eq "id"]` form, and `replace` (or `add`) of the
+/// scalar attributes, with a path or as a value object without one.
+async fn apply_patch(
+    state: &AppState,
+    identity: Identity,
+    operation: &PatchOperation,
+) -> Result<Identity, ApiError> {
+    let op = operation.op.to_ascii_lowercase();
+    if !matches!(op.as_str(), "add" | "remove" | "replace") {
+        return Err(ApiError::invalid_parameter(format!(
+            "unsupported PATCH op `{}`",
+            operation.op
+        )));
+    }
+    let Some(path) = operation.path.as_deref() else {
+        // No path: the value is an object of attributes.
+        let attributes = match &operation.value {
+            Some(Value::Object(attributes)) => attributes.clone(),
+            _ => {
+                return Err(ApiError::invalid_parameter(
+                    "a PATCH operation without `path` needs an object `value`",
+                ));
+            }
+        };
+        let mut identity = identity;
+        for (attribute, value) in attributes {
+            let single = PatchOperation {
+                op: op.clone(),
+                path: Some(attribute),
+                value: Some(value),
+            };
+            identity = Box::pin(apply_patch(state, identity, &single)).await?;
+        }
+        return Ok(identity);
+    };
+    if let Some(member_id) = path
+        .strip_prefix("members[value eq \"")
+        .and_then(|rest| rest.strip_suffix("\"]"))
+    {
+        if op != "remove" || identity.kind != IdentityKind::Group {
+            return Err(ApiError::invalid_parameter(format!(
+                "unsupported PATCH path `{path}` for `{op}`"
+            )));
+        }
+        let member = member_id
+            .parse::<i64>()
+            .map_err(|_| ApiError::invalid_parameter("member ids are numeric"))?;
+        state
+            .store()
+            .remove_group_member(identity.id, PrincipalId(member))
+            .await?;
+        return Ok(identity);
+    }
+    let value = operation.value.clone().unwrap_or(Value::Null);
+    match path {
+        "members" if identity.kind == IdentityKind::Group => {
+            let members = members_from(state, Some(&identity), &value).await?;
+            if op == "replace" {
+                let ids: Vec<PrincipalId> = members.iter().map(|member| member.id).collect();
+                state.store().set_group_members(identity.id, &ids).await?;
+            }
+            for member in &members {
+                match op.as_str() {
+                    "add" => {
+                        state
+                            .store()
+                            .add_group_member(identity.id, member.id)
+                            .await?
+                    }
+                    "remove" => {
+                        state
+                            .store()
+                            .remove_group_member(identity.id, member.id)
+                            .await?
+                    }
+                    _ => {}
+                }
+            }
+            Ok(identity)
+        }
+        "groups" if identity.kind != IdentityKind::Group => {
+            let groups = groups_from(state, &value).await?;
+            for group in &groups {
+                match op.as_str() {
+                    "remove" => {
+                        state
+                            .store()
+                            .remove_group_member(group.id, identity.id)
+                            .await?
+                    }
+                    _ => {
+                        state
+                            .store()
+                            .add_group_member(group.id, identity.id)
+                            .await?
+                    }
+                }
+            }
+            Ok(identity)
+        }
+        "active" | "displayName" | "userName" | "externalId" | "name.givenName"
+        | "name.familyName" => {
+            if op == "remove" {
+                return Err(ApiError::invalid_parameter(format!(
+                    "`{path}` cannot be removed"
+                )));
+            }
+            let mut attributes = Map::new();
+            let current = rendered_scalars(&identity);
+            attributes.extend(current);
+            set_attribute(&mut attributes, path, value);
+            let fields = identity_fields(identity.kind, &attributes, Some(&identity))?;
+            Ok(state.store().update_identity(identity.id, fields).await?)
+        }
+        other => Err(ApiError::invalid_parameter(format!(
+            "unsupported PATCH path `{other}`"
+        ))),
+    }
+}
+
+/// The scalar attributes of an identity in SCIM form, for PATCH to modify one and re-read the whole.
+fn rendered_scalars(identity: &Identity) -> Map<String, Value> {
+    let mut attributes = Map::new();
+    let name_key = match identity.kind {
+        IdentityKind::User => "userName",
+        IdentityKind::Group => "displayName",
+        IdentityKind::ServicePrincipal => "applicationId",
+    };
+    attributes.insert(name_key.into(), json!(identity.name));
+    if identity.kind != IdentityKind::Group {
+        attributes.insert("displayName".into(), json!(identity.display_name));
+    }
+    attributes.insert("active".into(), json!(identity.active));
+    attributes.insert("externalId".into(), json!(identity.external_id));
+    attributes.insert(
+        "name".into(),
+        json!({ "givenName": identity.given_name, "familyName": identity.family_name }),
+    );
+    attributes
+}
+
+fn set_attribute(attributes: &mut Map<String, Value>, path: &str, value: Value) {
+    match path.split_once('.') {
+        Some((outer, inner)) => {
+            let entry = attributes
+                .entry(outer.to_owned())
+                .or_insert_with(|| json!({}));
+            if let Value::Object(nested) = entry {
+                nested.insert(inner.to_owned(), value);
+            }
+        }
+        None => {
+            // A group's name is its displayName: keep the two in step.
+            attributes.insert(path.to_owned(), value);
+        }
+    }
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    kind: IdentityKind,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let identity = load(&state, &id, kind).await?;
+    if identity.id == caller.identity.id {
+        return Err(ApiError::invalid_parameter(
+            "you cannot delete the principal you are authenticated as",
+        ));
+    }
+    if kind == IdentityKind::Group
+        && identity
+            .name
+            .eq_ignore_ascii_case(crate::bootstrap::ADMINS_GROUP)
+    {
+        return Err(ApiError::invalid_parameter(
+            "the `admins` group cannot be deleted",
+        ));
+    }
+    state.store().delete_identity(identity.id).await?;
+    Ok(Json(json!({})))
+}
+
+/// A service principal addressed by its SCIM id or its application id.
+async fn load_service_principal(state: &AppState, id: &str) -> Result<Identity, ApiError> {
+    if let Some(found) = state
+        .store()
+        .find_identity(IdentityKind::ServicePrincipal, id)
+        .await?
+    {
+        return Ok(found);
+    }
+    load(state, id, IdentityKind::ServicePrincipal).await
+}
+
+#[derive(Deserialize)]
+struct CreateSecretRequest {
+    /// A duration such as `"7776000s"`, as the SDK sends it.
+    lifetime: Option<String>,
+}
+
+/// The longest a client secret may live: two years, as on Databricks.
+const MAX_SECRET_LIFETIME_SECONDS: i64 = 730 * 24 * 3600;
+
+async fn create_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<CreateSecretRequest>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let principal = load_service_principal(&state, &id).await?;
+    let lifetime = match request.lifetime.as_deref() {
+        None => MAX_SECRET_LIFETIME_SECONDS,
+        Some(text) => text
+            .strip_suffix('s')
+            .and_then(|seconds| seconds.parse::<f64>().ok())
+            .filter(|seconds| *seconds > 0.0 && *seconds <= MAX_SECRET_LIFETIME_SECONDS as f64)
+            .map(|seconds| seconds as i64)
+            .ok_or_else(|| {
+                ApiError::invalid_parameter(format!(
+                    "`lifetime` must be a duration in seconds such as \"3600s\", at most {MAX_SECRET_LIFETIME_SECONDS}s"
+                ))
+            })?,
+    };
+    let (secret, hash) = deputy_tokens::generate_client_secret().map_err(ApiError::internal)?;
+    let now = now_millis();
+    let record = ClientSecret {
+        secret_id: uuid::Uuid::new_v4().simple().to_string(),
+        principal_id: principal.id,
+        secret_hash: hash.to_hex(),
+        created_at: now,
+        expires_at: now + lifetime * 1000,
+    };
+    state.store().insert_client_secret(record.clone()).await?;
+    let mut body = secret_json(&record);
+    body["secret"] = json!(secret.expose());
+    Ok(Json(body))
+}
+
+fn secret_json(record: &ClientSecret) -> Value {
+    json!({
+        "id": record.secret_id,
+        "status": "ACTIVE",
+        "create_time": rfc3339(record.created_at),
+        "update_time": rfc3339(record.created_at),
+        "expire_time": rfc3339(record.expires_at),
+    })
+}
+
+/// Formats epoch milliseconds as an RFC 3339 UTC timestamp, the form the SDK's secret fields carry.
+fn rfc3339(millis: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(millis.div_euclid(1000))
+        .ok()
+        .and_then(|instant| {
+            instant
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+async fn list_secrets(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let principal = load_service_principal(&state, &id).await?;
+    let secrets: Vec<Value> = state
+        .store()
+        .list_client_secrets(principal.id)
+        .await?
+        .iter()
+        .map(secret_json)
+        .collect();
+    Ok(Json(json!({ "secrets": secrets })))
+}
+
+async fn delete_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, secret_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let principal = load_service_principal(&state, &id).await?;
+    match state
+        .store()
+        .delete_client_secret(principal.id, &secret_id)
+        .await?
+    {
+        true => Ok(Json(json!({}))),
+        false => Err(ApiError::not_found(format!(
+            "secret `{secret_id}` does not exist"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_000_000_123), "2026-11-18T07:46:40Z");
+    }
+
+    #[test]
+    fn filters_parse_quoted_and_bare_values() {
+        assert_eq!(
+            parse_filter("userName eq \"a@b.c\"").unwrap(),
+            ("userName".into(), "a@b.c".into())
+        );
+        assert_eq!(
+            parse_filter("displayName EQ admins").unwrap(),
+            ("displayName".into(), "admins".into())
+        );
+        assert!(parse_filter("userName co \"a\"").is_err());
+        assert!(parse_filter("userName").is_err());
+    }
+}

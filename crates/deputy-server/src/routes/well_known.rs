@@ -1,0 +1,63 @@
+//! Discovery documents: host metadata for the Databricks SDK, OAuth authorization-server metadata (RFC 8414), JWKS.
+
+use super::{Access, ApiRouter};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use deputy_core::ApiScope;
+use serde_json::{Value, json};
+
+pub fn routes(router: ApiRouter) -> ApiRouter {
+    router
+        .get(
+            "/.well-known/databricks-config",
+            Access::Public,
+            databricks_config,
+        )
+        .get(
+            "/oidc/.well-known/oauth-authorization-server",
+            Access::Public,
+            authorization_server,
+        )
+        .get(
+            "/oidc/.well-known/openid-configuration",
+            Access::Public,
+            authorization_server,
+        )
+        .get("/oidc/v1/keys", Access::Public, keys)
+}
+
+/// The SDK probes this before anything else; `oidc_endpoint` is how it finds the token endpoint for OAuth M2M, and
+/// `workspace_id` makes it send `X-Databricks-Workspace-Id`.
+async fn databricks_config(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "oidc_endpoint": format!("{}/oidc", state.base_url()),
+        "workspace_id": state.workspace_id().to_string(),
+    }))
+}
+
+async fn authorization_server(State(state): State<AppState>) -> Json<Value> {
+    let oidc = format!("{}/oidc", state.base_url());
+    let mut scopes: Vec<&str> = vec![deputy_core::scopes::ALL_APIS];
+    scopes.extend(ApiScope::ALL.iter().map(|scope| scope.name()));
+    Json(json!({
+        "issuer": state.credentials().issuer(),
+        // Named because the SDK reads it, but interactive (U2M) login is not implemented: requests to it get 404.
+        "authorization_endpoint": format!("{oidc}/v1/authorize"),
+        "token_endpoint": format!("{oidc}/v1/token"),
+        "jwks_uri": format!("{oidc}/v1/keys"),
+        "revocation_endpoint": format!("{oidc}/v1/revoke"),
+        "introspection_endpoint": format!("{oidc}/v1/introspect"),
+        "grant_types_supported": [
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "scopes_supported": scopes,
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+    }))
+}
+
+async fn keys(State(state): State<AppState>) -> Json<Value> {
+    Json(state.credentials().jwks())
+}
