@@ -18,8 +18,12 @@ use deputy_tokens::{
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
-/// Access tokens (client credentials, token exchange) live at most this long, as Databricks OAuth tokens do.
+/// Access tokens from client credentials live this long, as Databricks OAuth tokens do. It is also the longest any
+/// access token may live, which bounds how long a retired signing key must stay in the ring.
 pub const ACCESS_TOKEN_LIFETIME_SECONDS: i64 = 3600;
+
+/// Tokens from token exchange are delegations and live shorter; they never outlive their subject token either.
+pub const EXCHANGED_TOKEN_LIFETIME_SECONDS: i64 = 900;
 
 /// How a caller proved who they are.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,9 @@
 
 use super::{Access, ApiRouter};
 use crate::clock::{now_millis, now_seconds};
-use crate::credentials::{ACCESS_TOKEN_LIFETIME_SECONDS, Caller, Credential};
+use crate::credentials::{
+    ACCESS_TOKEN_LIFETIME_SECONDS, Caller, Credential, EXCHANGED_TOKEN_LIFETIME_SECONDS,
+};
 use crate::error::OAuthError;
 use crate::extract::parse_form;
 use crate::state::AppState;
