@@ -243,7 +243,7 @@ async fn token_exchange(
         &subject_claims(state, &subject),
         &request,
         now_seconds(),
-        ACCESS_TOKEN_LIFETIME_SECONDS,
+        EXCHANGED_TOKEN_LIFETIME_SECONDS,
     )
     .map_err(|error| OAuthError::new(error.oauth_error_code(), error.to_string()))
 }
