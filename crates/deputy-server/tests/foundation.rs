@@ -1,6 +1,8 @@
 //! Router-level tests of the foundation: bootstrap, credentials, token exchange, forged tokens, the scope registry and
 //! error shapes. Each test drives `app(state)` with `oneshot`, no socket.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
+
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use base64::Engine;
