@@ -166,8 +166,14 @@ async fn render(state: &AppState, identity: &Identity) -> Result<Value, ApiError
     Ok(body)
 }
 
+/// The caller as SCIM. A service principal also gets `userName` = its application id, as on Databricks: the SDK
+/// reads `Me` into a `User`, and code uses `current_user.me().user_name` as the caller's name.
 async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    Ok(Json(render(&state, &caller.identity).await?))
+    let mut body = render(&state, &caller.identity).await?;
+    if caller.identity.kind == IdentityKind::ServicePrincipal {
+        body["userName"] = json!(caller.identity.name);
+    }
+    Ok(Json(body))
 }
 
 #[derive(Deserialize)]
@@ -688,6 +694,7 @@ async fn apply_patch(
                     "`{path}` cannot be removed"
                 )));
             }
+            let value = scalar_patch_value(path, value)?;
             let mut attributes = Map::new();
             let current = rendered_scalars(&identity);
             attributes.extend(current);
@@ -698,6 +705,27 @@ async fn apply_patch(
         other => Err(ApiError::invalid_parameter(format!(
             "unsupported PATCH path `{other}`"
         ))),
+    }
+}
+
+/// The value of a PATCH on one scalar attribute: the plain value, or the list form `[{"value": "false"}]` that the
+/// Databricks documentation uses (to deactivate a user, say). A missing value is refused, not read as "unchanged":
+/// the SDK's `Patch` drops falsy values such as `false`, and accepting that silently would do nothing.
+fn scalar_patch_value(path: &str, value: Value) -> Result<Value, ApiError> {
+    let missing = || ApiError::invalid_parameter(format!("PATCH of `{path}` needs a `value`"));
+    match value {
+        Value::Null => Err(missing()),
+        Value::Array(items) => match items.as_slice() {
+            [Value::Object(item)] => item
+                .get("value")
+                .filter(|value| !value.is_null())
+                .cloned()
+                .ok_or_else(missing),
+            _ => Err(ApiError::invalid_parameter(format!(
+                "`{path}` takes a single value"
+            ))),
+        },
+        other => Ok(other),
     }
 }
 
@@ -889,6 +917,15 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_000_000_123), "2026-11-18T11:06:40Z");
+    }
+
+    #[test]
+    fn scalar_patch_values_accept_the_documented_list_form() {
+        let list = json!([{ "value": "false" }]);
+        assert_eq!(scalar_patch_value("active", list).unwrap(), json!("false"));
+        assert_eq!(scalar_patch_value("active", json!(false)).unwrap(), json!(false));
+        assert!(scalar_patch_value("active", Value::Null).is_err());
+        assert!(scalar_patch_value("active", json!([])).is_err());
     }
 
     #[test]
