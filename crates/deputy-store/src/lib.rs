@@ -8,13 +8,21 @@
 //! [`MetadataStore`] is the interface; [`SqliteStore`] the embedded implementation. A PostgreSQL implementation goes
 //! behind the same trait: the SQL here sticks to what both dialects share, apart from the connection setup.
 
+pub mod catalog;
 mod sqlite;
+mod sqlite_catalog;
 
 use async_trait::async_trait;
 use std::fmt;
 use std::str::FromStr;
 
+pub use catalog::CatalogStore;
 pub use sqlite::SqliteStore;
+
+/// Everything the server persists, behind one object.
+pub trait Store: MetadataStore + CatalogStore {}
+
+impl<T: MetadataStore + CatalogStore> Store for T {}
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp in the store and on the Databricks wire.
 pub type EpochMillis = i64;

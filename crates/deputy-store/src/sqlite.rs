@@ -15,11 +15,18 @@ use std::borrow::Cow;
 use std::path::Path;
 
 /// Migrations are compiled into the binary so that `deputy` runs from any directory.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "foundation",
-    include_str!("../migrations/0001_foundation.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "foundation",
+        include_str!("../migrations/0001_foundation.sql"),
+    ),
+    (
+        2,
+        "unity catalog",
+        include_str!("../migrations/0002_unity_catalog.sql"),
+    ),
+];
 
 /// The columns of `principals` that make an [`Identity`]; a macro so that statements stay `&'static str` literals,
 /// which sqlx accepts without an injection audit.
@@ -51,6 +58,10 @@ impl SqliteStore {
             .await?;
         migrator().run(&pool).await?;
         Ok(SqliteStore { pool })
+    }
+
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 }
 
@@ -100,7 +111,7 @@ fn token_from_row(row: &SqliteRow) -> StoreResult<PersonalAccessToken> {
     })
 }
 
-fn is_unique_violation(error: &sqlx::Error) -> bool {
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 

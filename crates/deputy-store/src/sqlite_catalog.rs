@@ -1,0 +1,567 @@
+//! [`CatalogStore`] on the embedded SQLite database.
+
+use crate::catalog::{
+    AclEntry, CatalogStore, GrantChange, GrantRecord, NewSecurable, SecurableChanges, SecurableId,
+    SecurablePage, SecurableRecord, WorkspaceObjectRecord,
+};
+use crate::sqlite::{SqliteStore, is_unique_violation};
+use crate::{EpochMillis, PrincipalId, StoreError, StoreResult};
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+fn securable_from_row(row: &SqliteRow) -> StoreResult<SecurableRecord> {
+    Ok(SecurableRecord {
+        id: SecurableId(row.try_get("id")?),
+        kind: row.try_get("kind")?,
+        namespace: row.try_get("namespace")?,
+        full_name: row.try_get("full_name")?,
+        parent_id: row.try_get::<Option<i64>, _>("parent_id")?.map(SecurableId),
+        owner_id: PrincipalId(row.try_get("owner_id")?),
+        comment: row.try_get("comment")?,
+        properties: row.try_get("properties")?,
+        spec: row.try_get("spec")?,
+        created_at: row.try_get("created_at")?,
+        created_by: PrincipalId(row.try_get("created_by")?),
+        updated_at: row.try_get("updated_at")?,
+        updated_by: PrincipalId(row.try_get("updated_by")?),
+    })
+}
+
+fn grant_from_row(row: &SqliteRow) -> StoreResult<GrantRecord> {
+    Ok(GrantRecord {
+        securable_id: SecurableId(row.try_get("securable_id")?),
+        principal_id: PrincipalId(row.try_get("principal_id")?),
+        privilege: row.try_get("privilege")?,
+    })
+}
+
+fn workspace_object_from_row(row: &SqliteRow) -> StoreResult<WorkspaceObjectRecord> {
+    Ok(WorkspaceObjectRecord {
+        object_type: row.try_get("object_type")?,
+        object_id: row.try_get("object_id")?,
+        name: row.try_get("name")?,
+        owner_id: PrincipalId(row.try_get("owner_id")?),
+        spec: row.try_get("spec")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn acl_from_row(row: &SqliteRow) -> StoreResult<AclEntry> {
+    Ok(AclEntry {
+        object_type: row.try_get("object_type")?,
+        object_id: row.try_get("object_id")?,
+        principal_id: PrincipalId(row.try_get("principal_id")?),
+        level: row.try_get("level")?,
+    })
+}
+
+#[async_trait]
+impl CatalogStore for SqliteStore {
+    async fn create_securable(
+        &self,
+        securable: NewSecurable,
+        now: EpochMillis,
+    ) -> StoreResult<SecurableRecord> {
+        let row = sqlx::query(
+            "INSERT INTO securables (kind, namespace, full_name, parent_id, owner_id, comment, properties, spec, \
+             created_at, created_by, updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(&securable.kind)
+        .bind(&securable.namespace)
+        .bind(&securable.full_name)
+        .bind(securable.parent_id.map(|id| id.0))
+        .bind(securable.owner_id.0)
+        .bind(&securable.comment)
+        .bind(&securable.properties)
+        .bind(&securable.spec)
+        .bind(now)
+        .bind(securable.created_by.0)
+        .bind(now)
+        .bind(securable.created_by.0)
+        .fetch_one(self.pool())
+        .await
+        .map_err(|error| match is_unique_violation(&error) {
+            true => StoreError::AlreadyExists(format!("{} `{}`", securable.kind, securable.full_name)),
+            false => error.into(),
+        })?;
+        securable_from_row(&row)
+    }
+
+    async fn find_securable(
+        &self,
+        namespace: &str,
+        full_name: &str,
+    ) -> StoreResult<Option<SecurableRecord>> {
+        let row = sqlx::query("SELECT * FROM securables WHERE namespace = ? AND full_name = ?")
+            .bind(namespace)
+            .bind(full_name)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(securable_from_row).transpose()
+    }
+
+    async fn get_securable(&self, id: SecurableId) -> StoreResult<Option<SecurableRecord>> {
+        let row = sqlx::query("SELECT * FROM securables WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(securable_from_row).transpose()
+    }
+
+    async fn list_securables(&self, page: &SecurablePage) -> StoreResult<Vec<SecurableRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM securables WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR parent_id = ?2) \
+             AND (?3 IS NULL OR full_name > ?3) ORDER BY full_name LIMIT ?4",
+        )
+        .bind(&page.kind)
+        .bind(page.parent_id.map(|id| id.0))
+        .bind(&page.after)
+        .bind(page.limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(securable_from_row).collect()
+    }
+
+    async fn update_securable(
+        &self,
+        id: SecurableId,
+        changes: SecurableChanges,
+        updated_by: PrincipalId,
+        now: EpochMillis,
+    ) -> StoreResult<SecurableRecord> {
+        let mut transaction = self.pool().begin().await?;
+        let current = sqlx::query("SELECT * FROM securables WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&mut *transaction)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("securable {}", id.0)))?;
+        let current = securable_from_row(&current)?;
+        if let Some(new_name) = &changes.full_name {
+            // Descendants share the prefix `old.`; rewrite it. LIKE is case-insensitive for ASCII, as names are.
+            sqlx::query(
+                "UPDATE securables SET full_name = ?1 || substr(full_name, length(?2) + 1) \
+                 WHERE full_name LIKE replace(replace(?2, '%', '\\%'), '_', '\\_') || '.%' ESCAPE '\\'",
+            )
+            .bind(new_name)
+            .bind(&current.full_name)
+            .execute(&mut *transaction)
+            .await
+            .map_err(|error| match is_unique_violation(&error) {
+                true => StoreError::AlreadyExists(format!("`{new_name}`")),
+                false => error.into(),
+            })?;
+        }
+        let comment = match changes.comment {
+            Some(comment) => comment,
+            None => current.comment,
+        };
+        let row = sqlx::query(
+            "UPDATE securables SET full_name = ?, owner_id = ?, comment = ?, properties = ?, spec = ?, \
+             updated_at = ?, updated_by = ? WHERE id = ? RETURNING *",
+        )
+        .bind(changes.full_name.as_ref().unwrap_or(&current.full_name))
+        .bind(changes.owner_id.unwrap_or(current.owner_id).0)
+        .bind(comment)
+        .bind(changes.properties.as_ref().unwrap_or(&current.properties))
+        .bind(changes.spec.as_ref().unwrap_or(&current.spec))
+        .bind(now)
+        .bind(updated_by.0)
+        .bind(id.0)
+        .fetch_one(&mut *transaction)
+        .await
+        .map_err(|error| match is_unique_violation(&error) {
+            true => StoreError::AlreadyExists(format!("`{}`", changes.full_name.clone().unwrap_or_default())),
+            false => error.into(),
+        })?;
+        transaction.commit().await?;
+        securable_from_row(&row)
+    }
+
+    async fn delete_securable(&self, id: SecurableId) -> StoreResult<()> {
+        // Children go through ON DELETE CASCADE on parent_id, and their grants through the grants foreign key.
+        let result = sqlx::query("DELETE FROM securables WHERE id = ?")
+            .bind(id.0)
+            .execute(self.pool())
+            .await?;
+        match result.rows_affected() {
+            0 => Err(StoreError::NotFound(format!("securable {}", id.0))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn all_securables(&self) -> StoreResult<Vec<SecurableRecord>> {
+        // Parents before children: ids grow with creation and a parent always exists before its children.
+        let rows = sqlx::query("SELECT * FROM securables ORDER BY id")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(securable_from_row).collect()
+    }
+
+    async fn change_grants(
+        &self,
+        securable: SecurableId,
+        changes: &[GrantChange],
+    ) -> StoreResult<()> {
+        let mut transaction = self.pool().begin().await?;
+        for change in changes {
+            for privilege in &change.add {
+                sqlx::query("INSERT OR IGNORE INTO grants (securable_id, principal_id, privilege) VALUES (?, ?, ?)")
+                    .bind(securable.0)
+                    .bind(change.principal_id.0)
+                    .bind(privilege)
+                    .execute(&mut *transaction)
+                    .await?;
+            }
+            for privilege in &change.remove {
+                sqlx::query("DELETE FROM grants WHERE securable_id = ? AND principal_id = ? AND privilege = ?")
+                    .bind(securable.0)
+                    .bind(change.principal_id.0)
+                    .bind(privilege)
+                    .execute(&mut *transaction)
+                    .await?;
+            }
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn grants_on(&self, securable: SecurableId) -> StoreResult<Vec<GrantRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM grants WHERE securable_id = ? ORDER BY principal_id, privilege",
+        )
+        .bind(securable.0)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(grant_from_row).collect()
+    }
+
+    async fn all_grants(&self) -> StoreResult<Vec<GrantRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM grants ORDER BY securable_id, principal_id, privilege")
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter().map(grant_from_row).collect()
+    }
+
+    async fn create_workspace_object(&self, object: WorkspaceObjectRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO workspace_objects (object_type, object_id, name, owner_id, spec, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&object.object_type)
+        .bind(&object.object_id)
+        .bind(&object.name)
+        .bind(object.owner_id.0)
+        .bind(&object.spec)
+        .bind(object.created_at)
+        .execute(self.pool())
+        .await
+        .map_err(|error| match is_unique_violation(&error) {
+            true => StoreError::AlreadyExists(format!("{} `{}`", object.object_type, object.name)),
+            false => error.into(),
+        })?;
+        Ok(())
+    }
+
+    async fn get_workspace_object(
+        &self,
+        object_type: &str,
+        object_id: &str,
+    ) -> StoreResult<Option<WorkspaceObjectRecord>> {
+        let row =
+            sqlx::query("SELECT * FROM workspace_objects WHERE object_type = ? AND object_id = ?")
+                .bind(object_type)
+                .bind(object_id)
+                .fetch_optional(self.pool())
+                .await?;
+        row.as_ref().map(workspace_object_from_row).transpose()
+    }
+
+    async fn list_workspace_objects(
+        &self,
+        object_type: &str,
+    ) -> StoreResult<Vec<WorkspaceObjectRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM workspace_objects WHERE object_type = ? ORDER BY created_at, object_id",
+        )
+        .bind(object_type)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(workspace_object_from_row).collect()
+    }
+
+    async fn update_workspace_object_spec(
+        &self,
+        object_type: &str,
+        object_id: &str,
+        spec: &str,
+    ) -> StoreResult<()> {
+        let result = sqlx::query(
+            "UPDATE workspace_objects SET spec = ? WHERE object_type = ? AND object_id = ?",
+        )
+        .bind(spec)
+        .bind(object_type)
+        .bind(object_id)
+        .execute(self.pool())
+        .await?;
+        match result.rows_affected() {
+            0 => Err(StoreError::NotFound(format!("{object_type} `{object_id}`"))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn delete_workspace_object(&self, object_type: &str, object_id: &str) -> StoreResult<()> {
+        let result =
+            sqlx::query("DELETE FROM workspace_objects WHERE object_type = ? AND object_id = ?")
+                .bind(object_type)
+                .bind(object_id)
+                .execute(self.pool())
+                .await?;
+        match result.rows_affected() {
+            0 => Err(StoreError::NotFound(format!("{object_type} `{object_id}`"))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn set_object_acl(
+        &self,
+        object_type: &str,
+        object_id: &str,
+        entries: &[(PrincipalId, String)],
+        replace: bool,
+    ) -> StoreResult<()> {
+        let mut transaction = self.pool().begin().await?;
+        if replace {
+            sqlx::query("DELETE FROM object_acls WHERE object_type = ? AND object_id = ?")
+                .bind(object_type)
+                .bind(object_id)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        for (principal, level) in entries {
+            sqlx::query(
+                "INSERT INTO object_acls (object_type, object_id, principal_id, level) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (object_type, object_id, principal_id) DO UPDATE SET level = excluded.level",
+            )
+            .bind(object_type)
+            .bind(object_id)
+            .bind(principal.0)
+            .bind(level)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn object_acl(&self, object_type: &str, object_id: &str) -> StoreResult<Vec<AclEntry>> {
+        let rows = sqlx::query("SELECT * FROM object_acls WHERE object_type = ? AND object_id = ? ORDER BY principal_id")
+            .bind(object_type)
+            .bind(object_id)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(acl_from_row).collect()
+    }
+
+    async fn all_object_acls(&self) -> StoreResult<Vec<AclEntry>> {
+        let rows =
+            sqlx::query("SELECT * FROM object_acls ORDER BY object_type, object_id, principal_id")
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter().map(acl_from_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{IdentityKind, MetadataStore, NewIdentity};
+
+    async fn store_with_owner() -> (tempfile::TempDir, SqliteStore, PrincipalId) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("metadata.db"))
+            .await
+            .unwrap();
+        let owner = store
+            .create_identity(
+                NewIdentity {
+                    kind: IdentityKind::User,
+                    name: "owner".into(),
+                    display_name: "owner".into(),
+                    given_name: None,
+                    family_name: None,
+                    external_id: None,
+                    active: true,
+                },
+                1,
+            )
+            .await
+            .unwrap();
+        (dir, store, owner.id)
+    }
+
+    fn new(
+        kind: &str,
+        full_name: &str,
+        parent: Option<SecurableId>,
+        owner: PrincipalId,
+    ) -> NewSecurable {
+        NewSecurable {
+            kind: kind.into(),
+            namespace: if kind == "table" {
+                "relation".into()
+            } else {
+                kind.into()
+            },
+            full_name: full_name.into(),
+            parent_id: parent,
+            owner_id: owner,
+            comment: None,
+            properties: "{}".into(),
+            spec: "{}".into(),
+            created_by: owner,
+        }
+    }
+
+    #[tokio::test]
+    async fn renaming_a_catalog_renames_its_descendants_only() {
+        let (_dir, store, owner) = store_with_owner().await;
+        let main = store
+            .create_securable(new("catalog", "main", None, owner), 1)
+            .await
+            .unwrap();
+        let other = store
+            .create_securable(new("catalog", "main_x", None, owner), 1)
+            .await
+            .unwrap();
+        let sales = store
+            .create_securable(new("schema", "main.sales", Some(main.id), owner), 1)
+            .await
+            .unwrap();
+        store
+            .create_securable(new("table", "main.sales.orders", Some(sales.id), owner), 1)
+            .await
+            .unwrap();
+        store
+            .create_securable(new("schema", "main_x.sales", Some(other.id), owner), 1)
+            .await
+            .unwrap();
+        let changes = SecurableChanges {
+            full_name: Some("prod".into()),
+            ..SecurableChanges::default()
+        };
+        store
+            .update_securable(main.id, changes, owner, 2)
+            .await
+            .unwrap();
+        let names: Vec<String> = store
+            .all_securables()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.full_name)
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "prod",
+                "main_x",
+                "prod.sales",
+                "prod.sales.orders",
+                "main_x.sales"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn deleting_a_catalog_cascades_to_children_and_grants() {
+        let (_dir, store, owner) = store_with_owner().await;
+        let main = store
+            .create_securable(new("catalog", "main", None, owner), 1)
+            .await
+            .unwrap();
+        let sales = store
+            .create_securable(new("schema", "main.sales", Some(main.id), owner), 1)
+            .await
+            .unwrap();
+        let change = GrantChange {
+            principal_id: owner,
+            add: vec!["USE_SCHEMA".into()],
+            remove: vec![],
+        };
+        store.change_grants(sales.id, &[change]).await.unwrap();
+        assert_eq!(store.all_grants().await.unwrap().len(), 1);
+        store.delete_securable(main.id).await.unwrap();
+        assert!(store.all_securables().await.unwrap().is_empty());
+        assert!(store.all_grants().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn names_collide_case_insensitively_within_a_namespace() {
+        let (_dir, store, owner) = store_with_owner().await;
+        store
+            .create_securable(new("catalog", "Main", None, owner), 1)
+            .await
+            .unwrap();
+        let clash = store
+            .create_securable(new("catalog", "MAIN", None, owner), 1)
+            .await;
+        assert!(matches!(clash, Err(StoreError::AlreadyExists(_))));
+        assert!(
+            store
+                .find_securable("catalog", "main")
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn object_acls_replace_and_merge() {
+        let (_dir, store, owner) = store_with_owner().await;
+        let object = WorkspaceObjectRecord {
+            object_type: "warehouses".into(),
+            object_id: "w1".into(),
+            name: "default".into(),
+            owner_id: owner,
+            spec: "{}".into(),
+            created_at: 1,
+        };
+        store.create_workspace_object(object).await.unwrap();
+        store
+            .set_object_acl("warehouses", "w1", &[(owner, "CAN_USE".into())], false)
+            .await
+            .unwrap();
+        store
+            .set_object_acl("warehouses", "w1", &[(owner, "CAN_MANAGE".into())], false)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.object_acl("warehouses", "w1").await.unwrap()[0].level,
+            "CAN_MANAGE"
+        );
+        store
+            .set_object_acl("warehouses", "w1", &[], true)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .object_acl("warehouses", "w1")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store
+            .delete_workspace_object("warehouses", "w1")
+            .await
+            .unwrap();
+        assert!(
+            store
+                .get_workspace_object("warehouses", "w1")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
