@@ -21,7 +21,13 @@ struct Fixture {
 }
 
 async fn form(fixture: &Fixture, fields: &[(&str, &str)]) -> Value {
-    let response = fixture.http.post(format!("{}/oidc/v1/token", fixture.host)).form(fields).send().await.unwrap();
+    let response = fixture
+        .http
+        .post(format!("{}/oidc/v1/token", fixture.host))
+        .form(fields)
+        .send()
+        .await
+        .unwrap();
     assert!(response.status().is_success());
     response.json().await.unwrap()
 }
@@ -31,7 +37,10 @@ async fn exchange(fixture: &Fixture) {
     let body = form(
         fixture,
         &[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
             ("subject_token", &fixture.user_jwt),
             ("subject_token_type", access),
             ("actor_token", &fixture.agent_jwt),
@@ -102,7 +111,10 @@ where
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(run());
 }
 
@@ -116,12 +128,16 @@ async fn run() {
     let server = deputy_server::bind(&config).await.unwrap();
     let host = format!("http://{}", server.local_addr().unwrap());
     let state = server.state.clone();
-    let admin_token = std::fs::read_to_string(&server.report.admin_token_path).unwrap().trim().to_owned();
+    let admin_token = std::fs::read_to_string(&server.report.admin_token_path)
+        .unwrap()
+        .trim()
+        .to_owned();
     tokio::spawn(server.run(std::future::pending()));
 
     let http = reqwest::Client::new();
     let admin = |method: reqwest::Method, path: &str| {
-        http.request(method, format!("{host}{path}")).bearer_auth(&admin_token)
+        http.request(method, format!("{host}{path}"))
+            .bearer_auth(&admin_token)
     };
     let user: Value = admin(reqwest::Method::POST, "/api/2.0/preview/scim/v2/Users")
         .json(&json!({ "userName": "alice@example.com" }))
@@ -131,25 +147,34 @@ async fn run() {
         .json()
         .await
         .unwrap();
-    let pat: Value = admin(reqwest::Method::POST, "/api/2.0/token-management/on-behalf-of/tokens")
-        .json(&json!({ "application_id": user["id"] }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sp: Value = admin(reqwest::Method::POST, "/api/2.0/preview/scim/v2/ServicePrincipals")
-        .json(&json!({ "displayName": "agent" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pat: Value = admin(
+        reqwest::Method::POST,
+        "/api/2.0/token-management/on-behalf-of/tokens",
+    )
+    .json(&json!({ "application_id": user["id"] }))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let sp: Value = admin(
+        reqwest::Method::POST,
+        "/api/2.0/preview/scim/v2/ServicePrincipals",
+    )
+    .json(&json!({ "displayName": "agent" }))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     let secret: Value = admin(
         reqwest::Method::POST,
-        &format!("/api/2.0/accounts/servicePrincipals/{}/credentials/secrets", sp["id"].as_str().unwrap()),
+        &format!(
+            "/api/2.0/accounts/servicePrincipals/{}/credentials/secrets",
+            sp["id"].as_str().unwrap()
+        ),
     )
     .json(&json!({}))
     .send()
@@ -158,7 +183,12 @@ async fn run() {
     .json()
     .await
     .unwrap();
-    let mut fixture = Fixture { host: host.clone(), http: http.clone(), user_jwt: String::new(), agent_jwt: String::new() };
+    let mut fixture = Fixture {
+        host: host.clone(),
+        http: http.clone(),
+        user_jwt: String::new(),
+        agent_jwt: String::new(),
+    };
     let agent = form(
         &fixture,
         &[
@@ -172,9 +202,15 @@ async fn run() {
     let user_jwt = form(
         &fixture,
         &[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
             ("subject_token", pat["token_value"].as_str().unwrap()),
-            ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
         ],
     )
     .await;
@@ -195,7 +231,16 @@ async fn run() {
     );
 
     let fixture = Arc::new(fixture);
-    measure("token exchange over HTTP (subject+actor)", fixture.clone(), |f| async move { exchange(&f).await }).await;
-    measure("authenticated no-op over HTTP (JWT)", fixture.clone(), |f| async move { authenticated_noop(&f).await })
-        .await;
+    measure(
+        "token exchange over HTTP (subject+actor)",
+        fixture.clone(),
+        |f| async move { exchange(&f).await },
+    )
+    .await;
+    measure(
+        "authenticated no-op over HTTP (JWT)",
+        fixture.clone(),
+        |f| async move { authenticated_noop(&f).await },
+    )
+    .await;
 }

@@ -167,13 +167,18 @@ async fn render(state: &AppState, identity: &Identity) -> Result<Value, ApiError
 }
 
 /// The caller as SCIM. A service principal also gets `userName` = its application id, as on Databricks: the SDK
-/// reads `Me` into a `User`, and code uses `current_user.me().user_name` as the caller's name.
-async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+/// reads `Me` into a `User`, and code uses `current_user.me().user_name` as the caller's name. The
+/// `X-Databricks-Org-Id` header is where the SDK's `get_workspace_id()` looks when it has no workspace id configured.
+async fn me(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<([(&'static str, String); 1], Json<Value>), ApiError> {
     let mut body = render(&state, &caller.identity).await?;
     if caller.identity.kind == IdentityKind::ServicePrincipal {
         body["userName"] = json!(caller.identity.name);
     }
-    Ok(Json(body))
+    let org_id = [("x-databricks-org-id", state.workspace_id().to_string())];
+    Ok((org_id, Json(body)))
 }
 
 #[derive(Deserialize)]
@@ -923,7 +928,10 @@ mod tests {
     fn scalar_patch_values_accept_the_documented_list_form() {
         let list = json!([{ "value": "false" }]);
         assert_eq!(scalar_patch_value("active", list).unwrap(), json!("false"));
-        assert_eq!(scalar_patch_value("active", json!(false)).unwrap(), json!(false));
+        assert_eq!(
+            scalar_patch_value("active", json!(false)).unwrap(),
+            json!(false)
+        );
         assert!(scalar_patch_value("active", Value::Null).is_err());
         assert!(scalar_patch_value("active", json!([])).is_err());
     }

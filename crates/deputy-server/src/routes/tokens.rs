@@ -43,19 +43,29 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
             create_on_behalf_of,
         )
         .post("/api/2.0/deputy/keys/rotate", MANAGE, rotate_signing_key)
-        .get("/api/2.0/deputy/token-info", Access::Authenticated, describe_caller_token)
+        .get(
+            "/api/2.0/deputy/token-info",
+            Access::Authenticated,
+            describe_caller_token,
+        )
 }
 
 /// What the presented token is: whose, which scopes, which actors. Lets an agent (or its author) see exactly what
 /// an on-behalf-of token allows, without decoding it; it reads nothing beyond what authentication already loaded.
 async fn describe_caller_token(caller: Caller) -> Json<Value> {
     let (kind, actors, expires_at) = match &caller.credential {
-        Credential::AccessToken { actor, expires_at, .. } => {
-            let chain: Vec<String> =
-                actor.as_ref().map(|actor| actor.chain().into_iter().map(str::to_owned).collect()).unwrap_or_default();
+        Credential::AccessToken {
+            actor, expires_at, ..
+        } => {
+            let chain: Vec<String> = actor
+                .as_ref()
+                .map(|actor| actor.chain().into_iter().map(str::to_owned).collect())
+                .unwrap_or_default();
             ("access_token", chain, Some(*expires_at))
         }
-        Credential::PersonalAccessToken { expires_at, .. } => ("personal_access_token", Vec::new(), *expires_at),
+        Credential::PersonalAccessToken { expires_at, .. } => {
+            ("personal_access_token", Vec::new(), *expires_at)
+        }
     };
     Json(json!({
         "principal": caller.subject(),

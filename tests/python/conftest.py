@@ -1,0 +1,128 @@
+"""Starts one `deputy serve` for the whole test session and hands its address and admin token to the tests.
+
+The binary comes from `DEPUTY_BIN` (default `target/debug/deputy` under the repository root). The server gets a
+fresh data directory and a free loopback port; on teardown it is sent SIGTERM and must exit 0 within 10 s, which
+tests graceful shutdown.
+"""
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT_SECONDS = 30
+SHUTDOWN_TIMEOUT_SECONDS = 10
+
+
+def _isolate_environment() -> None:
+    """Keeps a developer's Databricks configuration (profiles, tokens, hosts) out of the tests."""
+    for name in list(os.environ):
+        if name.startswith("DATABRICKS_"):
+            del os.environ[name]
+    os.environ["DATABRICKS_CONFIG_FILE"] = "/nonexistent"
+    # Loopback must never go through a proxy.
+    for name in ("NO_PROXY", "no_proxy"):
+        existing = os.environ.get(name, "")
+        os.environ[name] = ",".join(filter(None, [existing, "127.0.0.1", "localhost"]))
+
+
+_isolate_environment()
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    host: str
+    admin_token: str
+    data_dir: Path
+    log_path: Path
+
+    def url(self, path: str) -> str:
+        return f"{self.host}{path}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _deputy_binary() -> Path:
+    binary = Path(os.environ.get("DEPUTY_BIN", "target/debug/deputy"))
+    if not binary.is_absolute():
+        binary = REPO_ROOT / binary
+    if not binary.is_file():
+        pytest.exit(f"deputy binary not found at {binary}; build it or set DEPUTY_BIN", returncode=2)
+    return binary
+
+
+def _server_environment() -> dict:
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("DEPUTY_") and not name.startswith("DATABRICKS_")
+    }
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Server:
+    binary = _deputy_binary()
+    data_dir = tmp_path_factory.mktemp("deputy-data")
+    log_path = tmp_path_factory.mktemp("deputy-log") / "server.log"
+    port = _free_loopback_port()
+    host = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(binary), "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_server_environment(),
+        )
+    yielded = False
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"deputy exited with {process.returncode} during startup:\n{log_path.read_text()}")
+            try:
+                if requests.get(f"{host}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"deputy did not answer /healthz within {STARTUP_TIMEOUT_SECONDS}s:\n{log_path.read_text()}")
+            time.sleep(0.1)
+        admin_token = (data_dir / "admin-token").read_text().strip()
+        assert admin_token, "admin-token file is empty"
+        yielded = True
+        yield Server(host=host, admin_token=admin_token, data_dir=data_dir, log_path=log_path)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                code = process.wait(timeout=SHUTDOWN_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                pytest.fail(f"deputy did not exit within {SHUTDOWN_TIMEOUT_SECONDS}s of SIGTERM:\n{log_path.read_text()}")
+            assert code == 0, f"deputy exited with {code} after SIGTERM:\n{log_path.read_text()}"
+        elif yielded:
+            pytest.fail(f"deputy died during the tests with {process.returncode}:\n{log_path.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def admin(server):
+    """A WorkspaceClient authenticated as the bootstrap `admin` user with its personal access token."""
+    from databricks.sdk import WorkspaceClient
+
+    return WorkspaceClient(host=server.host, token=server.admin_token, auth_type="pat")
