@@ -9,6 +9,7 @@
 //! behind the same trait: the SQL here sticks to what both dialects share, apart from the connection setup.
 
 pub mod catalog;
+pub mod specs;
 mod sqlite;
 mod sqlite_catalog;
 
