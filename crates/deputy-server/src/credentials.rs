@@ -6,6 +6,7 @@
 //! in this process. (Replicas would share the list through the store; there is one process today.)
 
 use crate::clock::{now_millis, now_seconds};
+use crate::directory::{Directory, DirectoryState};
 use crate::error::ApiError;
 use deputy_core::ScopeSet;
 use deputy_store::{
@@ -105,9 +106,10 @@ pub enum AuthenticationError {
     Store(#[from] StoreError),
 }
 
-/// Signing keys and revocations, shared by every request.
+/// Signing keys, revocations and the identity directory, shared by every request.
 pub struct Credentials {
     store: Arc<dyn MetadataStore>,
+    directory: Arc<DirectoryState>,
     issuer: RwLock<TokenIssuer>,
     revoked: RwLock<HashSet<String>>,
 }
@@ -116,6 +118,7 @@ impl Credentials {
     /// Loads the key ring (creating and persisting one on first start) and the live revocations.
     pub async fn load(
         store: Arc<dyn MetadataStore>,
+        directory: Arc<DirectoryState>,
         issuer: &str,
         audience: &str,
     ) -> Result<Credentials, String> {
@@ -143,6 +146,7 @@ impl Credentials {
             .map_err(|e| e.to_string())?;
         Ok(Credentials {
             store,
+            directory,
             issuer: RwLock::new(TokenIssuer::new(issuer, audience, keys)),
             revoked: RwLock::new(revoked.into_iter().collect()),
         })
@@ -227,13 +231,13 @@ impl Credentials {
         Ok(())
     }
 
-    /// Resolves a bearer token (a JWT access token or a personal access token) to the caller it speaks for.
+    /// Resolves a bearer token (a JWT access token or a personal access token) to the caller it speaks for. A JWT
+    /// needs no database access: the principal and its groups come from the in-memory directory.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, AuthenticationError> {
+        let directory = self.directory.current();
         if looks_like_jwt(token) {
             let claims = self.verify(token)?;
-            let identity = self
-                .find_subject(&claims.sub)
-                .await?
+            let identity = find_subject(&directory, &claims.sub)
                 .ok_or(AuthenticationError::InactivePrincipal)?;
             let credential = Credential::AccessToken {
                 jti: claims.jti,
@@ -241,7 +245,7 @@ impl Credentials {
                 actor: claims.act,
                 client_id: claims.client_id,
             };
-            return self.caller(identity, claims.scope, credential, token).await;
+            return caller(&directory, identity, claims.scope, credential, token);
         }
         let personal = self
             .store
@@ -251,10 +255,8 @@ impl Credentials {
         if personal.expires_at >= 0 && personal.expires_at <= now_millis() {
             return Err(AuthenticationError::ExpiredPersonalAccessToken);
         }
-        let identity = self
-            .store
-            .get_identity(personal.owner_id)
-            .await?
+        let identity = directory
+            .get(personal.owner_id)
             .ok_or(AuthenticationError::InactivePrincipal)?;
         // Scopes were validated when the token was made; an unreadable value fails closed to no scope at all.
         let scopes = ScopeSet::parse(&personal.scopes).unwrap_or(ScopeSet::EMPTY);
@@ -263,37 +265,7 @@ impl Credentials {
             token_id: personal.token_id,
             expires_at,
         };
-        self.caller(identity, scopes, credential, token).await
-    }
-
-    async fn caller(
-        &self,
-        identity: Identity,
-        scopes: ScopeSet,
-        credential: Credential,
-        token: &str,
-    ) -> Result<Caller, AuthenticationError> {
-        if !identity.active || identity.kind == IdentityKind::Group {
-            return Err(AuthenticationError::InactivePrincipal);
-        }
-        let groups = self.store.transitive_groups(identity.id).await?;
-        Ok(Caller {
-            identity,
-            groups,
-            scopes,
-            credential,
-            bearer: BearerToken(token.to_owned()),
-        })
-    }
-
-    /// Finds the principal a token's `sub` names. Service principals are addressed by their application id, a UUID;
-    /// user names may not be UUIDs (see the SCIM handlers), so the two namespaces cannot collide.
-    pub async fn find_subject(&self, sub: &str) -> Result<Option<Identity>, StoreError> {
-        let kind = match uuid::Uuid::parse_str(sub) {
-            Ok(_) => IdentityKind::ServicePrincipal,
-            Err(_) => IdentityKind::User,
-        };
-        self.store.find_identity(kind, sub).await
+        caller(&directory, identity, scopes, credential, token)
     }
 
     /// Deletes a personal access token; returns whether it existed.
@@ -371,4 +343,33 @@ fn from_stored(key: &StoredSigningKey) -> Result<PersistedKey, String> {
         created_at: key.created_at,
         retired_at: key.retired_at,
     })
+}
+
+fn caller(
+    directory: &Directory,
+    identity: &Identity,
+    scopes: ScopeSet,
+    credential: Credential,
+    token: &str,
+) -> Result<Caller, AuthenticationError> {
+    if !identity.active || identity.kind == IdentityKind::Group {
+        return Err(AuthenticationError::InactivePrincipal);
+    }
+    Ok(Caller {
+        identity: identity.clone(),
+        groups: directory.groups_of(identity.id),
+        scopes,
+        credential,
+        bearer: BearerToken(token.to_owned()),
+    })
+}
+
+/// Finds the principal a token's `sub` names. Service principals are addressed by their application id, a UUID;
+/// user names may not be UUIDs (see the SCIM handlers), so the two namespaces cannot collide.
+fn find_subject<'a>(directory: &'a Directory, sub: &str) -> Option<&'a Identity> {
+    let kind = match uuid::Uuid::parse_str(sub) {
+        Ok(_) => IdentityKind::ServicePrincipal,
+        Err(_) => IdentityKind::User,
+    };
+    directory.find(kind, sub)
 }

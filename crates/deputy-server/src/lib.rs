@@ -10,6 +10,7 @@
 pub mod bootstrap;
 mod clock;
 pub mod credentials;
+pub mod directory;
 pub mod error;
 mod extract;
 pub mod routes;
@@ -17,6 +18,7 @@ pub mod state;
 
 use crate::bootstrap::BootstrapReport;
 use crate::credentials::Credentials;
+use crate::directory::DirectoryState;
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::Router;
@@ -75,11 +77,24 @@ pub async fn prepare(
         Arc::new(SqliteStore::open(&data_dir.join("metadata.db")).await?);
     let report = bootstrap::bootstrap(store.as_ref(), data_dir).await?;
     let base_url = base_url.trim_end_matches('/').to_owned();
-    let credentials = Credentials::load(store.clone(), &format!("{base_url}/oidc"), &base_url)
-        .await
-        .map_err(ServeError::Keys)?;
+    let directory = Arc::new(DirectoryState::load(store.as_ref()).await?);
+    let credentials = Credentials::load(
+        store.clone(),
+        directory.clone(),
+        &format!("{base_url}/oidc"),
+        &base_url,
+    )
+    .await
+    .map_err(ServeError::Keys)?;
     let (_, registry) = routes::api_routes().into_parts();
-    let state = AppState::new(store, credentials, registry, report.workspace_id, base_url);
+    let state = AppState::new(
+        store,
+        directory,
+        credentials,
+        registry,
+        report.workspace_id,
+        base_url,
+    );
     Ok((state, report))
 }
 

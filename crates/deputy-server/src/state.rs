@@ -1,6 +1,8 @@
 //! The state every handler shares: cheap to clone, one `Arc` inside.
 
 use crate::credentials::Credentials;
+use crate::directory::{Directory, DirectoryState};
+use crate::error::ApiError;
 use crate::routes::RouteRegistry;
 use deputy_store::MetadataStore;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ pub struct AppState {
 
 struct Shared {
     store: Arc<dyn MetadataStore>,
+    directory: Arc<DirectoryState>,
     credentials: Credentials,
     registry: RouteRegistry,
     workspace_id: i64,
@@ -21,6 +24,7 @@ struct Shared {
 impl AppState {
     pub fn new(
         store: Arc<dyn MetadataStore>,
+        directory: Arc<DirectoryState>,
         credentials: Credentials,
         registry: RouteRegistry,
         workspace_id: i64,
@@ -29,6 +33,7 @@ impl AppState {
         AppState {
             inner: Arc::new(Shared {
                 store,
+                directory,
                 credentials,
                 registry,
                 workspace_id,
@@ -39,6 +44,16 @@ impl AppState {
 
     pub fn store(&self) -> &dyn MetadataStore {
         self.inner.store.as_ref()
+    }
+
+    /// The identities and group memberships as of the last completed write.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.inner.directory.current()
+    }
+
+    /// Publishes identity and membership writes; every handler that makes one calls this before answering.
+    pub async fn identities_changed(&self) -> Result<(), ApiError> {
+        Ok(self.inner.directory.reload(self.store()).await?)
     }
 
     pub fn credentials(&self) -> &Credentials {

@@ -222,6 +222,10 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn direct_groups(&self, member: PrincipalId) -> StoreResult<Vec<Identity>>;
     /// Every group `member` belongs to, directly or through nested groups. Cycles terminate.
     async fn transitive_groups(&self, member: PrincipalId) -> StoreResult<Vec<Identity>>;
+    /// Every identity, ordered by id: the in-memory directory is rebuilt from this.
+    async fn all_identities(&self) -> StoreResult<Vec<Identity>>;
+    /// Every direct membership as `(group, member)`.
+    async fn all_memberships(&self) -> StoreResult<Vec<(PrincipalId, PrincipalId)>>;
 
     async fn insert_personal_access_token(&self, token: PersonalAccessToken) -> StoreResult<()>;
     async fn find_personal_access_token_by_hash(

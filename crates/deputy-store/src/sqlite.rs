@@ -369,6 +369,31 @@ impl MetadataStore for SqliteStore {
         rows.iter().map(identity_from_row).collect()
     }
 
+    async fn all_identities(&self) -> StoreResult<Vec<Identity>> {
+        let sql = concat!(
+            "SELECT ",
+            identity_columns!(),
+            " FROM principals ORDER BY id"
+        );
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+        rows.iter().map(identity_from_row).collect()
+    }
+
+    async fn all_memberships(&self) -> StoreResult<Vec<(PrincipalId, PrincipalId)>> {
+        let rows =
+            sqlx::query("SELECT group_id, member_id FROM memberships ORDER BY group_id, member_id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    PrincipalId(row.try_get("group_id")?),
+                    PrincipalId(row.try_get("member_id")?),
+                ))
+            })
+            .collect()
+    }
+
     async fn insert_personal_access_token(&self, token: PersonalAccessToken) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO personal_access_tokens \

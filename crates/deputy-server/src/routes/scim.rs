@@ -36,7 +36,10 @@ macro_rules! scim_collection {
             .post(
                 concat!("/api/2.0/preview/scim/v2/", $resource),
                 SCIM,
-                |state: State<AppState>, caller, body| create(state, caller, body, $kind),
+                |state: State<AppState>, caller, body| async move {
+                    let shared = state.0.clone();
+                    publish(&shared, create(state, caller, body, $kind).await).await
+                },
             )
             .get(
                 concat!("/api/2.0/preview/scim/v2/", $resource, "/{id}"),
@@ -46,19 +49,38 @@ macro_rules! scim_collection {
             .put(
                 concat!("/api/2.0/preview/scim/v2/", $resource, "/{id}"),
                 SCIM,
-                |state: State<AppState>, caller, id, body| replace(state, caller, id, body, $kind),
+                |state: State<AppState>, caller, id, body| async move {
+                    let shared = state.0.clone();
+                    publish(&shared, replace(state, caller, id, body, $kind).await).await
+                },
             )
             .patch(
                 concat!("/api/2.0/preview/scim/v2/", $resource, "/{id}"),
                 SCIM,
-                |state: State<AppState>, caller, id, body| patch(state, caller, id, body, $kind),
+                |state: State<AppState>, caller, id, body| async move {
+                    let shared = state.0.clone();
+                    publish(&shared, patch(state, caller, id, body, $kind).await).await
+                },
             )
             .delete(
                 concat!("/api/2.0/preview/scim/v2/", $resource, "/{id}"),
                 SCIM,
-                |state: State<AppState>, caller, id| delete(state, caller, id, $kind),
+                |state: State<AppState>, caller, id| async move {
+                    let shared = state.0.clone();
+                    publish(&shared, delete(state, caller, id, $kind).await).await
+                },
             )
     };
+}
+
+/// Publishes identity writes to the in-memory directory before answering, whether the handler succeeded or not: a
+/// PATCH whose second operation fails has still committed its first.
+async fn publish(
+    state: &AppState,
+    outcome: Result<Json<Value>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    state.identities_changed().await?;
+    outcome
 }
 
 pub fn routes(router: ApiRouter) -> ApiRouter {
