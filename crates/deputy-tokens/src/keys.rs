@@ -8,8 +8,7 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::pkcs8::EncodePrivateKey as _;
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use ed25519_dalek::Signer;
 
 use crate::random::{RandomnessError, random_bytes};
 
@@ -56,10 +55,11 @@ impl fmt::Debug for PersistedKey {
 /// One key in its ready-to-use forms.
 pub(crate) struct RingKey {
     pub kid: String,
-    /// Kept for export; `ed25519_dalek::SigningKey` wipes its memory on drop.
+    /// Held expanded, so that signing does not re-derive the key each time; `ed25519_dalek::SigningKey` wipes its
+    /// memory on drop.
     signing: ed25519_dalek::SigningKey,
-    pub encoding: EncodingKey,
-    pub decoding: DecodingKey,
+    /// The public half, decompressed once rather than on every verification.
+    verifying: ed25519_dalek::VerifyingKey,
     /// The public key, base64url, as published in the JWKS.
     x: String,
     created_at: i64,
@@ -77,14 +77,11 @@ impl RingKey {
             return Err(KeyError::InvalidKid);
         }
         let signing = ed25519_dalek::SigningKey::from_bytes(seed);
-        // jsonwebtoken takes Ed25519 private keys only as PKCS#8 DER.
-        let der = signing.to_pkcs8_der().map_err(|_| KeyError::Encoding)?;
-        let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
-        let decoding = DecodingKey::from_ed_components(&x).map_err(|_| KeyError::Encoding)?;
+        let verifying = signing.verifying_key();
+        let x = URL_SAFE_NO_PAD.encode(verifying.as_bytes());
         Ok(RingKey {
             kid,
-            encoding: EncodingKey::from_ed_der(der.as_bytes()),
-            decoding,
+            verifying,
             signing,
             x,
             created_at,
@@ -96,6 +93,15 @@ impl RingKey {
         // 12 random bytes make a 16-character id: collisions are out of reach and it reveals nothing about the key.
         let kid = URL_SAFE_NO_PAD.encode(random_bytes::<12>()?);
         RingKey::from_seed(kid, &random_bytes::<32>()?, now, None)
+    }
+
+    pub(crate) fn sign(&self, message: &[u8]) -> ed25519_dalek::Signature {
+        self.signing.sign(message)
+    }
+
+    /// Strict verification: refuses non-canonical signatures and weak keys, so a signature has one valid encoding.
+    pub(crate) fn verify(&self, message: &[u8], signature: &ed25519_dalek::Signature) -> bool {
+        self.verifying.verify_strict(message, signature).is_ok()
     }
 
     /// Whether tokens signed by this key may still be accepted at `now`.

@@ -13,8 +13,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use deputy_core::ScopeSet;
-use jsonwebtoken::{Algorithm, Header};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::claims::{AccessClaims, MAX_ACTOR_CHAIN, WireClaimsIn, WireClaimsOut};
 use crate::keys::{KeyRing, is_well_formed_kid};
@@ -76,6 +75,14 @@ pub struct TokenIssuer {
     pub keys: KeyRing,
 }
 
+/// The header of the tokens this issuer signs.
+#[derive(Serialize)]
+struct WireHeaderOut<'a> {
+    alg: &'static str,
+    typ: &'static str,
+    kid: &'a str,
+}
+
 /// The header fields that verification looks at. Duplicate members are a parse error (serde refuses them), so a
 /// header cannot say one thing to this parser and another to a different one.
 #[derive(Deserialize)]
@@ -117,11 +124,21 @@ impl TokenIssuer {
             return Err(TokenError::InvalidClaim("act"));
         }
         let key = self.keys.current();
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.typ = Some(TOKEN_TYPE.to_owned());
-        header.kid = Some(key.kid.clone());
-        let token = jsonwebtoken::encode(&header, &WireClaimsOut::from(claims), &key.encoding)
-            .map_err(|_| TokenError::Signing)?;
+        // JWS compact serialization (RFC 7515 §7.1): base64url(header) . base64url(payload) . base64url(signature).
+        let header = WireHeaderOut {
+            alg: "EdDSA",
+            typ: TOKEN_TYPE,
+            kid: &key.kid,
+        };
+        let header = serde_json::to_vec(&header).map_err(|_| TokenError::Signing)?;
+        let payload =
+            serde_json::to_vec(&WireClaimsOut::from(claims)).map_err(|_| TokenError::Signing)?;
+        let mut token = URL_SAFE_NO_PAD.encode(header);
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(payload));
+        let signature = key.sign(token.as_bytes());
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(signature.to_bytes()));
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLarge);
         }
@@ -174,14 +191,9 @@ impl TokenIssuer {
         if signature.len() != ed25519_dalek::SIGNATURE_LENGTH {
             return Err(TokenError::Malformed("signature has the wrong length"));
         }
-        let valid = jsonwebtoken::crypto::verify(
-            signature_b64,
-            message.as_bytes(),
-            &key.decoding,
-            Algorithm::EdDSA,
-        )
-        .map_err(|_| TokenError::BadSignature)?;
-        if !valid {
+        let signature = ed25519_dalek::Signature::from_slice(&signature)
+            .map_err(|_| TokenError::Malformed("signature has the wrong length"))?;
+        if !key.verify(message.as_bytes(), &signature) {
             return Err(TokenError::BadSignature);
         }
 
