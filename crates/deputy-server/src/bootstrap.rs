@@ -5,7 +5,8 @@
 use crate::credentials::issue_personal_access_token;
 use crate::error::ApiError;
 use deputy_core::ScopeSet;
-use deputy_store::{Identity, IdentityKind, MetadataStore, NewIdentity};
+use deputy_store::catalog::WorkspaceObjectRecord;
+use deputy_store::{Identity, IdentityKind, MetadataStore, NewIdentity, Store};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -35,7 +36,7 @@ pub enum BootstrapError {
 }
 
 pub async fn bootstrap(
-    store: &dyn MetadataStore,
+    store: &dyn Store,
     data_dir: &Path,
 ) -> Result<BootstrapReport, BootstrapError> {
     let now = crate::clock::now_millis();
@@ -57,6 +58,8 @@ pub async fn bootstrap(
     let admins = ensure_identity(store, IdentityKind::Group, ADMINS_GROUP, ADMINS_GROUP).await?;
     store.add_group_member(admins.id, admin.id).await?;
 
+    ensure_default_warehouse(store, &admin).await?;
+
     let admin_token_path = data_dir.join(ADMIN_TOKEN_FILE);
     let wrote_admin_token = !admin_token_path.exists();
     if wrote_admin_token {
@@ -77,6 +80,28 @@ pub async fn bootstrap(
         admin_token_path,
         wrote_admin_token,
     })
+}
+
+/// The warehouse every workspace starts with, so that SQL works without setup.
+pub const DEFAULT_WAREHOUSE_NAME: &str = "Deputy Warehouse";
+
+async fn ensure_default_warehouse(
+    store: &dyn Store,
+    admin: &Identity,
+) -> Result<(), BootstrapError> {
+    if !store.list_workspace_objects("warehouses").await?.is_empty() {
+        return Ok(());
+    }
+    let record = WorkspaceObjectRecord {
+        object_type: "warehouses".into(),
+        // Databricks warehouse ids are 16 hex digits.
+        object_id: format!("{:016x}", rand::random::<u64>()),
+        name: DEFAULT_WAREHOUSE_NAME.into(),
+        owner_id: admin.id,
+        spec: "{}".into(),
+        created_at: crate::clock::now_millis(),
+    };
+    Ok(store.create_workspace_object(record).await?)
 }
 
 async fn ensure_identity(

@@ -20,10 +20,10 @@ use crate::bootstrap::BootstrapReport;
 use crate::credentials::Credentials;
 use crate::directory::DirectoryState;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, StateParts};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use deputy_store::{MetadataStore, SqliteStore};
+use deputy_store::{SqliteStore, Store};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +58,8 @@ pub enum ServeError {
     Store(#[from] deputy_store::StoreError),
     #[error("bootstrap: {0}")]
     Bootstrap(#[from] bootstrap::BootstrapError),
+    #[error("catalog: {0}")]
+    Catalog(String),
     #[error("signing keys: {0}")]
     Keys(String),
     #[error("server: {0}")]
@@ -73,28 +75,27 @@ pub async fn prepare(
         path: data_dir.to_owned(),
         source,
     })?;
-    let store: Arc<dyn MetadataStore> =
-        Arc::new(SqliteStore::open(&data_dir.join("metadata.db")).await?);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("metadata.db")).await?);
     let report = bootstrap::bootstrap(store.as_ref(), data_dir).await?;
     let base_url = base_url.trim_end_matches('/').to_owned();
     let directory = Arc::new(DirectoryState::load(store.as_ref()).await?);
-    let credentials = Credentials::load(
-        store.clone(),
-        directory.clone(),
-        &format!("{base_url}/oidc"),
-        &base_url,
-    )
-    .await
-    .map_err(ServeError::Keys)?;
+    let snapshot = deputy_catalog::load_snapshot(store.as_ref())
+        .await
+        .map_err(|error| ServeError::Catalog(error.to_string()))?;
+    let issuer = format!("{base_url}/oidc");
+    let credentials = Credentials::load(store.clone(), directory.clone(), &issuer, &base_url)
+        .await
+        .map_err(ServeError::Keys)?;
     let (_, registry) = routes::api_routes().into_parts();
-    let state = AppState::new(
+    let state = AppState::new(StateParts {
         store,
         directory,
+        snapshot,
         credentials,
         registry,
-        report.workspace_id,
+        workspace_id: report.workspace_id,
         base_url,
-    );
+    });
     Ok((state, report))
 }
 

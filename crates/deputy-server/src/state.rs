@@ -1,10 +1,14 @@
 //! The state every handler shares: cheap to clone, one `Arc` inside.
 
-use crate::credentials::Credentials;
+use crate::credentials::{Caller, Credentials};
 use crate::directory::{Directory, DirectoryState};
 use crate::error::ApiError;
 use crate::routes::RouteRegistry;
-use deputy_store::MetadataStore;
+use deputy_authz::{
+    AccessRequest, Action, AuthzState, Decision, Effect, PrincipalId, Reason, Snapshot, decide,
+};
+use deputy_core::ApiScope;
+use deputy_store::Store;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -13,36 +17,45 @@ pub struct AppState {
 }
 
 struct Shared {
-    store: Arc<dyn MetadataStore>,
+    store: Arc<dyn Store>,
     directory: Arc<DirectoryState>,
+    authz: AuthzState,
+    /// Serializes publishing, so the last snapshot published includes every write that completed before it.
+    publish_lock: tokio::sync::Mutex<()>,
     credentials: Credentials,
     registry: RouteRegistry,
     workspace_id: i64,
     base_url: String,
 }
 
+/// Everything `AppState::new` assembles.
+pub struct StateParts {
+    pub store: Arc<dyn Store>,
+    pub directory: Arc<DirectoryState>,
+    pub snapshot: Snapshot,
+    pub credentials: Credentials,
+    pub registry: RouteRegistry,
+    pub workspace_id: i64,
+    pub base_url: String,
+}
+
 impl AppState {
-    pub fn new(
-        store: Arc<dyn MetadataStore>,
-        directory: Arc<DirectoryState>,
-        credentials: Credentials,
-        registry: RouteRegistry,
-        workspace_id: i64,
-        base_url: String,
-    ) -> AppState {
+    pub fn new(parts: StateParts) -> AppState {
         AppState {
             inner: Arc::new(Shared {
-                store,
-                directory,
-                credentials,
-                registry,
-                workspace_id,
-                base_url,
+                store: parts.store,
+                directory: parts.directory,
+                authz: AuthzState::new(parts.snapshot),
+                publish_lock: tokio::sync::Mutex::new(()),
+                credentials: parts.credentials,
+                registry: parts.registry,
+                workspace_id: parts.workspace_id,
+                base_url: parts.base_url,
             }),
         }
     }
 
-    pub fn store(&self) -> &dyn MetadataStore {
+    pub fn store(&self) -> &dyn Store {
         self.inner.store.as_ref()
     }
 
@@ -51,9 +64,52 @@ impl AppState {
         self.inner.directory.current()
     }
 
-    /// Publishes identity and membership writes; every handler that makes one calls this before answering.
-    pub async fn identities_changed(&self) -> Result<(), ApiError> {
-        Ok(self.inner.directory.reload(self.store()).await?)
+    /// The authorization snapshot as of the last completed write.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.authz.snapshot()
+    }
+
+    /// Publishes committed writes to identities, memberships, securables, grants or ACLs: the directory and the
+    /// authorization snapshot are rebuilt from the store. Every handler that writes calls this before answering,
+    /// whether or not the rest of its work succeeded.
+    pub async fn changes_committed(&self) -> Result<(), ApiError> {
+        let _serialized = self.inner.publish_lock.lock().await;
+        self.inner.directory.reload(self.store()).await?;
+        let snapshot = deputy_catalog::load_snapshot(self.store())
+            .await
+            .map_err(ApiError::internal)?;
+        let published: Result<_, std::convert::Infallible> = self.inner.authz.update(|current| {
+            *current = snapshot;
+            Ok(())
+        });
+        published.map(|_| ()).map_err(ApiError::internal)
+    }
+
+    /// Decides `action` for the caller against the current snapshot. The principal is the token's subject: for an
+    /// on-behalf-of token, the end user, whose grants apply; the token's scopes bound what any API may do.
+    pub fn decide(&self, caller: &Caller, scope: ApiScope, action: Action) -> Decision {
+        let request = AccessRequest {
+            principal: deputy_catalog::principal_id(caller.identity.id),
+            token_scopes: caller.scopes,
+            required_scope: scope,
+            action,
+        };
+        decide(&request, &self.snapshot())
+    }
+
+    /// Like [`AppState::decide`], as a handler result: 404 for what the caller may not know exists, else 403 with
+    /// the reason.
+    pub fn authorize(
+        &self,
+        caller: &Caller,
+        scope: ApiScope,
+        action: Action,
+    ) -> Result<(), ApiError> {
+        decision_result(self.decide(caller, scope, action))
+    }
+
+    pub fn caller_principal(&self, caller: &Caller) -> PrincipalId {
+        deputy_catalog::principal_id(caller.identity.id)
     }
 
     pub fn credentials(&self) -> &Credentials {
@@ -71,5 +127,27 @@ impl AppState {
     /// The URL clients reach this server at, without a trailing slash.
     pub fn base_url(&self) -> &str {
         &self.inner.base_url
+    }
+}
+
+/// Turns a decision into a handler result: an allow passes; a deny for an object that does not exist (or that the
+/// engine will not confirm exists) is a 404, any other deny a 403 that says what is missing.
+pub fn decision_result(decision: Decision) -> Result<(), ApiError> {
+    if decision.effect == Effect::Allow {
+        return Ok(());
+    }
+    let not_found = decision.reasons.iter().any(|reason| {
+        matches!(
+            reason,
+            Reason::SecurableNotFound(_) | Reason::WorkspaceObjectNotFound(_)
+        )
+    });
+    let reasons: Vec<String> = decision.reasons.iter().map(ToString::to_string).collect();
+    match not_found {
+        true => Err(ApiError::not_found(reasons.join("; "))),
+        false => Err(ApiError::permission_denied(format!(
+            "missing {}",
+            reasons.join("; ")
+        ))),
     }
 }

@@ -6,8 +6,10 @@
 //! closed). So the registry is, by construction, the complete map of routes to scopes.
 
 pub mod oauth;
+pub mod permissions;
 pub mod scim;
 pub mod tokens;
+pub mod unity_catalog;
 pub mod well_known;
 
 use crate::credentials::Caller;
@@ -122,7 +124,9 @@ pub fn api_routes() -> ApiRouter {
     let router = well_known::routes(router);
     let router = oauth::routes(router);
     let router = scim::routes(router);
-    tokens::routes(router)
+    let router = tokens::routes(router);
+    let router = unity_catalog::routes(router);
+    permissions::routes(router)
 }
 
 async fn health() -> &'static str {

@@ -79,7 +79,7 @@ async fn publish(
     state: &AppState,
     outcome: Result<Json<Value>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    state.identities_changed().await?;
+    state.changes_committed().await?;
     outcome
 }
 
