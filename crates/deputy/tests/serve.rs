@@ -9,19 +9,35 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One HTTP/1.1 request over a fresh connection; returns (status, body).
 fn http_get(port: u16, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let authorization = token.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{authorization}Connection: close\r\n\r\n")?;
+    let authorization = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{authorization}Connection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let status = response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -45,7 +61,10 @@ fn start(data_dir: &std::path::Path, port: u16) -> Child {
 }
 
 fn terminate(mut child: Child) -> std::process::ExitStatus {
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -63,7 +82,10 @@ fn serve_exits_cleanly_on_sigterm_and_restarts_with_the_same_state() {
     let data_dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let server = start(data_dir.path(), port);
-    let token = std::fs::read_to_string(data_dir.path().join("admin-token")).unwrap().trim().to_owned();
+    let token = std::fs::read_to_string(data_dir.path().join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
     let (status, body) = http_get(port, "/api/2.0/preview/scim/v2/Me", Some(&token)).unwrap();
     assert_eq!(status, 200, "{body}");
     let (_, config) = http_get(port, "/.well-known/databricks-config", None).unwrap();
@@ -71,11 +93,18 @@ fn serve_exits_cleanly_on_sigterm_and_restarts_with_the_same_state() {
 
     let port = free_port();
     let server = start(data_dir.path(), port);
-    assert_eq!(std::fs::read_to_string(data_dir.path().join("admin-token")).unwrap().trim(), token);
+    assert_eq!(
+        std::fs::read_to_string(data_dir.path().join("admin-token"))
+            .unwrap()
+            .trim(),
+        token
+    );
     let (status, _) = http_get(port, "/api/2.0/preview/scim/v2/Me", Some(&token)).unwrap();
     assert_eq!(status, 200);
     let (_, config_after) = http_get(port, "/.well-known/databricks-config", None).unwrap();
-    let workspace_id = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap()["workspace_id"].clone();
+    let workspace_id = |text: &str| {
+        serde_json::from_str::<serde_json::Value>(text).unwrap()["workspace_id"].clone()
+    };
     assert_eq!(workspace_id(&config), workspace_id(&config_after));
     assert!(terminate(server).success());
 }
@@ -89,8 +118,15 @@ fn demo_walkthrough_runs_end_to_end() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("scope = serving.serving-endpoints vectorsearch.vector-search-indexes"), "{stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("scope = serving.serving-endpoints vectorsearch.vector-search-indexes"),
+        "{stdout}"
+    );
     assert!(stdout.contains("PERMISSION_DENIED"), "{stdout}");
     assert!(stdout.contains("access token has been revoked"), "{stdout}");
 }
