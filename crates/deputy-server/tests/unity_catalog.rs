@@ -570,3 +570,113 @@ async fn workspace_object_acls_follow_their_levels() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn warehouses_are_created_edited_started_stopped_and_deleted_under_their_acl() {
+    let w = workspace().await;
+    let created = w
+        .admin(
+            Method::POST,
+            "/api/2.0/sql/warehouses",
+            Some(json!({ "name": "analytics", "cluster_size": "Small" })),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/2.0/sql/warehouses/{id}");
+    assert_eq!(
+        w.h.call(Method::GET, &path, Some(&w.alice_token), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let refused =
+        w.h.call(
+            Method::POST,
+            "/api/2.0/sql/warehouses",
+            Some(&w.alice_token),
+            Some(json!({ "name": "mine" })),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    let grant =
+        json!({ "access_control_list": [{ "user_name": w.alice, "permission_level": "CAN_USE" }] });
+    w.admin(
+        Method::PATCH,
+        &format!("/api/2.0/permissions/warehouses/{id}"),
+        Some(grant),
+    )
+    .await;
+    let seen =
+        w.h.call(Method::GET, &path, Some(&w.alice_token), None)
+            .await;
+    assert_eq!(seen.body["cluster_size"], "Small");
+    assert_eq!(
+        w.h.call(
+            Method::POST,
+            &format!("{path}/start"),
+            Some(&w.alice_token),
+            None
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    let stop =
+        w.h.call(
+            Method::POST,
+            &format!("{path}/stop"),
+            Some(&w.alice_token),
+            None,
+        )
+        .await;
+    assert_eq!(stop.status, StatusCode::FORBIDDEN);
+    assert!(
+        stop.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("CAN_MANAGE"),
+        "{:?}",
+        stop.body
+    );
+
+    w.admin(Method::POST, &format!("{path}/stop"), None).await;
+    w.admin(
+        Method::POST,
+        &format!("{path}/edit"),
+        Some(json!({ "cluster_size": "Large", "auto_stop_mins": 5 })),
+    )
+    .await;
+    let edited = w.admin(Method::GET, &path, None).await;
+    assert_eq!(
+        (
+            edited["state"].as_str(),
+            edited["cluster_size"].as_str(),
+            edited["auto_stop_mins"].as_i64()
+        ),
+        (Some("STOPPED"), Some("Large"), Some(5))
+    );
+    let bad =
+        w.h.call(
+            Method::POST,
+            &format!("{path}/edit"),
+            Some(&w.h.admin_token),
+            Some(json!({ "auto_stop_mins": -1 })),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
+    w.admin(Method::DELETE, &path, None).await;
+    assert_eq!(
+        w.h.call(Method::GET, &path, Some(&w.h.admin_token), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let remaining = w.admin(Method::GET, "/api/2.0/sql/warehouses", None).await;
+    assert_eq!(
+        remaining["warehouses"].as_array().unwrap().len(),
+        1,
+        "the default warehouse stays"
+    );
+}

@@ -10,6 +10,7 @@ pub mod permissions;
 pub mod scim;
 pub mod tokens;
 pub mod unity_catalog;
+pub mod warehouses;
 pub mod well_known;
 
 use crate::credentials::Caller;
@@ -126,7 +127,8 @@ pub fn api_routes() -> ApiRouter {
     let router = scim::routes(router);
     let router = tokens::routes(router);
     let router = unity_catalog::routes(router);
-    permissions::routes(router)
+    let router = permissions::routes(router);
+    warehouses::routes(router)
 }
 
 async fn health() -> &'static str {

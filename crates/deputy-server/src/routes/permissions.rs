@@ -1,6 +1,6 @@
 //! Access-control lists of workspace objects at `/api/2.0/permissions/{object_type}/{object_id}` (serving
-//! endpoints, warehouses, vector-search endpoints, Genie spaces), the read-only warehouse listing that lets clients
-//! find warehouse ids, and `why`, the engine's explanation of any decision for admins.
+//! endpoints, warehouses, vector-search endpoints, Genie spaces), and `why`, the engine's explanation of any
+//! decision.
 
 use super::{Access, ApiRouter};
 use crate::credentials::Caller;
@@ -42,16 +42,6 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
             "/api/2.0/permissions/{object_type}/{object_id}/permissionLevels",
             ACCESS_CONTROL,
             permission_levels,
-        )
-        .get(
-            "/api/2.0/sql/warehouses",
-            Access::Scope(ApiScope::SqlWarehouses),
-            list_warehouses,
-        )
-        .get(
-            "/api/2.0/sql/warehouses/{id}",
-            Access::Scope(ApiScope::SqlWarehouses),
-            get_warehouse,
         )
         .get("/api/2.0/deputy/authz/why", Access::Authenticated, why)
 }
@@ -256,87 +246,6 @@ fn describe(level: PermissionLevel) -> &'static str {
         PermissionLevel::CanManage => "Can do everything, including changing permissions",
         PermissionLevel::IsOwner => "Owns the object",
         PermissionLevel::CanCreate => "Can create objects of this kind",
-    }
-}
-
-fn warehouse_json(
-    state: &AppState,
-    record: &deputy_store::catalog::WorkspaceObjectRecord,
-) -> Value {
-    let host = state
-        .base_url()
-        .split("://")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    json!({
-        "id": record.object_id,
-        "name": record.name,
-        "state": "RUNNING",
-        "cluster_size": "X-Small",
-        "min_num_clusters": 1,
-        "max_num_clusters": 1,
-        "auto_stop_mins": 0,
-        "enable_serverless_compute": true,
-        "warehouse_type": "PRO",
-        "num_clusters": 1,
-        "num_active_sessions": 0,
-        "creator_name": state.directory().get(record.owner_id).map(|owner| owner.name.clone()),
-        "health": { "status": "HEALTHY" },
-        "odbc_params": { "hostname": host, "path": format!("/sql/1.0/warehouses/{}", record.object_id), "port": 443, "protocol": "https" },
-        "tags": { "custom_tags": [] },
-        "channel": { "name": "CHANNEL_NAME_CURRENT" },
-    })
-}
-
-/// Warehouses the caller may at least view.
-async fn list_warehouses(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Value>, ApiError> {
-    let kind = WorkspaceObjectKind::Warehouse;
-    let mut warehouses = Vec::new();
-    for record in state
-        .store()
-        .list_workspace_objects(object_type_of(kind))
-        .await?
-    {
-        let action = Action::UseWorkspaceObject {
-            object: WorkspaceObjectRef::new(kind, &record.object_id),
-            level: PermissionLevel::CanView,
-        };
-        if state
-            .decide(&caller, ApiScope::SqlWarehouses, action)
-            .is_allowed()
-        {
-            warehouses.push(warehouse_json(&state, &record));
-        }
-    }
-    Ok(Json(json!({ "warehouses": warehouses })))
-}
-
-async fn get_warehouse(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let kind = WorkspaceObjectKind::Warehouse;
-    let missing = || ApiError::not_found(format!("warehouse `{id}` does not exist"));
-    let record = state
-        .store()
-        .get_workspace_object(object_type_of(kind), &id)
-        .await?
-        .ok_or_else(missing)?;
-    let action = Action::UseWorkspaceObject {
-        object: WorkspaceObjectRef::new(kind, &id),
-        level: PermissionLevel::CanView,
-    };
-    match state
-        .decide(&caller, ApiScope::SqlWarehouses, action)
-        .is_allowed()
-    {
-        true => Ok(Json(warehouse_json(&state, &record))),
-        false => Err(missing()),
     }
 }
 
