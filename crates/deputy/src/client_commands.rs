@@ -91,7 +91,7 @@ pub enum KeysCommand {
     Rotate,
 }
 
-fn client(connection: &Connection) -> anyhow::Result<WorkspaceClient> {
+pub(crate) fn client(connection: &Connection) -> anyhow::Result<WorkspaceClient> {
     let config = Config::from_environment(
         connection.host.clone(),
         connection.token.clone(),
@@ -100,7 +100,7 @@ fn client(connection: &Connection) -> anyhow::Result<WorkspaceClient> {
     Ok(WorkspaceClient::from_config(config))
 }
 
-fn print(connection: &Connection, value: &Value, table: impl FnOnce(&Value) -> String) {
+pub(crate) fn print(connection: &Connection, value: &Value, table: impl FnOnce(&Value) -> String) {
     match connection.output {
         Output::Json => println!(
             "{}",
@@ -111,7 +111,7 @@ fn print(connection: &Connection, value: &Value, table: impl FnOnce(&Value) -> S
 }
 
 /// Renders rows as aligned columns under a header.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -133,7 +133,7 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     out
 }
 
-fn text(value: &Value) -> String {
+pub(crate) fn text(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
         Value::Null => String::new(),
@@ -157,7 +157,7 @@ async fn find(
     Ok(resources(&client.get(&path).await?).into_iter().next())
 }
 
-fn urlencode(text: &str) -> String {
+pub(crate) fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|byte| match byte {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

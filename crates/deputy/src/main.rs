@@ -1,6 +1,7 @@
 //! The `deputy` binary: `serve` runs the server; the other commands are a client of a running server for people
 //! (text tables) and scripts (`--output json`).
 
+mod catalog_commands;
 mod client_commands;
 mod demo;
 
@@ -57,6 +58,36 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: client_commands::KeysCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Unity Catalog grants: show, add and remove privileges on catalogs, schemas, tables, functions, volumes and
+    /// connections.
+    Grants {
+        #[command(subcommand)]
+        command: catalog_commands::GrantsCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Unity Catalog catalogs, their schemas and tables.
+    Catalog {
+        #[command(subcommand)]
+        command: catalog_commands::CatalogCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Explain whether a principal may do something, and why: prints `allow` or `deny`, then the reasons.
+    Why {
+        /// A user name, group name or service principal application id.
+        principal: String,
+        /// select, modify, execute, read_volume, write_volume, use_connection, browse or manage (for workspace
+        /// objects any word; `--level` says what is asked).
+        action: String,
+        /// `TYPE:NAME`, e.g. `table:main.sales.orders` or `warehouses:<id>`.
+        securable: String,
+        /// For workspace objects: the permission level asked about (default: the lowest).
+        #[arg(long)]
+        level: Option<String>,
         #[command(flatten)]
         connection: Connection,
     },
@@ -156,6 +187,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command,
             connection,
         } => client_commands::keys(command, &connection).await,
+        Command::Grants {
+            command,
+            connection,
+        } => catalog_commands::grants(command, &connection).await,
+        Command::Catalog {
+            command,
+            connection,
+        } => catalog_commands::catalog(command, &connection).await,
+        Command::Why {
+            principal,
+            action,
+            securable,
+            level,
+            connection,
+        } => {
+            catalog_commands::why(
+                &principal,
+                &action,
+                &securable,
+                level.as_deref(),
+                &connection,
+            )
+            .await
+        }
     }
 }
 

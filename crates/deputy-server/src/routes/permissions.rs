@@ -324,6 +324,23 @@ async fn why(
 
 /// The actions `why` understands, named as people would say them.
 fn securable_action(action: &str, securable: SecurableRef) -> Result<Action, ApiError> {
+    use SecurableKind::*;
+    let applies_to: &[SecurableKind] = match action.to_ascii_lowercase().as_str() {
+        "select" | "read" => &[Table, View, VectorIndex],
+        "modify" | "write" => &[Table, VectorIndex],
+        "execute" => &[Function],
+        "read_volume" | "write_volume" => &[Volume],
+        "use_connection" => &[Connection],
+        _ => &[],
+    };
+    if !applies_to.is_empty() && !applies_to.contains(&securable.kind()) {
+        let kinds: Vec<&str> = applies_to.iter().map(|kind| kind.name()).collect();
+        return Err(ApiError::invalid_parameter(format!(
+            "`{action}` applies to {}, not to a {}",
+            kinds.join(", "),
+            securable.kind().noun()
+        )));
+    }
     Ok(match action.to_ascii_lowercase().as_str() {
         "select" | "read" => Action::ReadTable(securable),
         "modify" | "write" => Action::WriteTable(securable),

@@ -352,6 +352,8 @@ fn render_schema_object(body: &mut Value, record: &SecurableRecord, segments: &[
             body["security_type"] = json!("DEFINER");
             body["specific_name"] = json!(segments.last());
             body["is_null_call"] = json!(false);
+            // `FunctionInfo.properties` is a JSON-encoded string, unlike the object of other securables.
+            body["properties"] = json!(record.properties);
         }
         "volume" => {
             body["volume_id"] = json!(id);
@@ -764,11 +766,29 @@ async fn create_function(
             full_name,
             parent: Some(schema),
             comment: info.comment,
-            properties: info.properties,
+            properties: function_properties(info.properties)?,
             spec,
         },
     )
     .await
+}
+
+/// A function's `properties` travel as a JSON-encoded string (`CreateFunction.properties: str` in the SDK); an
+/// object is accepted too.
+fn function_properties(properties: Option<Value>) -> Result<Option<Value>, ApiError> {
+    match properties {
+        Some(Value::String(text)) if text.trim().is_empty() => Ok(None),
+        Some(Value::String(text)) => serde_json::from_str::<Value>(&text)
+            .ok()
+            .filter(Value::is_object)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::invalid_parameter(
+                    "`properties` must be a JSON object encoded as a string",
+                )
+            }),
+        other => Ok(other),
+    }
 }
 
 #[derive(Deserialize)]
@@ -1349,5 +1369,20 @@ mod tests {
         );
         assert!(privileges(&["EXECUTE".into()], SecurableKind::Table).is_err());
         assert!(privileges(&["FLY".into()], SecurableKind::Table).is_err());
+    }
+
+    #[test]
+    fn function_properties_arrive_as_a_json_string() {
+        assert_eq!(
+            function_properties(Some(json!("{\"a\": \"b\"}"))).unwrap(),
+            Some(json!({ "a": "b" }))
+        );
+        assert_eq!(function_properties(Some(json!(""))).unwrap(), None);
+        assert_eq!(
+            function_properties(Some(json!({ "a": "b" }))).unwrap(),
+            Some(json!({ "a": "b" }))
+        );
+        assert!(function_properties(Some(json!("not json"))).is_err());
+        assert!(function_properties(Some(json!("[1]"))).is_err());
     }
 }
