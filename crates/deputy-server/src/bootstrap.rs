@@ -11,6 +11,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const ADMINS_GROUP: &str = "admins";
+/// Every user and service principal is a member, as in Databricks: the group to grant workspace-wide rights to.
+pub const USERS_GROUP: &str = "users";
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
@@ -56,6 +58,8 @@ pub async fn bootstrap(
     )
     .await?;
     let admins = ensure_identity(store, IdentityKind::Group, ADMINS_GROUP, ADMINS_GROUP).await?;
+    let users = ensure_identity(store, IdentityKind::Group, USERS_GROUP, USERS_GROUP).await?;
+    store.add_group_member(users.id, admin.id).await?;
     store.add_group_member(admins.id, admin.id).await?;
 
     ensure_default_warehouse(store, &admin).await?;

@@ -677,6 +677,15 @@ async fn errors_use_the_databricks_format() {
 async fn only_admins_change_identities_and_groups_nest() {
     let h = harness().await;
     let alice = h.create_user("alice@example.com").await;
+    let in_users = alice["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|group| group["display"] == "users");
+    assert!(
+        in_users,
+        "every new user joins the built-in `users` group: {alice}"
+    );
     let alice_token = h
         .token_for(alice["id"].as_str().unwrap(), &["all-apis"])
         .await;

@@ -544,6 +544,16 @@ async fn create(
         active: fields.active,
     };
     let identity = state.store().create_identity(new, now_millis()).await?;
+    if kind != IdentityKind::Group
+        && let Some(users) = state
+            .directory()
+            .find(IdentityKind::Group, crate::bootstrap::USERS_GROUP)
+    {
+        state
+            .store()
+            .add_group_member(users.id, identity.id)
+            .await?;
+    }
     let member_ids: Vec<PrincipalId> = members.iter().map(|member| member.id).collect();
     if !member_ids.is_empty() {
         state
@@ -807,14 +817,19 @@ async fn delete(
             "you cannot delete the principal you are authenticated as",
         ));
     }
+    let built_in = [
+        crate::bootstrap::ADMINS_GROUP,
+        crate::bootstrap::USERS_GROUP,
+    ];
     if kind == IdentityKind::Group
-        && identity
-            .name
-            .eq_ignore_ascii_case(crate::bootstrap::ADMINS_GROUP)
+        && built_in
+            .iter()
+            .any(|name| identity.name.eq_ignore_ascii_case(name))
     {
-        return Err(ApiError::invalid_parameter(
-            "the `admins` group cannot be deleted",
-        ));
+        return Err(ApiError::invalid_parameter(format!(
+            "the built-in `{}` group cannot be deleted",
+            identity.name
+        )));
     }
     state.store().delete_identity(identity.id).await?;
     Ok(Json(json!({})))
