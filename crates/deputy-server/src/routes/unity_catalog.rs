@@ -62,7 +62,9 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
     let grants = Access::Scope(ApiScope::CatalogGrants);
     router
         .post("/api/2.1/unity-catalog/catalogs", catalogs, create_catalog)
-        .get("/api/2.1/unity-catalog/catalogs", catalogs, list_catalogs)
+        .get("/api/2.1/unity-catalog/catalogs", catalogs, |s, c, q| {
+            list_top_level(s, c, q, SecurableKind::Catalog)
+        })
         .get(
             "/api/2.1/unity-catalog/catalogs/{name}",
             catalogs,
@@ -167,7 +169,7 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
         .get(
             "/api/2.1/unity-catalog/connections",
             connections,
-            list_connections,
+            |s, c, q| list_top_level(s, c, q, SecurableKind::Connection),
         )
         .get(
             "/api/2.1/unity-catalog/connections/{name}",
@@ -954,36 +956,19 @@ async fn list_page(
     ))
 }
 
-async fn list_catalogs(
+/// Catalogs and connections: the securables that hang off the metastore.
+async fn list_top_level(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
+    kind: SecurableKind,
 ) -> Result<Json<Value>, ApiError> {
-    list_page(
-        &state,
-        &caller,
-        &[SecurableKind::Catalog],
-        None,
-        &query,
-        "catalogs",
-    )
-    .await
-}
-
-async fn list_connections(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    list_page(
-        &state,
-        &caller,
-        &[SecurableKind::Connection],
-        None,
-        &query,
-        "connections",
-    )
-    .await
+    let key = if kind == SecurableKind::Catalog {
+        "catalogs"
+    } else {
+        "connections"
+    };
+    list_page(&state, &caller, &[kind], None, &query, key).await
 }
 
 async fn list_schemas(
