@@ -424,7 +424,8 @@ async fn revocation_and_introspection() {
 #[tokio::test]
 async fn forged_tokens_are_refused() {
     let h = harness().await;
-    let genuine = h.sign(&h.claims_for("admin", ScopeSet::all()));
+    // A narrow genuine token, so that rewriting its scope to `all-apis` really is a widening.
+    let genuine = h.sign(&h.claims_for("admin", ScopeSet::parse("sql").unwrap()));
     assert_eq!(h.me(&genuine).await.status, StatusCode::OK);
     let [header_b64, payload_b64, signature] = genuine.split('.').collect::<Vec<_>>()[..] else {
         panic!()
@@ -523,6 +524,10 @@ async fn forged_tokens_are_refused() {
             reply.body
         );
         assert_eq!(reply.body["error_code"], "UNAUTHENTICATED", "{name}");
+        assert_ne!(
+            token, genuine,
+            "{name}: a forgery must differ from the genuine token"
+        );
     }
 }
 
