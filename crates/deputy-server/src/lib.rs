@@ -23,6 +23,7 @@ use crate::error::ApiError;
 use crate::state::{AppState, StateParts};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
+use deputy_sql::SqlEngine;
 use deputy_store::{SqliteStore, Store};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -86,6 +87,8 @@ pub async fn prepare(
     let credentials = Credentials::load(store.clone(), directory.clone(), &issuer, &base_url)
         .await
         .map_err(ServeError::Keys)?;
+    let sql = SqlEngine::new(data_dir.join("warehouse"), store.clone())
+        .map_err(|error| ServeError::Catalog(error.to_string()))?;
     let (_, registry) = routes::api_routes().into_parts();
     let state = AppState::new(StateParts {
         store,
@@ -95,6 +98,7 @@ pub async fn prepare(
         registry,
         workspace_id: report.workspace_id,
         base_url,
+        sql,
     });
     Ok((state, report))
 }

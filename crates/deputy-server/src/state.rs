@@ -4,10 +4,12 @@ use crate::credentials::{Caller, Credentials};
 use crate::directory::{Directory, DirectoryState};
 use crate::error::ApiError;
 use crate::routes::RouteRegistry;
+use crate::routes::statements::Statements;
 use deputy_authz::{
     AccessRequest, Action, AuthzState, Decision, Effect, PrincipalId, Reason, Snapshot, decide,
 };
 use deputy_core::ApiScope;
+use deputy_sql::SqlEngine;
 use deputy_store::Store;
 use std::sync::Arc;
 
@@ -26,6 +28,8 @@ struct Shared {
     registry: RouteRegistry,
     workspace_id: i64,
     base_url: String,
+    sql: SqlEngine,
+    statements: Statements,
 }
 
 /// Everything `AppState::new` assembles.
@@ -37,6 +41,7 @@ pub struct StateParts {
     pub registry: RouteRegistry,
     pub workspace_id: i64,
     pub base_url: String,
+    pub sql: SqlEngine,
 }
 
 impl AppState {
@@ -51,6 +56,8 @@ impl AppState {
                 registry: parts.registry,
                 workspace_id: parts.workspace_id,
                 base_url: parts.base_url,
+                sql: parts.sql,
+                statements: Statements::default(),
             }),
         }
     }
@@ -110,6 +117,16 @@ impl AppState {
 
     pub fn caller_principal(&self, caller: &Caller) -> PrincipalId {
         deputy_catalog::principal_id(caller.identity.id)
+    }
+
+    /// The SQL engine every warehouse runs statements on.
+    pub fn sql(&self) -> &SqlEngine {
+        &self.inner.sql
+    }
+
+    /// Submitted statements and their results.
+    pub fn statements(&self) -> &Statements {
+        &self.inner.statements
     }
 
     pub fn credentials(&self) -> &Credentials {

@@ -8,6 +8,7 @@
 pub mod oauth;
 pub mod permissions;
 pub mod scim;
+pub mod statements;
 pub mod tokens;
 pub mod unity_catalog;
 pub mod warehouses;
@@ -128,6 +129,7 @@ pub fn api_routes() -> ApiRouter {
     let router = tokens::routes(router);
     let router = unity_catalog::routes(router);
     let router = permissions::routes(router);
+    let router = statements::routes(router);
     warehouses::routes(router)
 }
 

@@ -1,0 +1,251 @@
+//! The cost of row filters and column masks: the same queries over a 10M-row table with and without a row filter +
+//! mask, side by side. `cargo bench -p deputy-sql`; `DEPUTY_BENCH_ROWS` changes the row count.
+//!
+//! The two tables hold the same Parquet file. The bench user is in `readers`, for whom the row filter keeps every row
+//! and the mask shows the clear value, so both tables return identical results (checked) and the difference is
+//! the policy machinery alone: evaluating the filter and mask functions, and the optimizer barrier above them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::file::properties::WriterProperties;
+use deputy_authz::{AuthzState, PrincipalId};
+use deputy_core::ScopeSet;
+use deputy_sql::{CancellationToken, Session, SqlEngine, StatementResult, apply_catalog_changes};
+use deputy_store::catalog::CatalogStore;
+use deputy_store::{IdentityKind, MetadataStore, NewIdentity, SqliteStore, Store};
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+const QUERIES: &[(&str, &str)] = &[
+    (
+        "full scan aggregate",
+        "SELECT count(*), sum(amount), avg(amount) FROM {t}",
+    ),
+    (
+        "selective filter",
+        "SELECT count(*), sum(amount) FROM {t} WHERE id BETWEEN 4000000 AND 4100000",
+    ),
+    (
+        "group by",
+        "SELECT region, count(*), sum(amount) FROM {t} GROUP BY region ORDER BY region",
+    ),
+    (
+        "masked column",
+        "SELECT count(*) FROM {t} WHERE email LIKE '%77@%'",
+    ),
+];
+const RUNS: usize = 5;
+
+fn main() -> BenchResult<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(bench())
+}
+
+fn identity(kind: IdentityKind, name: &str) -> NewIdentity {
+    NewIdentity {
+        kind,
+        name: name.to_owned(),
+        display_name: name.to_owned(),
+        given_name: None,
+        family_name: None,
+        external_id: None,
+        active: true,
+    }
+}
+
+async fn bench() -> BenchResult<()> {
+    let rows: usize = std::env::var("DEPUTY_BENCH_ROWS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(10_000_000);
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(SqliteStore::open(&dir.path().join("meta.db")).await?);
+    let admin = store
+        .create_identity(identity(IdentityKind::User, "admin"), 0)
+        .await?;
+    let admins = store
+        .create_identity(identity(IdentityKind::Group, "admins"), 0)
+        .await?;
+    store.add_group_member(admins.id, admin.id).await?;
+    let reader = store
+        .create_identity(identity(IdentityKind::User, "reader"), 0)
+        .await?;
+    let readers = store
+        .create_identity(identity(IdentityKind::Group, "readers"), 0)
+        .await?;
+    store.add_group_member(readers.id, reader.id).await?;
+    let admin_id = PrincipalId(u64::try_from(admin.id.0)?);
+    let reader_id = PrincipalId(u64::try_from(reader.id.0)?);
+    let authz = AuthzState::new(deputy_catalog::load_snapshot(&*store as &dyn Store).await?);
+    let engine = SqlEngine::new(
+        dir.path().join("data"),
+        Arc::clone(&store) as Arc<dyn Store>,
+    )?;
+    let session = |principal: PrincipalId, user: &str, groups: &[&str]| Session {
+        principal,
+        user_name: user.to_owned(),
+        groups: groups.iter().map(|group| group.to_string()).collect(),
+        scopes: ScopeSet::all(),
+        snapshot: authz.snapshot(),
+        default_catalog: Some("bench".to_owned()),
+        default_schema: Some("s".to_owned()),
+    };
+    for sql in [
+        "CREATE CATALOG bench",
+        "CREATE SCHEMA bench.s",
+        "CREATE TABLE bench.s.plain (id BIGINT, region STRING, email STRING, amount INT)",
+        "CREATE TABLE bench.s.guarded (id BIGINT, region STRING, email STRING, amount INT)",
+        "CREATE FUNCTION bench.s.keep(r STRING) RETURNS BOOLEAN \
+         RETURN is_account_group_member('readers') OR r = 'EU'",
+        "CREATE FUNCTION bench.s.hide(e STRING) RETURNS STRING \
+         RETURN CASE WHEN is_account_group_member('readers') THEN e ELSE '***' END",
+        "ALTER TABLE bench.s.guarded SET ROW FILTER bench.s.keep ON (region)",
+        "ALTER TABLE bench.s.guarded ALTER COLUMN email SET MASK bench.s.hide",
+        "GRANT USE CATALOG ON CATALOG bench TO readers",
+        "GRANT USE SCHEMA, SELECT ON SCHEMA bench.s TO readers",
+    ] {
+        let result = engine
+            .execute(
+                &session(admin_id, "admin", &[]),
+                sql,
+                &[],
+                CancellationToken::new(),
+            )
+            .await?;
+        authz.update(|snapshot| apply_catalog_changes(snapshot, &result.changes))?;
+    }
+
+    let started = Instant::now();
+    let mut files = Vec::new();
+    for table in ["plain", "guarded"] {
+        let record = store
+            .find_securable("relation", &format!("bench.s.{table}"))
+            .await?
+            .ok_or("table not created")?;
+        files.push(
+            dir.path()
+                .join("data")
+                .join("tables")
+                .join(record.id.0.to_string())
+                .join("part-0.parquet"),
+        );
+    }
+    let [plain_file, guarded_file] = files.as_slice() else {
+        return Err("two tables expected".into());
+    };
+    generate(plain_file, rows)?;
+    std::fs::copy(plain_file, guarded_file)?;
+    println!(
+        "generated {rows} rows in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let reader_session = session(reader_id, "reader", &["readers"]);
+    println!(
+        "{:<22} {:>12} {:>12} {:>10}",
+        "query", "plain ms", "policy ms", "overhead"
+    );
+    for (name, template) in QUERIES {
+        let plain_sql = template.replace("{t}", "plain");
+        let guarded_sql = template.replace("{t}", "guarded");
+        // Warm the file cache and check that both tables answer alike.
+        let plain_result = engine
+            .execute(&reader_session, &plain_sql, &[], CancellationToken::new())
+            .await?;
+        let guarded_result = engine
+            .execute(&reader_session, &guarded_sql, &[], CancellationToken::new())
+            .await?;
+        if rendered(&plain_result)? != rendered(&guarded_result)? {
+            return Err(format!("{name}: the tables disagree").into());
+        }
+        let mut plain = Vec::with_capacity(RUNS);
+        let mut guarded = Vec::with_capacity(RUNS);
+        // Interleave the runs so that drift (thermal, page cache) hits both alike.
+        for _ in 0..RUNS {
+            plain.push(time(&engine, &reader_session, &plain_sql).await?);
+            guarded.push(time(&engine, &reader_session, &guarded_sql).await?);
+        }
+        let plain = median(&mut plain);
+        let guarded = median(&mut guarded);
+        let overhead = (guarded.as_secs_f64() / plain.as_secs_f64() - 1.0) * 100.0;
+        println!(
+            "{name:<22} {:>12.1} {:>12.1} {:>9.1}%",
+            plain.as_secs_f64() * 1e3,
+            guarded.as_secs_f64() * 1e3,
+            overhead
+        );
+    }
+    Ok(())
+}
+
+fn rendered(result: &StatementResult) -> BenchResult<Vec<Vec<Option<String>>>> {
+    Ok(result.data_array()?)
+}
+
+async fn time(engine: &SqlEngine, session: &Session, sql: &str) -> BenchResult<Duration> {
+    let started = Instant::now();
+    engine
+        .execute(session, sql, &[], CancellationToken::new())
+        .await?;
+    Ok(started.elapsed())
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+/// Writes `rows` rows in row groups of 1M: ids ascending (so a range filter can prune), four regions, one email
+/// per row.
+fn generate(path: &std::path::Path, rows: usize) -> BenchResult<()> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("region", DataType::Utf8, true),
+        Field::new("email", DataType::Utf8, true),
+        Field::new("amount", DataType::Int32, true),
+    ]));
+    let properties = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(1_000_000))
+        .build();
+    let mut writer = ArrowWriter::try_new(
+        std::fs::File::create(path)?,
+        Arc::clone(&schema),
+        Some(properties),
+    )?;
+    let regions = ["EU", "US", "APAC", "LATAM"];
+    let batch_rows = 100_000;
+    let mut start = 0;
+    while start < rows {
+        let end = (start + batch_rows).min(rows);
+        let ids: Int64Array = (start..end).map(|id| i64::try_from(id).ok()).collect();
+        let region: StringArray = (start..end)
+            .map(|id| regions.get(id % 4).copied())
+            .collect();
+        let email: StringArray = (start..end)
+            .map(|id| Some(format!("user{id}@example.com")))
+            .collect();
+        let amount: Int32Array = (start..end)
+            .map(|id| i32::try_from(id % 1000).ok())
+            .collect();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(ids),
+                Arc::new(region),
+                Arc::new(email),
+                Arc::new(amount),
+            ],
+        )?;
+        writer.write(&batch)?;
+        start = end;
+    }
+    writer.close()?;
+    Ok(())
+}
