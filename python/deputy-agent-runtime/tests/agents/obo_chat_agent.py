@@ -2,7 +2,7 @@
 client with ModelServingUserCredentials and the system client as a plain WorkspaceClient(). Instead of calling an
 API it reports the Authorization header each client would send, so no server is needed.
 
-The last user message is a command: "whoami" (default), "raise", "print", "exit".
+The last user message is a command: "whoami" (default), "raise", "print", "exit", "leak".
 """
 
 import json
@@ -33,10 +33,13 @@ def initialize_agent() -> dict:
     report["user"] = _try(
         lambda: _bearer(WorkspaceClient(credentials_strategy=ModelServingUserCredentials()))
     )
-    system_client = WorkspaceClient()
-    report["system"] = _bearer(system_client)
-    report["system_auth_type"] = system_client.config.auth_type
-    report["host"] = system_client.config.host
+    try:
+        system_client = WorkspaceClient()
+        report["system"] = _bearer(system_client)
+        report["system_auth_type"] = system_client.config.auth_type
+        report["host"] = system_client.config.host
+    except Exception as e:  # outside serving (mlflow validates the model at save time) there may be no credentials
+        report["system"] = {"error": f"{type(e).__name__}: {e}"}
 
     def fetch():
         from mlflowserving.scoring_server.agent_utils import fetch_obo_token
@@ -69,6 +72,10 @@ class OboChatAgent(ChatAgent):
             raise ValueError("the agent failed on purpose")
         if command == "exit":
             sys.exit(3)
+        if command == "leak":
+            from mlflowserving.scoring_server.agent_utils import fetch_obo_token
+
+            raise PermissionError(f"upstream rejected token {fetch_obo_token()}")
         if command == "print":
             print("agent chatter on stdout {not json")
             sys.stdout.write("more chatter\n")
