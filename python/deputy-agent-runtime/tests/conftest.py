@@ -117,3 +117,15 @@ def start_worker(creds_dir):
     for w in workers:
         if w.proc.poll() is None:
             w.close()
+
+
+@pytest.fixture(scope="module")
+def shared_obo_worker(tmp_path_factory):
+    """One OBO ChatAgent worker for the tests of a module (starting one costs seconds); that requests share a
+    process is what the token isolation tests want anyway."""
+    d = tmp_path_factory.mktemp("shared-creds")
+    write_system_token(str(d), "system-token-generation-1")
+    w = Worker(os.path.join(AGENTS_DIR, "obo_chat_agent.py"), str(d))
+    yield w
+    if w.proc.poll() is None:
+        assert w.close() == 0

@@ -70,8 +70,8 @@ def test_ready_line(start_worker):
     assert w.close() == 0  # stdin EOF: clean exit
 
 
-def test_user_and_system_clients_see_their_tokens(start_worker):
-    w = start_worker(OBO_AGENT)
+def test_user_and_system_clients_see_their_tokens(shared_obo_worker):
+    w = shared_obo_worker
     report = ask(
         w,
         user_token="user-token-alice-0001",
@@ -96,8 +96,8 @@ def test_rewritten_system_token_file_is_picked_up(start_worker, creds_dir):
     assert ask(w)["system"] == "Bearer system-token-generation-2"
 
 
-def test_request_without_token_fails_as_documented(start_worker):
-    w = start_worker(OBO_AGENT)
+def test_request_without_token_fails_as_documented(shared_obo_worker):
+    w = shared_obo_worker
     report = ask(w, user_token=None, user_id=None)
     assert_no_user_token(report)
     # The system client is unaffected, and there is no silent fallback from user to system credentials.
@@ -107,8 +107,8 @@ def test_request_without_token_fails_as_documented(start_worker):
     assert ask(w, context={"user_id": "mallory"})["user_id"] is None
 
 
-def test_alternating_users_never_see_each_other(start_worker):
-    w = start_worker(OBO_AGENT)
+def test_alternating_users_never_see_each_other(shared_obo_worker):
+    w = shared_obo_worker
     sequence = [
         ("tok-alice-aaaaaaaa", "alice"),
         ("tok-bob-bbbbbbbbbb", "bob"),
@@ -144,8 +144,8 @@ def test_agent_printing_does_not_corrupt_the_protocol(start_worker):
     assert "more chatter" in w.stderr_text()
 
 
-def test_exception_gives_error_line_and_worker_continues(start_worker):
-    w = start_worker(OBO_AGENT)
+def test_exception_gives_error_line_and_worker_continues(shared_obo_worker):
+    w = shared_obo_worker
     reply = w.call({"messages": [{"role": "user", "content": "raise"}]}, user_token="tok-x-123456789", request_id="e1")
     assert reply == {
         "id": "e1",
@@ -160,16 +160,16 @@ def test_exception_gives_error_line_and_worker_continues(start_worker):
     assert "the agent failed on purpose" in w.stderr_text()  # the traceback is logged on stderr
 
 
-def test_error_messages_do_not_echo_tokens(start_worker):
-    w = start_worker(OBO_AGENT)
+def test_error_messages_do_not_echo_tokens(shared_obo_worker):
+    w = shared_obo_worker
     reply = w.call({"messages": [{"role": "user", "content": "leak"}]}, user_token="tok-secret-9876543210")
     assert reply["type"] == "error"
     assert reply["message"] == "PermissionError: upstream rejected token [REDACTED]"
     assert "tok-secret-9876543210" not in w.stderr_text()
 
 
-def test_streaming_yields_chunks_then_done(start_worker):
-    w = start_worker(OBO_AGENT)
+def test_streaming_yields_chunks_then_done(shared_obo_worker):
+    w = shared_obo_worker
     lines = w.call(
         {"messages": [{"role": "user", "content": "hi"}], "stream": True},
         user_token="tok-stream-1234567",
@@ -188,8 +188,8 @@ def test_streaming_yields_chunks_then_done(start_worker):
     assert failing[-1]["message"] == "RuntimeError: failed mid-stream"
 
 
-def test_openai_chat_completions_payload(start_worker):
-    w = start_worker(OBO_AGENT)
+def test_openai_chat_completions_payload(shared_obo_worker):
+    w = shared_obo_worker
     reply = w.call(
         {
             "model": "my-agent",
@@ -222,15 +222,15 @@ def test_openai_chat_completions_payload(start_worker):
         ["not", "an", "object"],
     ],
 )
-def test_invalid_chat_payload_is_bad_request(start_worker, payload):
-    w = start_worker(OBO_AGENT)
+def test_invalid_chat_payload_is_bad_request(shared_obo_worker, payload):
+    w = shared_obo_worker
     reply = w.call(payload, user_token="tok-bad-123456789", request_id="b")
     assert reply["id"] == "b" and reply["type"] == "error" and reply["error_code"] == "BAD_REQUEST", reply
     assert ask(w)["system"] == "Bearer system-token-generation-1"
 
 
-def test_malformed_lines_get_error_lines(start_worker):
-    w = start_worker(OBO_AGENT)
+def test_malformed_lines_get_error_lines(shared_obo_worker):
+    w = shared_obo_worker
     w.send_line(b"this is not json\n")
     assert w.read() == {
         "id": None,
@@ -249,7 +249,6 @@ def test_malformed_lines_get_error_lines(start_worker):
     assert reply["id"] == "m2" and reply["error_code"] == "BAD_REQUEST"
     w.send_line(b"\n")  # blank lines are ignored
     assert ask(w, request_id="fine")["system"] == "Bearer system-token-generation-1"
-    assert w.close() == 0
 
 
 def test_responses_agent(start_worker):
