@@ -147,6 +147,18 @@ def _serve_one(protocol: Protocol, handler, request: dict) -> None:
         tokens.clear_user_token()
 
 
+def _hide_developer_config_file() -> None:
+    """Databricks Model Serving has no ~/.databrickscfg. If the worker's HOME has one (a developer's machine), its
+    DEFAULT profile would outrank the serving credentials of a plain WorkspaceClient() and, worse, set the host that
+    user clients send the invoker's token to. Then point the SDK at an empty config file. Only then: the variable
+    shows up in the SDK's error messages, which otherwise stay word for word those of Databricks."""
+    if "DATABRICKS_CONFIG_FILE" in os.environ:
+        return
+    if os.path.exists(os.path.expanduser("~/.databrickscfg")):
+        os.environ["DATABRICKS_CONFIG_FILE"] = os.devnull
+        sys.stderr.write("deputy-agent-runtime: ignoring ~/.databrickscfg (DATABRICKS_CONFIG_FILE=/dev/null)\n")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deputy_agent_runtime")
     parser.add_argument("--model", required=True, help="MLflow model directory (with MLmodel) or models-from-code .py file")
@@ -155,6 +167,7 @@ def main(argv=None) -> int:
 
     protocol = Protocol()
     tokens.clear_user_token()
+    _hide_developer_config_file()
     try:
         import mlflow
 

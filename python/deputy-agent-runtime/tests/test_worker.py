@@ -96,6 +96,17 @@ def test_rewritten_system_token_file_is_picked_up(start_worker, creds_dir):
     assert ask(w)["system"] == "Bearer system-token-generation-2"
 
 
+def test_developer_databrickscfg_is_ignored(start_worker, creds_dir):
+    # A developer's ~/.databrickscfg must neither replace the system credentials nor redirect the user's token.
+    with open(os.path.join(creds_dir, ".databrickscfg"), "w") as f:
+        f.write("[DEFAULT]\nhost = https://elsewhere.invalid\ntoken = dapi-developer-token\n")
+    w = start_worker(OBO_AGENT)
+    report = ask(w, user_token="tok-cfg-123456789")
+    assert report["system"] == "Bearer system-token-generation-1"
+    assert report["host"] == "http://127.0.0.1:9"
+    assert_user_token(report, "tok-cfg-123456789")
+
+
 def test_request_without_token_fails_as_documented(shared_obo_worker):
     w = shared_obo_worker
     report = ask(w, user_token=None, user_id=None)
@@ -142,6 +153,7 @@ def test_agent_printing_does_not_corrupt_the_protocol(start_worker):
     assert all(line.startswith(b"{") for line in w.raw)
     assert "agent chatter on stdout {not json" in w.stderr_text()
     assert "more chatter" in w.stderr_text()
+    assert "raw write to fd 1" in w.stderr_text()
 
 
 def test_exception_gives_error_line_and_worker_continues(shared_obo_worker):

@@ -6,6 +6,7 @@ The last user message is a command: "whoami" (default), "raise", "print", "exit"
 """
 
 import json
+import os
 import sys
 import uuid
 from typing import Any, Generator, Optional
@@ -80,6 +81,7 @@ class OboChatAgent(ChatAgent):
             print("agent chatter on stdout {not json")
             sys.stdout.write("more chatter\n")
             sys.stdout.flush()
+            os.write(1, b"raw write to fd 1\n")
         report = initialize_agent()
         report["user_id"] = context.user_id if context else None
         report["conversation_id"] = context.conversation_id if context else None
