@@ -389,3 +389,28 @@ def test_load_failures_are_fatal(creds_dir, tmp_path):
         assert w.hello["type"] == "fatal", w.hello
         assert expected in w.hello["message"]
         assert w.close() != 0
+
+
+def test_stream_falls_back_to_predict(start_worker, tmp_path):
+    chat = start_worker(os.path.join(AGENTS_DIR, "trivial_chat_agent.py"))
+    lines = chat.call({"messages": [{"role": "user", "content": "hi"}]}, stream=True)
+    assert lines == [
+        {"id": "r", "type": "chunk", "data": {"delta": {"role": "assistant", "content": "ok", "id": "m1"}}},
+        {"id": "r", "type": "done"},
+    ]
+    code = tmp_path / "predict_only_responses.py"
+    code.write_text(
+        "import mlflow\n"
+        "from mlflow.pyfunc import ResponsesAgent\n"
+        "from mlflow.types.responses import ResponsesAgentResponse\n"
+        "class A(ResponsesAgent):\n"
+        "    def predict(self, request):\n"
+        "        return ResponsesAgentResponse(output=[self.create_text_output_item(text='hi', id='i1')])\n"
+        "mlflow.models.set_model(A())\n"
+    )
+    responses = start_worker(str(code))
+    lines = responses.call({"input": "x"}, stream=True)
+    assert [m["type"] for m in lines] == ["chunk", "done"]
+    assert lines[0]["data"]["type"] == "response.output_item.done"
+    assert lines[0]["data"]["output_index"] == 0
+    assert lines[0]["data"]["item"]["content"][0]["text"] == "hi"
