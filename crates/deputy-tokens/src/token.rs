@@ -120,8 +120,15 @@ impl TokenIssuer {
         if claims.exp.saturating_sub(claims.iat) > max {
             return Err(TokenError::LifetimeTooLong(max));
         }
-        if claims.act.as_ref().map_or(0, |a| a.chain().len()) > MAX_ACTOR_CHAIN {
-            return Err(TokenError::InvalidClaim("act"));
+        if claims.sub.is_empty() {
+            return Err(TokenError::MissingClaim("sub"));
+        }
+        // The same rule `check_claims` applies, so that no signed token is one verification refuses.
+        if let Some(act) = &claims.act {
+            let chain = act.chain();
+            if chain.len() > MAX_ACTOR_CHAIN || chain.iter().any(|sub| sub.is_empty()) {
+                return Err(TokenError::InvalidClaim("act"));
+            }
         }
         let key = self.keys.current();
         // JWS compact serialization (RFC 7515 §7.1): base64url(header) . base64url(payload) . base64url(signature).

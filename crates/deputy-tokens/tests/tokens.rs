@@ -144,6 +144,32 @@ fn signing_refuses_what_verification_could_not_honour() {
     let chain: Vec<String> = (0..17).map(|i| format!("agent-{i}")).collect();
     deep.act = Actor::from_chain(&chain);
     assert_eq!(issuer.sign(&deep), Err(TokenError::InvalidClaim("act")));
+    let mut no_sub = claims();
+    no_sub.sub.clear();
+    assert_eq!(issuer.sign(&no_sub), Err(TokenError::MissingClaim("sub")));
+}
+
+/// Found by the `token_exchange` fuzz target: a subject whose `act` chain held an empty `sub` went through a plain
+/// exchange (no actor, so the chain is kept as is) and was signed, but verification refuses such a chain, so the
+/// issued token could never be used. Signing now applies verification's rule.
+#[test]
+fn an_actor_chain_with_an_empty_sub_is_never_signed() {
+    let issuer = issuer();
+    let mut subject = claims();
+    subject.act = Actor::from_chain(&["agent-b", ""]);
+    let request = ExchangeRequest {
+        scope: None,
+        actor: None,
+        audience: AUDIENCE.into(),
+        client_id: None,
+        mode: ScopeMode::RefuseWider,
+    };
+    let issued = exchange(&subject, &request, NOW, 600).unwrap();
+    assert_eq!(issuer.sign(&issued), Err(TokenError::InvalidClaim("act")));
+    // A well-formed chain still signs and reads back unchanged.
+    let good = exchange(&claims(), &request, NOW, 600).unwrap();
+    let token = issuer.sign(&good).unwrap();
+    assert_eq!(issuer.verify(&token, NOW).unwrap(), good);
 }
 
 #[test]
