@@ -8,9 +8,18 @@ target_dir=${CARGO_TARGET_DIR:-$root/target}
 
 cargo fmt --all --check
 cargo build -p deputy
+# The Rust example agent that the Python tests deploy.
+cargo build -p deputy-sdk --example whoami_agent
 cargo test --workspace
+# The built-in models (fetched once with pip, cached outside the clone); the serving tests need them.
+"$target_dir/debug/deputy" models install
 
 venv=${DEPUTY_TEST_VENV:-$root/.venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/security/requirements.txt
+"$venv/bin/python" -m pytest -q -p no:cacheprovider python/deputy-agent-runtime/tests
+# The attack suite and a short crash-safety run, each against its own fresh server.
+DEPUTY_BIN="$target_dir/debug/deputy" "$venv/bin/python" tests/security/run.py
+DEPUTY_BIN="$target_dir/debug/deputy" "$venv/bin/python" tests/security/crash.py --rounds 3
 DEPUTY_BIN="$target_dir/debug/deputy" PYTHON="$venv/bin/python" bash tests/python/run.sh

@@ -45,5 +45,6 @@ pub fn genuine_claims() -> AccessClaims {
         scope: ScopeSet::parse("sql vector-search").unwrap(),
         client_id: Some("cli".into()),
         act: Actor::from_chain(&["agent-b", "agent-a"]),
+        derived_from: vec!["parent-jti".into()],
     }
 }

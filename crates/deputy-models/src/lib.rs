@@ -27,7 +27,7 @@ pub use embedding::LocalEmbeddingModel;
 pub use error::{LoadError, ModelError};
 pub use install::{
     ChatModelFiles, EmbeddingModelFiles, InstallError, InstalledModels, default_models_dir,
-    install_models, install_models_with,
+    install_models, install_models_with, installed_models,
 };
 pub use openai::{OpenAiCompatible, OpenAiConfig};
 pub use secret::SecretString;

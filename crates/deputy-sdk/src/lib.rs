@@ -4,6 +4,7 @@
 //! into [`ApiError`]s carrying the Databricks `error_code`. [`Config::from_environment`] reads the same variables and
 //! profile file as the Databricks SDKs, so one set of settings serves the Python clients and this one.
 
+pub mod agent;
 mod config;
 
 pub use config::{Config, ConfigError};
@@ -26,9 +27,23 @@ pub enum Credentials {
         scope: String,
         cache: Mutex<Option<CachedToken>>,
     },
+    /// Inside a Deputy (or Databricks) serving worker: the endpoint's own token, read from the file the platform
+    /// rewrites before it expires (`$SERVING_CREDENTIALS_DIR/model-dependencies-oauth-token`).
+    ServingSystem { token_file: std::path::PathBuf },
 }
 
 impl Credentials {
+    /// The serving-system strategy, with the token file where the platform puts it.
+    pub fn serving_system() -> Credentials {
+        let dir = std::env::var_os("SERVING_CREDENTIALS_DIR").map_or_else(
+            || "/var/credentials-secret".into(),
+            std::path::PathBuf::from,
+        );
+        Credentials::ServingSystem {
+            token_file: dir.join("model-dependencies-oauth-token"),
+        }
+    }
+
     pub fn oauth(
         client_id: impl Into<String>,
         client_secret: impl Into<String>,
@@ -47,6 +62,12 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Credentials::Token(_) => f.write_str("Credentials::Token(<redacted>)"),
+            Credentials::ServingSystem { token_file } => {
+                write!(
+                    f,
+                    "Credentials::ServingSystem {{ token_file: {token_file:?} }}"
+                )
+            }
             Credentials::OAuthClientCredentials { client_id, .. } => {
                 write!(
                     f,
@@ -73,20 +94,22 @@ pub enum ApiError {
     },
     #[error("could not reach the server: {0}")]
     Transport(#[from] reqwest::Error),
+    #[error("no usable credentials: {0}")]
+    Credentials(String),
 }
 
 impl ApiError {
     pub fn error_code(&self) -> Option<&str> {
         match self {
             ApiError::Api { error_code, .. } => Some(error_code),
-            ApiError::Transport(_) => None,
+            ApiError::Transport(_) | ApiError::Credentials(_) => None,
         }
     }
 
     pub fn status(&self) -> Option<u16> {
         match self {
             ApiError::Api { status, .. } => Some(*status),
-            ApiError::Transport(_) => None,
+            ApiError::Transport(_) | ApiError::Credentials(_) => None,
         }
     }
 }
@@ -235,6 +258,23 @@ impl WorkspaceClient {
     async fn bearer_token(&self) -> Result<String, ApiError> {
         match &self.credentials {
             Credentials::Token(token) => Ok(token.clone()),
+            // Read on every call: the file is small and the platform rewrites it before the token expires.
+            Credentials::ServingSystem { token_file } => {
+                let text = tokio::fs::read_to_string(token_file)
+                    .await
+                    .map_err(|error| {
+                        ApiError::Credentials(format!(
+                            "cannot read {}: {error}",
+                            token_file.display()
+                        ))
+                    })?;
+                let body: Value = serde_json::from_str(&text)
+                    .map_err(|error| ApiError::Credentials(format!("bad token file: {error}")))?;
+                body["OAUTH_TOKEN"][0]["oauthTokenValue"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| ApiError::Credentials("the token file holds no token".into()))
+            }
             Credentials::OAuthClientCredentials {
                 client_id,
                 client_secret,

@@ -63,6 +63,7 @@ pub async fn bootstrap(
     store.add_group_member(admins.id, admin.id).await?;
 
     ensure_default_warehouse(store, &admin).await?;
+    crate::routes::serving::ensure_builtin_endpoints(store, admin.id, users.id).await?;
 
     let admin_token_path = data_dir.join(ADMIN_TOKEN_FILE);
     let wrote_admin_token = !admin_token_path.exists();
@@ -77,7 +78,12 @@ pub async fn bootstrap(
         )
         .await
         .map_err(|error: ApiError| BootstrapError::Token(error.message))?;
-        write_private_file(&admin_token_path, issued.value.expose())?;
+        write_private_file(&admin_token_path, issued.value.expose()).map_err(|source| {
+            BootstrapError::Io {
+                path: admin_token_path.clone(),
+                source,
+            }
+        })?;
     }
     Ok(BootstrapReport {
         workspace_id,
@@ -139,20 +145,15 @@ fn new_workspace_id() -> i64 {
 
 /// Writes `contents` so that the file is never visible with wider permissions or half-written: a temporary file
 /// created with mode 0600, synced, then renamed into place.
-fn write_private_file(path: &Path, contents: &str) -> Result<(), BootstrapError> {
-    let io_error = |source| BootstrapError::Io {
-        path: path.to_owned(),
-        source,
-    };
+pub(crate) fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     let temporary = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&temporary).map_err(io_error)?;
-    file.write_all(contents.as_bytes()).map_err(io_error)?;
-    file.write_all(b"\n").map_err(io_error)?;
-    file.sync_all().map_err(io_error)?;
-    std::fs::rename(&temporary, path).map_err(io_error)?;
-    Ok(())
+    let mut file = options.open(&temporary)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
 }

@@ -40,6 +40,8 @@ pub enum Credential {
         expires_at: i64,
         actor: Option<Actor>,
         client_id: Option<String>,
+        /// The tokens this one was exchanged from (see `AccessClaims::derived_from`).
+        derived_from: Vec<String>,
     },
 }
 
@@ -77,6 +79,11 @@ impl Caller {
     pub fn subject(&self) -> &str {
         &self.identity.name
     }
+}
+
+/// How tokens exchanged from a personal access token name it among their ancestors (`derived_from`).
+pub fn personal_token_ancestor_id(token_id: &str) -> String {
+    format!("pat:{token_id}")
 }
 
 /// A bearer token whose `Debug` does not print it.
@@ -229,17 +236,19 @@ impl Credentials {
         if now < claims.nbf {
             return Err(deputy_tokens::TokenError::NotYetValid.into());
         }
-        if self.is_revoked(&claims.jti) {
+        if self.is_revoked(&claims) {
             return Err(AuthenticationError::Revoked);
         }
         Ok(claims)
     }
 
-    fn is_revoked(&self, jti: &str) -> bool {
-        self.revoked
+    /// Whether the token, or any token it was exchanged from, has been revoked.
+    fn is_revoked(&self, claims: &AccessClaims) -> bool {
+        let revoked = self
+            .revoked
             .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains(jti)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        revoked.contains(&claims.jti) || claims.derived_from.iter().any(|id| revoked.contains(id))
     }
 
     pub fn jwks(&self) -> serde_json::Value {
@@ -297,6 +306,7 @@ impl Credentials {
                 expires_at: claims.exp,
                 actor: claims.act,
                 client_id: claims.client_id,
+                derived_from: claims.derived_from,
             };
             return caller(&directory, identity, claims.scope, credential, token);
         }
@@ -321,9 +331,16 @@ impl Credentials {
         caller(&directory, identity, scopes, credential, token)
     }
 
-    /// Deletes a personal access token; returns whether it existed.
+    /// Deletes a personal access token, and revokes every token exchanged from it; returns whether it existed.
     pub async fn delete_personal_access_token(&self, token_id: &str) -> Result<bool, StoreError> {
-        self.store.delete_personal_access_token(token_id).await
+        let existed = self.store.delete_personal_access_token(token_id).await?;
+        if existed {
+            // No token exchanged from it outlives the longest access-token lifetime.
+            let until = now_seconds() + ACCESS_TOKEN_LIFETIME_SECONDS;
+            self.revoke_access_token(&personal_token_ancestor_id(token_id), until)
+                .await?;
+        }
+        Ok(existed)
     }
 
     pub fn store(&self) -> &Arc<dyn MetadataStore> {

@@ -23,6 +23,12 @@ where
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(body_rejection)?;
+        // serde_json skips the bytes of fields it ignores without checking them; a body must be UTF-8 throughout.
+        if let Err(error) = std::str::from_utf8(&bytes) {
+            return Err(ApiError::malformed_request(format!(
+                "could not parse the request body as JSON: it is not valid UTF-8 ({error})"
+            )));
+        }
         let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
@@ -36,7 +42,7 @@ where
     }
 }
 
-fn body_rejection(rejection: BytesRejection) -> ApiError {
+pub(crate) fn body_rejection(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -7,6 +7,8 @@
 //! **Architecture invariant:** only this crate knows the wire format. The store, token and core crates take and return
 //! domain types; handlers convert at the edge.
 
+pub mod agents;
+pub mod audit;
 pub mod bootstrap;
 mod clock;
 pub mod credentials;
@@ -89,6 +91,11 @@ pub async fn prepare(
         .map_err(ServeError::Keys)?;
     let sql = SqlEngine::new(data_dir.join("warehouse"), store.clone())
         .map_err(|error| ServeError::Catalog(error.to_string()))?;
+    let obo_enabled = store
+        .get_setting(agents::OBO_SETTING)
+        .await?
+        .is_some_and(|value| value == "true");
+    let agents = agents::AgentHost::new(data_dir, &base_url, obo_enabled);
     let (_, registry) = routes::api_routes().into_parts();
     let state = AppState::new(StateParts {
         store,
@@ -99,6 +106,8 @@ pub async fn prepare(
         workspace_id: report.workspace_id,
         base_url,
         sql,
+        models_dir: deputy_models::default_models_dir(),
+        agents,
     });
     Ok((state, report))
 }

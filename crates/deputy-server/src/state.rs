@@ -4,6 +4,7 @@ use crate::credentials::{Caller, Credentials};
 use crate::directory::{Directory, DirectoryState};
 use crate::error::ApiError;
 use crate::routes::RouteRegistry;
+use crate::routes::serving::ServingBackends;
 use crate::routes::statements::Statements;
 use deputy_authz::{
     AccessRequest, Action, AuthzState, Decision, Effect, PrincipalId, Reason, Snapshot, decide,
@@ -30,6 +31,8 @@ struct Shared {
     base_url: String,
     sql: SqlEngine,
     statements: Statements,
+    serving: ServingBackends,
+    agents: crate::agents::AgentHost,
 }
 
 /// Everything `AppState::new` assembles.
@@ -42,6 +45,9 @@ pub struct StateParts {
     pub workspace_id: i64,
     pub base_url: String,
     pub sql: SqlEngine,
+    /// Where the built-in models' files are (see `deputy_models::installed_models`).
+    pub models_dir: std::path::PathBuf,
+    pub agents: crate::agents::AgentHost,
 }
 
 impl AppState {
@@ -58,8 +64,20 @@ impl AppState {
                 base_url: parts.base_url,
                 sql: parts.sql,
                 statements: Statements::default(),
+                serving: ServingBackends::new(parts.models_dir),
+                agents: parts.agents,
             }),
         }
+    }
+
+    /// The model backends behind serving endpoints, loaded on first use.
+    pub fn serving(&self) -> &ServingBackends {
+        &self.inner.serving
+    }
+
+    /// Deployed agents' worker processes and the on-behalf-of switch.
+    pub fn agents(&self) -> &crate::agents::AgentHost {
+        &self.inner.agents
     }
 
     pub fn store(&self) -> &dyn Store {

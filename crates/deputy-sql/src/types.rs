@@ -7,6 +7,7 @@
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::sql::sqlparser::dialect::DatabricksDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::SqlError;
 
@@ -14,7 +15,12 @@ use crate::SqlError;
 pub fn arrow_type(type_text: &str) -> Result<DataType, SqlError> {
     let parsed = Parser::new(&DatabricksDialect {})
         .try_with_sql(type_text)
-        .and_then(|mut parser| parser.parse_data_type())
+        .and_then(|mut parser| {
+            let parsed = parser.parse_data_type()?;
+            // Nothing may follow the type: `INT); DROP TABLE x` is not a type.
+            parser.expect_token(&Token::EOF)?;
+            Ok(parsed)
+        })
         .map_err(|error| SqlError::Syntax(format!("invalid type `{type_text}`: {error}")))?;
     arrow_type_of_ast(&parsed.to_string())
 }
@@ -139,6 +145,13 @@ pub fn storage_type(data_type: &DataType) -> Option<DataType> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_after_a_type_is_refused() {
+        assert!(arrow_type("INT); DROP TABLE x; --").is_err());
+        assert!(arrow_type("STRING extra").is_err());
+        assert_eq!(arrow_type(" int ").unwrap(), DataType::Int32);
+    }
 
     #[test]
     fn round_trips_stored_types() {

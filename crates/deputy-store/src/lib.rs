@@ -8,6 +8,7 @@
 //! [`MetadataStore`] is the interface; [`SqliteStore`] the embedded implementation. A PostgreSQL implementation goes
 //! behind the same trait: the SQL here sticks to what both dialects share, apart from the connection setup.
 
+pub mod audit;
 pub mod catalog;
 pub mod specs;
 mod sqlite;
@@ -17,13 +18,14 @@ use async_trait::async_trait;
 use std::fmt;
 use std::str::FromStr;
 
+pub use audit::{AuditEvent, AuditStore};
 pub use catalog::CatalogStore;
 pub use sqlite::SqliteStore;
 
 /// Everything the server persists, behind one object.
-pub trait Store: MetadataStore + CatalogStore {}
+pub trait Store: MetadataStore + CatalogStore + AuditStore {}
 
-impl<T: MetadataStore + CatalogStore> Store for T {}
+impl<T: MetadataStore + CatalogStore + AuditStore> Store for T {}
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp in the store and on the Databricks wire.
 pub type EpochMillis = i64;

@@ -28,7 +28,15 @@ pub struct AccessClaims {
     pub client_id: Option<String>,
     /// The delegation chain, `None` when the subject acts for itself.
     pub act: Option<Actor>,
+    /// The ids of the tokens this one was exchanged from, nearest first (a personal access token as `pat:<id>`).
+    /// Revoking any of them revokes this token too, so a stolen token cannot outlive its revocation through the
+    /// tokens exchanged from it.
+    pub derived_from: Vec<String>,
 }
+
+/// The most ancestors a token may name; one more than the longest `act` chain, for the first exchange of a token
+/// that had no actor.
+pub const MAX_DERIVATION_DEPTH: usize = 2 * MAX_ACTOR_CHAIN;
 
 impl AccessClaims {
     /// Claims for a new token held by `sub` itself (no actor, no client), valid from `now` for `ttl` seconds, with a
@@ -52,6 +60,7 @@ impl AccessClaims {
             scope,
             client_id: None,
             act: None,
+            derived_from: Vec::new(),
         })
     }
 
@@ -115,6 +124,11 @@ pub(crate) struct WireClaimsOut<'a> {
     client_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     act: Option<&'a Actor>,
+    #[serde(
+        rename = "deputy_derived_from",
+        skip_serializing_if = "<[_]>::is_empty"
+    )]
+    derived_from: &'a [String],
 }
 
 impl<'a> From<&'a AccessClaims> for WireClaimsOut<'a> {
@@ -130,6 +144,7 @@ impl<'a> From<&'a AccessClaims> for WireClaimsOut<'a> {
             scope: claims.scope.to_string(),
             client_id: claims.client_id.as_deref(),
             act: claims.act.as_ref(),
+            derived_from: &claims.derived_from,
         }
     }
 }
@@ -148,6 +163,8 @@ pub(crate) struct WireClaimsIn {
     pub scope: Option<String>,
     pub client_id: Option<String>,
     pub act: Option<Actor>,
+    #[serde(rename = "deputy_derived_from", default)]
+    pub derived_from: Vec<String>,
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 use deputy_core::ScopeSet;
 
-use crate::claims::{AccessClaims, Actor, MAX_ACTOR_CHAIN};
+use crate::claims::{AccessClaims, Actor, MAX_ACTOR_CHAIN, MAX_DERIVATION_DEPTH};
 use crate::random::{RandomnessError, new_jti};
 
 /// How requested scopes wider than the subject's are treated.
@@ -98,6 +98,12 @@ pub fn exchange(
         None => subject.act.clone(),
         Some(actor) => Some(delegate(actor, subject.act.as_ref())?),
     };
+    if subject.derived_from.len() >= MAX_DERIVATION_DEPTH {
+        return Err(ExchangeError::ChainTooLong);
+    }
+    let derived_from = std::iter::once(subject.jti.clone())
+        .chain(subject.derived_from.iter().cloned())
+        .collect();
     Ok(AccessClaims {
         iss: subject.iss.clone(),
         aud: request.audience.clone(),
@@ -109,6 +115,7 @@ pub fn exchange(
         scope,
         client_id: request.client_id.clone(),
         act,
+        derived_from,
     })
 }
 
@@ -516,6 +523,10 @@ mod tests {
                 prop_assert!(second.scope.is_subset_of(held));
                 prop_assert!(second.exp <= first.exp);
                 prop_assert_eq!(second.actor_chain(), vec!["agent-b", "agent-a"]);
+                // Each token names its ancestors, nearest first, so revoking any of them reaches it.
+                prop_assert_eq!(&second.derived_from[0], &first.jti);
+                prop_assert_eq!(&second.derived_from[1..], &first.derived_from[..]);
+                prop_assert_eq!(&first.derived_from, &vec![alice.jti.clone()]);
             }
         }
     }

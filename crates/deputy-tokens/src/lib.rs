@@ -18,7 +18,7 @@ mod random;
 mod secrets;
 mod token;
 
-pub use claims::{AccessClaims, Actor, MAX_ACTOR_CHAIN};
+pub use claims::{AccessClaims, Actor, MAX_ACTOR_CHAIN, MAX_DERIVATION_DEPTH};
 pub use exchange::{ExchangeError, ExchangeRequest, ScopeMode, exchange};
 pub use keys::{KeyError, KeyRing, PersistedKey};
 pub use random::RandomnessError;

@@ -15,7 +15,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use deputy_core::ScopeSet;
 use serde::{Deserialize, Serialize};
 
-use crate::claims::{AccessClaims, MAX_ACTOR_CHAIN, WireClaimsIn, WireClaimsOut};
+use crate::claims::{
+    AccessClaims, MAX_ACTOR_CHAIN, MAX_DERIVATION_DEPTH, WireClaimsIn, WireClaimsOut,
+};
 use crate::keys::{KeyRing, is_well_formed_kid};
 
 /// Tokens longer than this are refused before any decoding. Deputy's own tokens are well under 2 KiB even with a
@@ -241,6 +243,11 @@ impl TokenIssuer {
                 return Err(TokenError::InvalidClaim("act"));
             }
         }
+        if wire.derived_from.len() > MAX_DERIVATION_DEPTH
+            || wire.derived_from.iter().any(String::is_empty)
+        {
+            return Err(TokenError::InvalidClaim("deputy_derived_from"));
+        }
         Ok(AccessClaims {
             iss,
             aud,
@@ -252,6 +259,7 @@ impl TokenIssuer {
             scope,
             client_id: wire.client_id,
             act: wire.act,
+            derived_from: wire.derived_from,
         })
     }
 }

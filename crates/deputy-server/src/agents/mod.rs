@@ -1,0 +1,213 @@
+//! Deployed agents: where their files live, how their workers are started, and the system credentials they get.
+//!
+//! An agent endpoint has its own service principal (display name `agent:<endpoint>`). Its workers see that
+//! principal's token in `$SERVING_CREDENTIALS_DIR/model-dependencies-oauth-token`, rewritten well before it expires
+//! (the Databricks SDK re-reads it), and, per request, the invoking user's downscoped token (see
+//! `routes::serving`).
+
+pub mod definition;
+pub mod worker;
+
+use definition::AgentKind;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use worker::{AgentPool, WorkerCommand};
+
+/// The display name prefix of an agent endpoint's service principal.
+pub const AGENT_PRINCIPAL_PREFIX: &str = "agent:";
+/// The file the Databricks SDK reads the system token from, inside `SERVING_CREDENTIALS_DIR`.
+const SYSTEM_TOKEN_FILE: &str = "model-dependencies-oauth-token";
+/// The system token lives an hour and is rewritten every 20 minutes, so any copy read from the file has at least
+/// 40 minutes left (Databricks promises 30).
+pub const SYSTEM_TOKEN_LIFETIME_SECONDS: i64 = 3600;
+pub const SYSTEM_TOKEN_REFRESH: Duration = Duration::from_secs(20 * 60);
+/// The setting that turns on-behalf-of-user access on for every agent endpoint.
+pub const OBO_SETTING: &str = "obo-enabled";
+
+/// An agent as recorded with its endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployedAgent {
+    pub kind: AgentKind,
+    /// The deployed copy of the agent (a directory or a file) under the data directory.
+    pub artifact: PathBuf,
+    /// The user API scopes the author declared, canonical text.
+    pub user_scopes: String,
+    pub system_resources: Vec<definition::SystemResource>,
+    /// The application id of the endpoint's service principal.
+    pub service_principal: String,
+    pub workers: usize,
+}
+
+/// Running agent workers by endpoint id, and what every worker needs to know.
+pub struct AgentHost {
+    agents_dir: PathBuf,
+    runtime_dir: PathBuf,
+    python: String,
+    base_url: String,
+    pools: Mutex<HashMap<String, Arc<AgentPool>>>,
+    obo_enabled: AtomicBool,
+    startup_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl AgentHost {
+    pub fn new(data_dir: &Path, base_url: &str, obo_enabled: bool) -> AgentHost {
+        AgentHost {
+            agents_dir: data_dir.join("agents"),
+            runtime_dir: python_runtime_dir(),
+            python: std::env::var("DEPUTY_AGENT_PYTHON").unwrap_or_else(|_| "python3".into()),
+            base_url: base_url.to_owned(),
+            pools: Mutex::default(),
+            obo_enabled: AtomicBool::new(obo_enabled),
+            startup_timeout: Duration::from_secs(180),
+            request_timeout: Duration::from_secs(600),
+        }
+    }
+
+    pub fn obo_enabled(&self) -> bool {
+        self.obo_enabled.load(Ordering::SeqCst)
+    }
+
+    pub fn set_obo_enabled(&self, enabled: bool) {
+        self.obo_enabled.store(enabled, Ordering::SeqCst);
+    }
+
+    /// A fresh directory for one deployment of the endpoint, so a redeploy never changes files a running worker
+    /// uses.
+    pub fn new_deployment_dir(&self, endpoint_id: &str) -> PathBuf {
+        self.agents_dir
+            .join(endpoint_id)
+            .join(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    fn credentials_dir(&self, endpoint_id: &str) -> PathBuf {
+        self.agents_dir.join(endpoint_id).join("credentials")
+    }
+
+    /// Writes the endpoint's system token where its workers' SDK reads it, atomically and readable by the owner
+    /// only.
+    pub fn write_system_token(&self, endpoint_id: &str, token: &str) -> std::io::Result<()> {
+        let dir = self.credentials_dir(endpoint_id);
+        std::fs::create_dir_all(&dir)?;
+        let body = serde_json::json!({ "OAUTH_TOKEN": [{ "oauthTokenValue": token }] }).to_string();
+        crate::bootstrap::write_private_file(&dir.join(SYSTEM_TOKEN_FILE), &body)
+    }
+
+    /// The endpoint's workers, started on first use. `fresh` says whether this call created the pool (the caller
+    /// then starts the system token's refresh).
+    pub fn pool(&self, endpoint_id: &str, agent: &DeployedAgent) -> (Arc<AgentPool>, bool) {
+        let mut pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(pool) = pools.get(endpoint_id) {
+            return (pool.clone(), false);
+        }
+        let pool = Arc::new(AgentPool::new(
+            self.command(endpoint_id, agent),
+            agent.workers,
+            self.startup_timeout,
+            self.request_timeout,
+        ));
+        pools.insert(endpoint_id.to_owned(), pool.clone());
+        (pool, true)
+    }
+
+    /// Stops the endpoint's workers (they are killed when the last request holding them ends).
+    pub fn stop(&self, endpoint_id: &str) {
+        self.pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(endpoint_id);
+    }
+
+    pub fn is_running(&self, endpoint_id: &str) -> bool {
+        self.pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains_key(endpoint_id)
+    }
+
+    fn command(&self, endpoint_id: &str, agent: &DeployedAgent) -> WorkerCommand {
+        let endpoint_dir = self.agents_dir.join(endpoint_id);
+        let mut env = vec![
+            ("IS_IN_DB_MODEL_SERVING_ENV".to_owned(), "true".to_owned()),
+            (
+                "DATABRICKS_MODEL_SERVING_HOST_URL".to_owned(),
+                self.base_url.clone(),
+            ),
+            (
+                "SERVING_CREDENTIALS_DIR".to_owned(),
+                self.credentials_dir(endpoint_id).display().to_string(),
+            ),
+            ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
+            (
+                "PYTHONPATH".to_owned(),
+                self.runtime_dir.display().to_string(),
+            ),
+            ("HOME".to_owned(), endpoint_dir.display().to_string()),
+        ];
+        // The few variables a process needs to find programs and speak UTF-8; nothing else of the server's.
+        for key in ["PATH", "LANG", "LC_ALL", "TZ", "DEPUTY_MODEL_CACHE"] {
+            if let Ok(value) = std::env::var(key) {
+                env.push((key.to_owned(), value));
+            }
+        }
+        let (program, args) = match agent.kind {
+            AgentKind::Python => (
+                PathBuf::from(&self.python),
+                vec![
+                    "-m".to_owned(),
+                    "deputy_agent_runtime".to_owned(),
+                    "--model".to_owned(),
+                    agent.artifact.display().to_string(),
+                ],
+            ),
+            AgentKind::Binary => (agent.artifact.clone(), Vec::new()),
+        };
+        WorkerCommand {
+            program,
+            args,
+            env,
+            working_dir: endpoint_dir.clone(),
+            log_file: endpoint_dir.join("worker.log"),
+        }
+    }
+}
+
+/// Where the Python agent runtime's sources are: `$DEPUTY_AGENT_RUNTIME`, else the copy in the source tree this
+/// binary was built from.
+fn python_runtime_dir() -> PathBuf {
+    std::env::var_os("DEPUTY_AGENT_RUNTIME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../python/deputy-agent-runtime")
+        })
+}
+
+/// Copies the agent at `source` (a file or a directory tree) to `target`.
+pub fn copy_artifact(source: &Path, target: &Path) -> std::io::Result<()> {
+    if source.is_dir() {
+        std::fs::create_dir_all(target)?;
+        for entry in std::fs::read_dir(source)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            // Byte-code caches and virtual environments are rebuilt where the agent runs.
+            if name == "__pycache__" || name == ".venv" {
+                continue;
+            }
+            copy_artifact(&entry.path(), &target.join(name))?;
+        }
+        Ok(())
+    } else {
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(source, target).map(|_| ())
+    }
+}

@@ -1,0 +1,152 @@
+//! The append-only audit log: who (the end user), through which agents (the `act` chain), did what, and whether it
+//! was allowed and why.
+
+use crate::{EpochMillis, StoreResult};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// One audited decision. `seq` is assigned by the store and orders events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    #[serde(default)]
+    pub seq: i64,
+    pub time_ms: EpochMillis,
+    pub request_id: String,
+    /// The end user (the token's `sub`).
+    pub user_name: String,
+    /// The actors between the user and the request, outermost first; empty when the user acted directly.
+    pub actors: Vec<String>,
+    /// The serving endpoint the request ran under, if any.
+    pub endpoint: Option<String>,
+    /// The API: an HTTP method and route, or an internal step such as `serving.obo-exchange`.
+    pub api: String,
+    pub scope: Option<String>,
+    pub securable: Option<String>,
+    pub allowed: bool,
+    pub reason: String,
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    /// Appends events atomically and durably: when this returns, they survive a crash.
+    async fn append_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()>;
+    /// Events with `seq > after`, oldest first, at most `limit`.
+    async fn audit_events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+}
+
+mod sqlite {
+    use super::{AuditEvent, AuditStore};
+    use crate::sqlite::SqliteStore;
+    use crate::{StoreError, StoreResult};
+    use async_trait::async_trait;
+    use sqlx::Row;
+
+    #[async_trait]
+    impl AuditStore for SqliteStore {
+        async fn append_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()> {
+            let mut transaction = self.pool().begin().await?;
+            for event in events {
+                let actors = serde_json::to_string(&event.actors)
+                    .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+                sqlx::query(
+                    "INSERT INTO audit_events (time_ms, request_id, user_name, actors, endpoint, api, scope, \
+                     securable, decision, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(event.time_ms)
+                .bind(&event.request_id)
+                .bind(&event.user_name)
+                .bind(actors)
+                .bind(&event.endpoint)
+                .bind(&event.api)
+                .bind(&event.scope)
+                .bind(&event.securable)
+                .bind(if event.allowed { "ALLOW" } else { "DENY" })
+                .bind(&event.reason)
+                .execute(&mut *transaction)
+                .await?;
+            }
+            transaction.commit().await?;
+            Ok(())
+        }
+
+        async fn audit_events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+            let rows = sqlx::query(
+                "SELECT seq, time_ms, request_id, user_name, actors, endpoint, api, scope, securable, decision, \
+                 reason FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?",
+            )
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let actors: String = row.try_get("actors")?;
+                    let decision: String = row.try_get("decision")?;
+                    Ok(AuditEvent {
+                        seq: row.try_get("seq")?,
+                        time_ms: row.try_get("time_ms")?,
+                        request_id: row.try_get("request_id")?,
+                        user_name: row.try_get("user_name")?,
+                        actors: serde_json::from_str(&actors)
+                            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+                        endpoint: row.try_get("endpoint")?,
+                        api: row.try_get("api")?,
+                        scope: row.try_get("scope")?,
+                        securable: row.try_get("securable")?,
+                        allowed: decision == "ALLOW",
+                        reason: row.try_get("reason")?,
+                    })
+                })
+                .collect()
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn event(request_id: &str, allowed: bool) -> AuditEvent {
+            AuditEvent {
+                seq: 0,
+                time_ms: 5,
+                request_id: request_id.into(),
+                user_name: "alice".into(),
+                actors: vec!["agent-sp".into(), "outer-agent".into()],
+                endpoint: Some("rag".into()),
+                api: "POST /api/2.0/vector-search/indexes/{name}/query".into(),
+                scope: Some("vectorsearch.vector-search-indexes".into()),
+                securable: Some("main.docs.index".into()),
+                allowed,
+                reason: "SELECT granted to alice".into(),
+            }
+        }
+
+        #[tokio::test]
+        async fn events_survive_reopening_in_order() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("metadata.db");
+            {
+                let store = SqliteStore::open(&path).await.unwrap();
+                store
+                    .append_audit_events(&[event("r1", true)])
+                    .await
+                    .unwrap();
+                store
+                    .append_audit_events(&[event("r2", false), event("r2", true)])
+                    .await
+                    .unwrap();
+            }
+            let store = SqliteStore::open(&path).await.unwrap();
+            let all = store.audit_events_after(0, 10).await.unwrap();
+            let ids: Vec<_> = all
+                .iter()
+                .map(|e| (e.request_id.as_str(), e.allowed))
+                .collect();
+            assert_eq!(ids, [("r1", true), ("r2", false), ("r2", true)]);
+            assert_eq!(all[0].actors, ["agent-sp", "outer-agent"]);
+            let later = store.audit_events_after(all[0].seq, 1).await.unwrap();
+            assert_eq!(later.len(), 1);
+            assert_eq!(later[0].seq, all[1].seq);
+        }
+    }
+}

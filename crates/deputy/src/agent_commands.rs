@@ -1,0 +1,191 @@
+//! Agent commands: deploy an agent behind a serving endpoint, the on-behalf-of switch, the audit log, and the
+//! built-in models' files.
+
+use crate::Connection;
+use crate::client_commands::{client, print, table, text};
+use anyhow::Context;
+use clap::Subcommand;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum AgentsCommand {
+    /// Deploy an agent behind a serving endpoint (created, or replaced if it already serves an agent): an MLflow model
+    /// directory (its MLmodel `auth_policy` declares the agent's access), a models-from-code Python file, or an
+    /// executable built on the Rust SDK. The path must be readable by the server.
+    Deploy {
+        path: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// A user API scope the agent may use on behalf of its callers (repeatable), when no MLmodel declares them.
+        #[arg(long = "user-scope")]
+        user_scopes: Vec<String>,
+        /// `TYPE:NAME` of a resource the agent's own service principal needs (repeatable), with TYPE one of MLflow's
+        /// resource keys: serving_endpoint, vector_search_index, sql_warehouse, function, table, uc_connection,
+        /// genie_space.
+        #[arg(long = "system-resource")]
+        system_resources: Vec<String>,
+        /// Worker processes (each handles one request at a time).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SettingsCommand {
+    /// Show the workspace settings.
+    Show,
+    /// Change a setting: `obo-enabled true|false` turns on-behalf-of-user access on or off for every agent.
+    Set { key: String, value: String },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Print audit events, oldest first; `--follow` keeps printing new ones.
+    Tail {
+        /// Start after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+pub async fn agents(command: AgentsCommand, connection: &Connection) -> anyhow::Result<()> {
+    let client = client(connection)?;
+    match command {
+        AgentsCommand::Deploy {
+            path,
+            name,
+            user_scopes,
+            system_resources,
+            workers,
+        } => {
+            let path = std::fs::canonicalize(&path)
+                .with_context(|| format!("cannot find `{}`", path.display()))?;
+            let body = json!({
+                "name": name,
+                "source_path": path,
+                "user_scopes": user_scopes,
+                "system_resources": system_resources,
+                "workers": workers,
+            });
+            let endpoint = client.post("/api/2.0/deputy/agents", &body).await?;
+            print(connection, &endpoint, |endpoint| {
+                let agent = &endpoint["config"]["served_entities"][0]["deputy_agent"];
+                let list = |value: &Value| {
+                    value
+                        .as_array()
+                        .map(|items| items.iter().map(text).collect::<Vec<_>>().join(" "))
+                        .unwrap_or_default()
+                };
+                format!(
+                    "deployed `{}` (id {}), running as service principal {}\nuser API scopes: {}\nsystem resources: {}",
+                    text(&endpoint["name"]),
+                    text(&endpoint["id"]),
+                    text(&agent["service_principal"]),
+                    list(&agent["user_api_scopes"]),
+                    list(&agent["system_resources"]),
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+pub async fn settings(command: SettingsCommand, connection: &Connection) -> anyhow::Result<()> {
+    let client = client(connection)?;
+    let settings = match command {
+        SettingsCommand::Show => client.get("/api/2.0/deputy/settings").await?,
+        SettingsCommand::Set { key, value } => {
+            let value: bool = match value.as_str() {
+                "true" | "on" => true,
+                "false" | "off" => false,
+                other => anyhow::bail!("`{key}` takes true or false, not `{other}`"),
+            };
+            let mut change = serde_json::Map::new();
+            change.insert(key, Value::Bool(value));
+            client
+                .patch("/api/2.0/deputy/settings", &Value::Object(change))
+                .await?
+        }
+    };
+    print(connection, &settings, |settings| {
+        let rows = settings
+            .as_object()
+            .map(|map| {
+                map.iter()
+                    .map(|(key, value)| vec![key.clone(), text(value)])
+                    .collect()
+            })
+            .unwrap_or_default();
+        table(&["SETTING", "VALUE"], rows)
+    });
+    Ok(())
+}
+
+pub async fn audit(command: AuditCommand, connection: &Connection) -> anyhow::Result<()> {
+    let client = client(connection)?;
+    let AuditCommand::Tail { mut after, follow } = command;
+    loop {
+        let page = client
+            .get(&format!("/api/2.0/deputy/audit?after={after}&limit=500"))
+            .await?;
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        for event in &events {
+            println!("{}", audit_line(connection, event));
+        }
+        if let Some(last) = page["last_seq"].as_i64() {
+            after = last;
+        }
+        if events.is_empty() {
+            if !follow {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+}
+
+fn audit_line(connection: &Connection, event: &Value) -> String {
+    if connection.output == crate::Output::Json {
+        return event.to_string();
+    }
+    let actors = event["actors"]
+        .as_array()
+        .map(|actors| actors.iter().map(text).collect::<Vec<_>>().join(" <- "))
+        .unwrap_or_default();
+    let who = match actors.is_empty() {
+        true => text(&event["user_name"]),
+        false => format!("{actors} for {}", text(&event["user_name"])),
+    };
+    format!(
+        "{} {} {} {} {} [{}] {}",
+        text(&event["seq"]),
+        if event["allowed"] == Value::Bool(true) {
+            "ALLOW"
+        } else {
+            "DENY "
+        },
+        who,
+        text(&event["api"]),
+        text(&event["securable"]),
+        text(&event["scope"]),
+        text(&event["reason"]),
+    )
+}
+
+/// Downloads (once) and verifies the built-in models' files.
+pub async fn install_models(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let dir = dir.unwrap_or_else(deputy_models::default_models_dir);
+    let shown = dir.display().to_string();
+    let installed = tokio::task::spawn_blocking(move || deputy_models::install_models(&dir))
+        .await?
+        .with_context(|| format!("installing the built-in models into {shown}"))?;
+    println!(
+        "embedding model: {}\nchat model: {}",
+        installed.embedding.weights.display(),
+        installed.chat.gguf.display()
+    );
+    Ok(())
+}
