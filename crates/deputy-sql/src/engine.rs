@@ -1,21 +1,21 @@
 //! The engine: runs one statement for one session.
 
+mod dml;
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::prelude::{SQLOptions, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{Query, Statement};
+use datafusion::sql::sqlparser::ast::{Insert, ObjectName, Query, Statement, TableObject};
 use deputy_authz::{
     Action, PrincipalId, Privilege, PrivilegeSet, SecurableKind, SecurableRef, may_grant,
     validate_name,
@@ -32,10 +32,13 @@ use tokio_util::sync::CancellationToken;
 use crate::SqlError;
 use crate::catalog::{CatalogContext, Directory, Shared, reference, table_spec};
 use crate::functions::{Identity, compile_function};
-use crate::parse::{ColumnDefinition, DeputyStatement, FunctionParameter, Name, parse_statement};
+use crate::parse::{
+    ColumnDefinition, DeputyStatement, FunctionParameter, Name, object_name, parse_statement,
+};
 use crate::result::{CatalogChange, StatementResult};
 use crate::session::{Rights, Session};
 use crate::snapshot::{authz_principal, store_principal};
+use crate::storage::{ParquetFile, TableFiles, TableLocks};
 use crate::types::{arrow_type, storage_type, type_name, type_text};
 
 /// One named statement parameter (`:name` in the statement), as the statement-execution API sends it.
@@ -71,9 +74,11 @@ impl SqlEngine {
         let data_dir = std::fs::canonicalize(&data_dir)?;
         Ok(SqlEngine {
             shared: Arc::new(Shared {
+                files: TableFiles::new(data_dir.join("tables")),
                 data_dir,
                 store,
                 runtime: Arc::new(RuntimeEnv::default()),
+                locks: TableLocks::default(),
             }),
         })
     }
@@ -682,7 +687,7 @@ impl Run<'_> {
         if let Err(error) = written {
             // Leave nothing half-created behind; the original error is what the caller needs to see.
             let _ = self.store().delete_securable(record.id).await;
-            let _ = std::fs::remove_dir_all(self.shared.table_dir(record.id));
+            let _ = self.shared.files.remove(record.id);
             return Err(error);
         }
         Ok(empty_result(vec![change]))
@@ -695,7 +700,6 @@ impl Run<'_> {
         mut spec: TableSpec,
         plan: Option<(SessionState, LogicalPlan)>,
     ) -> Result<(), SqlError> {
-        let directory = self.shared.table_dir(record.id);
         spec.storage_location = Some(format!("tables/{}", record.id.0));
         self.store()
             .update_securable(
@@ -708,7 +712,7 @@ impl Run<'_> {
                 now(),
             )
             .await?;
-        std::fs::create_dir_all(&directory)?;
+        let directory = self.shared.files.create(record.id)?;
         let Some((state, plan)) = plan else {
             return Ok(());
         };
@@ -728,7 +732,8 @@ impl Run<'_> {
             .execute_logical_plan(plan)
             .await?;
         let stream = frame.execute_stream().await?;
-        write_parquet(&directory, &schema, stream).await
+        write_parquet(&directory, &schema, stream).await?;
+        Ok(())
     }
 
     async fn create_view(
@@ -880,10 +885,7 @@ impl Run<'_> {
         self.store().delete_securable(record.id).await?;
         for descendant in descendants {
             if descendant.kind == SecurableKind::Table.name() {
-                let directory = self.shared.table_dir(descendant.id);
-                if directory.exists() {
-                    std::fs::remove_dir_all(directory)?;
-                }
+                self.shared.files.remove(descendant.id)?;
             }
         }
         Ok(empty_result(vec![CatalogChange::Dropped { securable }]))
@@ -1187,6 +1189,18 @@ impl Run<'_> {
     }
 
     async fn standard(&self, statement: Statement) -> Result<StatementResult, SqlError> {
+        if matches!(statement, Statement::Delete(_) | Statement::Update(_)) {
+            return self.modify(statement).await;
+        }
+        // An append waits for a rewrite of the same table to finish, and is planned after it: planning opens the
+        // table's current version, which the append adds a file to.
+        let _lock = match &statement {
+            Statement::Insert(Insert {
+                table: TableObject::TableName(name),
+                ..
+            }) => self.lock_table(name).await?,
+            _ => None,
+        };
         let (state, plan) = self.plan(statement).await?;
         let frame = SessionContext::new_with_state(state)
             .execute_logical_plan(plan)
@@ -1198,6 +1212,25 @@ impl Run<'_> {
             batches,
             changes: Vec::new(),
         })
+    }
+}
+
+impl Run<'_> {
+    /// The write lock of a visible table; `None` for any other name, which planning then reports.
+    async fn lock_table(
+        &self,
+        name: &ObjectName,
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, SqlError> {
+        let Ok(name) = object_name(name) else {
+            return Ok(None);
+        };
+        let Ok(full_name) = self.qualify(&name, 3) else {
+            return Ok(None);
+        };
+        match self.visible(SecurableKind::Table, &full_name) {
+            Some((record, _)) => Ok(Some(self.shared.locks.lock(record.id).await?)),
+            None => Ok(None),
+        }
     }
 }
 
@@ -1280,35 +1313,15 @@ fn parameter_value(parameter: &StatementParameter) -> Result<ScalarValue, SqlErr
     })
 }
 
-/// Writes a query's rows into one new Parquet file of the table, cast to the table's schema. The file appears under
-/// its final name only once complete, so a reader never sees half of it.
+/// Appends a query's rows to a table as one new Parquet file.
 async fn write_parquet(
     directory: &Path,
     schema: &SchemaRef,
     mut stream: datafusion::execution::SendableRecordBatchStream,
-) -> Result<(), SqlError> {
-    let id = uuid::Uuid::new_v4();
-    let partial = directory.join(format!(".part-{id}.parquet.partial"));
-    let complete = directory.join(format!("part-{id}.parquet"));
-    let file = std::fs::File::create(&partial)?;
-    let parquet_error = |error: datafusion::parquet::errors::ParquetError| {
-        SqlError::Internal(format!("writing table data: {error}"))
-    };
-    let mut writer = ArrowWriter::try_new(file, Arc::clone(schema), None).map_err(parquet_error)?;
+) -> Result<usize, SqlError> {
+    let mut file = ParquetFile::create(directory, schema)?;
     while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(schema.fields())
-            .map(|(column, field)| cast(column, field.data_type()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| SqlError::Execution(error.to_string()))?;
-        let batch = RecordBatch::try_new(Arc::clone(schema), columns)
-            .map_err(|error| SqlError::Execution(error.to_string()))?;
-        writer.write(&batch).map_err(parquet_error)?;
+        file.write(&batch?)?;
     }
-    writer.close().map_err(parquet_error)?;
-    std::fs::rename(&partial, &complete)?;
-    Ok(())
+    file.finish()
 }

@@ -5,7 +5,7 @@
 //! Deputy owns the DDL so that it writes through the catalog store with permission checks; DataFusion's own DDL
 //! (`CREATE TABLE` into an in-memory catalog, `COPY`, `SET`) is never reached.
 
-use datafusion::sql::sqlparser::ast::{Expr, Query, Statement};
+use datafusion::sql::sqlparser::ast::{Expr, ObjectName, Query, Statement};
 use datafusion::sql::sqlparser::dialect::DatabricksDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
@@ -168,14 +168,18 @@ fn expect_words(parser: &mut Parser<'_>, expected: &[&str]) -> Result<(), Parser
 }
 
 fn name(parser: &mut Parser<'_>) -> Result<Name, ParserError> {
-    let object = parser.parse_object_name(false)?;
+    object_name(&parser.parse_object_name(false)?).map_err(ParserError::ParserError)
+}
+
+/// The name of a parsed object, folded as [`Name`]s are.
+pub(crate) fn object_name(object: &ObjectName) -> Result<Name, String> {
     object
         .0
         .iter()
         .map(|part| {
             part.as_ident()
                 .map(|ident| ident.value.to_ascii_lowercase())
-                .ok_or_else(|| ParserError::ParserError(format!("invalid name `{object}`")))
+                .ok_or_else(|| format!("invalid name `{object}`"))
         })
         .collect()
 }
