@@ -1,6 +1,7 @@
 //! The engine: runs one statement for one session.
 
 mod dml;
+mod replace;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -216,11 +217,12 @@ impl Run<'_> {
             DeputyStatement::CreateTable {
                 name,
                 if_not_exists,
+                or_replace,
                 columns,
                 query,
                 comment,
             } => {
-                self.create_table(&name, if_not_exists, columns, query, comment)
+                self.create_table(&name, if_not_exists, or_replace, columns, query, comment)
                     .await
             }
             DeputyStatement::CreateView {
@@ -582,14 +584,12 @@ impl Run<'_> {
         Ok(empty_result(vec![change]))
     }
 
-    /// Checks that a table, view or function may be created under `full_name`; `Ok(None)` when it exists and
-    /// `IF NOT EXISTS` was given.
-    fn prepare_object(
+    /// Checks that the caller may create a table, view or function under `full_name`; returns its schema.
+    fn creatable(
         &self,
         kind: SecurableKind,
         full_name: &str,
-        if_not_exists: bool,
-    ) -> Result<Option<&SecurableRecord>, SqlError> {
+    ) -> Result<&SecurableRecord, SqlError> {
         let (schema, parent) = self.visible_schema(full_name)?;
         let privilege = match kind {
             SecurableKind::View => "CREATE VIEW",
@@ -603,6 +603,18 @@ impl Run<'_> {
             },
             || format!("`USE CATALOG`, `USE SCHEMA` and `{privilege}` on schema `{schema}`"),
         )?;
+        Ok(parent)
+    }
+
+    /// Checks that a table, view or function may be created under `full_name`; `Ok(None)` when it exists and
+    /// `IF NOT EXISTS` was given.
+    fn prepare_object(
+        &self,
+        kind: SecurableKind,
+        full_name: &str,
+        if_not_exists: bool,
+    ) -> Result<Option<&SecurableRecord>, SqlError> {
+        let parent = self.creatable(kind, full_name)?;
         let namespace = if kind == SecurableKind::Function {
             "function"
         } else {
@@ -619,15 +631,53 @@ impl Run<'_> {
         &self,
         name: &Name,
         if_not_exists: bool,
+        or_replace: bool,
         columns: Vec<ColumnDefinition>,
         query: Option<Box<Query>>,
         comment: Option<String>,
     ) -> Result<StatementResult, SqlError> {
         let full_name = self.qualify(name, 3)?;
+        if or_replace && let Some(record) = self.context.directory.find("relation", &full_name) {
+            return self
+                .replace_table(record, &full_name, columns, query, comment)
+                .await;
+        }
         let Some(parent) = self.prepare_object(SecurableKind::Table, &full_name, if_not_exists)?
         else {
             return Ok(empty_result(Vec::new()));
         };
+        let (specs, plan) = self.table_columns(columns, query).await?;
+        let spec = TableSpec {
+            table_type: "MANAGED".to_owned(),
+            data_source_format: Some("PARQUET".to_owned()),
+            columns: specs,
+            ..TableSpec::default()
+        };
+        let (record, change) = self
+            .create(
+                SecurableKind::Table,
+                &full_name,
+                Some(parent),
+                comment,
+                to_json(&spec)?,
+            )
+            .await?;
+        let written = self.initialise_table(&record, spec, plan).await;
+        if let Err(error) = written {
+            // Leave nothing half-created behind; the original error is what the caller needs to see.
+            let _ = self.store().delete_securable(record.id).await;
+            let _ = self.shared.files.remove(record.id);
+            return Err(error);
+        }
+        Ok(empty_result(vec![change]))
+    }
+
+    /// The columns of a new table, from its column list or its query (planned, not run).
+    async fn table_columns(
+        &self,
+        columns: Vec<ColumnDefinition>,
+        query: Option<Box<Query>>,
+    ) -> Result<(Vec<ColumnSpec>, Option<(SessionState, LogicalPlan)>), SqlError> {
         let mut specs = Vec::new();
         let mut plan = None;
         match query {
@@ -668,29 +718,7 @@ impl Run<'_> {
                 duplicate.name
             )));
         }
-        let spec = TableSpec {
-            table_type: "MANAGED".to_owned(),
-            data_source_format: Some("PARQUET".to_owned()),
-            columns: specs,
-            ..TableSpec::default()
-        };
-        let (record, change) = self
-            .create(
-                SecurableKind::Table,
-                &full_name,
-                Some(parent),
-                comment,
-                to_json(&spec)?,
-            )
-            .await?;
-        let written = self.initialise_table(&record, spec, plan).await;
-        if let Err(error) = written {
-            // Leave nothing half-created behind; the original error is what the caller needs to see.
-            let _ = self.store().delete_securable(record.id).await;
-            let _ = self.shared.files.remove(record.id);
-            return Err(error);
-        }
-        Ok(empty_result(vec![change]))
+        Ok((specs, plan))
     }
 
     /// Records where the files live, creates the directory and, for CTAS, writes the query's rows.
@@ -713,26 +741,9 @@ impl Run<'_> {
             )
             .await?;
         let directory = self.shared.files.create(record.id)?;
-        let Some((state, plan)) = plan else {
-            return Ok(());
-        };
-        let fields = spec
-            .columns
-            .iter()
-            .map(|column| {
-                Ok(Field::new(
-                    &column.name,
-                    arrow_type(&column.type_text)?,
-                    true,
-                ))
-            })
-            .collect::<Result<Vec<_>, SqlError>>()?;
-        let schema = Arc::new(Schema::new(fields));
-        let frame = SessionContext::new_with_state(state)
-            .execute_logical_plan(plan)
-            .await?;
-        let stream = frame.execute_stream().await?;
-        write_parquet(&directory, &schema, stream).await?;
+        if let Some(plan) = plan {
+            write_query(&directory, &spec.columns, plan).await?;
+        }
         Ok(())
     }
 
@@ -980,39 +991,7 @@ impl Run<'_> {
         let mut spec = table_spec(record)?;
         if let Some((function_name, arguments, is_row_filter)) = change(&mut spec, &function_name)?
         {
-            let udf = self.context.compile(&function_name)?;
-            let mut types = Vec::with_capacity(arguments.len());
-            for argument in &arguments {
-                let column = spec
-                    .columns
-                    .iter()
-                    .find(|column| column.name.eq_ignore_ascii_case(argument))
-                    .ok_or_else(|| {
-                        SqlError::Analysis(format!(
-                            "table `{full_name}` has no column `{argument}`"
-                        ))
-                    })?;
-                types.push(arrow_type(&column.type_text)?);
-            }
-            let return_type = udf.return_type(&types).map_err(SqlError::from)?;
-            let arity_matches = match &udf.signature().type_signature {
-                datafusion::logical_expr::TypeSignature::Exact(parameters) => {
-                    parameters.len() == types.len()
-                }
-                _ => types.is_empty(),
-            };
-            if !arity_matches {
-                return Err(SqlError::Analysis(format!(
-                    "function `{function_name}` does not take {} argument(s)",
-                    types.len()
-                )));
-            }
-            if is_row_filter && return_type != DataType::Boolean {
-                return Err(SqlError::Analysis(format!(
-                    "a row filter must return BOOLEAN; `{function_name}` returns {}",
-                    type_text(&return_type)
-                )));
-            }
+            self.check_policy(&spec, &full_name, &function_name, &arguments, is_row_filter)?;
         }
         self.store()
             .update_securable(
@@ -1026,6 +1005,50 @@ impl Run<'_> {
             )
             .await?;
         Ok(empty_result(Vec::new()))
+    }
+
+    /// Checks that a policy function can be called on the named columns of a table: it takes their types and, for
+    /// a row filter, returns BOOLEAN.
+    fn check_policy(
+        &self,
+        spec: &TableSpec,
+        full_name: &str,
+        function_name: &str,
+        arguments: &[String],
+        is_row_filter: bool,
+    ) -> Result<(), SqlError> {
+        let udf = self.context.compile(function_name)?;
+        let mut types = Vec::with_capacity(arguments.len());
+        for argument in arguments {
+            let column = spec
+                .columns
+                .iter()
+                .find(|column| column.name.eq_ignore_ascii_case(argument))
+                .ok_or_else(|| {
+                    SqlError::Analysis(format!("table `{full_name}` has no column `{argument}`"))
+                })?;
+            types.push(arrow_type(&column.type_text)?);
+        }
+        let return_type = udf.return_type(&types).map_err(SqlError::from)?;
+        let arity_matches = match &udf.signature().type_signature {
+            datafusion::logical_expr::TypeSignature::Exact(parameters) => {
+                parameters.len() == types.len()
+            }
+            _ => types.is_empty(),
+        };
+        if !arity_matches {
+            return Err(SqlError::Analysis(format!(
+                "function `{function_name}` does not take {} argument(s)",
+                types.len()
+            )));
+        }
+        if is_row_filter && return_type != DataType::Boolean {
+            return Err(SqlError::Analysis(format!(
+                "a row filter must return BOOLEAN; `{function_name}` returns {}",
+                type_text(&return_type)
+            )));
+        }
+        Ok(())
     }
 
     // ---- grants -------------------------------------------------------------------------------------------------
@@ -1313,13 +1336,30 @@ fn parameter_value(parameter: &StatementParameter) -> Result<ScalarValue, SqlErr
     })
 }
 
-/// Appends a query's rows to a table as one new Parquet file.
-async fn write_parquet(
+/// Runs a planned query and adds its rows to a table directory as one new Parquet file, cast to the table's
+/// `columns`. Returns the number of rows written.
+async fn write_query(
     directory: &Path,
-    schema: &SchemaRef,
-    mut stream: datafusion::execution::SendableRecordBatchStream,
+    columns: &[ColumnSpec],
+    (state, plan): (SessionState, LogicalPlan),
 ) -> Result<usize, SqlError> {
-    let mut file = ParquetFile::create(directory, schema)?;
+    let fields = columns
+        .iter()
+        .map(|column| {
+            Ok(Field::new(
+                &column.name,
+                arrow_type(&column.type_text)?,
+                true,
+            ))
+        })
+        .collect::<Result<Vec<_>, SqlError>>()?;
+    let schema = Arc::new(Schema::new(fields));
+    let mut stream = SessionContext::new_with_state(state)
+        .execute_logical_plan(plan)
+        .await?
+        .execute_stream()
+        .await?;
+    let mut file = ParquetFile::create(directory, &schema)?;
     while let Some(batch) = stream.next().await {
         file.write(&batch?)?;
     }

@@ -45,6 +45,8 @@ pub(crate) enum DeputyStatement {
     CreateTable {
         name: Name,
         if_not_exists: bool,
+        /// `CREATE OR REPLACE TABLE`: an existing table keeps its id, owner, grants and policies.
+        or_replace: bool,
         columns: Vec<ColumnDefinition>,
         query: Option<Box<Query>>,
         comment: Option<String>,
@@ -287,9 +289,12 @@ fn deputy_statement(parser: &mut Parser<'_>) -> Result<Option<DeputyStatement>, 
 
 fn create(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserError> {
     if words(parser, &["OR", "REPLACE"]) {
-        return Err(ParserError::ParserError(
-            "CREATE OR REPLACE is not supported; drop the object first".to_owned(),
-        ));
+        if !words(parser, &["TABLE"]) {
+            return Err(ParserError::ParserError(
+                "CREATE OR REPLACE is supported for tables only; drop the object first".to_owned(),
+            ));
+        }
+        return create_table(parser, true);
     }
     if words(parser, &["CATALOG"]) {
         let if_not_exists = if_not_exists(parser);
@@ -312,7 +317,7 @@ fn create(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserError> {
         });
     }
     if words(parser, &["TABLE"]) {
-        return create_table(parser);
+        return create_table(parser, false);
     }
     if words(parser, &["VIEW"]) {
         let if_not_exists = if_not_exists(parser);
@@ -336,8 +341,13 @@ fn create(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserError> {
     )))
 }
 
-fn create_table(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserError> {
+fn create_table(parser: &mut Parser<'_>, or_replace: bool) -> Result<DeputyStatement, ParserError> {
     let if_not_exists = if_not_exists(parser);
+    if or_replace && if_not_exists {
+        return Err(ParserError::ParserError(
+            "CREATE OR REPLACE TABLE and IF NOT EXISTS cannot be combined".to_owned(),
+        ));
+    }
     let name = name(parser)?;
     let mut columns = Vec::new();
     if parser.consume_token(&Token::LParen) {
@@ -377,6 +387,7 @@ fn create_table(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserError>
     Ok(DeputyStatement::CreateTable {
         name,
         if_not_exists,
+        or_replace,
         columns,
         query,
         comment,
@@ -574,6 +585,8 @@ mod tests {
             "create schema main.sales",
             "CREATE TABLE main.s.t (id INT NOT NULL, name STRING COMMENT 'n')",
             "CREATE TABLE t AS SELECT 1 AS x",
+            "CREATE OR REPLACE TABLE main.s.t (id INT)",
+            "CREATE TABLE IF NOT EXISTS t AS SELECT 1 AS x",
             "CREATE FUNCTION main.s.f(x INT, y STRING) RETURNS BOOLEAN RETURN x > 1 AND y = 'a'",
             "ALTER TABLE t SET ROW FILTER main.s.f ON (id, name)",
             "ALTER TABLE t DROP ROW FILTER",
