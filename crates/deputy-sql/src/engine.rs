@@ -1,5 +1,6 @@
 //! The engine: runs one statement for one session.
 
+mod copy;
 mod dml;
 mod replace;
 
@@ -11,7 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
-use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionContext};
@@ -78,7 +80,13 @@ impl SqlEngine {
                 files: TableFiles::new(data_dir.join("tables")),
                 data_dir,
                 store,
-                runtime: Arc::new(RuntimeEnv::default()),
+                runtime: RuntimeEnvBuilder::new()
+                    .with_cache_manager(
+                        // DataFusion caches directory listings forever by default; COPY INTO adds files to a
+                        // table's directory behind its back, so every scan lists the directory afresh.
+                        CacheManagerConfig::default().with_list_files_cache_limit(0),
+                    )
+                    .build_arc()?,
                 locks: TableLocks::default(),
             }),
         })
@@ -387,6 +395,12 @@ impl Run<'_> {
                 kind,
                 name,
             } => self.show_grants(principal.as_deref(), kind, &name).await,
+            DeputyStatement::CopyInto {
+                table,
+                path,
+                format,
+                options,
+            } => self.copy_into(&table, &path, format, &options).await,
             DeputyStatement::Standard(statement) => self.standard(*statement).await,
         }
     }
@@ -1343,17 +1357,7 @@ async fn write_query(
     columns: &[ColumnSpec],
     (state, plan): (SessionState, LogicalPlan),
 ) -> Result<usize, SqlError> {
-    let fields = columns
-        .iter()
-        .map(|column| {
-            Ok(Field::new(
-                &column.name,
-                arrow_type(&column.type_text)?,
-                true,
-            ))
-        })
-        .collect::<Result<Vec<_>, SqlError>>()?;
-    let schema = Arc::new(Schema::new(fields));
+    let schema = columns_schema(columns)?;
     let mut stream = SessionContext::new_with_state(state)
         .execute_logical_plan(plan)
         .await?
@@ -1364,4 +1368,19 @@ async fn write_query(
         file.write(&batch?)?;
     }
     file.finish()
+}
+
+/// The Arrow schema of a table's files, from its columns in position order.
+fn columns_schema(columns: &[ColumnSpec]) -> Result<SchemaRef, SqlError> {
+    let fields = columns
+        .iter()
+        .map(|column| {
+            Ok(Field::new(
+                &column.name,
+                arrow_type(&column.type_text)?,
+                true,
+            ))
+        })
+        .collect::<Result<Vec<_>, SqlError>>()?;
+    Ok(Arc::new(Schema::new(fields)))
 }

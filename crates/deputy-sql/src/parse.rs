@@ -30,6 +30,14 @@ pub(crate) struct FunctionParameter {
     pub(crate) type_text: String,
 }
 
+/// The file formats `COPY INTO` loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileFormat {
+    Csv,
+    Json,
+    Parquet,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) enum DeputyStatement {
     CreateCatalog {
@@ -115,6 +123,14 @@ pub(crate) enum DeputyStatement {
         principal: Option<String>,
         kind: SecurableKind,
         name: Name,
+    },
+    /// `COPY INTO <table> FROM '<path>' FILEFORMAT = <format> [FORMAT_OPTIONS ('<key>' = '<value>', ...)]`.
+    CopyInto {
+        table: Name,
+        path: String,
+        format: FileFormat,
+        /// Keys lower case, as written otherwise.
+        options: Vec<(String, String)>,
     },
     /// A query, `INSERT`, `EXPLAIN`, ...: planned by DataFusion.
     Standard(Box<Statement>),
@@ -262,6 +278,9 @@ fn deputy_statement(parser: &mut Parser<'_>) -> Result<Option<DeputyStatement>, 
     if words(parser, &["ALTER", "TABLE"]) {
         return alter_table(parser).map(Some);
     }
+    if words(parser, &["COPY", "INTO"]) {
+        return copy_into(parser).map(Some);
+    }
     if words(parser, &["GRANT"]) {
         let (privileges, kind, name) = grant_target(parser)?;
         expect_words(parser, &["TO"])?;
@@ -391,6 +410,41 @@ fn create_table(parser: &mut Parser<'_>, or_replace: bool) -> Result<DeputyState
         columns,
         query,
         comment,
+    })
+}
+
+fn copy_into(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserError> {
+    let table = name(parser)?;
+    expect_words(parser, &["FROM"])?;
+    let path = parser.parse_literal_string()?;
+    expect_words(parser, &["FILEFORMAT"])?;
+    parser.expect_token(&Token::Eq)?;
+    let format = match identifier(parser)?.as_str() {
+        "csv" => FileFormat::Csv,
+        "json" => FileFormat::Json,
+        "parquet" => FileFormat::Parquet,
+        other => {
+            return Err(ParserError::ParserError(format!(
+                "FILEFORMAT must be CSV, JSON or PARQUET, not `{other}`"
+            )));
+        }
+    };
+    let mut options = Vec::new();
+    if words(parser, &["FORMAT_OPTIONS"]) {
+        parser.expect_token(&Token::LParen)?;
+        options = parser.parse_comma_separated(|parser| {
+            let key = parser.parse_literal_string()?.to_ascii_lowercase();
+            parser.expect_token(&Token::Eq)?;
+            let value = parser.parse_literal_string()?;
+            Ok((key, value))
+        })?;
+        parser.expect_token(&Token::RParen)?;
+    }
+    Ok(DeputyStatement::CopyInto {
+        table,
+        path,
+        format,
+        options,
     })
 }
 
@@ -599,6 +653,8 @@ mod tests {
             "SHOW TABLES IN main.s;",
             "DROP SCHEMA IF EXISTS main.s CASCADE",
             "DESCRIBE TABLE t",
+            "COPY INTO main.s.t FROM '/data/x.csv' FILEFORMAT = CSV FORMAT_OPTIONS ('header' = 'true', 'sep' = ';')",
+            "copy into t from '/data/' fileformat = parquet",
         ];
         for sql in cases {
             let parsed = parse_statement(sql);
