@@ -194,7 +194,8 @@ impl CatalogContext {
 
     fn config(&self) -> SessionConfig {
         SessionConfig::new()
-            .with_information_schema(false)
+            // Built by DataFusion from this catalog list, so it lists only what the principal may see.
+            .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(&self.default_catalog, &self.default_schema)
             .set_str("datafusion.sql_parser.dialect", "databricks")
