@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::{Session as DfSession, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Column, DFSchema};
+use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::ListingTable;
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -38,6 +38,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 
 use crate::SqlError;
+use crate::functions::SqlFunction;
 
 /// What the session's principal may do with the table.
 #[derive(Debug, Clone, Copy)]
@@ -161,14 +162,28 @@ impl DeputyTable {
         Ok(Arc::new(PolicyExec::new(plan)))
     }
 
-    /// The row filter's verdict on a stored row, `IS TRUE` so that a NULL hides the row; `None` without a filter.
+    /// The row filter's verdict on a stored row, `IS TRUE` so that a NULL hides the row; `None` when every row is
+    /// shown: without a filter, or with one whose body folded to `true` for this session (a group that sees
+    /// everything), which then costs nothing, not even reading its columns.
     fn shown(&self) -> DfResult<Option<Expr>> {
         let schema = self.files.schema();
-        self.policy
+        let Some(filter) = self
+            .policy
             .as_ref()
             .and_then(|policy| policy.row_filter.as_ref())
-            .map(|filter| Ok(filter.call(&schema)?.is_true()))
-            .transpose()
+        else {
+            return Ok(None);
+        };
+        let constant = filter
+            .function
+            .inner()
+            .downcast_ref::<SqlFunction>()
+            .and_then(SqlFunction::constant);
+        Ok(match constant {
+            Some(ScalarValue::Boolean(Some(true))) => None,
+            Some(_) => Some(lit(false)),
+            None => Some(filter.call(&schema)?.is_true()),
+        })
     }
 
     /// What the session sees of column `index`.

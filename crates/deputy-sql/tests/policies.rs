@@ -207,6 +207,13 @@ async fn explain_shows_the_policy_and_no_data() {
     // The filter and the mask are in the plan, under the user's predicate, not bypassed.
     assert!(text.contains("main.sales.region_filter(region"), "{text}");
     assert!(text.contains("main.sales.mask_email(email"), "{text}");
+    // For the admin the filter folds to `true` (`is_account_group_member('admins')`): no filter is evaluated at all.
+    let text = fixture
+        .rows("admin", "EXPLAIN SELECT email FROM customers")
+        .await
+        .join("\n");
+    assert!(text.contains("DeputyPolicyExec"), "{text}");
+    assert!(!text.contains("region_filter"), "{text}");
     assert!(
         !text.contains("ben@x.us") && !text.contains("cid@x.eu"),
         "{text}"
