@@ -1,9 +1,14 @@
-//! The cost of row filters and column masks: the same queries over a 10M-row table with and without a row filter +
-//! mask, side by side. `cargo bench -p deputy-sql`; `DEPUTY_BENCH_ROWS` changes the row count.
+//! The cost of row filters and column masks: the same queries over a 10M-row Parquet table, run side by side in one
+//! process, by the table's owner on a table without policies and by a restricted user on the same data under a row
+//! filter and a column mask. `cargo bench -p deputy-sql --bench policies`; `DEPUTY_BENCH_ROWS` changes the row count.
 //!
-//! The two tables hold the same Parquet file. The bench user is in `readers`, for whom the row filter keeps every row
-//! and the mask shows the clear value, so both tables return identical results (checked) and the difference is
-//! the policy machinery alone: evaluating the filter and mask functions, and the optimizer barrier above them.
+//! The tables hold the same Parquet file. The restricted user `reader` is in `readers`, for whom the email mask shows
+//! the clear value and the row filter keeps every row, so every side returns identical results (checked before
+//! timing) and the difference is the policy machinery alone. Two row filters are measured:
+//! - `entitled`: `is_account_group_member('readers') OR region = 'EU'`, which folds to `true` for a reader, as a
+//!   filter granting a whole group everything does;
+//! - `per-row`: `region IN ('EU', 'US', 'APAC', 'LATAM') AND is_account_group_member('readers')`, which must read
+//!   and test the region of every row.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,11 +39,16 @@ const QUERIES: &[(&str, &str)] = &[
         "SELECT region, count(*), sum(amount) FROM {t} GROUP BY region ORDER BY region",
     ),
     (
-        "masked column",
-        "SELECT count(*) FROM {t} WHERE email LIKE '%77@%'",
+        "join",
+        "SELECT r.manager, count(*), sum(t.amount) FROM {t} t JOIN regions r ON t.region = r.region \
+         GROUP BY r.manager ORDER BY r.manager",
+    ),
+    (
+        "top-k",
+        "SELECT id, amount, email FROM {t} ORDER BY amount DESC, id DESC LIMIT 10",
     ),
 ];
-const RUNS: usize = 5;
+const RUNS: usize = 7;
 
 fn main() -> BenchResult<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -102,18 +112,26 @@ async fn bench() -> BenchResult<()> {
         "CREATE SCHEMA bench.s",
         "CREATE TABLE bench.s.plain (id BIGINT, region STRING, email STRING, amount INT)",
         "CREATE TABLE bench.s.guarded (id BIGINT, region STRING, email STRING, amount INT)",
+        "CREATE TABLE bench.s.entitled (id BIGINT, region STRING, email STRING, amount INT)",
+        "CREATE TABLE bench.s.regions (region STRING, manager STRING)",
+        "INSERT INTO bench.s.regions VALUES ('EU', 'ann'), ('US', 'ben'), ('APAC', 'cid'), ('LATAM', 'ann')",
         "CREATE FUNCTION bench.s.keep(r STRING) RETURNS BOOLEAN \
+         RETURN r IN ('EU', 'US', 'APAC', 'LATAM') AND is_account_group_member('readers')",
+        "CREATE FUNCTION bench.s.entitle(r STRING) RETURNS BOOLEAN \
          RETURN is_account_group_member('readers') OR r = 'EU'",
         "CREATE FUNCTION bench.s.hide(e STRING) RETURNS STRING \
          RETURN CASE WHEN is_account_group_member('readers') THEN e ELSE '***' END",
         "ALTER TABLE bench.s.guarded SET ROW FILTER bench.s.keep ON (region)",
         "ALTER TABLE bench.s.guarded ALTER COLUMN email SET MASK bench.s.hide",
+        "ALTER TABLE bench.s.entitled SET ROW FILTER bench.s.entitle ON (region)",
+        "ALTER TABLE bench.s.entitled ALTER COLUMN email SET MASK bench.s.hide",
         "GRANT USE CATALOG ON CATALOG bench TO readers",
         "GRANT USE SCHEMA, SELECT ON SCHEMA bench.s TO readers",
     ] {
+        // A session per statement: each must see the snapshot with the previous statements' changes.
         let result = engine
             .execute(
-                &session(admin_id, "admin", &[]),
+                &session(admin_id, "admin", &["admins"]),
                 sql,
                 &[],
                 CancellationToken::new(),
@@ -124,7 +142,7 @@ async fn bench() -> BenchResult<()> {
 
     let started = Instant::now();
     let mut files = Vec::new();
-    for table in ["plain", "guarded"] {
+    for table in ["plain", "guarded", "entitled"] {
         let record = store
             .find_securable("relation", &format!("bench.s.{table}"))
             .await?
@@ -137,49 +155,59 @@ async fn bench() -> BenchResult<()> {
                 .join("part-0.parquet"),
         );
     }
-    let [plain_file, guarded_file] = files.as_slice() else {
-        return Err("two tables expected".into());
+    let [plain_file, guarded_file, entitled_file] = files.as_slice() else {
+        return Err("three tables expected".into());
     };
     generate(plain_file, rows)?;
     std::fs::copy(plain_file, guarded_file)?;
+    std::fs::copy(plain_file, entitled_file)?;
     println!(
         "generated {rows} rows in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 
-    let reader_session = session(reader_id, "reader", &["readers"]);
+    let owner = session(admin_id, "admin", &["admins"]);
+    let reader = session(reader_id, "reader", &["readers"]);
     println!(
-        "{:<22} {:>12} {:>12} {:>10}",
-        "query", "plain ms", "policy ms", "overhead"
+        "{:<22} {:>10} {:>12} {:>9} {:>12} {:>9}",
+        "query", "owner ms", "entitled ms", "overhead", "per-row ms", "overhead"
     );
     for (name, template) in QUERIES {
-        let plain_sql = template.replace("{t}", "plain");
-        let guarded_sql = template.replace("{t}", "guarded");
-        // Warm the file cache and check that both tables answer alike.
-        let plain_result = engine
-            .execute(&reader_session, &plain_sql, &[], CancellationToken::new())
-            .await?;
-        let guarded_result = engine
-            .execute(&reader_session, &guarded_sql, &[], CancellationToken::new())
-            .await?;
-        if rendered(&plain_result)? != rendered(&guarded_result)? {
-            return Err(format!("{name}: the tables disagree").into());
+        let sides = [
+            (&owner, template.replace("{t}", "plain")),
+            (&reader, template.replace("{t}", "entitled")),
+            (&reader, template.replace("{t}", "guarded")),
+        ];
+        // Warm the file cache and check that every side answers alike.
+        let mut answers = Vec::new();
+        for (session, sql) in &sides {
+            let result = engine
+                .execute(session, sql, &[], CancellationToken::new())
+                .await?;
+            answers.push(rendered(&result)?);
         }
-        let mut plain = Vec::with_capacity(RUNS);
-        let mut guarded = Vec::with_capacity(RUNS);
-        // Interleave the runs so that drift (thermal, page cache) hits both alike.
+        if answers.windows(2).any(|pair| pair[0] != pair[1]) {
+            return Err(format!("{name}: the sides disagree").into());
+        }
+        let mut samples = vec![Vec::with_capacity(RUNS); sides.len()];
+        // Interleave the runs so that drift (thermal, page cache, other processes) hits every side alike.
         for _ in 0..RUNS {
-            plain.push(time(&engine, &reader_session, &plain_sql).await?);
-            guarded.push(time(&engine, &reader_session, &guarded_sql).await?);
+            for ((session, sql), samples) in sides.iter().zip(&mut samples) {
+                samples.push(time(&engine, session, sql).await?);
+            }
         }
-        let plain = median(&mut plain);
-        let guarded = median(&mut guarded);
-        let overhead = (guarded.as_secs_f64() / plain.as_secs_f64() - 1.0) * 100.0;
+        let medians: Vec<f64> = samples
+            .iter_mut()
+            .map(|samples| median(samples).as_secs_f64() * 1e3)
+            .collect();
+        let [owner_ms, entitled_ms, per_row_ms] = medians.as_slice() else {
+            return Err("three sides expected".into());
+        };
+        let overhead = |ms: f64| (ms / owner_ms - 1.0) * 100.0;
         println!(
-            "{name:<22} {:>12.1} {:>12.1} {:>9.1}%",
-            plain.as_secs_f64() * 1e3,
-            guarded.as_secs_f64() * 1e3,
-            overhead
+            "{name:<22} {owner_ms:>10.1} {entitled_ms:>12.1} {:>8.1}% {per_row_ms:>12.1} {:>8.1}%",
+            overhead(*entitled_ms),
+            overhead(*per_row_ms),
         );
     }
     Ok(())

@@ -29,13 +29,14 @@ use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionConfig;
 use deputy_authz::{Action, SecurableKind, SecurableRef};
 use deputy_store::Store;
-use deputy_store::catalog::{SecurableId, SecurableRecord};
+use deputy_store::catalog::SecurableRecord;
 use deputy_store::specs::{FunctionSpec, TableSpec};
 
 use crate::SqlError;
 use crate::functions::{Identity, compile_function};
 use crate::session::Rights;
 use crate::snapshot::authz_principal;
+use crate::storage::{TableFiles, TableLocks};
 use crate::table::{Access, DeputyTable, Policy, PolicyCall};
 use crate::types::arrow_type;
 
@@ -47,6 +48,9 @@ pub(crate) struct Shared {
     pub(crate) data_dir: PathBuf,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) runtime: Arc<RuntimeEnv>,
+    /// The managed tables' files, under `data_dir/tables/`.
+    pub(crate) files: TableFiles,
+    pub(crate) locks: TableLocks,
 }
 
 impl std::fmt::Debug for Shared {
@@ -54,13 +58,6 @@ impl std::fmt::Debug for Shared {
         f.debug_struct("Shared")
             .field("data_dir", &self.data_dir)
             .finish_non_exhaustive()
-    }
-}
-
-impl Shared {
-    /// Where a managed table's files live. The id, not the name, so renames move nothing.
-    pub(crate) fn table_dir(&self, id: SecurableId) -> PathBuf {
-        self.data_dir.join("tables").join(id.0.to_string())
     }
 }
 
@@ -197,7 +194,8 @@ impl CatalogContext {
 
     fn config(&self) -> SessionConfig {
         SessionConfig::new()
-            .with_information_schema(false)
+            // Built by DataFusion from this catalog list, so it lists only what the principal may see.
+            .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(&self.default_catalog, &self.default_schema)
             .set_str("datafusion.sql_parser.dialect", "databricks")
@@ -410,7 +408,7 @@ impl CatalogContext {
             .collect::<Result<Vec<_>, _>>()?;
         let policy = (row_filter.is_some() || masks.iter().any(Option::is_some))
             .then_some(Policy { row_filter, masks });
-        let directory = self.shared.table_dir(record.id);
+        let directory = self.shared.files.current(record.id)?;
         let url = ListingTableUrl::parse(format!("{}/", directory.display()))?;
         let options =
             ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");

@@ -1,21 +1,24 @@
 //! The engine: runs one statement for one session.
 
+mod copy;
+mod dml;
+mod replace;
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
-use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::prelude::{SQLOptions, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{Query, Statement};
+use datafusion::sql::sqlparser::ast::{Insert, ObjectName, Query, Statement, TableObject};
 use deputy_authz::{
     Action, PrincipalId, Privilege, PrivilegeSet, SecurableKind, SecurableRef, may_grant,
     validate_name,
@@ -32,10 +35,13 @@ use tokio_util::sync::CancellationToken;
 use crate::SqlError;
 use crate::catalog::{CatalogContext, Directory, Shared, reference, table_spec};
 use crate::functions::{Identity, compile_function};
-use crate::parse::{ColumnDefinition, DeputyStatement, FunctionParameter, Name, parse_statement};
+use crate::parse::{
+    ColumnDefinition, DeputyStatement, FunctionParameter, Name, object_name, parse_statement,
+};
 use crate::result::{CatalogChange, StatementResult};
 use crate::session::{Rights, Session};
 use crate::snapshot::{authz_principal, store_principal};
+use crate::storage::{ParquetFile, TableFiles, TableLocks};
 use crate::types::{arrow_type, storage_type, type_name, type_text};
 
 /// One named statement parameter (`:name` in the statement), as the statement-execution API sends it.
@@ -71,9 +77,17 @@ impl SqlEngine {
         let data_dir = std::fs::canonicalize(&data_dir)?;
         Ok(SqlEngine {
             shared: Arc::new(Shared {
+                files: TableFiles::new(data_dir.join("tables")),
                 data_dir,
                 store,
-                runtime: Arc::new(RuntimeEnv::default()),
+                runtime: RuntimeEnvBuilder::new()
+                    .with_cache_manager(
+                        // DataFusion caches directory listings forever by default; COPY INTO adds files to a
+                        // table's directory behind its back, so every scan lists the directory afresh.
+                        CacheManagerConfig::default().with_list_files_cache_limit(0),
+                    )
+                    .build_arc()?,
+                locks: TableLocks::default(),
             }),
         })
     }
@@ -211,11 +225,12 @@ impl Run<'_> {
             DeputyStatement::CreateTable {
                 name,
                 if_not_exists,
+                or_replace,
                 columns,
                 query,
                 comment,
             } => {
-                self.create_table(&name, if_not_exists, columns, query, comment)
+                self.create_table(&name, if_not_exists, or_replace, columns, query, comment)
                     .await
             }
             DeputyStatement::CreateView {
@@ -380,6 +395,12 @@ impl Run<'_> {
                 kind,
                 name,
             } => self.show_grants(principal.as_deref(), kind, &name).await,
+            DeputyStatement::CopyInto {
+                table,
+                path,
+                format,
+                options,
+            } => self.copy_into(&table, &path, format, &options).await,
             DeputyStatement::Standard(statement) => self.standard(*statement).await,
         }
     }
@@ -577,14 +598,12 @@ impl Run<'_> {
         Ok(empty_result(vec![change]))
     }
 
-    /// Checks that a table, view or function may be created under `full_name`; `Ok(None)` when it exists and
-    /// `IF NOT EXISTS` was given.
-    fn prepare_object(
+    /// Checks that the caller may create a table, view or function under `full_name`; returns its schema.
+    fn creatable(
         &self,
         kind: SecurableKind,
         full_name: &str,
-        if_not_exists: bool,
-    ) -> Result<Option<&SecurableRecord>, SqlError> {
+    ) -> Result<&SecurableRecord, SqlError> {
         let (schema, parent) = self.visible_schema(full_name)?;
         let privilege = match kind {
             SecurableKind::View => "CREATE VIEW",
@@ -598,6 +617,18 @@ impl Run<'_> {
             },
             || format!("`USE CATALOG`, `USE SCHEMA` and `{privilege}` on schema `{schema}`"),
         )?;
+        Ok(parent)
+    }
+
+    /// Checks that a table, view or function may be created under `full_name`; `Ok(None)` when it exists and
+    /// `IF NOT EXISTS` was given.
+    fn prepare_object(
+        &self,
+        kind: SecurableKind,
+        full_name: &str,
+        if_not_exists: bool,
+    ) -> Result<Option<&SecurableRecord>, SqlError> {
+        let parent = self.creatable(kind, full_name)?;
         let namespace = if kind == SecurableKind::Function {
             "function"
         } else {
@@ -614,15 +645,53 @@ impl Run<'_> {
         &self,
         name: &Name,
         if_not_exists: bool,
+        or_replace: bool,
         columns: Vec<ColumnDefinition>,
         query: Option<Box<Query>>,
         comment: Option<String>,
     ) -> Result<StatementResult, SqlError> {
         let full_name = self.qualify(name, 3)?;
+        if or_replace && let Some(record) = self.context.directory.find("relation", &full_name) {
+            return self
+                .replace_table(record, &full_name, columns, query, comment)
+                .await;
+        }
         let Some(parent) = self.prepare_object(SecurableKind::Table, &full_name, if_not_exists)?
         else {
             return Ok(empty_result(Vec::new()));
         };
+        let (specs, plan) = self.table_columns(columns, query).await?;
+        let spec = TableSpec {
+            table_type: "MANAGED".to_owned(),
+            data_source_format: Some("PARQUET".to_owned()),
+            columns: specs,
+            ..TableSpec::default()
+        };
+        let (record, change) = self
+            .create(
+                SecurableKind::Table,
+                &full_name,
+                Some(parent),
+                comment,
+                to_json(&spec)?,
+            )
+            .await?;
+        let written = self.initialise_table(&record, spec, plan).await;
+        if let Err(error) = written {
+            // Leave nothing half-created behind; the original error is what the caller needs to see.
+            let _ = self.store().delete_securable(record.id).await;
+            let _ = self.shared.files.remove(record.id);
+            return Err(error);
+        }
+        Ok(empty_result(vec![change]))
+    }
+
+    /// The columns of a new table, from its column list or its query (planned, not run).
+    async fn table_columns(
+        &self,
+        columns: Vec<ColumnDefinition>,
+        query: Option<Box<Query>>,
+    ) -> Result<(Vec<ColumnSpec>, Option<(SessionState, LogicalPlan)>), SqlError> {
         let mut specs = Vec::new();
         let mut plan = None;
         match query {
@@ -663,29 +732,7 @@ impl Run<'_> {
                 duplicate.name
             )));
         }
-        let spec = TableSpec {
-            table_type: "MANAGED".to_owned(),
-            data_source_format: Some("PARQUET".to_owned()),
-            columns: specs,
-            ..TableSpec::default()
-        };
-        let (record, change) = self
-            .create(
-                SecurableKind::Table,
-                &full_name,
-                Some(parent),
-                comment,
-                to_json(&spec)?,
-            )
-            .await?;
-        let written = self.initialise_table(&record, spec, plan).await;
-        if let Err(error) = written {
-            // Leave nothing half-created behind; the original error is what the caller needs to see.
-            let _ = self.store().delete_securable(record.id).await;
-            let _ = std::fs::remove_dir_all(self.shared.table_dir(record.id));
-            return Err(error);
-        }
-        Ok(empty_result(vec![change]))
+        Ok((specs, plan))
     }
 
     /// Records where the files live, creates the directory and, for CTAS, writes the query's rows.
@@ -695,7 +742,6 @@ impl Run<'_> {
         mut spec: TableSpec,
         plan: Option<(SessionState, LogicalPlan)>,
     ) -> Result<(), SqlError> {
-        let directory = self.shared.table_dir(record.id);
         spec.storage_location = Some(format!("tables/{}", record.id.0));
         self.store()
             .update_securable(
@@ -708,27 +754,11 @@ impl Run<'_> {
                 now(),
             )
             .await?;
-        std::fs::create_dir_all(&directory)?;
-        let Some((state, plan)) = plan else {
-            return Ok(());
-        };
-        let fields = spec
-            .columns
-            .iter()
-            .map(|column| {
-                Ok(Field::new(
-                    &column.name,
-                    arrow_type(&column.type_text)?,
-                    true,
-                ))
-            })
-            .collect::<Result<Vec<_>, SqlError>>()?;
-        let schema = Arc::new(Schema::new(fields));
-        let frame = SessionContext::new_with_state(state)
-            .execute_logical_plan(plan)
-            .await?;
-        let stream = frame.execute_stream().await?;
-        write_parquet(&directory, &schema, stream).await
+        let directory = self.shared.files.create(record.id)?;
+        if let Some(plan) = plan {
+            write_query(&directory, &spec.columns, plan).await?;
+        }
+        Ok(())
     }
 
     async fn create_view(
@@ -880,10 +910,7 @@ impl Run<'_> {
         self.store().delete_securable(record.id).await?;
         for descendant in descendants {
             if descendant.kind == SecurableKind::Table.name() {
-                let directory = self.shared.table_dir(descendant.id);
-                if directory.exists() {
-                    std::fs::remove_dir_all(directory)?;
-                }
+                self.shared.files.remove(descendant.id)?;
             }
         }
         Ok(empty_result(vec![CatalogChange::Dropped { securable }]))
@@ -978,39 +1005,7 @@ impl Run<'_> {
         let mut spec = table_spec(record)?;
         if let Some((function_name, arguments, is_row_filter)) = change(&mut spec, &function_name)?
         {
-            let udf = self.context.compile(&function_name)?;
-            let mut types = Vec::with_capacity(arguments.len());
-            for argument in &arguments {
-                let column = spec
-                    .columns
-                    .iter()
-                    .find(|column| column.name.eq_ignore_ascii_case(argument))
-                    .ok_or_else(|| {
-                        SqlError::Analysis(format!(
-                            "table `{full_name}` has no column `{argument}`"
-                        ))
-                    })?;
-                types.push(arrow_type(&column.type_text)?);
-            }
-            let return_type = udf.return_type(&types).map_err(SqlError::from)?;
-            let arity_matches = match &udf.signature().type_signature {
-                datafusion::logical_expr::TypeSignature::Exact(parameters) => {
-                    parameters.len() == types.len()
-                }
-                _ => types.is_empty(),
-            };
-            if !arity_matches {
-                return Err(SqlError::Analysis(format!(
-                    "function `{function_name}` does not take {} argument(s)",
-                    types.len()
-                )));
-            }
-            if is_row_filter && return_type != DataType::Boolean {
-                return Err(SqlError::Analysis(format!(
-                    "a row filter must return BOOLEAN; `{function_name}` returns {}",
-                    type_text(&return_type)
-                )));
-            }
+            self.check_policy(&spec, &full_name, &function_name, &arguments, is_row_filter)?;
         }
         self.store()
             .update_securable(
@@ -1024,6 +1019,50 @@ impl Run<'_> {
             )
             .await?;
         Ok(empty_result(Vec::new()))
+    }
+
+    /// Checks that a policy function can be called on the named columns of a table: it takes their types and, for
+    /// a row filter, returns BOOLEAN.
+    fn check_policy(
+        &self,
+        spec: &TableSpec,
+        full_name: &str,
+        function_name: &str,
+        arguments: &[String],
+        is_row_filter: bool,
+    ) -> Result<(), SqlError> {
+        let udf = self.context.compile(function_name)?;
+        let mut types = Vec::with_capacity(arguments.len());
+        for argument in arguments {
+            let column = spec
+                .columns
+                .iter()
+                .find(|column| column.name.eq_ignore_ascii_case(argument))
+                .ok_or_else(|| {
+                    SqlError::Analysis(format!("table `{full_name}` has no column `{argument}`"))
+                })?;
+            types.push(arrow_type(&column.type_text)?);
+        }
+        let return_type = udf.return_type(&types).map_err(SqlError::from)?;
+        let arity_matches = match &udf.signature().type_signature {
+            datafusion::logical_expr::TypeSignature::Exact(parameters) => {
+                parameters.len() == types.len()
+            }
+            _ => types.is_empty(),
+        };
+        if !arity_matches {
+            return Err(SqlError::Analysis(format!(
+                "function `{function_name}` does not take {} argument(s)",
+                types.len()
+            )));
+        }
+        if is_row_filter && return_type != DataType::Boolean {
+            return Err(SqlError::Analysis(format!(
+                "a row filter must return BOOLEAN; `{function_name}` returns {}",
+                type_text(&return_type)
+            )));
+        }
+        Ok(())
     }
 
     // ---- grants -------------------------------------------------------------------------------------------------
@@ -1187,6 +1226,18 @@ impl Run<'_> {
     }
 
     async fn standard(&self, statement: Statement) -> Result<StatementResult, SqlError> {
+        if matches!(statement, Statement::Delete(_) | Statement::Update(_)) {
+            return self.modify(statement).await;
+        }
+        // An append waits for a rewrite of the same table to finish, and is planned after it: planning opens the
+        // table's current version, which the append adds a file to.
+        let _lock = match &statement {
+            Statement::Insert(Insert {
+                table: TableObject::TableName(name),
+                ..
+            }) => self.lock_table(name).await?,
+            _ => None,
+        };
         let (state, plan) = self.plan(statement).await?;
         let frame = SessionContext::new_with_state(state)
             .execute_logical_plan(plan)
@@ -1198,6 +1249,25 @@ impl Run<'_> {
             batches,
             changes: Vec::new(),
         })
+    }
+}
+
+impl Run<'_> {
+    /// The write lock of a visible table; `None` for any other name, which planning then reports.
+    async fn lock_table(
+        &self,
+        name: &ObjectName,
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, SqlError> {
+        let Ok(name) = object_name(name) else {
+            return Ok(None);
+        };
+        let Ok(full_name) = self.qualify(&name, 3) else {
+            return Ok(None);
+        };
+        match self.visible(SecurableKind::Table, &full_name) {
+            Some((record, _)) => Ok(Some(self.shared.locks.lock(record.id).await?)),
+            None => Ok(None),
+        }
     }
 }
 
@@ -1280,35 +1350,37 @@ fn parameter_value(parameter: &StatementParameter) -> Result<ScalarValue, SqlErr
     })
 }
 
-/// Writes a query's rows into one new Parquet file of the table, cast to the table's schema. The file appears under
-/// its final name only once complete, so a reader never sees half of it.
-async fn write_parquet(
+/// Runs a planned query and adds its rows to a table directory as one new Parquet file, cast to the table's
+/// `columns`. Returns the number of rows written.
+async fn write_query(
     directory: &Path,
-    schema: &SchemaRef,
-    mut stream: datafusion::execution::SendableRecordBatchStream,
-) -> Result<(), SqlError> {
-    let id = uuid::Uuid::new_v4();
-    let partial = directory.join(format!(".part-{id}.parquet.partial"));
-    let complete = directory.join(format!("part-{id}.parquet"));
-    let file = std::fs::File::create(&partial)?;
-    let parquet_error = |error: datafusion::parquet::errors::ParquetError| {
-        SqlError::Internal(format!("writing table data: {error}"))
-    };
-    let mut writer = ArrowWriter::try_new(file, Arc::clone(schema), None).map_err(parquet_error)?;
+    columns: &[ColumnSpec],
+    (state, plan): (SessionState, LogicalPlan),
+) -> Result<usize, SqlError> {
+    let schema = columns_schema(columns)?;
+    let mut stream = SessionContext::new_with_state(state)
+        .execute_logical_plan(plan)
+        .await?
+        .execute_stream()
+        .await?;
+    let mut file = ParquetFile::create(directory, &schema)?;
     while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(schema.fields())
-            .map(|(column, field)| cast(column, field.data_type()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| SqlError::Execution(error.to_string()))?;
-        let batch = RecordBatch::try_new(Arc::clone(schema), columns)
-            .map_err(|error| SqlError::Execution(error.to_string()))?;
-        writer.write(&batch).map_err(parquet_error)?;
+        file.write(&batch?)?;
     }
-    writer.close().map_err(parquet_error)?;
-    std::fs::rename(&partial, &complete)?;
-    Ok(())
+    file.finish()
+}
+
+/// The Arrow schema of a table's files, from its columns in position order.
+fn columns_schema(columns: &[ColumnSpec]) -> Result<SchemaRef, SqlError> {
+    let fields = columns
+        .iter()
+        .map(|column| {
+            Ok(Field::new(
+                &column.name,
+                arrow_type(&column.type_text)?,
+                true,
+            ))
+        })
+        .collect::<Result<Vec<_>, SqlError>>()?;
+    Ok(Arc::new(Schema::new(fields)))
 }

@@ -10,10 +10,13 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Literal;
 use deputy_store::specs::FunctionSpec;
 
 use crate::SqlError;
@@ -197,10 +200,21 @@ pub(crate) fn compile_function(
                 SqlError::from(error)
             ))
         })?;
-    let body = planner.create_physical_expr(
+    // Simplified before it is compiled: the identity functions are constants of the session, so folding them here
+    // turns `CASE WHEN is_account_group_member('x') THEN e ELSE '***' END` into `e` or `'***'`, and a filter's
+    // `is_account_group_member('admins') OR r = 'EU'` into `true` or `r = 'EU'`, instead of evaluating the branch
+    // logic on every row of every batch.
+    let simplifier = ExprSimplifier::new(
+        SimplifyContext::builder()
+            .with_schema(Arc::new(df_schema.clone()))
+            .with_config_options(Arc::clone(planner.config_options()))
+            .build(),
+    );
+    let body = simplifier.simplify(simplifier.coerce(
         datafusion::logical_expr::cast(body, return_type.clone()),
         &df_schema,
-    )?;
+    )?)?;
+    let body = planner.create_physical_expr(body, &df_schema)?;
     let signature = if types.is_empty() {
         Signature::nullary(Volatility::Stable)
     } else {
@@ -213,6 +227,16 @@ pub(crate) fn compile_function(
         return_type,
         body,
     }))
+}
+
+impl SqlFunction {
+    /// The value of a body that folded to a constant for this session (see [`compile_function`]), such as a row
+    /// filter `is_account_group_member('readers') OR region = 'EU'` for a member of `readers`.
+    pub(crate) fn constant(&self) -> Option<&ScalarValue> {
+        self.body
+            .downcast_ref::<Literal>()
+            .map(|literal| literal.value())
+    }
 }
 
 impl ScalarUDFImpl for SqlFunction {
@@ -249,5 +273,62 @@ impl ScalarUDFImpl for SqlFunction {
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )?;
         self.body.evaluate(&batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::execution::FunctionRegistry;
+    use datafusion::execution::session_state::SessionStateBuilder;
+    use deputy_store::specs::FunctionParameterSpec;
+
+    use super::*;
+
+    fn compiled_body(groups: &[&str], body: &str) -> String {
+        let identity = Arc::new(Identity::new(
+            "reader",
+            &groups
+                .iter()
+                .map(|group| group.to_string())
+                .collect::<Vec<_>>(),
+        ));
+        let mut planner = SessionStateBuilder::new()
+            .with_config(
+                datafusion::prelude::SessionConfig::new()
+                    .set_str("datafusion.sql_parser.dialect", "databricks"),
+            )
+            .with_default_features()
+            .build();
+        for function in identity.functions() {
+            planner.register_udf(function).unwrap();
+        }
+        let spec = FunctionSpec {
+            input_params: vec![FunctionParameterSpec {
+                name: "e".to_owned(),
+                type_text: "string".to_owned(),
+                type_name: "STRING".to_owned(),
+                position: 0,
+                ..FunctionParameterSpec::default()
+            }],
+            data_type: "STRING".to_owned(),
+            full_data_type: "string".to_owned(),
+            routine_body: "SQL".to_owned(),
+            routine_definition: body.to_owned(),
+            external_language: None,
+            is_deterministic: true,
+            sql_data_access: None,
+        };
+        let udf = compile_function("c.s.f", &spec, &planner).unwrap();
+        let function = udf.inner().downcast_ref::<SqlFunction>().unwrap();
+        function.body.to_string()
+    }
+
+    #[test]
+    fn identity_functions_fold_to_constants_in_a_body() {
+        let mask = "CASE WHEN is_account_group_member('readers') THEN e ELSE '***' END";
+        assert_eq!(compiled_body(&["readers"], mask), "e@0");
+        assert_eq!(compiled_body(&["others"], mask), "***");
+        let by_user = "CASE WHEN current_user() = 'reader' THEN e ELSE NULL END";
+        assert_eq!(compiled_body(&[], by_user), "e@0");
     }
 }

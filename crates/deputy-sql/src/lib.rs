@@ -9,7 +9,12 @@
 //! exactly like a missing one.
 //!
 //! **Architecture invariant:** row filters and column masks are applied inside the scan of the table
-//! ([`table`](crate::table) module), below every user expression, so no query shape can read around them.
+//! ([`table`](crate::table) module), below every user expression, so no query shape can read around them. DELETE
+//! and UPDATE read through the same guarded scans: they change only rows the row filter shows the caller, and see
+//! masked values (`engine::dml`).
+//!
+//! **Architecture invariant:** a table's files change atomically: appends publish a complete file by renaming it,
+//! rewrites publish a complete new version by replacing a pointer file ([`storage`](crate::storage) module).
 //!
 //! **Architecture invariant:** the engine never mutates the shared authorization state. DDL writes the catalog
 //! store and reports [`CatalogChange`]s; the caller publishes them (see [`apply_catalog_changes`]).
@@ -22,6 +27,7 @@ mod parse;
 mod result;
 mod session;
 mod snapshot;
+mod storage;
 mod table;
 mod types;
 

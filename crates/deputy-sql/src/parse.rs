@@ -5,7 +5,7 @@
 //! Deputy owns the DDL so that it writes through the catalog store with permission checks; DataFusion's own DDL
 //! (`CREATE TABLE` into an in-memory catalog, `COPY`, `SET`) is never reached.
 
-use datafusion::sql::sqlparser::ast::{Expr, Query, Statement};
+use datafusion::sql::sqlparser::ast::{Expr, ObjectName, Query, Statement};
 use datafusion::sql::sqlparser::dialect::DatabricksDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
@@ -30,6 +30,14 @@ pub(crate) struct FunctionParameter {
     pub(crate) type_text: String,
 }
 
+/// The file formats `COPY INTO` loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileFormat {
+    Csv,
+    Json,
+    Parquet,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) enum DeputyStatement {
     CreateCatalog {
@@ -45,6 +53,8 @@ pub(crate) enum DeputyStatement {
     CreateTable {
         name: Name,
         if_not_exists: bool,
+        /// `CREATE OR REPLACE TABLE`: an existing table keeps its id, owner, grants and policies.
+        or_replace: bool,
         columns: Vec<ColumnDefinition>,
         query: Option<Box<Query>>,
         comment: Option<String>,
@@ -114,6 +124,14 @@ pub(crate) enum DeputyStatement {
         kind: SecurableKind,
         name: Name,
     },
+    /// `COPY INTO <table> FROM '<path>' FILEFORMAT = <format> [FORMAT_OPTIONS ('<key>' = '<value>', ...)]`.
+    CopyInto {
+        table: Name,
+        path: String,
+        format: FileFormat,
+        /// Keys lower case, as written otherwise.
+        options: Vec<(String, String)>,
+    },
     /// A query, `INSERT`, `EXPLAIN`, ...: planned by DataFusion.
     Standard(Box<Statement>),
 }
@@ -168,14 +186,18 @@ fn expect_words(parser: &mut Parser<'_>, expected: &[&str]) -> Result<(), Parser
 }
 
 fn name(parser: &mut Parser<'_>) -> Result<Name, ParserError> {
-    let object = parser.parse_object_name(false)?;
+    object_name(&parser.parse_object_name(false)?).map_err(ParserError::ParserError)
+}
+
+/// The name of a parsed object, folded as [`Name`]s are.
+pub(crate) fn object_name(object: &ObjectName) -> Result<Name, String> {
     object
         .0
         .iter()
         .map(|part| {
             part.as_ident()
                 .map(|ident| ident.value.to_ascii_lowercase())
-                .ok_or_else(|| ParserError::ParserError(format!("invalid name `{object}`")))
+                .ok_or_else(|| format!("invalid name `{object}`"))
         })
         .collect()
 }
@@ -256,6 +278,9 @@ fn deputy_statement(parser: &mut Parser<'_>) -> Result<Option<DeputyStatement>, 
     if words(parser, &["ALTER", "TABLE"]) {
         return alter_table(parser).map(Some);
     }
+    if words(parser, &["COPY", "INTO"]) {
+        return copy_into(parser).map(Some);
+    }
     if words(parser, &["GRANT"]) {
         let (privileges, kind, name) = grant_target(parser)?;
         expect_words(parser, &["TO"])?;
@@ -283,9 +308,12 @@ fn deputy_statement(parser: &mut Parser<'_>) -> Result<Option<DeputyStatement>, 
 
 fn create(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserError> {
     if words(parser, &["OR", "REPLACE"]) {
-        return Err(ParserError::ParserError(
-            "CREATE OR REPLACE is not supported; drop the object first".to_owned(),
-        ));
+        if !words(parser, &["TABLE"]) {
+            return Err(ParserError::ParserError(
+                "CREATE OR REPLACE is supported for tables only; drop the object first".to_owned(),
+            ));
+        }
+        return create_table(parser, true);
     }
     if words(parser, &["CATALOG"]) {
         let if_not_exists = if_not_exists(parser);
@@ -308,7 +336,7 @@ fn create(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserError> {
         });
     }
     if words(parser, &["TABLE"]) {
-        return create_table(parser);
+        return create_table(parser, false);
     }
     if words(parser, &["VIEW"]) {
         let if_not_exists = if_not_exists(parser);
@@ -332,8 +360,13 @@ fn create(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserError> {
     )))
 }
 
-fn create_table(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserError> {
+fn create_table(parser: &mut Parser<'_>, or_replace: bool) -> Result<DeputyStatement, ParserError> {
     let if_not_exists = if_not_exists(parser);
+    if or_replace && if_not_exists {
+        return Err(ParserError::ParserError(
+            "CREATE OR REPLACE TABLE and IF NOT EXISTS cannot be combined".to_owned(),
+        ));
+    }
     let name = name(parser)?;
     let mut columns = Vec::new();
     if parser.consume_token(&Token::LParen) {
@@ -373,9 +406,45 @@ fn create_table(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserError>
     Ok(DeputyStatement::CreateTable {
         name,
         if_not_exists,
+        or_replace,
         columns,
         query,
         comment,
+    })
+}
+
+fn copy_into(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserError> {
+    let table = name(parser)?;
+    expect_words(parser, &["FROM"])?;
+    let path = parser.parse_literal_string()?;
+    expect_words(parser, &["FILEFORMAT"])?;
+    parser.expect_token(&Token::Eq)?;
+    let format = match identifier(parser)?.as_str() {
+        "csv" => FileFormat::Csv,
+        "json" => FileFormat::Json,
+        "parquet" => FileFormat::Parquet,
+        other => {
+            return Err(ParserError::ParserError(format!(
+                "FILEFORMAT must be CSV, JSON or PARQUET, not `{other}`"
+            )));
+        }
+    };
+    let mut options = Vec::new();
+    if words(parser, &["FORMAT_OPTIONS"]) {
+        parser.expect_token(&Token::LParen)?;
+        options = parser.parse_comma_separated(|parser| {
+            let key = parser.parse_literal_string()?.to_ascii_lowercase();
+            parser.expect_token(&Token::Eq)?;
+            let value = parser.parse_literal_string()?;
+            Ok((key, value))
+        })?;
+        parser.expect_token(&Token::RParen)?;
+    }
+    Ok(DeputyStatement::CopyInto {
+        table,
+        path,
+        format,
+        options,
     })
 }
 
@@ -570,6 +639,8 @@ mod tests {
             "create schema main.sales",
             "CREATE TABLE main.s.t (id INT NOT NULL, name STRING COMMENT 'n')",
             "CREATE TABLE t AS SELECT 1 AS x",
+            "CREATE OR REPLACE TABLE main.s.t (id INT)",
+            "CREATE TABLE IF NOT EXISTS t AS SELECT 1 AS x",
             "CREATE FUNCTION main.s.f(x INT, y STRING) RETURNS BOOLEAN RETURN x > 1 AND y = 'a'",
             "ALTER TABLE t SET ROW FILTER main.s.f ON (id, name)",
             "ALTER TABLE t DROP ROW FILTER",
@@ -582,6 +653,8 @@ mod tests {
             "SHOW TABLES IN main.s;",
             "DROP SCHEMA IF EXISTS main.s CASCADE",
             "DESCRIBE TABLE t",
+            "COPY INTO main.s.t FROM '/data/x.csv' FILEFORMAT = CSV FORMAT_OPTIONS ('header' = 'true', 'sep' = ';')",
+            "copy into t from '/data/' fileformat = parquet",
         ];
         for sql in cases {
             let parsed = parse_statement(sql);

@@ -18,17 +18,17 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::{Session as DfSession, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Column, DFSchema};
+use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::ListingTable;
-use datafusion::error::Result as DfResult;
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, ScalarUDF, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, ScalarUDF, TableProviderFilterPushDown, cast, lit};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::filter_pushdown::{
@@ -38,6 +38,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 
 use crate::SqlError;
+use crate::functions::SqlFunction;
 
 /// What the session's principal may do with the table.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +62,40 @@ pub(crate) struct Policy {
     pub(crate) masks: Vec<Option<PolicyCall>>,
 }
 
+impl PolicyCall {
+    /// The call on the stored columns of a table with `schema`.
+    fn call(&self, schema: &Schema) -> DfResult<Expr> {
+        let arguments = self
+            .columns
+            .iter()
+            .map(|index| stored_column(schema, *index))
+            .collect::<DfResult<Vec<_>>>()?;
+        Ok(self.function.call(arguments))
+    }
+}
+
+impl Policy {
+    /// What the session sees of column `index`: its mask applied to the stored values, or the stored value.
+    fn visible_value(&self, schema: &Schema, index: usize) -> DfResult<Expr> {
+        match self.masks.get(index) {
+            Some(Some(mask)) => Ok(cast(
+                mask.call(schema)?,
+                schema.field(index).data_type().clone(),
+            )),
+            _ => stored_column(schema, index),
+        }
+    }
+}
+
+/// Column `index` of the raw scan, whose schema is the table's, unqualified.
+fn stored_column(schema: &Schema, index: usize) -> DfResult<Expr> {
+    let field = schema
+        .fields()
+        .get(index)
+        .ok_or_else(|| DataFusionError::Internal(format!("policy column {index} out of range")))?;
+    Ok(Expr::Column(Column::new_unqualified(field.name())))
+}
+
 #[derive(Debug)]
 pub(crate) struct DeputyTable {
     pub(crate) full_name: String,
@@ -70,6 +105,96 @@ pub(crate) struct DeputyTable {
 }
 
 impl DeputyTable {
+    /// The guarded plan of a scan: the stored columns `outputs` need, the rows `keep` (if any) is true for, the
+    /// `outputs` computed on them, under a [`PolicyExec`] barrier. `outputs` and `keep` are over the stored
+    /// columns, unqualified. `pruning` are predicates the Parquet source may use to skip row groups by statistics.
+    async fn guarded(
+        &self,
+        state: &dyn DfSession,
+        keep: Option<Expr>,
+        outputs: Vec<(Expr, String)>,
+        pruning: &[Expr],
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = self.files.schema();
+        // Read only the columns the outputs and the filter need.
+        let mut needed = Vec::new();
+        for expr in keep.iter().chain(outputs.iter().map(|(expr, _)| expr)) {
+            for column in expr.column_refs() {
+                needed.push(schema.index_of(&column.name)?);
+            }
+        }
+        needed.sort_unstable();
+        needed.dedup();
+        // Never the limit, which would cut rows before the row filter.
+        let mut raw = self.files.scan(state, Some(&needed), &[], None).await?;
+        let raw_schema = DFSchema::try_from(raw.schema())?;
+        // `pruning` are the predicates accepted as `Inexact` in `supports_filters_pushdown`. They are offered to the
+        // Parquet source through the filter-pushdown interface, which with row-level pushdown off (see the session
+        // config) only adds them to the statistics-pruning predicate.
+        if let Some(predicate) = conjunction(pruning.iter().map(unqualified)) {
+            let predicate = state.create_physical_expr(predicate, &raw_schema)?;
+            let offered = ChildPushdownResult {
+                parent_filters: vec![ChildFilterPushdownResult {
+                    filter: predicate,
+                    child_results: Vec::new(),
+                }],
+                self_filters: Vec::new(),
+            };
+            let pruned = raw.handle_child_pushdown_result(
+                FilterPushdownPhase::Post,
+                offered,
+                state.config_options(),
+            )?;
+            if let Some(updated) = pruned.updated_node {
+                raw = updated;
+            }
+        }
+        let mut plan = raw;
+        if let Some(keep) = keep {
+            let predicate = state.create_physical_expr(keep, &raw_schema)?;
+            plan = Arc::new(FilterExec::try_new(predicate, plan)?);
+        }
+        let expressions = outputs
+            .into_iter()
+            .map(|(expr, name)| Ok((state.create_physical_expr(expr, &raw_schema)?, name)))
+            .collect::<DfResult<Vec<(Arc<dyn PhysicalExpr>, String)>>>()?;
+        let plan = Arc::new(ProjectionExec::try_new(expressions, plan)?);
+        Ok(Arc::new(PolicyExec::new(plan)))
+    }
+
+    /// The row filter's verdict on a stored row, `IS TRUE` so that a NULL hides the row; `None` when every row is
+    /// shown: without a filter, or with one whose body folded to `true` for this session (a group that sees
+    /// everything), which then costs nothing, not even reading its columns.
+    fn shown(&self) -> DfResult<Option<Expr>> {
+        let schema = self.files.schema();
+        let Some(filter) = self
+            .policy
+            .as_ref()
+            .and_then(|policy| policy.row_filter.as_ref())
+        else {
+            return Ok(None);
+        };
+        let constant = filter
+            .function
+            .inner()
+            .downcast_ref::<SqlFunction>()
+            .and_then(SqlFunction::constant);
+        Ok(match constant {
+            Some(ScalarValue::Boolean(Some(true))) => None,
+            Some(_) => Some(lit(false)),
+            None => Some(filter.call(&schema)?.is_true()),
+        })
+    }
+
+    /// What the session sees of column `index`.
+    fn visible_value(&self, index: usize) -> DfResult<Expr> {
+        let schema = self.files.schema();
+        match &self.policy {
+            Some(policy) => policy.visible_value(&schema, index),
+            None => stored_column(&schema, index),
+        }
+    }
+
     fn denied(&self, privilege: &str) -> datafusion::error::DataFusionError {
         SqlError::PermissionDenied(format!(
             "`{privilege}` on table `{}` is required",
@@ -140,81 +265,16 @@ impl TableProvider for DeputyTable {
             Some(projection) => projection.clone(),
             None => (0..schema.fields().len()).collect(),
         };
-        // Read only the columns the output, the masks and the row filter need.
-        let mut needed: Vec<usize> = output.clone();
-        for index in &output {
-            if let Some(Some(mask)) = policy.masks.get(*index) {
-                needed.extend(&mask.columns);
-            }
-        }
-        if let Some(filter) = &policy.row_filter {
-            needed.extend(&filter.columns);
-        }
-        needed.sort_unstable();
-        needed.dedup();
-        // Never the limit, which would cut rows before the row filter.
-        let mut raw = self.files.scan(state, Some(&needed), &[], None).await?;
-        let raw_schema = DFSchema::try_from(raw.schema())?;
-        // `filters` are the predicates accepted as `Inexact` in `supports_filters_pushdown`. They are offered to the
-        // Parquet source through the filter-pushdown interface, which with row-level pushdown off (see the session
-        // config) only adds them to the statistics-pruning predicate.
-        if let Some(predicate) = conjunction(filters.iter().map(unqualified)) {
-            let predicate = state.create_physical_expr(predicate, &raw_schema)?;
-            let offered = ChildPushdownResult {
-                parent_filters: vec![ChildFilterPushdownResult {
-                    filter: predicate,
-                    child_results: Vec::new(),
-                }],
-                self_filters: Vec::new(),
-            };
-            let pruned = raw.handle_child_pushdown_result(
-                FilterPushdownPhase::Post,
-                offered,
-                state.config_options(),
-            )?;
-            if let Some(updated) = pruned.updated_node {
-                raw = updated;
-            }
-        }
-        let column = |index: usize| -> DfResult<Expr> {
-            let field = schema.fields().get(index).ok_or_else(|| {
-                datafusion::error::DataFusionError::Internal(format!(
-                    "policy column {index} out of range"
+        let outputs = output
+            .into_iter()
+            .map(|index| {
+                Ok((
+                    policy.visible_value(&schema, index)?,
+                    schema.field(index).name().clone(),
                 ))
-            })?;
-            Ok(Expr::Column(Column::new_unqualified(field.name())))
-        };
-        let call = |policy_call: &PolicyCall| -> DfResult<Expr> {
-            let arguments = policy_call
-                .columns
-                .iter()
-                .map(|index| column(*index))
-                .collect::<DfResult<Vec<_>>>()?;
-            Ok(policy_call.function.call(arguments))
-        };
-        let mut plan = raw;
-        if let Some(filter) = &policy.row_filter {
-            // `IS TRUE`: rows whose filter is NULL are dropped too.
-            let predicate = state.create_physical_expr(call(filter)?.is_true(), &raw_schema)?;
-            plan = Arc::new(FilterExec::try_new(predicate, plan)?);
-        }
-        let mut expressions: Vec<(Arc<dyn PhysicalExpr>, String)> =
-            Vec::with_capacity(output.len());
-        for index in output {
-            let field = schema.field(index);
-            let expression = match policy.masks.get(index) {
-                Some(Some(mask)) => {
-                    datafusion::logical_expr::cast(call(mask)?, field.data_type().clone())
-                }
-                _ => column(index)?,
-            };
-            expressions.push((
-                state.create_physical_expr(expression, &raw_schema)?,
-                field.name().clone(),
-            ));
-        }
-        let plan = Arc::new(ProjectionExec::try_new(expressions, plan)?);
-        Ok(Arc::new(PolicyExec::new(plan)))
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        self.guarded(state, self.shown()?, outputs, filters).await
     }
 
     async fn insert_into(
@@ -233,6 +293,98 @@ impl TableProvider for DeputyTable {
             );
         }
         self.files.insert_into(state, input, insert_op).await
+    }
+}
+
+/// Names of the stored-value columns of a [`DmlRows`] scan. They contain spaces, which no column name may, so the
+/// statement's own expressions, resolved against the table's columns, can never name them.
+pub(crate) const STORED_PREFIX: &str = "deputy stored ";
+
+/// The rows DELETE and UPDATE rewrite (see `engine::dml`), as a scan under the same barrier as a query's.
+///
+/// [`DmlRows::Visible`] are the rows the row filter shows the session: the table's columns as the session sees them
+/// (masked), then every column's stored value (`STORED_PREFIX<index>`). [`DmlRows::Hidden`] are the others, with
+/// their stored values only. The statement's WHERE and SET expressions are evaluated above the visible rows' barrier,
+/// never on a hidden row, so no error or count can reveal one.
+#[derive(Debug)]
+pub(crate) struct DmlSource {
+    table: Arc<DeputyTable>,
+    rows: DmlRows,
+    schema: SchemaRef,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DmlRows {
+    Visible,
+    Hidden,
+}
+
+impl DmlSource {
+    pub(crate) fn new(table: Arc<DeputyTable>, rows: DmlRows) -> DmlSource {
+        let stored = table.files.schema();
+        let mut fields: Vec<Field> = Vec::new();
+        if rows == DmlRows::Visible {
+            fields.extend(stored.fields().iter().map(|field| field.as_ref().clone()));
+        }
+        fields.extend(stored.fields().iter().enumerate().map(|(index, field)| {
+            Field::new(
+                format!("{STORED_PREFIX}{index}"),
+                field.data_type().clone(),
+                true,
+            )
+        }));
+        DmlSource {
+            table,
+            rows,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for DmlSource {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn DfSession,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let width = self.table.files.schema().fields().len();
+        let visible_width = if self.rows == DmlRows::Visible {
+            width
+        } else {
+            0
+        };
+        let output: Vec<usize> = match projection {
+            Some(projection) => projection.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let stored = self.table.files.schema();
+        let outputs = output
+            .into_iter()
+            .map(|index| {
+                let value = match index.checked_sub(visible_width) {
+                    Some(stored_index) => stored_column(&stored, stored_index)?,
+                    None => self.table.visible_value(index)?,
+                };
+                Ok((value, self.schema.field(index).name().clone()))
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        let keep = match (self.rows, self.table.shown()?) {
+            (DmlRows::Visible, shown) => shown,
+            (DmlRows::Hidden, Some(shown)) => Some(Expr::Not(Box::new(shown))),
+            (DmlRows::Hidden, None) => Some(lit(false)),
+        };
+        self.table.guarded(state, keep, outputs, &[]).await
     }
 }
 
@@ -293,7 +445,7 @@ impl ExecutionPlan for PolicyExec {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         match <[Arc<dyn ExecutionPlan>; 1]>::try_from(children) {
             Ok([input]) => Ok(Arc::new(PolicyExec::new(input))),
-            Err(_) => Err(datafusion::error::DataFusionError::Internal(
+            Err(_) => Err(DataFusionError::Internal(
                 "DeputyPolicyExec has exactly one child".to_owned(),
             )),
         }

@@ -204,6 +204,16 @@ async fn explain_shows_the_policy_and_no_data() {
         .await
         .join("\n");
     assert!(text.contains("DeputyPolicyExec"), "{text}");
+    // The filter and the mask are in the plan, under the user's predicate, not bypassed.
+    assert!(text.contains("main.sales.region_filter(region"), "{text}");
+    assert!(text.contains("main.sales.mask_email(email"), "{text}");
+    // For the admin the filter folds to `true` (`is_account_group_member('admins')`): no filter is evaluated at all.
+    let text = fixture
+        .rows("admin", "EXPLAIN SELECT email FROM customers")
+        .await
+        .join("\n");
+    assert!(text.contains("DeputyPolicyExec"), "{text}");
+    assert!(!text.contains("region_filter"), "{text}");
     assert!(
         !text.contains("ben@x.us") && !text.contains("cid@x.eu"),
         "{text}"
@@ -216,16 +226,67 @@ async fn explain_shows_the_policy_and_no_data() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn information_schema_is_not_available() {
+async fn information_schema_lists_only_visible_objects() {
     let fixture = policy_fixture().await;
-    for sql in [
-        "SELECT * FROM information_schema.tables",
-        "SELECT * FROM main.information_schema.columns",
-        "SHOW COLUMNS FROM customers",
-    ] {
-        let error = fixture.run("bob", sql).await.err();
-        assert!(error.is_some(), "{sql} should fail");
-    }
+    fixture
+        .setup(
+            "admin",
+            &[
+                "CREATE CATALOG hidden",
+                "CREATE SCHEMA hidden.s",
+                "CREATE TABLE hidden.s.t (x INT)",
+            ],
+        )
+        .await;
+    let tables = "SELECT table_catalog || '.' || table_schema || '.' || table_name FROM information_schema.tables \
+                  WHERE table_schema <> 'information_schema' ORDER BY 1";
+    assert_eq!(
+        fixture.rows("bob", tables).await,
+        [
+            "main.sales.customer_view",
+            "main.sales.customers",
+            "main.sales.orders"
+        ]
+    );
+    let everything = fixture.rows("admin", tables).await;
+    assert!(
+        everything.contains(&"main.sales.secret".to_owned())
+            && everything.contains(&"hidden.s.t".to_owned()),
+        "{everything:?}"
+    );
+    // Columns of hidden tables are absent too; the visible ones are listed whatever their masks.
+    assert_eq!(
+        fixture
+            .rows(
+                "bob",
+                "SELECT DISTINCT table_name FROM main.information_schema.columns \
+                 WHERE table_schema = 'sales' ORDER BY 1"
+            )
+            .await,
+        ["customer_view", "customers", "orders"]
+    );
+    // Through a hidden catalog's name bob gets what a missing one gives him: his own visible objects.
+    let through_hidden = fixture
+        .rows(
+            "bob",
+            "SELECT * FROM hidden.information_schema.tables ORDER BY 1, 2, 3",
+        )
+        .await;
+    assert_eq!(
+        through_hidden,
+        fixture
+            .rows(
+                "bob",
+                "SELECT * FROM absent.information_schema.tables ORDER BY 1, 2, 3"
+            )
+            .await
+    );
+    assert!(
+        !through_hidden
+            .iter()
+            .any(|row| row.contains("hidden") || row.contains("secret")),
+        "{through_hidden:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
