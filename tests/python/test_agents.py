@@ -68,7 +68,8 @@ def _answer(response):
 @pytest.fixture(scope="module")
 def world(server, admin):
     """alice and bob with their own notes behind a row filter, both allowed to query the agent endpoint."""
-    warehouse = next(iter(admin.warehouses.list())).id
+    # A warehouse of its own: the agents' users get CAN_USE on it without touching the default warehouse.
+    warehouse = admin.warehouses.create(name="agents-warehouse").result().id
     users = {}
     for name in ["alice@example.com", "bob@example.com", "carol@example.com"]:
         user = admin.users.create(user_name=name)
