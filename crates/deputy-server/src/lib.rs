@@ -89,6 +89,9 @@ pub async fn prepare(
         .map_err(ServeError::Keys)?;
     let sql = SqlEngine::new(data_dir.join("warehouse"), store.clone())
         .map_err(|error| ServeError::Catalog(error.to_string()))?;
+    let vector_indexes =
+        routes::vector_search::VectorIndexes::load(data_dir.join("vector-search"), store.as_ref())
+            .await?;
     let (_, registry) = routes::api_routes().into_parts();
     let state = AppState::new(StateParts {
         store,
@@ -99,6 +102,7 @@ pub async fn prepare(
         workspace_id: report.workspace_id,
         base_url,
         sql,
+        vector_indexes,
     });
     Ok((state, report))
 }

@@ -5,6 +5,7 @@ use crate::directory::{Directory, DirectoryState};
 use crate::error::ApiError;
 use crate::routes::RouteRegistry;
 use crate::routes::statements::Statements;
+use crate::routes::vector_search::VectorIndexes;
 use deputy_authz::{
     AccessRequest, Action, AuthzState, Decision, Effect, PrincipalId, Reason, Snapshot, decide,
 };
@@ -30,6 +31,7 @@ struct Shared {
     base_url: String,
     sql: SqlEngine,
     statements: Statements,
+    vector_indexes: VectorIndexes,
 }
 
 /// Everything `AppState::new` assembles.
@@ -42,6 +44,7 @@ pub struct StateParts {
     pub workspace_id: i64,
     pub base_url: String,
     pub sql: SqlEngine,
+    pub vector_indexes: VectorIndexes,
 }
 
 impl AppState {
@@ -58,6 +61,7 @@ impl AppState {
                 base_url: parts.base_url,
                 sql: parts.sql,
                 statements: Statements::default(),
+                vector_indexes: parts.vector_indexes,
             }),
         }
     }
@@ -127,6 +131,11 @@ impl AppState {
     /// Submitted statements and their results.
     pub fn statements(&self) -> &Statements {
         &self.inner.statements
+    }
+
+    /// The open vector-search indexes.
+    pub fn vector_indexes(&self) -> &VectorIndexes {
+        &self.inner.vector_indexes
     }
 
     pub fn credentials(&self) -> &Credentials {

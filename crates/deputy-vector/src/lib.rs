@@ -19,6 +19,7 @@ mod text;
 pub use filter::Filter;
 pub use index::{
     AnnParams, Hit, IndexConfig, Metric, Query, QueryKind, VectorConfig, VectorIndex, WriteOutcome,
+    key_of,
 };
 
 use std::path::PathBuf;

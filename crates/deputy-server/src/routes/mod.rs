@@ -11,6 +11,7 @@ pub mod scim;
 pub mod statements;
 pub mod tokens;
 pub mod unity_catalog;
+pub mod vector_search;
 pub mod warehouses;
 pub mod well_known;
 
@@ -130,6 +131,7 @@ pub fn api_routes() -> ApiRouter {
     let router = unity_catalog::routes(router);
     let router = permissions::routes(router);
     let router = statements::routes(router);
+    let router = vector_search::routes(router);
     warehouses::routes(router)
 }
 
