@@ -37,7 +37,7 @@ def index(admin: WorkspaceClient):
         ),
     )
     assert created.name == INDEX
-    upserted = admin.vector_search_indexes.upsert_data_index(index_name=INDEX, inputs_json=json.dumps(ROWS))
+    upserted = admin.vector_search_indexes.upsert_data_vector_index(index_name=INDEX, inputs_json=json.dumps(ROWS))
     assert upserted.status == vs.UpsertDataStatus.SUCCESS
     assert upserted.result.success_row_count == len(ROWS)
     return INDEX
@@ -69,7 +69,7 @@ def test_sdk_query_upsert_and_delete(admin: WorkspaceClient, index):
     assert {row[0] for row in filtered.result.data_array} == {"banana", "plum"}
 
     extra = [{"id": "kiwi", "text": "kiwis are green", "colour": "green", "vec": [0.0, 0.7, 0.7]}]
-    admin.vector_search_indexes.upsert_data_index(index_name=index, inputs_json=json.dumps(extra))
+    admin.vector_search_indexes.upsert_data_vector_index(index_name=index, inputs_json=json.dumps(extra))
     deleted = admin.vector_search_indexes.delete_data_vector_index(index_name=index, primary_keys=["kiwi"])
     assert deleted.status == vs.DeleteDataStatus.SUCCESS
     after = admin.vector_search_indexes.query_index(index_name=index, columns=["id"], query_vector=[0.0, 0.7, 0.7], num_results=10)
@@ -135,7 +135,7 @@ def test_query_text_through_the_built_in_embedding_model(admin: WorkspaceClient,
         {"id": "2", "text": "Stock markets fell sharply today."},
         {"id": "3", "text": "A kitten naps on the couch."},
     ]
-    admin.vector_search_indexes.upsert_data_index(index_name="vsdemo.docs.sentences", inputs_json=json.dumps(sentences))
+    admin.vector_search_indexes.upsert_data_vector_index(index_name="vsdemo.docs.sentences", inputs_json=json.dumps(sentences))
     result = admin.vector_search_indexes.query_index(
         index_name="vsdemo.docs.sentences", columns=["id"], query_text="a sleeping cat", num_results=2
     )
