@@ -96,6 +96,9 @@ pub async fn prepare(
         .await?
         .is_some_and(|value| value == "true");
     let agents = agents::AgentHost::new(data_dir, &base_url, obo_enabled);
+    let vector_indexes =
+        routes::vector_search::VectorIndexes::load(data_dir.join("vector-search"), store.as_ref())
+            .await?;
     let (_, registry) = routes::api_routes().into_parts();
     let state = AppState::new(StateParts {
         store,
@@ -108,6 +111,7 @@ pub async fn prepare(
         sql,
         models_dir: deputy_models::default_models_dir(),
         agents,
+        vector_indexes,
     });
     Ok((state, report))
 }

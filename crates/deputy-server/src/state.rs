@@ -6,6 +6,7 @@ use crate::error::ApiError;
 use crate::routes::RouteRegistry;
 use crate::routes::serving::ServingBackends;
 use crate::routes::statements::Statements;
+use crate::routes::vector_search::VectorIndexes;
 use deputy_authz::{
     AccessRequest, Action, AuthzState, Decision, Effect, PrincipalId, Reason, Snapshot, decide,
 };
@@ -33,6 +34,7 @@ struct Shared {
     statements: Statements,
     serving: ServingBackends,
     agents: crate::agents::AgentHost,
+    vector_indexes: VectorIndexes,
 }
 
 /// Everything `AppState::new` assembles.
@@ -48,6 +50,7 @@ pub struct StateParts {
     /// Where the built-in models' files are (see `deputy_models::installed_models`).
     pub models_dir: std::path::PathBuf,
     pub agents: crate::agents::AgentHost,
+    pub vector_indexes: VectorIndexes,
 }
 
 impl AppState {
@@ -66,6 +69,7 @@ impl AppState {
                 statements: Statements::default(),
                 serving: ServingBackends::new(parts.models_dir),
                 agents: parts.agents,
+                vector_indexes: parts.vector_indexes,
             }),
         }
     }
@@ -145,6 +149,11 @@ impl AppState {
     /// Submitted statements and their results.
     pub fn statements(&self) -> &Statements {
         &self.inner.statements
+    }
+
+    /// The open vector-search indexes.
+    pub fn vector_indexes(&self) -> &VectorIndexes {
+        &self.inner.vector_indexes
     }
 
     pub fn credentials(&self) -> &Credentials {

@@ -13,6 +13,7 @@ pub mod serving;
 pub mod statements;
 pub mod tokens;
 pub mod unity_catalog;
+pub mod vector_search;
 pub mod warehouses;
 pub mod well_known;
 
@@ -134,6 +135,7 @@ pub fn api_routes() -> ApiRouter {
     let router = statements::routes(router);
     let router = serving::routes(router);
     let router = agents::routes(router);
+    let router = vector_search::routes(router);
     warehouses::routes(router)
 }
 

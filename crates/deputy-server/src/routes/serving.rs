@@ -829,3 +829,36 @@ fn sse_response(events: impl futures_util::Stream<Item = Value> + Send + 'static
         }));
     Sse::new(events).into_response()
 }
+
+/// Embeds `texts` with the endpoint's model for the caller, who needs `CAN_QUERY` on it: how vector search turns
+/// text into vectors, whichever model (built in or external) is behind the endpoint.
+pub async fn embed_texts(
+    state: &AppState,
+    caller: &Caller,
+    endpoint_name: &str,
+    texts: Vec<String>,
+) -> Result<Vec<Vec<f32>>, ApiError> {
+    let (record, spec) =
+        endpoint_by_name(state, caller, endpoint_name, PermissionLevel::CanQuery).await?;
+    if spec.task() != "llm/v1/embeddings" {
+        return Err(ApiError::invalid_parameter(format!(
+            "serving endpoint `{endpoint_name}` does not serve embeddings"
+        )));
+    }
+    let count = texts.len();
+    let backend = state.serving().backend(&record.object_id, &spec).await?;
+    let request = EmbeddingRequest::new(deputy_models::types::EmbeddingInput::Many(texts));
+    let mut response = backend.embeddings(request).await.map_err(model_error)?;
+    response.data.sort_by_key(|item| item.index);
+    if response.data.len() != count {
+        return Err(ApiError::internal(format!(
+            "the embedding model answered {} vectors for {count} texts",
+            response.data.len()
+        )));
+    }
+    Ok(response
+        .data
+        .into_iter()
+        .map(|item| item.embedding)
+        .collect())
+}
