@@ -15,6 +15,8 @@ use std::sync::Mutex;
 /// An allow-set at most this large is searched exactly (a scan of its members), which is both faster than a
 /// filtered graph walk through a mostly-forbidden graph and exact.
 const EXACT_SEARCH_LIMIT: usize = 2_048;
+/// A filtered graph walk is widened up to this many times the results wanted before an exact scan replaces it.
+const FILTERED_WIDENING_LIMIT: usize = 256;
 /// A batch at least this large is added to the HNSW graph from several threads.
 const PARALLEL_BATCH: usize = 1_024;
 /// Search contexts usearch keeps, i.e. how many queries may walk the graph at once.
@@ -149,7 +151,9 @@ fn new_graph(config: &VectorConfig, capacity: usize) -> Result<usearch::Index, V
         dimensions: config.dimension,
         metric: match config.metric {
             Metric::L2 => usearch::MetricKind::L2sq,
-            Metric::Cosine => usearch::MetricKind::Cos,
+            // Vectors enter the graph normalised (see `graph_vector`), so the inner product is the cosine and the
+            // graph skips computing two norms per distance.
+            Metric::Cosine => usearch::MetricKind::IP,
         },
         quantization: usearch::ScalarKind::F32,
         connectivity: config.ann.connectivity,
@@ -176,6 +180,20 @@ fn distance(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
             }
             let norms = (norm_a * norm_b).sqrt();
             if norms == 0.0 { 1.0 } else { 1.0 - dot / norms }
+        }
+    }
+}
+
+/// The vector as the graph stores it: unit length for cosine (the graph uses the inner product), as is for L2.
+fn graph_vector(metric: Metric, vector: &[f32]) -> Vec<f32> {
+    match metric {
+        Metric::L2 => vector.to_vec(),
+        Metric::Cosine => {
+            let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+            match norm > 0.0 {
+                true => vector.iter().map(|x| x / norm).collect(),
+                false => vector.to_vec(),
+            }
         }
     }
 }
@@ -557,9 +575,10 @@ impl VectorIndex {
     /// Adds the vectors of `ids` to the graph, from several threads for large batches (usearch's insertion is
     /// thread-safe once capacity is reserved).
     fn add_to_graph(&mut self, ids: &[u64]) -> Result<(), VectorError> {
-        let Some(graph) = &self.ann else {
+        let (Some(graph), Some(config)) = (&self.ann, &self.config.vector) else {
             return Ok(());
         };
+        let metric = config.metric;
         let needed = graph.size() + self.removed + ids.len();
         if needed > graph.capacity() {
             graph
@@ -583,8 +602,11 @@ impl VectorIndex {
                 .chunks(chunk)
                 .map(|part| {
                     scope.spawn(move || {
-                        part.iter()
-                            .try_for_each(|(id, vector)| graph.add(*id, vector).map_err(engine))
+                        part.iter().try_for_each(|(id, vector)| {
+                            graph
+                                .add(*id, &graph_vector(metric, vector))
+                                .map_err(engine)
+                        })
                     })
                 })
                 .collect();
@@ -651,33 +673,65 @@ impl VectorIndex {
                 config.dimension
             )));
         }
+        let query = graph_vector(config.metric, vector);
         let Some(restriction) = restriction else {
-            let matches = graph.search(vector, wanted).map_err(engine)?;
-            return Ok(self.scored(config.metric, matches));
+            let matches = graph.search(&query, wanted).map_err(engine)?;
+            return Ok(self.scored(config.metric, matches, wanted));
+        };
+        let exact = |candidates: &mut dyn Iterator<Item = &Entry>| {
+            self.exact(
+                config.metric,
+                vector,
+                wanted,
+                candidates.filter(|entry| restriction(entry.id)),
+            )
         };
         if let Some(allow) = allow.filter(|allow| allow.len() <= EXACT_SEARCH_LIMIT) {
-            let candidates = allow
-                .iter()
-                .filter_map(|key| self.rows.get(key))
-                .filter(|entry| restriction(entry.id));
-            return Ok(self.exact(config.metric, vector, wanted, candidates));
+            return Ok(exact(
+                &mut allow.iter().filter_map(|key| self.rows.get(key)),
+            ));
         }
-        let matches = graph
-            .filtered_search(vector, wanted, restriction)
-            .map_err(engine)?;
-        if matches.keys.len() >= wanted.min(self.rows.len()) {
-            return Ok(self.scored(config.metric, matches));
+        // usearch keeps at most `count` allowed candidates, so a walk asked for `wanted` through a graph where few
+        // rows are allowed can stop short; asking for `wanted / selectivity` (the allow-set's, when known), then for
+        // four times more, widens the walk before falling back to an exact scan.
+        let selectivity = allow.map_or(1.0, |allow| {
+            allow.len() as f64 / self.rows.len().max(1) as f64
+        });
+        let mut count = ((wanted as f64 / selectivity.max(1e-3)).ceil() as usize)
+            .clamp(wanted, self.rows.len().max(wanted));
+        let enough = wanted.min(self.rows.len());
+        while count <= wanted.saturating_mul(FILTERED_WIDENING_LIMIT) {
+            let matches = graph
+                .filtered_search(&query, count, restriction)
+                .map_err(engine)?;
+            if matches.keys.len() >= enough {
+                return Ok(self.scored(config.metric, matches, wanted));
+            }
+            if count >= self.rows.len() {
+                break;
+            }
+            count = count.saturating_mul(4).min(self.rows.len());
         }
-        let candidates = self.rows.values().filter(|entry| restriction(entry.id));
-        Ok(self.exact(config.metric, vector, wanted, candidates))
+        match allow {
+            Some(allow) => Ok(exact(
+                &mut allow.iter().filter_map(|key| self.rows.get(key)),
+            )),
+            None => Ok(exact(&mut self.rows.values())),
+        }
     }
 
-    fn scored(&self, metric: Metric, matches: usearch::ffi::Matches) -> Vec<(u64, f32)> {
+    fn scored(
+        &self,
+        metric: Metric,
+        matches: usearch::ffi::Matches,
+        wanted: usize,
+    ) -> Vec<(u64, f32)> {
         matches
             .keys
             .into_iter()
             .zip(matches.distances)
             .filter(|(id, _)| self.keys.contains_key(id))
+            .take(wanted)
             .map(|(id, distance)| (id, score(metric, distance)))
             .collect()
     }
