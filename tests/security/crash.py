@@ -49,6 +49,7 @@ class Model:
         self.pats_live: dict[str, str] = {}  # value -> owner, acknowledged and not revoked
         self.pats_pending: set[str] = set()  # creation or revocation in flight: either state is fine
         self.revoked: set[str] = set()  # PATs and JWTs whose revocation was acknowledged
+        self.parent: dict[str, str] = {}  # exchanged JWT -> the PAT it came from (revoking the PAT revokes it)
         self.jwts_live: set[str] = set()
 
 
@@ -109,14 +110,17 @@ class Writers:
         while not self.stop.is_set():
             if m.pats_live and self.rng.random() < 0.4:
                 value = self.rng.choice(sorted(m.pats_live))
-                m.pats_pending.add(value)
+                # Revocation cascades: the JWTs exchanged from this PAT are in flight with it.
+                children = {jwt for jwt in m.jwts_live if m.parent.get(jwt) == value}
+                m.jwts_live -= children
+                m.pats_pending |= children | {value}
                 del m.pats_live[value]
                 reply = self.api.form("/oidc/v1/revoke", {"token": value})
                 if reply.status != 200:
                     self.errors.append(f"revoke PAT: {reply!r}")
                     return
-                m.pats_pending.discard(value)
-                m.revoked.add(value)
+                m.pats_pending -= children | {value}
+                m.revoked |= children | {value}
                 self.counts["revocations"] += 1
             elif m.jwts_live and self.rng.random() < 0.3:
                 value = m.jwts_live.pop()
@@ -140,6 +144,7 @@ class Writers:
                                                               "subject_token_type": TT_PAT, "scope": "sql"})
                 if exchanged.status == 200:
                     m.jwts_live.add(exchanged.body["access_token"])
+                    m.parent[exchanged.body["access_token"]] = value
 
 
 def verify(api: Api, admin: str, warehouse: str, m: Model) -> list[str]:
