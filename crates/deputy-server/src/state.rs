@@ -114,6 +114,35 @@ impl AppState {
         published.map(|_| ()).map_err(ApiError::internal)
     }
 
+    /// Stores a new workspace object with its creator's ACL entry at `creator_level` and publishes both; the
+    /// publish happens whether or not the writes succeeded, so a half-done create is never left unpublished.
+    pub async fn create_workspace_object(
+        &self,
+        record: deputy_store::catalog::WorkspaceObjectRecord,
+        creator_level: &str,
+    ) -> Result<(), ApiError> {
+        let (object_type, object_id, creator) = (
+            record.object_type.clone(),
+            record.object_id.clone(),
+            record.owner_id,
+        );
+        let created = match self.store().create_workspace_object(record).await {
+            Ok(()) => self
+                .store()
+                .set_object_acl(
+                    &object_type,
+                    &object_id,
+                    &[(creator, creator_level.into())],
+                    false,
+                )
+                .await
+                .map_err(ApiError::from),
+            Err(error) => Err(error.into()),
+        };
+        self.changes_committed().await?;
+        created
+    }
+
     /// Decides `action` for the caller against the current snapshot. The principal is the token's subject: for an
     /// on-behalf-of token, the end user, whose grants apply; the token's scopes bound what any API may do.
     pub fn decide(&self, caller: &Caller, scope: ApiScope, action: Action) -> Decision {

@@ -160,6 +160,7 @@ async fn deploy(
                 .store()
                 .update_workspace_object_spec(serving_object_type(), &endpoint_id, &spec_text)
                 .await?;
+            state.changes_committed().await?;
             record.spec = spec_text;
             record
         }
@@ -172,28 +173,12 @@ async fn deploy(
                 spec: spec_text,
                 created_at: crate::clock::now_millis(),
             };
-            let created = state.store().create_workspace_object(record.clone()).await;
-            let acl = match created {
-                Ok(()) => state
-                    .store()
-                    .set_object_acl(
-                        serving_object_type(),
-                        &endpoint_id,
-                        &[(caller.identity.id, "CAN_MANAGE".into())],
-                        false,
-                    )
-                    .await
-                    .map_err(ApiError::from),
-                Err(error) => Err(error.into()),
-            };
-            if acl.is_err() {
-                state.changes_committed().await?;
-            }
-            acl?;
+            state
+                .create_workspace_object(record.clone(), "CAN_MANAGE")
+                .await?;
             record
         }
     };
-    state.changes_committed().await?;
     state.agents().stop(&endpoint_id);
     Ok(Json(render_endpoint(&state, &caller, &record, &spec)))
 }

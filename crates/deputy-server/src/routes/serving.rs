@@ -465,22 +465,9 @@ async fn create(
         spec: serde_json::to_string(&spec).map_err(ApiError::internal)?,
         created_at: crate::clock::now_millis(),
     };
-    let created = state.store().create_workspace_object(record.clone()).await;
-    let acl = match created {
-        Ok(()) => state
-            .store()
-            .set_object_acl(
-                serving_object_type(),
-                &id,
-                &[(caller.identity.id, "CAN_MANAGE".into())],
-                false,
-            )
-            .await
-            .map_err(ApiError::from),
-        Err(error) => Err(error.into()),
-    };
-    state.changes_committed().await?;
-    acl?;
+    state
+        .create_workspace_object(record.clone(), "CAN_MANAGE")
+        .await?;
     Ok(Json(render_endpoint(&state, &caller, &record, &spec)))
 }
 

@@ -142,22 +142,7 @@ async fn create(
         spec: Value::Object(spec).to_string(),
         created_at: crate::clock::now_millis(),
     };
-    let created = state.store().create_workspace_object(record).await;
-    let owner = match created {
-        Ok(()) => state
-            .store()
-            .set_object_acl(
-                object_type(),
-                &id,
-                &[(caller.identity.id, "IS_OWNER".into())],
-                false,
-            )
-            .await
-            .map_err(ApiError::from),
-        Err(error) => Err(error.into()),
-    };
-    state.changes_committed().await?;
-    owner?;
+    state.create_workspace_object(record, "IS_OWNER").await?;
     Ok(Json(json!({ "id": id })))
 }
 
