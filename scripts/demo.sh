@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: build Deputy, start it on ./deputy-data at 127.0.0.1:8080, walk through the
-# on-behalf-of token path, and leave the server running (Ctrl-C stops it). Extra arguments go to `deputy demo`,
+# The main job on a fresh machine: build Deputy, prepare the Python environment its agents run in, start the server on
+# ./deputy-data at 127.0.0.1:8080, deploy the seed's RAG agent and ask it the same question as different users, show
+# the token path underneath, and leave the server running (Ctrl-C stops it). Extra arguments go to `deputy demo`,
 # e.g. `--exit` to stop after the walkthrough or `--listen 127.0.0.1:9090`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 cargo build --release -p deputy
+
+# Python agents run on this venv's interpreter: the agent runtime's requirements, then the example agent's lock.
+venv=${DEPUTY_AGENT_VENV:-$HOME/.cache/deputy/agent-venv}
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r python/deputy-agent-runtime/requirements.txt
+"$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -r python/examples/rag_agent/requirements.txt
+export DEPUTY_AGENT_PYTHON="$venv/bin/python"
+
 exec "${CARGO_TARGET_DIR:-$root/target}/release/deputy" demo "$@"

@@ -9,60 +9,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from agent_helpers import ask, deploy, json_answer, let_users_query, run_sql, set_obo
 from databricks.sdk import WorkspaceClient
-from databricks.sdk.service import iam, serving, sql
+from databricks.sdk.service import iam, serving
 
 AGENTS = Path(__file__).parent / "agents"
 DECLARED = ["sql.statement-execution", "sql.warehouses", "iam.scim", "serving.serving-endpoints"]
-
-
-def _run(w, warehouse, statement):
-    result = w.statement_execution.execute_statement(statement=statement, warehouse_id=warehouse, wait_timeout="30s")
-    assert result.status.state == sql.StatementState.SUCCEEDED, (statement, result.status)
-    return result
-
-
-def _deploy(server, name, path, scopes=(), resources=(), workers=2):
-    response = requests.post(
-        server.url("/api/2.0/deputy/agents"),
-        headers={"Authorization": f"Bearer {server.admin_token}"},
-        json={
-            "name": name,
-            "source_path": str(path),
-            "user_scopes": list(scopes),
-            "system_resources": list(resources),
-            "workers": workers,
-        },
-        timeout=300,
-    )
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def _set_obo(server, enabled):
-    response = requests.patch(
-        server.url("/api/2.0/deputy/settings"),
-        headers={"Authorization": f"Bearer {server.admin_token}"},
-        json={"obo-enabled": enabled},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    assert response.json()["obo-enabled"] is enabled
-
-
-def _ask(server, token, endpoint, question):
-    response = requests.post(
-        server.url(f"/serving-endpoints/{endpoint}/invocations"),
-        headers={"Authorization": f"Bearer {token}"},
-        json={"messages": [{"role": "user", "content": question}]},
-        timeout=120,
-    )
-    return response
-
-
-def _answer(response):
-    assert response.status_code == 200, response.text
-    return json.loads(response.json()["messages"][-1]["content"])
 
 
 @pytest.fixture(scope="module")
@@ -88,31 +40,31 @@ def world(server, admin):
         "GRANT SELECT ON TABLE agents_demo.hr.notes TO `alice@example.com`",
         "GRANT SELECT ON TABLE agents_demo.hr.notes TO `bob@example.com`",
     ]:
-        _run(admin, warehouse, statement)
+        run_sql(admin, warehouse, statement)
     admin.permissions.update(
         request_object_type="warehouses",
         request_object_id=warehouse,
         access_control_list=[iam.AccessControlRequest(group_name="users", permission_level=iam.PermissionLevel.CAN_USE)],
     )
-    deployed = _deploy(server, "notes-agent", AGENTS / "sql_agent.py", DECLARED, [f"sql_warehouse:{warehouse}"])
+    deployed = deploy(server, "notes-agent", AGENTS / "sql_agent.py", DECLARED, [f"sql_warehouse:{warehouse}"])
     admin.permissions.update(
         request_object_type="serving-endpoints",
         request_object_id=deployed["id"],
         access_control_list=[iam.AccessControlRequest(group_name="users", permission_level=iam.PermissionLevel.CAN_QUERY)],
     )
-    _set_obo(server, True)
+    set_obo(server, True)
     return {"warehouse": warehouse, "tokens": users, "endpoint": deployed}
 
 
 def test_each_user_gets_their_own_rows_through_the_agent(server, world):
-    alice = _answer(_ask(server, world["tokens"]["alice@example.com"], "notes-agent", "my notes?"))
-    bob = _answer(_ask(server, world["tokens"]["bob@example.com"], "notes-agent", "my notes?"))
+    alice = json_answer(ask(server, world["tokens"]["alice@example.com"], "notes-agent", "my notes?"))
+    bob = json_answer(ask(server, world["tokens"]["bob@example.com"], "notes-agent", "my notes?"))
     assert alice["user"] == "alice@example.com" and alice["context_user"] == "alice@example.com"
     assert alice["rows"] == ["alice-1", "alice-2"]
     assert bob["user"] == "bob@example.com"
     assert bob["rows"] == ["bob-1"]
     # carol may query the agent but has no SELECT on the table: the agent reports the refusal, as carol.
-    carol = _answer(_ask(server, world["tokens"]["carol@example.com"], "notes-agent", "my notes?"))
+    carol = json_answer(ask(server, world["tokens"]["carol@example.com"], "notes-agent", "my notes?"))
     assert carol["user"] == "carol@example.com"
     assert "TABLE_OR_VIEW_NOT_FOUND" in carol["rows_error"], carol  # hidden from her, as in her own SQL
     # A plain WorkspaceClient() inside the agent is the endpoint's own service principal.
@@ -120,7 +72,7 @@ def test_each_user_gets_their_own_rows_through_the_agent(server, world):
 
 
 def test_an_api_outside_the_declared_scopes_is_refused_naming_the_scope(server, world):
-    alice = _answer(_ask(server, world["tokens"]["alice@example.com"], "notes-agent", "catalogs?"))
+    alice = json_answer(ask(server, world["tokens"]["alice@example.com"], "notes-agent", "catalogs?"))
     assert "PermissionDenied" in alice["catalogs"], alice
     assert "catalog.catalogs" in alice["catalogs"], alice
 
@@ -139,14 +91,9 @@ def test_the_deployed_endpoint_through_the_sdk(server, admin, world):
 
 def test_agent_chains_only_shrink_scopes_and_grow_the_act_chain(server, world):
     # The inner agent declares fewer scopes; asking it through the outer one hands down the intersection.
-    _deploy(server, "inner-agent", AGENTS / "sql_agent.py", ["iam.scim", "serving.serving-endpoints"])
-    requests.put(
-        server.url(f"/api/2.0/permissions/serving-endpoints/{_endpoint_id(server, 'inner-agent')}"),
-        headers={"Authorization": f"Bearer {server.admin_token}"},
-        json={"access_control_list": [{"group_name": "users", "permission_level": "CAN_QUERY"}]},
-        timeout=10,
-    ).raise_for_status()
-    outer = _answer(_ask(server, world["tokens"]["alice@example.com"], "notes-agent", "ask inner-agent"))
+    deploy(server, "inner-agent", AGENTS / "sql_agent.py", ["iam.scim", "serving.serving-endpoints"])
+    let_users_query(server, _endpoint_id(server, 'inner-agent'))
+    outer = json_answer(ask(server, world["tokens"]["alice@example.com"], "notes-agent", "ask inner-agent"))
     inner = json.loads(outer["inner"]["choices"][0]["message"]["content"])
     info = inner["token_info"]
     assert info["principal"] == "alice@example.com"
@@ -178,7 +125,7 @@ def _endpoint_id(server, name):
 
 
 def test_the_audit_log_names_user_agent_and_decision(server, world):
-    _answer(_ask(server, world["tokens"]["bob@example.com"], "notes-agent", "audit me"))
+    json_answer(ask(server, world["tokens"]["bob@example.com"], "notes-agent", "audit me"))
     response = requests.get(
         server.url("/api/2.0/deputy/audit?limit=1000"),
         headers={"Authorization": f"Bearer {server.admin_token}"},
@@ -204,10 +151,10 @@ def test_the_audit_log_names_user_agent_and_decision(server, world):
 
 def test_a_crashing_agent_gets_an_error_and_a_new_worker(server, world):
     token = world["tokens"]["alice@example.com"]
-    crashed = _ask(server, token, "notes-agent", "crash")
+    crashed = ask(server, token, "notes-agent", "crash")
     assert crashed.status_code == 500
     assert crashed.json()["error_code"] == "INTERNAL_ERROR"
-    assert _answer(_ask(server, token, "notes-agent", "again"))["rows"] == ["alice-1", "alice-2"]
+    assert json_answer(ask(server, token, "notes-agent", "again"))["rows"] == ["alice-1", "alice-2"]
 
 
 def test_concurrent_invocations_never_see_another_users_token_or_rows(server, admin, world):
@@ -218,17 +165,17 @@ def test_concurrent_invocations_never_see_another_users_token_or_rows(server, ad
         user = admin.users.create(user_name=name)
         tokens[name] = admin.token_management.create_obo_token(application_id=user.id, lifetime_seconds=3600).token_value
     values = ", ".join(f"('{name}-note', '{name}')" for name in names)
-    _run(admin, warehouse, f"INSERT INTO agents_demo.hr.notes VALUES {values}")
+    run_sql(admin, warehouse, f"INSERT INTO agents_demo.hr.notes VALUES {values}")
     for name in names[::2]:  # half of them may read their notes, half may not
-        _run(admin, warehouse, f"GRANT SELECT ON TABLE agents_demo.hr.notes TO `{name}`")
+        run_sql(admin, warehouse, f"GRANT SELECT ON TABLE agents_demo.hr.notes TO `{name}`")
 
-    def ask(index):
+    def ask_once(index):
         name = names[index % len(names)]
-        response = _ask(server, tokens[name], "notes-agent", f"question {index}")
-        return name, _answer(response)
+        response = ask(server, tokens[name], "notes-agent", f"question {index}")
+        return name, json_answer(response)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=24) as pool:
-        results = list(pool.map(ask, range(1000)))
+        results = list(pool.map(ask_once, range(1000)))
     leaks = 0
     for name, answer in results:
         readable = names.index(name) % 2 == 0
@@ -244,25 +191,20 @@ def test_concurrent_invocations_never_see_another_users_token_or_rows(server, ad
 def test_a_rust_agent_acts_for_the_user(server, world):
     binary = Path(os.environ["DEPUTY_BIN"]).parent / "examples" / "whoami_agent"
     assert binary.is_file(), f"build it with `cargo build -p deputy-sdk --example whoami_agent` ({binary})"
-    deployed = _deploy(server, "whoami", binary, ["iam.scim", "catalog.catalogs"])
-    requests.put(
-        server.url(f"/api/2.0/permissions/serving-endpoints/{deployed['id']}"),
-        headers={"Authorization": f"Bearer {server.admin_token}"},
-        json={"access_control_list": [{"group_name": "users", "permission_level": "CAN_QUERY"}]},
-        timeout=10,
-    ).raise_for_status()
-    response = _ask(server, world["tokens"]["alice@example.com"], "whoami", "who am I?")
+    deployed = deploy(server, "whoami", binary, ["iam.scim", "catalog.catalogs"])
+    let_users_query(server, deployed['id'])
+    response = ask(server, world["tokens"]["alice@example.com"], "whoami", "who am I?")
     assert response.status_code == 200, response.text
     text = response.json()["messages"][-1]["content"]
     assert "You are alice@example.com" in text and "agents_demo" in text and "I am agent:whoami" in text, text
 
 
 def test_with_obo_disabled_the_user_client_fails_as_documented(server, world):
-    _set_obo(server, False)
+    set_obo(server, False)
     try:
-        answer = _answer(_ask(server, world["tokens"]["alice@example.com"], "notes-agent", "my notes?"))
+        answer = json_answer(ask(server, world["tokens"]["alice@example.com"], "notes-agent", "my notes?"))
     finally:
-        _set_obo(server, True)
+        set_obo(server, True)
     assert "user" not in answer
     assert "user_credentials" in answer["user_client_error"] or "Invokers Token" in answer["user_client_error"], answer
 

@@ -102,6 +102,40 @@ def test_external_chat_through_the_openai_client(server, admin, upstream):
     assert text == "echo: a b c"
 
 
+def test_responses_api_through_the_openai_client(server, admin, upstream):
+    _create_external(admin, "ext-responses", upstream, "llm/v1/chat", "gpt-test")
+    client = openai.OpenAI(base_url=server.url("/serving-endpoints"), api_key=server.admin_token)
+    answer = client.responses.create(model="ext-responses", instructions="be brief", input="hello there")
+    assert answer.output_text == "echo: hello there"
+    sent = _FakeOpenAi.received[-1]["body"]["messages"]
+    assert sent == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
+
+    events = list(client.responses.create(model="ext-responses", input=[{"role": "user", "content": "a b c"}], stream=True))
+    assert events[0].type == "response.created"
+    deltas = "".join(event.delta for event in events if event.type == "response.output_text.delta")
+    assert deltas == "echo: a b c"
+    assert events[-1].type == "response.completed" and events[-1].response.output_text == "echo: a b c"
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="ext-responses", input=[{"role": "tool", "content": "x"}])
+    assert "role" in str(refused.value)
+
+
+def test_mlflow_deployments_client(server, admin, upstream, monkeypatch):
+    from mlflow.deployments import get_deploy_client
+
+    _create_external(admin, "ext-mlflow", upstream, "llm/v1/chat", "gpt-test")
+    monkeypatch.setenv("DATABRICKS_HOST", server.host)
+    monkeypatch.setenv("DATABRICKS_TOKEN", server.admin_token)
+    client = get_deploy_client("databricks")
+    assert client.get_endpoint("ext-mlflow")["name"] == "ext-mlflow"
+    assert "ext-mlflow" in [endpoint["name"] for endpoint in client.list_endpoints()]
+    answer = client.predict(endpoint="ext-mlflow", inputs={"messages": [{"role": "user", "content": "hi mlflow"}]})
+    assert answer["choices"][0]["message"]["content"] == "echo: hi mlflow"
+    chunks = list(client.predict_stream(endpoint="ext-mlflow", inputs={"messages": [{"role": "user", "content": "x y"}]}))
+    assert "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks) == "echo: x y"
+
+
 def test_streams_send_only_data_lines_and_end_with_done(server, admin, upstream):
     _create_external(admin, "ext-stream", upstream, "llm/v1/chat", "gpt-test")
     response = requests.post(

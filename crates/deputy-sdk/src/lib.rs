@@ -161,6 +161,14 @@ impl WorkspaceClient {
         self.call(Method::PATCH, path, Some(body)).await
     }
 
+    pub async fn put<B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Value, ApiError> {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
     pub async fn delete(&self, path: &str) -> Result<Value, ApiError> {
         self.call(Method::DELETE, path, None::<&()>).await
     }

@@ -32,6 +32,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tower_http::normalize_path::NormalizePath;
 use tower_http::trace::TraceLayer;
 
 /// Request bodies above this size are refused with 413 before a handler sees them.
@@ -117,9 +118,12 @@ pub async fn prepare(
 }
 
 /// The whole HTTP application. Tests drive it with `tower::ServiceExt::oneshot`, no socket needed.
-pub fn app(state: AppState) -> Router {
+///
+/// A trailing slash is trimmed before routing, as Databricks does: MLflow's deployments client lists endpoints at
+/// `/api/2.0/serving-endpoints/`.
+pub fn app(state: AppState) -> NormalizePath<Router> {
     let (router, _) = routes::api_routes().into_parts();
-    router
+    let router = router
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::authorize,
@@ -127,7 +131,8 @@ pub fn app(state: AppState) -> Router {
         .fallback(unknown_route)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http());
+    NormalizePath::trim_trailing_slash(router)
 }
 
 async fn unknown_route(request: Request) -> ApiError {
@@ -151,7 +156,8 @@ impl BoundServer {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        axum::serve(self.listener, app(self.state))
+        let app = axum::ServiceExt::<Request>::into_make_service(app(self.state));
+        axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;
         Ok(())

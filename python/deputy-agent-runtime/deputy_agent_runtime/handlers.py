@@ -94,6 +94,8 @@ class Handler:
         import pydantic
         from mlflow.types.agent import ChatAgentMessage, ChatContext
 
+        if isinstance(payload, dict) and "messages" not in payload and "input" in payload:
+            payload = _messages_from_responses_input(payload)
         if not isinstance(payload, dict) or not isinstance(payload.get("messages"), list):
             raise BadRequest("a ChatAgent request needs a JSON object with a `messages` list")
         try:
@@ -200,3 +202,22 @@ def to_jsonable(value: Any) -> Any:
     if hasattr(value, "__iter__"):
         return [to_jsonable(v) for v in value]
     return str(value)
+
+
+def _messages_from_responses_input(payload):
+    """A Responses-API body (`input`: a string or message items, optional `instructions`) for a ChatAgent."""
+    items = payload["input"]
+    if isinstance(items, str):
+        items = [{"role": "user", "content": items}]
+    if not isinstance(items, list):
+        raise BadRequest("`input` must be a string or a list of messages")
+    messages = [{"role": "system", "content": payload["instructions"]}] if payload.get("instructions") else []
+    for item in items:
+        if not isinstance(item, dict):
+            raise BadRequest("each `input` item must be a message object")
+        content = item.get("content")
+        if isinstance(content, list):  # input_text / output_text parts
+            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        messages.append({"role": item.get("role", "user"), "content": content})
+    rest = {key: value for key, value in payload.items() if key in ("context", "custom_inputs", "stream")}
+    return {**rest, "messages": messages}

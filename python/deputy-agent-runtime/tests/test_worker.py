@@ -223,6 +223,23 @@ def test_openai_chat_completions_payload(shared_obo_worker):
     assert report["user_id"] == "olga"
 
 
+def test_responses_api_payload_reaches_a_chat_agent(shared_obo_worker):
+    w = shared_obo_worker
+    reply = w.call(
+        {
+            "model": "my-agent",
+            "instructions": "be brief",
+            "input": [{"role": "user", "content": [{"type": "input_text", "text": "who am I"}]}],
+        },
+        user_token="tok-responses-12345",
+        user_id="rita",
+    )
+    assert reply["type"] == "result", reply
+    report = json.loads(reply["data"]["messages"][0]["content"])
+    assert report["n_messages"] == 2  # the instructions became a system message
+    assert_user_token(report, "tok-responses-12345")
+
+
 @pytest.mark.parametrize(
     "payload",
     [
@@ -232,6 +249,8 @@ def test_openai_chat_completions_payload(shared_obo_worker):
         {"messages": [{"role": "user", "content": "hi"}], "context": "nope"},
         {"messages": [{"role": "user", "content": "hi"}], "custom_inputs": [1]},
         ["not", "an", "object"],
+        {"input": 3},
+        {"input": ["not a message"]},
     ],
 )
 def test_invalid_chat_payload_is_bad_request(shared_obo_worker, payload):

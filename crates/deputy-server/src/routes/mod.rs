@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod oauth;
 pub mod permissions;
+pub mod responses;
 pub mod scim;
 pub mod serving;
 pub mod statements;

@@ -1,7 +1,7 @@
 //! Serving endpoints that run models: external OpenAI-compatible providers and the built-in local models, behind
 //! the Databricks serving API (`/api/2.0/serving-endpoints`) and its query routes (`/serving-endpoints/{name}/
-//! invocations`, and the OpenAI-compatible `/serving-endpoints/chat/completions` and `/embeddings` with `model` =
-//! endpoint name). Streaming answers are server-sent events of `data:` lines only, ending with `data: [DONE]`.
+//! invocations`, and the OpenAI-compatible `/serving-endpoints/chat/completions`, `/responses` and `/embeddings` with
+//! `model` = endpoint name). Streaming answers are server-sent events of `data:` lines only, ending with `data: [DONE]`.
 //!
 //! Querying needs `CAN_QUERY` on the endpoint and the `serving.serving-endpoints` scope; seeing it `CAN_VIEW`;
 //! deleting it `CAN_MANAGE`. A provider key is stored with the endpoint and never returned or logged.
@@ -54,6 +54,15 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
             chat_completions,
         )
         .post("/serving-endpoints/embeddings", SERVING, embeddings)
+        .post("/serving-endpoints/responses", SERVING, responses)
+}
+
+/// How the caller asked: in the endpoint's own shapes (Databricks invocations, OpenAI chat completions and
+/// embeddings), or in the OpenAI Responses dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Native,
+    Responses,
 }
 
 /// What an endpoint serves, as stored in its workspace object's `spec`.
@@ -531,7 +540,7 @@ async fn invocations(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
-    query(&state, &caller, &name, body).await
+    query(&state, &caller, &name, body, Dialect::Native).await
 }
 
 async fn chat_completions(
@@ -540,7 +549,7 @@ async fn chat_completions(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let name = model_name(&body)?;
-    query(&state, &caller, &name, body).await
+    query(&state, &caller, &name, body, Dialect::Native).await
 }
 
 async fn embeddings(
@@ -549,7 +558,16 @@ async fn embeddings(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let name = model_name(&body)?;
-    query(&state, &caller, &name, body).await
+    query(&state, &caller, &name, body, Dialect::Native).await
+}
+
+async fn responses(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    let name = model_name(&body)?;
+    query(&state, &caller, &name, body, Dialect::Responses).await
 }
 
 fn model_name(body: &Value) -> Result<String, ApiError> {
@@ -560,19 +578,30 @@ fn model_name(body: &Value) -> Result<String, ApiError> {
 }
 
 /// Runs one query on the endpoint's model: chat for chat endpoints (streamed as SSE when asked), embeddings for
-/// embedding endpoints.
+/// embedding endpoints; agents run in their workers.
 async fn query(
     state: &AppState,
     caller: &Caller,
     name: &str,
     body: Value,
+    dialect: Dialect,
 ) -> Result<Response, ApiError> {
     let (record, spec) = endpoint_by_name(state, caller, name, PermissionLevel::CanQuery).await?;
     if let EndpointSpec::Agent(agent) = &spec {
-        return invoke_agent(state, caller, &record, agent, body).await;
+        return invoke_agent(state, caller, &record, agent, body, dialect).await;
     }
     let backend = state.serving().backend(&record.object_id, &spec).await?;
-    let mut response = if spec.task() == "llm/v1/embeddings" {
+    let embeddings = spec.task() == "llm/v1/embeddings";
+    let body = match dialect {
+        Dialect::Native => body,
+        Dialect::Responses if embeddings => {
+            return Err(ApiError::invalid_parameter(format!(
+                "`{name}` serves embeddings, which the Responses API does not ask for"
+            )));
+        }
+        Dialect::Responses => super::responses::chat_body(&body)?,
+    };
+    let mut response = if embeddings {
         let request: EmbeddingRequest = serde_json::from_value(body).map_err(|error| {
             ApiError::invalid_parameter(format!("not an embeddings request: {error}"))
         })?;
@@ -584,20 +613,59 @@ async fn query(
         if request.stream == Some(true) {
             let chunks = backend.chat_stream(request).await.map_err(model_error)?;
             // An error mid-stream ends it with an error object in the Databricks shape.
-            sse_response(chunks.map(|chunk| match chunk {
+            let chunks = chunks.map(|chunk| match chunk {
                 Ok(chunk) => serde_json::to_value(&chunk).unwrap_or_default(),
                 Err(error) => {
                     json!({ "error_code": error.error_code(), "message": error.to_string() })
                 }
-            }))
+            });
+            sse_response(in_dialect(chunks, dialect, &record.name))
         } else {
-            Json(backend.chat(request).await.map_err(model_error)?).into_response()
+            let answer = backend.chat(request).await.map_err(model_error)?;
+            let answer = serde_json::to_value(&answer).map_err(ApiError::internal)?;
+            Json(match dialect {
+                Dialect::Native => answer,
+                Dialect::Responses => super::responses::response_from_chat(answer, &record.name),
+            })
+            .into_response()
         }
     };
     if let Ok(value) = axum::http::HeaderValue::from_str(&record.name) {
         response.headers_mut().insert("served-model-name", value);
     }
     Ok(response)
+}
+
+/// Stream events as the caller asked for them.
+fn in_dialect(
+    events: impl futures_util::Stream<Item = Value> + Send + 'static,
+    dialect: Dialect,
+    model: &str,
+) -> futures_util::stream::BoxStream<'static, Value> {
+    match dialect {
+        Dialect::Native => events.boxed(),
+        Dialect::Responses => {
+            let translator = Arc::new(Mutex::new(super::responses::StreamTranslator::new(model)));
+            let closing = Arc::clone(&translator);
+            events
+                .flat_map(move |chunk| {
+                    let mut guard = translator
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    futures_util::stream::iter(guard.events(chunk))
+                })
+                .chain(
+                    futures_util::stream::once(async move {
+                        closing
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .finish()
+                    })
+                    .filter_map(|event| async move { event }),
+                )
+                .boxed()
+        }
+    }
 }
 
 /// How long an agent's on-behalf-of token lives: the longest a request may run. It names the request in its `jti`,
@@ -688,6 +756,7 @@ async fn invoke_agent(
     record: &WorkspaceObjectRecord,
     agent: &DeployedAgent,
     body: Value,
+    dialect: Dialect,
 ) -> Result<Response, ApiError> {
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let (user_token, request_id) = if state.agents().obo_enabled() {
@@ -743,12 +812,14 @@ async fn invoke_agent(
                     } => json!({ "error_code": error_code, "message": message }),
                 }
             });
-        return Ok(sse_response(events));
+        return Ok(sse_response(in_dialect(events, dialect, &record.name)));
     }
     match events.recv().await {
-        Some(WorkerEvent::Result(data)) => {
-            Ok(Json(with_openai_choices(data, &record.name)).into_response())
-        }
+        Some(WorkerEvent::Result(data)) => Ok(Json(match dialect {
+            Dialect::Native => with_openai_choices(data, &record.name),
+            Dialect::Responses => super::responses::response_from_chat(data, &record.name),
+        })
+        .into_response()),
         Some(WorkerEvent::Error {
             error_code,
             message,

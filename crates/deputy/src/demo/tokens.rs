@@ -1,49 +1,16 @@
-//! `deputy demo`: the main job on a fresh machine. It starts a real server on the demo data directory and, through
-//! the same REST API any client uses, shows the on-behalf-of path of the product: a user's token exchanged for a
-//! short-lived token narrowed to an agent's declared scopes with the agent recorded as the actor, refused outside
-//! those scopes, narrowed again along a chain of agents, and dead the moment it is revoked.
+//! The second part of `deputy demo`, under the hood: through the same REST API any client uses, a user's token is
+//! exchanged for a short-lived token narrowed to an agent's declared scopes with the agent recorded as the actor,
+//! refused outside those scopes, narrowed again along a chain of agents, and dead the moment it is revoked.
 
+use super::{SCIM, ensure_user, obo_personal_token, text};
 use anyhow::Context;
 use base64::Engine;
 use deputy_sdk::{Credentials, WorkspaceClient};
 use serde_json::{Value, json};
 
-const SCIM: &str = "/api/2.0/preview/scim/v2";
-
-pub async fn run(config: deputy_server::ServerConfig, exit_after: bool) -> anyhow::Result<()> {
-    let server = deputy_server::bind(&config).await?;
-    crate::log_startup(&server)?;
-    let host = format!("http://{}", server.local_addr()?);
-    let admin_token = std::fs::read_to_string(&server.report.admin_token_path)
-        .with_context(|| format!("reading {}", server.report.admin_token_path.display()))?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.run(async move {
-        tokio::select! {
-            _ = stopped => {},
-            () = crate::shutdown_signal() => {},
-        }
-    }));
-
-    let walkthrough = walkthrough(&host, admin_token.trim()).await;
-    if let Err(error) = &walkthrough {
-        eprintln!("demo failed: {error:#}");
-    }
-    if exit_after || walkthrough.is_err() {
-        let _ = stop.send(());
-    } else {
-        println!("\nThe server keeps running at {host} (Ctrl-C to stop). Try:");
-        println!(
-            "  DATABRICKS_HOST={host} DATABRICKS_TOKEN=$(cat {}) deputy users list",
-            config.data_dir.join("admin-token").display()
-        );
-    }
-    serving.await.context("server task")??;
-    walkthrough
-}
-
-async fn walkthrough(host: &str, admin_token: &str) -> anyhow::Result<()> {
+pub async fn walkthrough(host: &str, admin_token: &str) -> anyhow::Result<()> {
     let admin = WorkspaceClient::new(host, Credentials::Token(admin_token.to_owned()));
-    println!("== Deputy demo on {host}");
+    println!("\n== Under the hood: the token path of one on-behalf-of request");
     let me = admin.get(&format!("{SCIM}/Me")).await?;
     println!(
         "admin token belongs to `{}`",
@@ -124,26 +91,6 @@ async fn walkthrough(host: &str, admin_token: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn text(value: &Value) -> String {
-    value
-        .as_str()
-        .map(str::to_owned)
-        .unwrap_or_else(|| value.to_string())
-}
-
-async fn ensure_user(admin: &WorkspaceClient, user_name: &str) -> anyhow::Result<Value> {
-    let filter = format!("{SCIM}/Users?filter=userName%20eq%20%22{user_name}%22");
-    if let Some(existing) = admin.get(&filter).await?["Resources"]
-        .as_array()
-        .and_then(|list| list.first())
-    {
-        return Ok(existing.clone());
-    }
-    Ok(admin
-        .post(&format!("{SCIM}/Users"), &json!({ "userName": user_name }))
-        .await?)
-}
-
 async fn ensure_service_principal(
     admin: &WorkspaceClient,
     display_name: &str,
@@ -161,14 +108,6 @@ async fn ensure_service_principal(
             &json!({ "displayName": display_name }),
         )
         .await?)
-}
-
-async fn obo_personal_token(admin: &WorkspaceClient, principal_id: &str) -> anyhow::Result<String> {
-    let body = json!({ "application_id": principal_id, "lifetime_seconds": 3600, "comment": "deputy demo" });
-    let created = admin
-        .post("/api/2.0/token-management/on-behalf-of/tokens", &body)
-        .await?;
-    Ok(text(&created["token_value"]))
 }
 
 async fn client_credentials_token(

@@ -1,0 +1,119 @@
+"""The seed's example end to end: the RAG ChatAgent of python/examples/rag_agent (a `VectorSearchRetrieverTool` from
+databricks-langchain built inside predict with the user's client), logged with MLflow's `UserAuthPolicy`, deployed,
+and asked the same question by users who may read different documents.
+
+The documents table has a row filter (public documents, plus those of the reader's department); the delta-sync index
+over it is filtered by that row filter for whoever queries it, so each user's answer is grounded in their own
+documents. The built-in models answer (embeddings and chat), so `deputy models install` must have run.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from agent_helpers import ask, deploy, let_users_query, run_sql, set_obo
+from databricks.sdk.service import iam
+from databricks.sdk.service import vectorsearch as vs
+
+AGENT_DIR = Path(__file__).resolve().parents[2] / "python" / "examples" / "rag_agent"
+INDEX = "demo.docs.documents_index"
+QUESTION = "What are we launching next quarter?"
+DOCUMENTS = [
+    (1, "Holiday calendar", "everyone", "The office is closed on the first Monday of May."),
+    (2, "Falcon launch plan", "engineering", "Project Falcon, our new search engine, launches next quarter."),
+    (3, "Falcon architecture", "engineering", "Falcon shards the index across twelve storage nodes."),
+    (4, "Acme renewal", "sales", "Acme renews its contract next quarter for two million dollars."),
+    (5, "Pricing change", "sales", "List prices rise by five percent next quarter."),
+]
+
+
+@pytest.fixture(scope="module")
+def rag(server, admin, tmp_path_factory):
+    warehouse = admin.warehouses.create(name="rag-warehouse").result().id
+    tokens = {}
+    for name, group in [("ann@example.com", "engineering"), ("ben@example.com", "sales"), ("cid@example.com", None)]:
+        user = admin.users.create(user_name=name)
+        tokens[name] = admin.token_management.create_obo_token(application_id=user.id, lifetime_seconds=3600).token_value
+        if group:
+            admin.groups.create(display_name=group, members=[iam.ComplexValue(value=user.id)])
+    rows = ", ".join(f"({i}, '{title}', '{dept}', '{body}')" for i, title, dept, body in DOCUMENTS)
+    for statement in [
+        "CREATE CATALOG demo",
+        "CREATE SCHEMA demo.docs",
+        "CREATE TABLE demo.docs.documents (id INT, title STRING, department STRING, body STRING)",
+        f"INSERT INTO demo.docs.documents VALUES {rows}",
+        "CREATE FUNCTION demo.docs.readable(department STRING) RETURNS BOOLEAN "
+        "RETURN department = 'everyone' OR is_account_group_member(department) OR is_account_group_member('admins')",
+        "ALTER TABLE demo.docs.documents SET ROW FILTER demo.docs.readable ON (department)",
+        "GRANT USE CATALOG ON CATALOG demo TO `users`",
+        "GRANT USE SCHEMA ON SCHEMA demo.docs TO `users`",
+    ]:
+        run_sql(admin, warehouse, statement)
+    admin.vector_search_endpoints.create_endpoint_and_wait(name="demo-docs", endpoint_type=vs.EndpointType.STANDARD)
+    admin.vector_search_indexes.create_index(
+        name=INDEX,
+        endpoint_name="demo-docs",
+        primary_key="id",
+        index_type=vs.VectorIndexType.DELTA_SYNC,
+        delta_sync_index_spec=vs.DeltaSyncVectorIndexSpecRequest(
+            source_table="demo.docs.documents",
+            pipeline_type=vs.PipelineType.TRIGGERED,
+            embedding_source_columns=[vs.EmbeddingSourceColumn(name="body", embedding_model_endpoint_name="deputy-embed-minilm")],
+        ),
+    )
+    # ann and ben may query the index; cid may query the agent but not the index.
+    for name in ["ann@example.com", "ben@example.com"]:
+        run_sql(admin, warehouse, f"GRANT SELECT ON TABLE {INDEX} TO `{name}`")
+
+    # Logging a ChatAgent runs it once on an example (MLflow validates the output), so it is logged as the admin.
+    model_dir = tmp_path_factory.mktemp("rag") / "model"
+    environment = {**os.environ, "DATABRICKS_HOST": server.host, "DATABRICKS_TOKEN": server.admin_token}
+    logged = subprocess.run(
+        [sys.executable, str(AGENT_DIR / "log_agent.py"), str(model_dir)],
+        env=environment, capture_output=True, text=True, timeout=300,
+    )
+    assert logged.returncode == 0, logged.stderr
+    assert "vectorsearch.vector-search-indexes" in (model_dir / "MLmodel").read_text()
+    deployed = deploy(server, "rag-agent", model_dir)
+    let_users_query(server, deployed["id"])
+    set_obo(server, True)
+    return tokens
+
+
+def _reply(server, token):
+    response = ask(server, token, "rag-agent", QUESTION, timeout=300)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return body["messages"][-1]["content"], body["custom_outputs"]
+
+
+def test_each_user_gets_an_answer_grounded_in_their_own_documents(server, rag):
+    ann_answer, ann = _reply(server, rag["ann@example.com"])
+    ben_answer, ben = _reply(server, rag["ben@example.com"])
+    assert ann["user"] == "ann@example.com" and ben["user"] == "ben@example.com"
+    assert ann["sources"] and ben["sources"]
+    assert set(ann["sources"]) <= {"Holiday calendar", "Falcon launch plan", "Falcon architecture"}, ann
+    assert set(ben["sources"]) <= {"Holiday calendar", "Acme renewal", "Pricing change"}, ben
+    assert "Falcon launch plan" in ann["sources"] and "Acme renewal" in ben["sources"]
+    assert ann_answer and ben_answer
+
+
+def test_a_user_without_select_on_the_index_gets_the_best_effort_answer(server, rag):
+    answer, cid = _reply(server, rag["cid@example.com"])
+    assert cid["user"] == "cid@example.com"
+    assert cid["sources"] == []
+    assert "PermissionDenied" in cid["skipped_tool"] or "PERMISSION_DENIED" in cid["skipped_tool"], cid
+    assert answer
+
+
+def test_with_obo_disabled_the_user_client_fails_as_documented(server, rag):
+    set_obo(server, False)
+    try:
+        response = ask(server, rag["ann@example.com"], "rag-agent", QUESTION)
+    finally:
+        set_obo(server, True)
+    # The seed's agent does not catch the user client's failure, so the request fails with the runtime's error.
+    assert response.status_code >= 400, response.text
+    assert "credentials" in response.text.lower() or "token" in response.text.lower(), response.text
