@@ -4,7 +4,8 @@ and asked the same question by users who may read different documents.
 
 The documents table has a row filter (public documents, plus those of the reader's department); the delta-sync index
 over it is filtered by that row filter for whoever queries it, so each user's answer is grounded in their own
-documents. The built-in models answer (embeddings and chat), so `deputy models install` must have run.
+documents. The built-in models answer (embeddings and chat), so `deputy models install` must have run. The last test
+invokes the retriever tool directly, outside any agent, with each user's own client.
 """
 
 import os
@@ -117,3 +118,20 @@ def test_with_obo_disabled_the_user_client_fails_as_documented(server, rag):
     # The seed's agent does not catch the user client's failure, so the request fails with the runtime's error.
     assert response.status_code >= 400, response.text
     assert "credentials" in response.text.lower() or "token" in response.text.lower(), response.text
+
+
+def test_the_retriever_tool_invoked_directly_as_each_user(server, rag):
+    from databricks.sdk import WorkspaceClient
+    from databricks_langchain import VectorSearchRetrieverTool
+
+    def tool_for(user):
+        client = WorkspaceClient(host=server.host, token=rag[user], auth_type="pat")
+        return VectorSearchRetrieverTool(index_name=INDEX, columns=["id", "title"], num_results=5, workspace_client=client)
+
+    ann = tool_for("ann@example.com").invoke({"query": QUESTION})
+    ben = tool_for("ben@example.com").invoke({"query": QUESTION})
+    assert "Falcon launch plan" in ann and "Acme renewal" not in ann and "Pricing change" not in ann
+    assert "Acme renewal" in ben and "Falcon" not in ben
+    with pytest.raises(Exception) as refused:
+        tool_for("cid@example.com")
+    assert "PERMISSION_DENIED" in str(refused.value) or "PermissionDenied" in type(refused.value).__name__
