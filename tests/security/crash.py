@@ -8,18 +8,24 @@ the state equals what the previous rounds acknowledged, then streams writes from
 - SQL `INSERT INTO crash.s.t VALUES (k)` through `/api/2.0/sql/statements`;
 - grant changes (add or remove SELECT for one of 40 users) through `/api/2.1/unity-catalog/permissions/...`;
 - personal access token creation, then revocation of PATs and of exchanged JWTs through `/oidc/v1/revoke`;
+- vector upserts and deletes on a direct-access index through `/api/2.0/vector-search/indexes/.../upsert-data`;
+- audit writes: requests made with a delegated token (an exchanged JWT naming an actor), each audited under its
+  token's `jti` before the answer leaves;
 and SIGKILLs the server at a random moment. Every writer has at most one request in flight; a request whose answer
 did not arrive is "in flight" and may or may not have been applied, but never half: after the restart
 
     acknowledged <= present <= acknowledged + in flight
 
-for the rows of the table (and no duplicates), the grants, the tokens that work and the tokens that are refused.
+for the rows of the table (and no duplicates), the grants, the tokens that work and the tokens that are refused, the
+index's rows (present, with the vector last written), and the audit events.
 Prints one line per round and a summary line; exits non-zero on any violation.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import random
 import sqlite3
 import sys
@@ -33,8 +39,12 @@ from harness import Api, Server  # noqa: E402
 
 USERS = [f"crash-user-{i:02d}@example.com" for i in range(40)]
 TABLE = "crash.s.t"
+INDEX = "crash.s.vectors"
+AGENT = "crash-agent"
 TT_PAT = "urn:databricks:params:oauth:token-type:personal-access-token"
+TT_JWT = "urn:ietf:params:oauth:token-type:jwt"
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+COUNTED = ("inserts", "grants", "pats", "revocations", "vectors", "audited")
 
 
 class Model:
@@ -51,18 +61,22 @@ class Model:
         self.revoked: set[str] = set()  # PATs and JWTs whose revocation was acknowledged
         self.parent: dict[str, str] = {}  # exchanged JWT -> the PAT it came from (revoking the PAT revokes it)
         self.jwts_live: set[str] = set()
+        self.vectors_acked: dict[str, float] = {}  # primary key -> the x of its vector [x, 1, 0]
+        self.vector_pending: tuple[str, float | None] | None = None  # (key, new x or None for a delete)
+        self.audited_acked: set[str] = set()  # jti of delegated requests whose answer arrived
+        self.audited_pending: str | None = None
 
 
 class Writers:
-    def __init__(self, api: Api, admin: str, warehouse: str, model: Model, rng: random.Random):
-        self.api, self.admin, self.warehouse, self.model, self.rng = api, admin, warehouse, model, rng
+    def __init__(self, api: Api, admin: str, warehouse: str, actor: str, model: Model, rng: random.Random):
+        self.api, self.admin, self.warehouse, self.actor, self.model, self.rng = api, admin, warehouse, actor, model, rng
         self.stop = threading.Event()
-        self.counts = {"inserts": 0, "grants": 0, "pats": 0, "revocations": 0}
+        self.counts = dict.fromkeys(COUNTED, 0)
         self.errors: list[str] = []
 
     def run(self) -> list[threading.Thread]:
         threads = [threading.Thread(target=self._guard, args=(f,), daemon=True)
-                   for f in (self.inserts, self.grants, self.tokens)]
+                   for f in (self.inserts, self.grants, self.tokens, self.vectors, self.audited)]
         for thread in threads:
             thread.start()
         return threads
@@ -147,6 +161,100 @@ class Writers:
                     m.parent[exchanged.body["access_token"]] = value
 
 
+    def vectors(self):
+        m = self.model
+        while not self.stop.is_set():
+            key = f"k{self.rng.randrange(30)}"
+            if key in m.vectors_acked and self.rng.random() < 0.3:
+                m.vector_pending = (key, None)
+                reply = self.api.post(f"/api/2.0/vector-search/indexes/{INDEX}/delete-data", self.admin,
+                                      {"primary_keys": [key]})
+            else:
+                x = round(self.rng.random(), 4)
+                m.vector_pending = (key, x)
+                reply = self.api.post(f"/api/2.0/vector-search/indexes/{INDEX}/upsert-data", self.admin,
+                                      {"inputs_json": json.dumps([{"id": key, "vec": [x, 1.0, 0.0]}])})
+            if reply.status != 200 or (reply.body or {}).get("status") != "SUCCESS":
+                self.errors.append(f"vector write {m.vector_pending}: {reply!r}")
+                return
+            key, x = m.vector_pending
+            if x is None:
+                m.vectors_acked.pop(key, None)
+            else:
+                m.vectors_acked[key] = x
+            m.vector_pending = None
+            self.counts["vectors"] += 1
+
+    def audited(self):
+        m = self.model
+        while not self.stop.is_set():
+            exchanged = self.api.form("/oidc/v1/token", {
+                "grant_type": EXCHANGE, "subject_token": self.admin, "subject_token_type": TT_PAT,
+                "actor_token": self.actor, "actor_token_type": TT_JWT, "scope": "iam.scim"})
+            if exchanged.status != 200:
+                self.errors.append(f"exchange for the audit writer: {exchanged!r}")
+                return
+            token = exchanged.body["access_token"]
+            m.audited_pending = jti_of(token)
+            reply = self.api.get("/api/2.0/preview/scim/v2/Me", token)
+            if reply.status != 200:
+                self.errors.append(f"delegated request: {reply!r}")
+                return
+            m.audited_acked.add(m.audited_pending)
+            m.audited_pending = None
+            self.counts["audited"] += 1
+
+
+def jti_of(token: str) -> str:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["jti"]
+
+
+def verify_vectors(api: Api, admin: str, m: Model) -> list[str]:
+    reply = api.post(f"/api/2.0/vector-search/indexes/{INDEX}/scan", admin, {"num_results": 1000})
+    if reply.status != 200:
+        return [f"cannot scan {INDEX}: {reply!r}"]
+    present = {}
+    for row in reply.body.get("data") or []:
+        fields = {field["key"]: field["value"] for field in row["fields"]}
+        vector = fields["vec"]["list_value"]["values"]
+        present[fields["id"]["string_value"]] = round(vector[0]["number_value"], 4)
+    allowed = [dict(m.vectors_acked)]
+    if m.vector_pending:
+        key, x = m.vector_pending
+        after = dict(m.vectors_acked)
+        if x is None:
+            after.pop(key, None)
+        else:
+            after[key] = x
+        allowed.append(after)
+    problems = []
+    if present not in allowed:
+        lost = {k: v for k, v in m.vectors_acked.items() if present.get(k) != v}
+        problems.append(f"index rows are neither the acknowledged state nor it plus the pending write "
+                        f"{m.vector_pending}; differing: {dict(list(lost.items())[:5])}")
+    m.vectors_acked, m.vector_pending = present, None
+    return problems
+
+
+def verify_audit(api: Api, admin: str, m: Model) -> list[str]:
+    seen, after = set(), 0
+    while True:
+        reply = api.get(f"/api/2.0/deputy/audit?after={after}&limit=1000", admin)
+        if reply.status != 200:
+            return [f"cannot read the audit log: {reply!r}"]
+        events = reply.body["events"]
+        seen |= {event["request_id"] for event in events if event["api"] == "GET /api/2.0/preview/scim/v2/Me"}
+        if len(events) < 1000:
+            break
+        after = reply.body["last_seq"]
+    problems = []
+    if missing := m.audited_acked - seen:
+        problems.append(f"answered delegated requests missing from the audit log: {len(missing)}")
+    m.audited_pending = None
+    return problems
+
+
 def verify(api: Api, admin: str, warehouse: str, m: Model) -> list[str]:
     """Everything acknowledged is there; anything else present was in flight; the pending sets are then resolved to
     what the server actually holds."""
@@ -196,10 +304,11 @@ def verify(api: Api, admin: str, warehouse: str, m: Model) -> list[str]:
             (m.pats_live.__setitem__(value, "admin") if value.startswith("dapi") else m.jwts_live.add(value))
         else:
             m.revoked.add(value)
-    return problems
+    return problems + verify_vectors(api, admin, m) + verify_audit(api, admin, m)
 
 
-def setup(api: Api, admin: str) -> str:
+def setup(api: Api, admin: str) -> tuple[str, str]:
+    """The users, the table, the vector index, and an agent's access token (the actor of the delegated requests)."""
     for user in USERS:
         reply = api.post("/api/2.0/preview/scim/v2/Users", admin, {"userName": user})
         assert reply.status == 200, reply
@@ -207,7 +316,22 @@ def setup(api: Api, admin: str) -> str:
     for statement in ["CREATE CATALOG crash", "CREATE SCHEMA crash.s", f"CREATE TABLE {TABLE} (id INT)"]:
         reply = api.sql(admin, warehouse, statement)
         assert reply.body["status"]["state"] == "SUCCEEDED", reply
-    return warehouse
+    reply = api.post("/api/2.0/vector-search/endpoints", admin, {"name": "crash", "endpoint_type": "STANDARD"})
+    assert reply.status == 200, reply
+    reply = api.post("/api/2.0/vector-search/indexes", admin, {
+        "name": INDEX, "endpoint_name": "crash", "primary_key": "id", "index_type": "DIRECT_ACCESS",
+        "direct_access_index_spec": {
+            "embedding_vector_columns": [{"name": "vec", "embedding_dimension": 3}],
+            "schema_json": json.dumps({"id": "string", "vec": "array<float>"}),
+        }})
+    assert reply.status == 200, reply
+    principal = api.post("/api/2.0/preview/scim/v2/ServicePrincipals", admin, {"displayName": AGENT}).body
+    secret = api.post(f"/api/2.0/accounts/servicePrincipals/{principal['id']}/credentials/secrets", admin,
+                      {"lifetime": "86400s"}).body["secret"]
+    token = api.form("/oidc/v1/token", {"grant_type": "client_credentials", "scope": "all-apis",
+                                         "client_id": principal["applicationId"], "client_secret": secret})
+    assert token.status == 200, token
+    return warehouse, token.body["access_token"]
 
 
 def main() -> int:
@@ -224,12 +348,12 @@ def main() -> int:
     server = Server()
     model = Model()
     failures = 0
-    totals = {"inserts": 0, "grants": 0, "pats": 0, "revocations": 0}
+    totals = dict.fromkeys(COUNTED, 0)
     try:
         server.start()
         admin = server.admin_token
         api = Api(server.host)
-        warehouse = setup(api, admin)
+        warehouse, actor = setup(api, admin)
         for round_number in range(1, args.rounds + 1):
             if round_number > 1:
                 server.start(same_port=True)
@@ -238,7 +362,7 @@ def main() -> int:
                 if problems:
                     failures += 1
                     print(f"round {round_number - 1}: VIOLATION after restart:\n  " + "\n  ".join(problems), flush=True)
-            writers = Writers(api, admin, warehouse, model, rng)
+            writers = Writers(api, admin, warehouse, actor, model, rng)
             threads = writers.run()
             delay = rng.uniform(args.min_delay, args.max_delay)
             time.sleep(delay)
@@ -248,7 +372,8 @@ def main() -> int:
                 thread.join(timeout=30)
             for key in totals:
                 totals[key] += writers.counts[key]
-            in_flight = len(model.rows_pending) + (model.grant_pending is not None) + len(model.pats_pending)
+            in_flight = (len(model.rows_pending) + (model.grant_pending is not None) + len(model.pats_pending)
+                         + (model.vector_pending is not None) + (model.audited_pending is not None))
             print(f"round {round_number}: killed after {delay:.2f}s; acknowledged {writers.counts}; "
                   f"in flight {in_flight}" + (f"; writer errors {writers.errors[:2]}" if writers.errors else ""),
                   flush=True)
