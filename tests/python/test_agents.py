@@ -231,3 +231,67 @@ def test_deploy_refuses_unknown_scopes_and_resources_the_deployer_lacks(server, 
     )
     assert response.status_code == 403, response.text
     assert "agents_demo.hr.notes" in response.json()["message"]
+
+
+def _consents(server, token, method="GET", path="", body=None):
+    return requests.request(
+        method, server.url("/api/2.0/deputy/consents" + path),
+        headers={"Authorization": f"Bearer {token}"}, json=body, timeout=30,
+    )
+
+
+def _settings(server, change):
+    response = requests.patch(
+        server.url("/api/2.0/deputy/settings"),
+        headers={"Authorization": f"Bearer {server.admin_token}"},
+        json=change,
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_with_consent_required_an_agent_acts_only_within_what_the_user_consented_to(server, world):
+    alice = world["tokens"]["alice@example.com"]
+    assert _settings(server, {"consent-required": True})["consent-required"] is True
+    try:
+        refused = ask(server, alice, "notes-agent", "my notes?")
+        assert refused.status_code == 403, refused.text
+        assert "has not consented" in refused.json()["message"] and "sql.statement-execution" in refused.json()["message"]
+
+        given = _consents(server, alice, "POST", body={"endpoint_name": "notes-agent"})
+        assert given.status_code == 200, given.text
+        assert set(given.json()["scopes"]) == set(DECLARED)
+        assert json_answer(ask(server, alice, "notes-agent", "my notes?"))["rows"] == ["alice-1", "alice-2"]
+        listed = _consents(server, alice).json()["consents"]
+        assert [c["endpoint_name"] for c in listed] == ["notes-agent"]
+
+        # An agent cannot consent for its user: a delegated token (naming an actor) is refused.
+        delegated = requests.post(
+            server.url("/oidc/v1/token"),
+            data={
+                "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+                "subject_token": alice,
+                "subject_token_type": "urn:databricks:params:oauth:token-type:personal-access-token",
+                "actor_token": server.admin_token,
+                "actor_token_type": "urn:databricks:params:oauth:token-type:personal-access-token",
+            },
+            timeout=30,
+        )
+        assert delegated.status_code == 200, delegated.text
+        by_agent = _consents(server, delegated.json()["access_token"], "POST", body={"endpoint_name": "notes-agent"})
+        assert by_agent.status_code == 403 and "not by an agent" in by_agent.json()["message"], by_agent.text
+
+        # Redeployed with a scope alice did not consent to: refused again until she consents anew.
+        deploy(server, "notes-agent", AGENTS / "sql_agent.py", DECLARED + ["catalog.catalogs"],
+               [f"sql_warehouse:{world['warehouse']}"])
+        widened = ask(server, alice, "notes-agent", "my notes?")
+        assert widened.status_code == 403 and "now declares" in widened.json()["message"], widened.text
+
+        withdrawn = _consents(server, alice, "DELETE", "/notes-agent")
+        assert withdrawn.status_code == 200, withdrawn.text
+        assert _consents(server, alice, "DELETE", "/notes-agent").status_code == 404
+    finally:
+        _settings(server, {"consent-required": False})
+        deploy(server, "notes-agent", AGENTS / "sql_agent.py", DECLARED, [f"sql_warehouse:{world['warehouse']}"])
+    assert json_answer(ask(server, alice, "notes-agent", "my notes?"))["rows"] == ["alice-1", "alice-2"]

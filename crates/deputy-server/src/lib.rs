@@ -92,11 +92,17 @@ pub async fn prepare(
         .map_err(ServeError::Keys)?;
     let sql = SqlEngine::new(data_dir.join("warehouse"), store.clone())
         .map_err(|error| ServeError::Catalog(error.to_string()))?;
-    let obo_enabled = store
-        .get_setting(agents::OBO_SETTING)
-        .await?
-        .is_some_and(|value| value == "true");
-    let agents = agents::AgentHost::new(data_dir, &base_url, obo_enabled);
+    let settings = agents::AgentSettings {
+        obo_enabled: store
+            .get_setting(agents::OBO_SETTING)
+            .await?
+            .is_some_and(|value| value == "true"),
+        consent_required: store
+            .get_setting(agents::CONSENT_SETTING)
+            .await?
+            .is_some_and(|value| value == "true"),
+    };
+    let agents = agents::AgentHost::new(data_dir, &base_url, settings);
     let vector_indexes =
         routes::vector_search::VectorIndexes::load(data_dir.join("vector-search"), store.as_ref())
             .await?;

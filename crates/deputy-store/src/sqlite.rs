@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0002_unity_catalog.sql"),
     ),
     (4, "audit", include_str!("../migrations/0004_audit.sql")),
+    (10, "consents", include_str!("../migrations/0010_consents.sql")),
 ];
 
 /// The columns of `principals` that make an [`Identity`]; a macro so that statements stay `&'static str` literals,

@@ -29,13 +29,23 @@ pub enum AgentsCommand {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Consent to an agent acting on your behalf with the scopes it declares (needed when the workspace setting
+    /// `consent-required` is on); `--withdraw` takes the consent back.
+    Consent {
+        name: String,
+        #[arg(long)]
+        withdraw: bool,
+    },
+    /// List the agents you consented to, with the scopes of each consent.
+    Consents,
 }
 
 #[derive(Subcommand)]
 pub enum SettingsCommand {
     /// Show the workspace settings.
     Show,
-    /// Change a setting: `obo-enabled true|false` turns on-behalf-of-user access on or off for every agent.
+    /// Change a setting: `obo-enabled true|false` turns on-behalf-of-user access on or off for every agent;
+    /// `consent-required true|false` makes each user consent to an agent's scopes before it may act for them.
     Set { key: String, value: String },
 }
 
@@ -89,8 +99,50 @@ pub async fn agents(command: AgentsCommand, connection: &Connection) -> anyhow::
                 )
             });
         }
+        AgentsCommand::Consent { name, withdraw } => {
+            if withdraw {
+                client
+                    .delete(&format!("/api/2.0/deputy/consents/{name}"))
+                    .await?;
+                println!("withdrew your consent to `{name}`");
+            } else {
+                let consent = client
+                    .post(
+                        "/api/2.0/deputy/consents",
+                        &json!({ "endpoint_name": name }),
+                    )
+                    .await?;
+                print(connection, &consent, render_consent);
+            }
+        }
+        AgentsCommand::Consents => {
+            let consents = client.get("/api/2.0/deputy/consents").await?;
+            print(connection, &consents, |consents| {
+                consents["consents"]
+                    .as_array()
+                    .map(|list| {
+                        list.iter()
+                            .map(render_consent)
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_default()
+            });
+        }
     }
     Ok(())
+}
+
+fn render_consent(consent: &Value) -> String {
+    let scopes: Vec<String> = consent["scopes"]
+        .as_array()
+        .map(|scopes| scopes.iter().map(text).collect())
+        .unwrap_or_default();
+    format!(
+        "`{}` may act for you with: {}",
+        text(&consent["endpoint_name"]),
+        scopes.join(" ")
+    )
 }
 
 pub async fn settings(command: SettingsCommand, connection: &Connection) -> anyhow::Result<()> {

@@ -27,6 +27,15 @@ pub const SYSTEM_TOKEN_LIFETIME_SECONDS: i64 = 3600;
 pub const SYSTEM_TOKEN_REFRESH: Duration = Duration::from_secs(20 * 60);
 /// The setting that turns on-behalf-of-user access on for every agent endpoint.
 pub const OBO_SETTING: &str = "obo-enabled";
+/// The admin switches of on-behalf-of access, as stored in the settings table.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AgentSettings {
+    pub obo_enabled: bool,
+    pub consent_required: bool,
+}
+
+/// When on, an agent may act for a user only with scopes the user consented to for that endpoint.
+pub const CONSENT_SETTING: &str = "consent-required";
 
 /// An agent as recorded with its endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,19 +59,21 @@ pub struct AgentHost {
     base_url: String,
     pools: Mutex<HashMap<String, Arc<AgentPool>>>,
     obo_enabled: AtomicBool,
+    consent_required: AtomicBool,
     startup_timeout: Duration,
     request_timeout: Duration,
 }
 
 impl AgentHost {
-    pub fn new(data_dir: &Path, base_url: &str, obo_enabled: bool) -> AgentHost {
+    pub fn new(data_dir: &Path, base_url: &str, settings: AgentSettings) -> AgentHost {
         AgentHost {
             agents_dir: data_dir.join("agents"),
             runtime_dir: python_runtime_dir(),
             python: std::env::var("DEPUTY_AGENT_PYTHON").unwrap_or_else(|_| "python3".into()),
             base_url: base_url.to_owned(),
             pools: Mutex::default(),
-            obo_enabled: AtomicBool::new(obo_enabled),
+            obo_enabled: AtomicBool::new(settings.obo_enabled),
+            consent_required: AtomicBool::new(settings.consent_required),
             startup_timeout: Duration::from_secs(180),
             request_timeout: Duration::from_secs(600),
         }
@@ -74,6 +85,14 @@ impl AgentHost {
 
     pub fn set_obo_enabled(&self, enabled: bool) {
         self.obo_enabled.store(enabled, Ordering::SeqCst);
+    }
+
+    pub fn consent_required(&self) -> bool {
+        self.consent_required.load(Ordering::SeqCst)
+    }
+
+    pub fn set_consent_required(&self, required: bool) {
+        self.consent_required.store(required, Ordering::SeqCst);
     }
 
     /// A fresh directory for one deployment of the endpoint, so a redeploy never changes files a running worker

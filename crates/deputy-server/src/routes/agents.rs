@@ -8,7 +8,9 @@
 use super::serving::{EndpointSpec, endpoint_by_name, render_endpoint, serving_object_type};
 use super::{Access, ApiRouter};
 use crate::agents::definition::{ResourceKind, SystemResource, read_definition};
-use crate::agents::{AGENT_PRINCIPAL_PREFIX, DeployedAgent, OBO_SETTING, copy_artifact};
+use crate::agents::{
+    AGENT_PRINCIPAL_PREFIX, CONSENT_SETTING, DeployedAgent, OBO_SETTING, copy_artifact,
+};
 use crate::credentials::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -416,30 +418,48 @@ async fn grant_to_agent(
 }
 
 async fn settings(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ OBO_SETTING: state.agents().obo_enabled() }))
+    Json(current_settings(&state))
+}
+
+fn current_settings(state: &AppState) -> Value {
+    json!({
+        OBO_SETTING: state.agents().obo_enabled(),
+        CONSENT_SETTING: state.agents().consent_required(),
+    })
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SettingsChange {
     #[serde(rename = "obo-enabled")]
     obo_enabled: Option<bool>,
+    #[serde(rename = "consent-required")]
+    consent_required: Option<bool>,
 }
 
-/// Turns on-behalf-of-user access on or off for every agent (admins only).
+/// Turns on-behalf-of-user access, and the consent it requires, on or off for every agent (admins only).
 async fn change_settings(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(change): ApiJson<SettingsChange>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
+    let flag = |on: bool| if on { "true" } else { "false" };
     if let Some(enabled) = change.obo_enabled {
         state
             .store()
-            .set_setting(OBO_SETTING, if enabled { "true" } else { "false" })
+            .set_setting(OBO_SETTING, flag(enabled))
             .await?;
         state.agents().set_obo_enabled(enabled);
     }
-    Ok(Json(json!({ OBO_SETTING: state.agents().obo_enabled() })))
+    if let Some(required) = change.consent_required {
+        state
+            .store()
+            .set_setting(CONSENT_SETTING, flag(required))
+            .await?;
+        state.agents().set_consent_required(required);
+    }
+    Ok(Json(current_settings(&state)))
 }
 
 #[derive(Deserialize)]

@@ -760,6 +760,23 @@ async fn invoke_agent(
 ) -> Result<Response, ApiError> {
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let (user_token, request_id) = if state.agents().obo_enabled() {
+        if state.agents().consent_required()
+            && let Err(reason) = super::consents::check_consent(state, caller, record, agent).await
+        {
+            let mut actors = vec![agent.service_principal.clone()];
+            actors.extend(crate::audit::actors_of(caller));
+            let mut event = crate::audit::now_event(
+                caller,
+                actors,
+                Some(record.name.clone()),
+                "serving.consent".into(),
+                false,
+                reason.clone(),
+            );
+            event.securable = Some(format!("serving-endpoints/{}", record.name));
+            crate::audit::record(state, &[event]).await?;
+            return Err(ApiError::permission_denied(reason));
+        }
         let (token, claims) = on_behalf_of_token(state, caller, agent)?;
         let mut actors = vec![agent.service_principal.clone()];
         actors.extend(crate::audit::actors_of(caller));
