@@ -103,8 +103,10 @@ struct World {
 /// What one request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
-    /// The expected answer (data, or the refusal a user without the grant must get).
+    /// The expected data.
     Ok,
+    /// The refusal a user without the grant must get.
+    Refused,
     /// The answer is wrong, failed or late, but shows nothing of another user.
     Error,
     /// The answer shows another user's identity or data, or data the caller has no grant for.
@@ -115,6 +117,7 @@ enum Outcome {
 struct KindStats {
     latencies: Latencies,
     ok: u64,
+    refused: u64,
     errors: u64,
     isolation_failures: u64,
     /// A few distinct messages of errors and failures, to print.
@@ -275,10 +278,13 @@ async fn main() -> anyhow::Result<()> {
                         kind.latencies.record(elapsed);
                         match outcome {
                             Outcome::Ok => kind.ok += 1,
+                            Outcome::Refused => kind.refused += 1,
                             Outcome::Error => kind.errors += 1,
                             Outcome::IsolationFailure => kind.isolation_failures += 1,
                         }
-                        if outcome != Outcome::Ok && kind.examples.len() < 5 {
+                        if matches!(outcome, Outcome::Error | Outcome::IsolationFailure)
+                            && kind.examples.len() < 5
+                        {
                             kind.examples.insert(format!("{outcome:?}: {detail}"));
                         }
                     }
@@ -716,7 +722,7 @@ async fn query_vectors(
     };
     if !user.reads_index {
         return match reply.status {
-            403 | 404 => (Outcome::Ok, String::new()),
+            403 | 404 => (Outcome::Refused, String::new()),
             200 => (
                 Outcome::IsolationFailure,
                 format!("vector: {} read an index it has no grant on", user.name),
@@ -759,8 +765,17 @@ fn report(
         load_average()
     );
     println!(
-        "{:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10}",
-        "kind", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "isolation"
+        "{:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>10}",
+        "kind",
+        "requests",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "refused",
+        "errors",
+        "isolation"
     );
     let mut kinds = serde_json::Map::new();
     let mut all = Latencies::new();
@@ -768,12 +783,13 @@ fn report(
         let count = kind.latencies.count();
         all.add(&kind.latencies);
         println!(
-            "{name:<8} {count:>9} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>7} {:>10}",
+            "{name:<8} {count:>9} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>8} {:>7} {:>10}",
             count as f64 / measured,
             kind.latencies.ms(0.5),
             kind.latencies.ms(0.9),
             kind.latencies.ms(0.99),
             kind.latencies.max_ms(),
+            kind.refused,
             kind.errors,
             kind.isolation_failures
         );
@@ -783,13 +799,14 @@ fn report(
                 "requests": count, "per_second": count as f64 / measured,
                 "p50_ms": kind.latencies.ms(0.5), "p90_ms": kind.latencies.ms(0.9),
                 "p99_ms": kind.latencies.ms(0.99), "max_ms": kind.latencies.max_ms(),
+                "refused_as_expected": kind.refused,
                 "errors": kind.errors, "isolation_failures": kind.isolation_failures,
                 "error_examples": kind.examples.iter().collect::<Vec<_>>(),
             }),
         );
     }
     println!(
-        "{:<8} {:>9} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>7} {:>10}",
+        "{:<8} {:>9} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>8} {:>7} {:>10}",
         "all",
         all.count(),
         all.count() as f64 / measured,
@@ -797,6 +814,7 @@ fn report(
         all.ms(0.9),
         all.ms(0.99),
         all.max_ms(),
+        stats.kinds.iter().map(|kind| kind.refused).sum::<u64>(),
         stats.errors(),
         stats.isolation_failures()
     );
