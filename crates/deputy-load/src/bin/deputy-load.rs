@@ -133,7 +133,7 @@ impl Stats {
     fn total(&self) -> u64 {
         self.kinds
             .iter()
-            .map(|kind| kind.ok + kind.errors + kind.isolation_failures)
+            .map(|kind| kind.ok + kind.refused + kind.errors + kind.isolation_failures)
             .sum()
     }
     fn errors(&self) -> u64 {
@@ -642,7 +642,7 @@ async fn run_sql(api: &Api, world: &World, user: &User, residue: usize) -> (Outc
             "FAILED"
                 if message.contains("TABLE_OR_VIEW_NOT_FOUND") || message.contains("not found") =>
             {
-                (Outcome::Ok, String::new())
+                (Outcome::Refused, String::new())
             }
             "SUCCEEDED" => (
                 Outcome::IsolationFailure,
