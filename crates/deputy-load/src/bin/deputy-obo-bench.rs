@@ -277,6 +277,9 @@ async fn main() -> anyhow::Result<()> {
     let server = Server::start(&deputy, &server_env).await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(options.concurrency * 4)
+        // One write per request even if the body goes out apart from the headers (no Nagle wait on the server's
+        // delayed ACK).
+        .tcp_nodelay(true)
         .timeout(Duration::from_secs(60))
         .build()?;
     let admin = Api::new(&server.host, &server.admin_token, http.clone());
@@ -433,7 +436,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut obo_state = None;
     println!(
-        "server {} (release binary {}), {} sequential requests per side and round after {WARMUP} warm-up, {} rounds, throughput with {} clients for {} s",
+        "server {} (binary {}), {} sequential requests per side and round after {WARMUP} warm-up, {} rounds, throughput with {} clients for {} s",
         server.host,
         deputy.display(),
         options.requests,
