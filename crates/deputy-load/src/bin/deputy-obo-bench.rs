@@ -54,6 +54,9 @@ struct Options {
     /// MLflow side is skipped and the Python agent is the models-from-code file.
     #[arg(long, env = "DEPUTY_BENCH_MLFLOW_PYTHON")]
     mlflow_python: Option<PathBuf>,
+    /// uvicorn workers of `mlflow models serve` (default: `--concurrency`, as many as Deputy's workers).
+    #[arg(long)]
+    mlflow_workers: Option<usize>,
     /// The trivial ChatAgent (models-from-code file).
     #[arg(long)]
     python_agent: Option<PathBuf>,
@@ -417,8 +420,13 @@ async fn main() -> anyhow::Result<()> {
             http_targets("py-trivial", "ok"),
         ));
         if let Some(mlflow_python) = &options.mlflow_python {
-            let (child, url) =
-                start_mlflow(mlflow_python, &python_model, options.concurrency, &http).await?;
+            let (child, url) = start_mlflow(
+                mlflow_python,
+                &python_model,
+                options.mlflow_workers.unwrap_or(options.concurrency),
+                &http,
+            )
+            .await?;
             mlflow = Some(child);
             let targets = (0..options.concurrency)
                 .map(|_| Target::Http {
