@@ -1498,15 +1498,16 @@ def _(ctx):
 # ---- delegated tokens against other users' resources -------------------------------------------------------------------
 
 DELEGATED = "delegated-access"
+# Fresh PATs: earlier categories revoke some of the shared ones.
 
 
 @case(DELEGATED, "an agent acting for bob cannot query an index bob may not SELECT from")
 def _(ctx):
-    bob_agent = ctx.delegated(ctx.bob)
+    bob_agent = ctx.delegated(ctx.pat_for("bob@example.com"))
     expect_api_error(_vs_query(ctx, bob_agent, None), 403, "PERMISSION_DENIED", "SELECT on vsec.docs.idx")
-    carol_agent = ctx.delegated(ctx.carol)
+    carol_agent = ctx.delegated(ctx.pat_for("carol@example.com"))
     expect_api_error(_vs_query(ctx, carol_agent, None), 404, "RESOURCE_DOES_NOT_EXIST", "vsec.docs.idx")
-    reply = _vs_query(ctx, ctx.delegated(ctx.alice), None)
+    reply = _vs_query(ctx, ctx.delegated(ctx.pat_for("alice@example.com")), None)
     check(reply.status == 200 and len(reply.body["result"]["data_array"]) == 3, f"control for alice: {reply!r}")
 
 
@@ -1518,14 +1519,14 @@ def _(ctx):
     created = expect_ok(ctx.api.post("/api/2.0/serving-endpoints", ctx.alice,
                                      {"name": "alice-ep", "config": {"served_entities": [entity]}}), "alice's endpoint")
     payload = {"messages": [{"role": "user", "content": "hi"}]}
-    expect_api_error(ctx.api.post("/serving-endpoints/alice-ep/invocations", ctx.delegated(ctx.bob), payload), 404,
+    expect_api_error(ctx.api.post("/serving-endpoints/alice-ep/invocations", ctx.delegated(ctx.pat_for("bob@example.com")), payload), 404,
                      "RESOURCE_DOES_NOT_EXIST", "alice-ep")
     expect_ok(ctx.api.patch(f"/api/2.0/permissions/serving-endpoints/{created['id']}", ctx.alice,
                             {"access_control_list": [{"user_name": "bob@example.com", "permission_level": "CAN_VIEW"}]}),
               "CAN_VIEW for bob")
-    expect_api_error(ctx.api.post("/serving-endpoints/alice-ep/invocations", ctx.delegated(ctx.bob), payload), 403,
+    expect_api_error(ctx.api.post("/serving-endpoints/alice-ep/invocations", ctx.delegated(ctx.pat_for("bob@example.com")), payload), 403,
                      "PERMISSION_DENIED", "CAN_QUERY")
-    expect_api_error(ctx.api.post("/serving-endpoints/chat/completions", ctx.delegated(ctx.bob),
+    expect_api_error(ctx.api.post("/serving-endpoints/chat/completions", ctx.delegated(ctx.pat_for("bob@example.com")),
                                   dict(payload, model="alice-ep")), 403, "PERMISSION_DENIED", "CAN_QUERY")
 
 
