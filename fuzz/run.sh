@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}"
-targets=(token_verify token_mutate scope_parse token_exchange)
+targets=(token_verify token_mutate scope_parse token_exchange vector_filter agent_definition)
 
 cargo fuzz build -s none >/dev/null
 status=0
@@ -22,7 +22,7 @@ for target in "${targets[@]}"; do
   mkdir -p "corpus/$target" "seeds/$target" "artifacts/$target"
   before=$(ls "artifacts/$target" | wc -l)
   log=$(mktemp)
-  # -rss_limit_mb: a token or scope string must never need much memory; -timeout: nor much time.
+  # -rss_limit_mb: no input (token, scope string, filter, MLmodel) may need much memory; -timeout: nor much time.
   if ! cargo fuzz run -s none "$target" "corpus/$target" "seeds/$target" -- \
       -max_total_time="$seconds" -timeout=5 -rss_limit_mb=1024 -print_final_stats=1 >"$log" 2>&1; then
     status=1

@@ -71,6 +71,25 @@ def test_each_user_gets_their_own_rows_through_the_agent(server, world):
     assert alice["system"] == "agent:notes-agent"
 
 
+def test_a_uc_function_called_by_the_agent_runs_with_the_users_grants_and_row_filter(server, admin, world):
+    """Direct on-behalf-of access to UC functions: the agent, holding only `sql.statement-execution` (no UC API
+    scope), calls a UC SQL function over the filtered table as the user; EXECUTE is the user's own, the row filter
+    keeps the user's rows, and `current_user()` inside the function is the user, not the agent."""
+    for statement in [
+        "CREATE FUNCTION agents_demo.hr.stamp(note STRING) RETURNS STRING RETURN concat(upper(note), ':', current_user())",
+        "GRANT EXECUTE ON FUNCTION agents_demo.hr.stamp TO `alice@example.com`",
+    ]:
+        _run(admin, world["warehouse"], statement)
+    question = "sql: SELECT agents_demo.hr.stamp(note) FROM agents_demo.hr.notes ORDER BY note"
+    alice = _answer(_ask(server, world["tokens"]["alice@example.com"], "notes-agent", question))
+    assert alice["sql_rows"] == [["ALICE-1:alice@example.com"], ["ALICE-2:alice@example.com"]], alice
+    # bob may read his notes but holds no EXECUTE: through the agent the function does not exist for him.
+    bob = _answer(_ask(server, world["tokens"]["bob@example.com"], "notes-agent", question))
+    assert "sql_rows" not in bob and "stamp" in bob["sql_error"].lower(), bob
+    direct = _answer(_ask(server, world["tokens"]["bob@example.com"], "notes-agent", "sql: SELECT note FROM agents_demo.hr.notes"))
+    assert direct["sql_rows"] == [["bob-1"]], direct
+
+
 def test_an_api_outside_the_declared_scopes_is_refused_naming_the_scope(server, world):
     alice = json_answer(ask(server, world["tokens"]["alice@example.com"], "notes-agent", "catalogs?"))
     assert "PermissionDenied" in alice["catalogs"], alice
@@ -217,17 +236,32 @@ def test_deploy_refuses_unknown_scopes_and_resources_the_deployer_lacks(server, 
         timeout=60,
     )
     assert response.status_code == 400 and "sql.everything" in response.json()["message"]
+    request = {
+        "name": "carols-agent",
+        "source_path": str(AGENTS / "sql_agent.py"),
+        "user_scopes": ["iam.scim"],
+        "system_resources": ["table:agents_demo.hr.notes"],
+    }
+    # The agent is a program on the server's disk: only admins deploy.
     carol = world["tokens"]["carol@example.com"]
     response = requests.post(
-        server.url("/api/2.0/deputy/agents"),
-        headers={"Authorization": f"Bearer {carol}"},
-        json={
-            "name": "carols-agent",
-            "source_path": str(AGENTS / "sql_agent.py"),
-            "user_scopes": ["iam.scim"],
-            "system_resources": ["table:agents_demo.hr.notes"],
+        server.url("/api/2.0/deputy/agents"), headers={"Authorization": f"Bearer {carol}"}, json=request, timeout=60
+    )
+    assert response.status_code == 403, response.text
+    assert "admins" in response.json()["message"]
+    # An admin token narrowed to serving cannot hand the agent a table: the deployer must hold what it grants.
+    narrowed = requests.post(
+        server.url("/oidc/v1/token"),
+        data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+            "subject_token": server.admin_token,
+            "subject_token_type": "urn:databricks:params:oauth:token-type:personal-access-token",
+            "scope": "serving.serving-endpoints",
         },
-        timeout=60,
+        timeout=10,
+    ).json()["access_token"]
+    response = requests.post(
+        server.url("/api/2.0/deputy/agents"), headers={"Authorization": f"Bearer {narrowed}"}, json=request, timeout=60
     )
     assert response.status_code == 403, response.text
     assert "agents_demo.hr.notes" in response.json()["message"]

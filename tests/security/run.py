@@ -162,6 +162,58 @@ class Ctx:
         check(state == "SUCCEEDED", f"{statement}: {state} {reply.body['status']}")
         return (reply.body.get("result") or {}).get("data_array") or []
 
+    def delegated(self, pat: str, actor="agent-a", scope=None) -> str:
+        """A token for the PAT's owner with a service principal as the actor: what an agent holds for its user."""
+        reply = self.exchange(pat, TT_PAT, actor_token=self.sp_token(actor), actor_token_type=TT_ACCESS, scope=scope)
+        return expect_ok(reply, "delegated exchange")["access_token"]
+
+    def vector_index(self) -> str:
+        """`vsec.docs.idx`, a direct-access index owned by the admin: alice may SELECT from it; bob may use the
+        catalog and schema but not the index."""
+        if hasattr(self, "_vector_index"):
+            return self._vector_index
+        api, admin = self.api, self.admin
+        expect_ok(api.post("/api/2.0/vector-search/endpoints", admin, {"name": "sec-vs", "endpoint_type": "STANDARD"}),
+                  "vector-search endpoint")
+        expect_ok(api.post("/api/2.1/unity-catalog/catalogs", admin, {"name": "vsec"}), "catalog vsec")
+        expect_ok(api.post("/api/2.1/unity-catalog/schemas", admin, {"name": "docs", "catalog_name": "vsec"}), "schema")
+        schema = {"id": "string", "owner": "string", "text": "string", "vec": "array<float>"}
+        expect_ok(api.post("/api/2.0/vector-search/indexes", admin, {
+            "name": "vsec.docs.idx", "endpoint_name": "sec-vs", "primary_key": "id", "index_type": "DIRECT_ACCESS",
+            "direct_access_index_spec": {"embedding_vector_columns": [{"name": "vec", "embedding_dimension": 2}],
+                                         "schema_json": json.dumps(schema)}}), "index")
+        rows = [{"id": "a1", "owner": "alice", "text": "alpha", "vec": [1.0, 0.0]},
+                {"id": "b1", "owner": "bob", "text": "bravo", "vec": [0.0, 1.0]},
+                {"id": "c1", "owner": "carol's", "text": "charlie", "vec": [0.7, 0.7]}]
+        expect_ok(api.post("/api/2.0/vector-search/indexes/vsec.docs.idx/upsert-data", admin,
+                           {"inputs_json": json.dumps(rows)}), "upsert")
+        for principal, securable, privileges in [
+            ("alice@example.com", "catalog/vsec", ["USE_CATALOG"]), ("alice@example.com", "schema/vsec.docs", ["USE_SCHEMA"]),
+            ("alice@example.com", "table/vsec.docs.idx", ["SELECT"]),
+            ("bob@example.com", "catalog/vsec", ["USE_CATALOG"]), ("bob@example.com", "schema/vsec.docs", ["USE_SCHEMA"]),
+        ]:
+            expect_ok(api.patch(f"/api/2.1/unity-catalog/permissions/{securable}", admin,
+                                {"changes": [{"principal": principal, "add": privileges}]}), f"grant on {securable}")
+        self._vector_index = "vsec.docs.idx"
+        return self._vector_index
+
+    def http_connection(self):
+        """`sec_http`, an HTTP connection (base path `/api`, a bearer token) to a recording upstream on loopback;
+        alice holds USE_CONNECTION on it. Returns (name, list of request lines the upstream received)."""
+        if hasattr(self, "_http_connection"):
+            return self._http_connection
+        upstream = RecordingUpstream()
+        self.upstream = upstream
+        expect_ok(self.api.post("/api/2.1/unity-catalog/connections", self.admin, {
+            "name": "sec_http", "connection_type": "HTTP",
+            "options": {"host": f"http://127.0.0.1:{upstream.port}", "base_path": "/api",
+                        "bearer_token": CONNECTION_SECRET}}), "connection")
+        expect_ok(self.api.patch("/api/2.1/unity-catalog/permissions/connection/sec_http", self.admin,
+                                 {"changes": [{"principal": "alice@example.com", "add": ["USE_CONNECTION"]}]}),
+                  "USE_CONNECTION for alice")
+        self._http_connection = ("sec_http", upstream.seen)
+        return self._http_connection
+
     def _policy_table(self):
         for statement in [
             "CREATE CATALOG sec",
@@ -183,6 +235,48 @@ class Ctx:
             "GRANT SELECT ON TABLE sec.hr.staff TO `bob@example.com`",
         ]:
             self.sql_ok(self.admin, statement)
+
+
+CONNECTION_SECRET = "connection-secret-" + uuid.uuid4().hex
+
+
+class RecordingUpstream:
+    """Test double for the upstream behind an HTTP connection: a loopback HTTP server that records each request
+    (`METHOD path Authorization`) and answers 200, or a redirect to itself for `/api/redirect`."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                seen.append(f"{self.command} {self.path} {self.headers.get('Authorization')}")
+                if self.path == "/api/redirect":
+                    self.send_response(302)
+                    self.send_header("Location", f"http://127.0.0.1:{self.server.server_port}/steal")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = b'{"ok": true}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_port
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
 
 def basic(client_id: str, secret: str) -> dict:
@@ -1112,6 +1206,27 @@ def json_routes(ctx):
         ("POST", "/api/2.0/sql/statements/"),
         ("POST", "/api/2.0/sql/warehouses"),
         ("POST", f"/api/2.0/sql/warehouses/{ctx.warehouse}/edit"),
+        ("POST", "/api/2.0/external-function"),
+        ("POST", "/api/2.0/serving-endpoints"),
+        ("POST", "/api/2.0/deputy/agents"),
+        ("PATCH", "/api/2.0/deputy/settings"),
+        ("POST", "/api/2.0/vector-search/endpoints"),
+        ("POST", "/api/2.0/vector-search/indexes"),
+        ("POST", f"/api/2.0/vector-search/indexes/{ctx.vector_index()}/query"),
+        ("GET", f"/api/2.0/vector-search/indexes/{ctx.vector_index()}/query"),
+        ("POST", f"/api/2.0/vector-search/indexes/{ctx.vector_index()}/query-next-page"),
+        ("POST", f"/api/2.0/vector-search/indexes/{ctx.vector_index()}/upsert-data"),
+        ("POST", f"/api/2.0/vector-search/indexes/{ctx.vector_index()}/delete-data"),
+    ]
+
+
+# Routes whose body is any JSON value (a model's payload): malformed JSON is refused like anywhere else, but a
+# well-formed value of another shape is the model's business, so they are not in the wrong-types case.
+def payload_routes(ctx):
+    return [
+        ("POST", "/serving-endpoints/deputy-chat-smollm2/invocations"),
+        ("POST", "/serving-endpoints/chat/completions"),
+        ("POST", "/serving-endpoints/embeddings"),
     ]
 
 
@@ -1132,7 +1247,7 @@ def _malformed_case(label, raw):
     @case(BODIES, f"{label} on every JSON route -> 400 MALFORMED_REQUEST")
     def _(ctx):
         failures = []
-        for method, path in json_routes(ctx):
+        for method, path in json_routes(ctx) + payload_routes(ctx):
             reply = ctx.api.call(method, path, ctx.admin, data=raw, headers={"Content-Type": "application/json"})
             if not (reply.status == 400 and reply.get("error_code") == "MALFORMED_REQUEST"
                     and "could not parse the request body as json" in reply.get("message", "").lower()):
@@ -1163,7 +1278,7 @@ def _(ctx):
 def _(ctx):
     big = b'{"name": "' + b"x" * (MAX_BODY_BYTES + 1) + b'"}'
     failures = []
-    for method, path in json_routes(ctx):
+    for method, path in json_routes(ctx) + payload_routes(ctx):
         try:
             reply = ctx.api.call(method, path, ctx.admin, data=big)
         except Exception as error:  # the server may close while the client still sends
@@ -1207,6 +1322,212 @@ def _(ctx):
     expect_api_error(ctx.api.get("/api/2.0/nothing/here", ctx.admin), 404, "ENDPOINT_NOT_FOUND", "no API found")
     reply = ctx.api.call("DELETE", "/api/2.0/sql/statements", ctx.admin)
     check(reply.status in (404, 405), f"{reply!r}")
+
+
+# ---- external functions: SSRF and path injection through HTTP connections -----------------------------------------
+
+EXTFN = "external-function"
+ESCAPING_PATHS = [
+    "//evil.example/x", "///evil.example/x", "http://evil.example/x", "HTTPS://evil.example/x", "evil.example:80/x",
+    "/../x", "../x", "a/../../x", "a/./b", "%2e%2e/x", "%2E%2e/x", ".%2e/x", "a%2f..%2f..%2fx", "a%5c..%5cx",
+    "\\evil.example/x", "/\\evil.example/x", "@evil.example/x", "a@evil.example", "%40evil.example/x",
+    "a%252e%252e/x", "a\r\nHost: evil.example", "a%0d%0aHost:%20evil", "a%00b", "a b", "a//b", "a?x=1", "a#f",
+    "caf\u00e9", "%zz", "a%2",
+]
+
+
+def _external(ctx, token, **fields):
+    body = {"connection_name": ctx.http_connection()[0], "method": "GET", "path": "ok"}
+    body.update(fields)
+    return ctx.api.post("/api/2.0/external-function", token, body)
+
+
+@case(EXTFN, "control: alice reaches the upstream below the base path with the connection's token")
+def _(ctx):
+    _, seen = ctx.http_connection()
+    before = len(seen)
+    reply = _external(ctx, ctx.alice, path="/v1/ok", params=json.dumps({"q": "1"}))
+    check(reply.status == 200 and reply.body == {"ok": True}, f"{reply!r}")
+    check(seen[before:] == [f"GET /api/v1/ok?q=1 Bearer {CONNECTION_SECRET}"], f"upstream saw {seen[before:]}")
+
+
+@case(EXTFN, "paths that would leave the host or the base path (//host, URLs, .., encodings, \\, @, CRLF) -> 400")
+def _(ctx):
+    _, seen = ctx.http_connection()
+    before = len(seen)
+    failures = []
+    for path in ESCAPING_PATHS:
+        reply = _external(ctx, ctx.alice, path=path)
+        if not (reply.status == 400 and reply.get("error_code") == "INVALID_PARAMETER_VALUE"
+                and str(reply.get("message", "")).startswith("`path`")):
+            failures.append(f"{path!r}: {reply!r}")
+    check(not failures, "\n    ".join(failures))
+    check(len(seen) == before, f"refused calls reached the upstream: {seen[before:]}")
+
+
+@case(EXTFN, "sub_domain other than one DNS label -> 400")
+def _(ctx):
+    for label in ["evil.example", "a/b", "a@b", "-a", "a:80", "x" * 64, "a%2eb", "127.0.0.1"]:
+        expect_api_error(_external(ctx, ctx.alice, sub_domain=label), 400, "INVALID_PARAMETER_VALUE", "sub_domain")
+
+
+@case(EXTFN, "caller headers cannot replace Authorization or Host, nor inject lines -> 400")
+def _(ctx):
+    for headers, phrase in [({"Authorization": "Bearer attacker"}, "set by the connection"),
+                            ({"host": "evil.example"}, "set by the connection"),
+                            ({"Proxy-Authorization": "x"}, "set by the connection"),
+                            ({"Transfer-Encoding": "chunked"}, "set by the connection"),
+                            ({"X-A": "1\r\nAuthorization: Bearer attacker"}, "not a valid header value"),
+                            ({"Bad Name": "1"}, "not a valid header name")]:
+        expect_api_error(_external(ctx, ctx.alice, headers=json.dumps(headers)), 400, "INVALID_PARAMETER_VALUE", phrase)
+
+
+@case(EXTFN, "a user without USE_CONNECTION -> 403 naming it; nothing is sent")
+def _(ctx):
+    _, seen = ctx.http_connection()
+    before = len(seen)
+    expect_api_error(_external(ctx, ctx.bob), 403, "PERMISSION_DENIED", "USE_CONNECTION on sec_http")
+    expect_api_error(_external(ctx, ctx.delegated(ctx.bob)), 403, "PERMISSION_DENIED", "USE_CONNECTION on sec_http")
+    check(len(seen) == before, f"refused calls reached the upstream: {seen[before:]}")
+
+
+@case(EXTFN, "a token without catalog.connections -> 403 naming the scope")
+def _(ctx):
+    expect_api_error(_external(ctx, ctx.alice_sql), 403, "PERMISSION_DENIED", "catalog.connections")
+
+
+@case(EXTFN, "an upstream redirect is not followed (the token never goes elsewhere)")
+def _(ctx):
+    _, seen = ctx.http_connection()
+    before = len(seen)
+    reply = _external(ctx, ctx.alice, path="redirect")
+    check(reply.status == 302 and "location" not in {k.lower() for k in reply.headers}, f"{reply!r} {reply.headers}")
+    check(len(seen) == before + 1 and "/steal" not in " ".join(seen), f"upstream saw {seen[before:]}")
+
+
+@case(EXTFN, "the connection's secret is never returned, by the call or by the connection's metadata")
+def _(ctx):
+    name, _ = ctx.http_connection()
+    for reply in [_external(ctx, ctx.alice), ctx.api.get(f"/api/2.1/unity-catalog/connections/{name}", ctx.admin),
+                  ctx.api.get("/api/2.0/deputy/audit?limit=1000", ctx.admin)]:
+        check(reply.status == 200 and CONNECTION_SECRET not in reply.text, f"secret leaked in {reply!r}")
+
+
+# ---- vector search filters_json injection ---------------------------------------------------------------------------
+
+VSF = "vector-filters"
+
+
+def _vs_query(ctx, token, filters, index=None):
+    index = index or ctx.vector_index()
+    return ctx.api.post(f"/api/2.0/vector-search/indexes/{index}/query", token,
+                        {"columns": ["id"], "query_vector": [1.0, 0.0], "num_results": 10, "filters_json": filters})
+
+
+@case(VSF, "control: a filter narrows alice's results")
+def _(ctx):
+    reply = _vs_query(ctx, ctx.alice, json.dumps({"owner": "bob"}))
+    check(reply.status == 200 and [row[0] for row in reply.body["result"]["data_array"]] == ["b1"], f"{reply!r}")
+
+
+@case(VSF, "SQL-shaped keys, unknown operators, objects as values, non-objects -> 400 invalid filter")
+def _(ctx):
+    failures = []
+    for filters in [{"owner = 'bob' OR 1=1 --": "x"}, {"owner; DROP TABLE x": "a"}, {"owner ~": "a"},
+                    {"owner": {"$ne": None}}, {"owner": [["a"]]}, {"owner": []}, {"nope": "a"},
+                    {"owner OR": "a"}, {"owner LIKE": 5}, {"owner NOT NOT": "a"}, {"__proto__": "a"}]:
+        reply = _vs_query(ctx, ctx.alice, json.dumps(filters))
+        if not (reply.status == 400 and reply.get("error_code") == "INVALID_PARAMETER_VALUE"
+                and "invalid filter" in str(reply.get("message", "")).lower()):
+            failures.append(f"{filters!r}: {reply!r}")
+    for raw in ["not json", "[1, 2]", "\"owner\"", "{\"owner\": ", "[" * 100_000 + "]" * 100_000, 5, ["a"]]:
+        reply = _vs_query(ctx, ctx.alice, raw)
+        if not (reply.status == 400 and reply.get("error_code") == "INVALID_PARAMETER_VALUE"):
+            failures.append(f"{str(raw)[:40]!r}: {reply!r}")
+    check(not failures, "\n    ".join(failures))
+
+
+@case(VSF, "quotes and wildcards in filter values are data, not syntax")
+def _(ctx):
+    for filters, expected in [({"owner": "bob' OR '1'='1"}, []), ({"owner": "carol's"}, ["c1"]),
+                              ({"owner LIKE": "%"}, ["a1", "b1", "c1"]), ({"owner NOT": "x' OR 1=1 --"}, ["a1", "b1", "c1"])]:
+        reply = _vs_query(ctx, ctx.alice, json.dumps(filters))
+        got = sorted(row[0] for row in (reply.body or {}).get("result", {}).get("data_array", [])) if reply.status == 200 else reply
+        check(got == expected, f"{filters!r}: expected {expected}, got {got!r}")
+
+
+@case(VSF, "a page token cannot carry the query to another index")
+def _(ctx):
+    import base64
+    forged = base64.urlsafe_b64encode(json.dumps({"columns": ["id"], "query_vector": [1.0, 0.0], "num_results": 10,
+                                                  "offset": 0}).encode()).decode().rstrip("=")
+    reply = ctx.api.post(f"/api/2.0/vector-search/indexes/{ctx.vector_index()}/query-next-page", ctx.bob,
+                         {"page_token": forged})
+    expect_api_error(reply, 403, "PERMISSION_DENIED", "SELECT on vsec.docs.idx")
+    expect_api_error(ctx.api.post(f"/api/2.0/vector-search/indexes/{ctx.vector_index()}/query-next-page", ctx.alice,
+                                  {"page_token": "not-a-token"}), 400, "INVALID_PARAMETER_VALUE", "page_token")
+
+
+# ---- admin-only routes ------------------------------------------------------------------------------------------------
+
+ADMIN_ONLY = "admin-only"
+
+
+@case(ADMIN_ONLY, "changing settings (obo-enabled) -> 403 for a non-admin, even with every scope")
+def _(ctx):
+    expect_api_error(ctx.api.patch("/api/2.0/deputy/settings", ctx.alice, {"obo-enabled": True}), 403,
+                     "PERMISSION_DENIED", "only members of the `admins` group")
+    expect_api_error(ctx.api.patch("/api/2.0/deputy/settings", ctx.delegated(ctx.alice), {"obo-enabled": True}), 403,
+                     "PERMISSION_DENIED", "only members of the `admins` group")
+
+
+@case(ADMIN_ONLY, "reading the audit log -> 403 for a non-admin")
+def _(ctx):
+    expect_api_error(ctx.api.get("/api/2.0/deputy/audit", ctx.alice), 403, "PERMISSION_DENIED",
+                     "only members of the `admins` group")
+
+
+@case(ADMIN_ONLY, "deploying an agent (a program from the server's disk) -> 403 for a non-admin")
+def _(ctx):
+    for source in ["/bin/true", "/usr/bin/env", str(Path(__file__).resolve())]:
+        expect_api_error(ctx.api.post("/api/2.0/deputy/agents", ctx.alice, {"name": "evil", "source_path": source}),
+                         403, "PERMISSION_DENIED", "only members of the `admins` group")
+    expect_api_error(ctx.api.get("/api/2.0/serving-endpoints/evil", ctx.admin), 404, "RESOURCE_DOES_NOT_EXIST", "evil")
+
+
+# ---- delegated tokens against other users' resources -------------------------------------------------------------------
+
+DELEGATED = "delegated-access"
+# Fresh PATs: earlier categories revoke some of the shared ones.
+
+
+@case(DELEGATED, "an agent acting for bob cannot query an index bob may not SELECT from")
+def _(ctx):
+    bob_agent = ctx.delegated(ctx.pat_for("bob@example.com"))
+    expect_api_error(_vs_query(ctx, bob_agent, None), 403, "PERMISSION_DENIED", "SELECT on vsec.docs.idx")
+    carol_agent = ctx.delegated(ctx.pat_for("carol@example.com"))
+    expect_api_error(_vs_query(ctx, carol_agent, None), 404, "RESOURCE_DOES_NOT_EXIST", "vsec.docs.idx")
+    reply = _vs_query(ctx, ctx.delegated(ctx.pat_for("alice@example.com")), None)
+    check(reply.status == 200 and len(reply.body["result"]["data_array"]) == 3, f"control for alice: {reply!r}")
+
+
+@case(DELEGATED, "an agent acting for bob cannot query alice's serving endpoint without CAN_QUERY")
+def _(ctx):
+    entity = {"name": "m", "external_model": {"provider": "openai", "name": "gpt-x", "task": "llm/v1/chat",
+                                              "openai_config": {"openai_api_base": "http://127.0.0.1:9/v1",
+                                                                "openai_api_key_plaintext": "sk-alice"}}}
+    created = expect_ok(ctx.api.post("/api/2.0/serving-endpoints", ctx.alice,
+                                     {"name": "alice-ep", "config": {"served_entities": [entity]}}), "alice's endpoint")
+    payload = {"messages": [{"role": "user", "content": "hi"}]}
+    expect_api_error(ctx.api.post("/serving-endpoints/alice-ep/invocations", ctx.delegated(ctx.pat_for("bob@example.com")), payload), 404,
+                     "RESOURCE_DOES_NOT_EXIST", "alice-ep")
+    expect_ok(ctx.api.patch(f"/api/2.0/permissions/serving-endpoints/{created['id']}", ctx.alice,
+                            {"access_control_list": [{"user_name": "bob@example.com", "permission_level": "CAN_VIEW"}]}),
+              "CAN_VIEW for bob")
+    expect_api_error(ctx.api.post("/serving-endpoints/alice-ep/invocations", ctx.delegated(ctx.pat_for("bob@example.com")), payload), 403,
+                     "PERMISSION_DENIED", "CAN_QUERY")
+    expect_api_error(ctx.api.post("/serving-endpoints/chat/completions", ctx.delegated(ctx.pat_for("bob@example.com")),
+                                  dict(payload, model="alice-ep")), 403, "PERMISSION_DENIED", "CAN_QUERY")
 
 
 # ---- durability of revocations across a restart (last: it restarts the server) ------------------------------------

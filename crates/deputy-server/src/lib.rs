@@ -11,6 +11,7 @@ pub mod agents;
 pub mod audit;
 pub mod bootstrap;
 mod clock;
+pub mod connections;
 pub mod credentials;
 pub mod directory;
 pub mod error;
@@ -68,6 +69,8 @@ pub enum ServeError {
     Keys(String),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    #[error("outbound HTTP client: {0}")]
+    Http(String),
 }
 
 /// Opens the data directory, bootstraps it if new, and builds the shared state for a server reachable at `base_url`.
@@ -106,6 +109,8 @@ pub async fn prepare(
     let vector_indexes =
         routes::vector_search::VectorIndexes::load(data_dir.join("vector-search"), store.as_ref())
             .await?;
+    let upstreams =
+        connections::Upstreams::new().map_err(|error| ServeError::Http(error.to_string()))?;
     let (_, registry) = routes::api_routes().into_parts();
     let state = AppState::new(StateParts {
         store,
@@ -119,6 +124,7 @@ pub async fn prepare(
         models_dir: deputy_models::default_models_dir(),
         agents,
         vector_indexes,
+        upstreams,
     });
     Ok((state, report))
 }

@@ -35,6 +35,7 @@ struct Shared {
     serving: ServingBackends,
     agents: crate::agents::AgentHost,
     vector_indexes: VectorIndexes,
+    upstreams: crate::connections::Upstreams,
 }
 
 /// Everything `AppState::new` assembles.
@@ -51,6 +52,8 @@ pub struct StateParts {
     pub models_dir: std::path::PathBuf,
     pub agents: crate::agents::AgentHost,
     pub vector_indexes: VectorIndexes,
+    /// The outbound HTTP client of HTTP connections.
+    pub upstreams: crate::connections::Upstreams,
 }
 
 impl AppState {
@@ -70,6 +73,7 @@ impl AppState {
                 serving: ServingBackends::new(parts.models_dir),
                 agents: parts.agents,
                 vector_indexes: parts.vector_indexes,
+                upstreams: parts.upstreams,
             }),
         }
     }
@@ -183,6 +187,11 @@ impl AppState {
     /// The open vector-search indexes.
     pub fn vector_indexes(&self) -> &VectorIndexes {
         &self.inner.vector_indexes
+    }
+
+    /// Outbound calls through HTTP connections, with their OAuth token cache.
+    pub fn upstreams(&self) -> &crate::connections::Upstreams {
+        &self.inner.upstreams
     }
 
     pub fn credentials(&self) -> &Credentials {

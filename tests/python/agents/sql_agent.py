@@ -3,8 +3,8 @@ predict (never at load time), tools that the user cannot use are skipped with a 
 what the agent could see as that user.
 
 It answers with one JSON object so the tests can check each part: who the user client says the user is, the rows of
-`agents_demo.hr.notes` the user may read (a row filter keeps each user to their own rows), and what happened when
-the agent tried an API outside its declared scopes.
+`agents_demo.hr.notes` the user may read (a row filter keeps each user to their own rows), what happened when the
+agent tried an API outside its declared scopes, and for a question `sql: STATEMENT` the statement's rows as the user.
 """
 
 import json
@@ -44,6 +44,19 @@ class SqlAgent(ChatAgent):
                 answer["rows"] = [row[0] for row in (result.result.data_array or [])]
         except Exception as error:
             answer["rows_error"] = f"{type(error).__name__}: {error}"
+        if question.startswith("sql: "):
+            # Any statement, run as the user: tables and UC functions are decided by the user's own grants.
+            try:
+                warehouse = next(iter(user_client.warehouses.list())).id
+                result = user_client.statement_execution.execute_statement(
+                    statement=question[len("sql: "):], warehouse_id=warehouse, wait_timeout="30s"
+                )
+                if result.status.error:
+                    answer["sql_error"] = result.status.error.message
+                else:
+                    answer["sql_rows"] = [row for row in (result.result.data_array or [])]
+            except Exception as error:
+                answer["sql_error"] = f"{type(error).__name__}: {error}"
         try:
             user_client.catalogs.list().__next__()
             answer["catalogs"] = "allowed"

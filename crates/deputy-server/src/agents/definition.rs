@@ -220,10 +220,10 @@ fn parse_scopes(names: &[String]) -> Result<ScopeSet, DefinitionError> {
         .map_err(|error| DefinitionError(format!("invalid user API scope: {error}")))
 }
 
-type Declared = (Option<ScopeSet>, Option<Vec<SystemResource>>);
+pub(crate) type Declared = (Option<ScopeSet>, Option<Vec<SystemResource>>);
 
 /// The user scopes and system resources an `MLmodel` file declares (`None` for what it leaves out).
-fn parse_mlmodel(text: &str) -> Result<Declared, DefinitionError> {
+pub(crate) fn parse_mlmodel(text: &str) -> Result<Declared, DefinitionError> {
     let model: MlModel = serde_norway::from_str(text)
         .map_err(|error| DefinitionError(format!("the MLmodel file is not valid: {error}")))?;
     let (user, system) = match model.auth_policy {

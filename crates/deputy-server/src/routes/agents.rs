@@ -3,7 +3,8 @@
 //! `POST /api/2.0/deputy/agents` takes an agent on the server's disk (an MLflow model directory, a models-from-code
 //! Python file, or an executable speaking the worker protocol), records what its author declared, gives the endpoint
 //! its own service principal with the declared system resources, starts a worker to prove the agent loads, and only
-//! then publishes the endpoint. Deploying to an existing agent endpoint replaces its agent (CAN_MANAGE needed).
+//! then publishes the endpoint. Only admins deploy (the agent is a program on the server's disk); deploying to an
+//! existing agent endpoint replaces its agent (CAN_MANAGE needed too).
 
 use super::serving::{EndpointSpec, endpoint_by_name, render_endpoint, serving_object_type};
 use super::{Access, ApiRouter};
@@ -67,6 +68,9 @@ async fn deploy(
     caller: Caller,
     ApiJson(request): ApiJson<DeployRequest>,
 ) -> Result<Json<Value>, ApiError> {
+    // The agent is a program on the server's own disk that the server then runs: choosing it is an admin's call,
+    // never a user's (else any user could have the server execute any file it can read).
+    caller.require_admin()?;
     let name = super::serving::validate_endpoint_name(request.name)?;
     let source = request
         .source_path

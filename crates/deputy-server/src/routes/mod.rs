@@ -7,6 +7,7 @@
 
 pub mod agents;
 pub mod consents;
+pub mod external_function;
 pub mod oauth;
 pub mod permissions;
 pub mod responses;
@@ -139,6 +140,7 @@ pub fn api_routes() -> ApiRouter {
     let router = agents::routes(router);
     let router = consents::routes(router);
     let router = vector_search::routes(router);
+    let router = external_function::routes(router);
     warehouses::routes(router)
 }
 

@@ -852,6 +852,7 @@ async fn create_connection(
         options: body.options,
         read_only: body.read_only.unwrap_or(false),
     };
+    check_connection_options(&spec)?;
     let spec = serde_json::to_string(&spec).map_err(ApiError::internal)?;
     create(
         &state,
@@ -866,6 +867,16 @@ async fn create_connection(
         },
     )
     .await
+}
+
+/// An HTTP connection's options are checked when written (host, port, base path, one credential), so that a
+/// connection that cannot be used is refused at once rather than at its first external-function call.
+fn check_connection_options(spec: &ConnectionSpec) -> Result<(), ApiError> {
+    if spec.connection_type.eq_ignore_ascii_case("HTTP") {
+        crate::connections::HttpConnection::from_options(&spec.options)
+            .map_err(|error| ApiError::invalid_parameter(error.to_string()))?;
+    }
+    Ok(())
 }
 
 // ---- read ----------------------------------------------------------------------------------------------------------
@@ -1091,6 +1102,7 @@ async fn update(
         }
         let mut spec: ConnectionSpec = serde_json::from_str(&record.spec).unwrap_or_default();
         spec.options.extend(options);
+        check_connection_options(&spec)?;
         changes.spec = Some(serde_json::to_string(&spec).map_err(ApiError::internal)?);
     }
     let outcome = state
