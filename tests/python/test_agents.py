@@ -79,14 +79,14 @@ def test_a_uc_function_called_by_the_agent_runs_with_the_users_grants_and_row_fi
         "CREATE FUNCTION agents_demo.hr.stamp(note STRING) RETURNS STRING RETURN concat(upper(note), ':', current_user())",
         "GRANT EXECUTE ON FUNCTION agents_demo.hr.stamp TO `alice@example.com`",
     ]:
-        _run(admin, world["warehouse"], statement)
+        run_sql(admin, world["warehouse"], statement)
     question = "sql: SELECT agents_demo.hr.stamp(note) FROM agents_demo.hr.notes ORDER BY note"
-    alice = _answer(_ask(server, world["tokens"]["alice@example.com"], "notes-agent", question))
+    alice = json_answer(ask(server, world["tokens"]["alice@example.com"], "notes-agent", question))
     assert alice["sql_rows"] == [["ALICE-1:alice@example.com"], ["ALICE-2:alice@example.com"]], alice
     # bob may read his notes but holds no EXECUTE: through the agent the function does not exist for him.
-    bob = _answer(_ask(server, world["tokens"]["bob@example.com"], "notes-agent", question))
+    bob = json_answer(ask(server, world["tokens"]["bob@example.com"], "notes-agent", question))
     assert "sql_rows" not in bob and "stamp" in bob["sql_error"].lower(), bob
-    direct = _answer(_ask(server, world["tokens"]["bob@example.com"], "notes-agent", "sql: SELECT note FROM agents_demo.hr.notes"))
+    direct = json_answer(ask(server, world["tokens"]["bob@example.com"], "notes-agent", "sql: SELECT note FROM agents_demo.hr.notes"))
     assert direct["sql_rows"] == [["bob-1"]], direct
 
 
