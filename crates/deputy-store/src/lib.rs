@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod genie;
 pub mod specs;
 mod sqlite;
 mod sqlite_catalog;
@@ -20,12 +21,13 @@ use std::str::FromStr;
 
 pub use audit::{AuditEvent, AuditStore};
 pub use catalog::CatalogStore;
+pub use genie::GenieStore;
 pub use sqlite::SqliteStore;
 
 /// Everything the server persists, behind one object.
-pub trait Store: MetadataStore + CatalogStore + AuditStore {}
+pub trait Store: MetadataStore + CatalogStore + AuditStore + GenieStore {}
 
-impl<T: MetadataStore + CatalogStore + AuditStore> Store for T {}
+impl<T: MetadataStore + CatalogStore + AuditStore + GenieStore> Store for T {}
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp in the store and on the Databricks wire.
 pub type EpochMillis = i64;
