@@ -6,6 +6,7 @@
 //! closed). So the registry is, by construction, the complete map of routes to scopes.
 
 pub mod agents;
+pub mod genie;
 pub mod oauth;
 pub mod permissions;
 pub mod scim;
@@ -136,6 +137,7 @@ pub fn api_routes() -> ApiRouter {
     let router = serving::routes(router);
     let router = agents::routes(router);
     let router = vector_search::routes(router);
+    let router = genie::routes(router);
     warehouses::routes(router)
 }
 
