@@ -81,6 +81,55 @@ impl Client {
     }
 }
 
+async fn sql(client: &Client, warehouse: &str, token: &str, statement: &str) -> Value {
+    client
+        .send(
+            reqwest::Method::POST,
+            "/api/2.0/sql/statements",
+            token,
+            Some(
+                json!({ "statement": statement, "warehouse_id": warehouse, "wait_timeout": "30s" }),
+            ),
+        )
+        .await
+}
+
+/// One question as a tight client asks it: start, poll until COMPLETED, read the result.
+async fn ask(client: &Client, space: &str, token: &str) {
+    use reqwest::Method;
+    let started = client
+        .send(
+            Method::POST,
+            &format!("/api/2.0/genie/spaces/{space}/start-conversation"),
+            token,
+            Some(json!({ "content": "What are the totals by region?" })),
+        )
+        .await;
+    let path = format!(
+        "/api/2.0/genie/spaces/{space}/conversations/{}/messages/{}",
+        started["conversation_id"].as_str().unwrap(),
+        started["message_id"].as_str().unwrap()
+    );
+    let message = loop {
+        let message = client.send(Method::GET, &path, token, None).await;
+        match message["status"].as_str().unwrap() {
+            "COMPLETED" => break message,
+            "FAILED" => panic!("{message}"),
+            _ => tokio::time::sleep(POLL_EVERY).await,
+        }
+    };
+    let attachment = message["attachments"][0]["attachment_id"].as_str().unwrap();
+    let result = client
+        .send(
+            Method::GET,
+            &format!("{path}/attachments/{attachment}/query-result"),
+            token,
+            None,
+        )
+        .await;
+    assert_eq!(result["statement_response"]["result"]["row_count"], 2);
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -115,16 +164,6 @@ async fn run() {
         .as_str()
         .unwrap()
         .to_owned();
-    let sql = |token: &str, statement: &str| {
-        client.send(
-            Method::POST,
-            "/api/2.0/sql/statements",
-            token,
-            Some(
-                json!({ "statement": statement, "warehouse_id": warehouse, "wait_timeout": "30s" }),
-            ),
-        )
-    };
     let user = client
         .send(
             Method::POST,
@@ -158,7 +197,7 @@ async fn run() {
         "GRANT USE SCHEMA ON SCHEMA main.sales TO `alice@example.com`".to_owned(),
         "GRANT SELECT ON TABLE main.sales.orders TO `alice@example.com`".to_owned(),
     ] {
-        let done = sql(&admin, &statement).await;
+        let done = sql(&client, &warehouse, &admin, &statement).await;
         assert_eq!(done["status"]["state"], "SUCCEEDED", "{statement}: {done}");
     }
     client
@@ -203,53 +242,20 @@ async fn run() {
         )
         .await;
 
-    let ask = || async {
-        let started = client
-            .send(
-                Method::POST,
-                &format!("/api/2.0/genie/spaces/{space}/start-conversation"),
-                &alice,
-                Some(json!({ "content": "What are the totals by region?" })),
-            )
-            .await;
-        let path = format!(
-            "/api/2.0/genie/spaces/{space}/conversations/{}/messages/{}",
-            started["conversation_id"].as_str().unwrap(),
-            started["message_id"].as_str().unwrap()
-        );
-        let message = loop {
-            let message = client.send(Method::GET, &path, &alice, None).await;
-            match message["status"].as_str().unwrap() {
-                "COMPLETED" => break message,
-                "FAILED" => panic!("{message}"),
-                _ => tokio::time::sleep(POLL_EVERY).await,
-            }
-        };
-        let attachment = message["attachments"][0]["attachment_id"].as_str().unwrap();
-        let result = client
-            .send(
-                Method::GET,
-                &format!("{path}/attachments/{attachment}/query-result"),
-                &alice,
-                None,
-            )
-            .await;
-        assert_eq!(result["statement_response"]["result"]["row_count"], 2);
-    };
     for _ in 0..20 {
-        sql(&alice, SQL).await;
-        ask().await;
+        sql(&client, &warehouse, &alice, SQL).await;
+        ask(&client, &space, &alice).await;
     }
     let mut alone = Vec::with_capacity(QUESTIONS);
     let mut questions = Vec::with_capacity(QUESTIONS);
     // Interleaved, so both see the same machine load.
     for _ in 0..QUESTIONS {
         let start = Instant::now();
-        let done = sql(&alice, SQL).await;
+        let done = sql(&client, &warehouse, &alice, SQL).await;
         alone.push(start.elapsed());
         assert_eq!(done["result"]["row_count"], 2);
         let start = Instant::now();
-        ask().await;
+        ask(&client, &space, &alice).await;
         questions.push(start.elapsed());
     }
     let sql_p50 = report("SQL alone (statement API, as alice, row filter)", alone);
