@@ -297,7 +297,7 @@ async fn run_sql(
 /// Submits `sql` as the caller on the statement engine: the statement is the caller's, visible through the statement
 /// API under its id. Genie's token scope stands for the SQL it runs: the session decides with
 /// `sql.statement-execution` only, so the user's Unity Catalog privileges, row filters and masks bound it.
-pub fn run_statement(
+pub(crate) fn run_statement(
     state: &AppState,
     caller: &Caller,
     sql: &str,

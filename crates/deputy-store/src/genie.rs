@@ -92,20 +92,24 @@ mod sqlite {
         })
     }
 
-    const INSERT_MESSAGE: &str = "INSERT INTO genie_messages (message_id, conversation_id, content, status, \
-         outcome, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)";
-
-    fn insert_message(
+    async fn insert_message(
+        connection: &mut sqlx::SqliteConnection,
         message: &MessageRecord,
-    ) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-        sqlx::query(INSERT_MESSAGE)
-            .bind(&message.message_id)
-            .bind(&message.conversation_id)
-            .bind(&message.content)
-            .bind(&message.status)
-            .bind(&message.outcome)
-            .bind(message.created_at)
-            .bind(message.updated_at)
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO genie_messages (message_id, conversation_id, content, status, outcome, created_at, \
+             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&message.message_id)
+        .bind(&message.conversation_id)
+        .bind(&message.content)
+        .bind(&message.status)
+        .bind(&message.outcome)
+        .bind(message.created_at)
+        .bind(message.updated_at)
+        .execute(connection)
+        .await?;
+        Ok(())
     }
 
     #[async_trait]
@@ -128,7 +132,7 @@ mod sqlite {
             .bind(conversation.updated_at)
             .execute(&mut *transaction)
             .await?;
-            insert_message(first).execute(&mut *transaction).await?;
+            insert_message(&mut transaction, first).await?;
             transaction.commit().await?;
             Ok(())
         }
@@ -192,7 +196,7 @@ mod sqlite {
                     message.conversation_id
                 )));
             }
-            insert_message(message).execute(&mut *transaction).await?;
+            insert_message(&mut transaction, message).await?;
             transaction.commit().await?;
             Ok(())
         }
