@@ -371,7 +371,7 @@ async fn each_user_gets_the_answer_their_own_rights_allow() {
         system(&prompts[0]).contains(TOTAL_SQL),
         "examples are in the prompt"
     );
-    assert!(system(&prompts[1]).contains("main.sales.orders (id INT"));
+    assert!(system(&prompts[1]).to_ascii_lowercase().contains("main.sales.orders (id int"));
     assert!(
         !system(&prompts[1]).contains("secrets"),
         "{}",
