@@ -365,13 +365,21 @@ async fn each_user_gets_the_answer_their_own_rights_allow() {
     let prompts = w.model.prompts_about(TOTAL);
     assert_eq!(prompts.len(), 2);
     let system = |prompt: &Vec<Value>| prompt[0]["content"].as_str().unwrap().to_owned();
-    assert!(system(&prompts[0]).to_ascii_lowercase().contains("main.sales.secrets (code string)"));
+    assert!(
+        system(&prompts[0])
+            .to_ascii_lowercase()
+            .contains("main.sales.secrets (code string)")
+    );
     assert!(system(&prompts[0]).contains("Amounts are in euros."));
     assert!(
         system(&prompts[0]).contains(TOTAL_SQL),
         "examples are in the prompt"
     );
-    assert!(system(&prompts[1]).to_ascii_lowercase().contains("main.sales.orders (id int"));
+    assert!(
+        system(&prompts[1])
+            .to_ascii_lowercase()
+            .contains("main.sales.orders (id int")
+    );
     assert!(
         !system(&prompts[1]).contains("secrets"),
         "{}",
