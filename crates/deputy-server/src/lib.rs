@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod directory;
 pub mod error;
 mod extract;
+pub mod genie;
 pub mod routes;
 pub mod state;
 

@@ -155,6 +155,38 @@ pub(crate) fn parse_statement(sql: &str) -> Result<DeputyStatement, SqlError> {
     Ok(statement)
 }
 
+/// Whether `sql` is exactly one query that only reads: a `SELECT`, `WITH` or `VALUES` without `SELECT ... INTO`.
+/// APIs that run SQL written by a model (Genie) accept nothing else, so a question can never change data, whatever
+/// the caller's privileges would allow.
+pub fn is_read_only_query(sql: &str) -> Result<bool, SqlError> {
+    Ok(match parse_statement(sql)? {
+        DeputyStatement::Standard(statement) => match *statement {
+            Statement::Query(query) => !selects_into(&query),
+            _ => false,
+        },
+        _ => false,
+    })
+}
+
+fn selects_into(query: &Query) -> bool {
+    use datafusion::sql::sqlparser::ast::SetExpr;
+    fn set_into(body: &SetExpr) -> bool {
+        match body {
+            SetExpr::Select(select) => select.into.is_some(),
+            SetExpr::Query(query) => selects_into(query),
+            SetExpr::SetOperation { left, right, .. } => set_into(left) || set_into(right),
+            SetExpr::Values(_) | SetExpr::Table(_) => false,
+            // INSERT, UPDATE, DELETE, MERGE as a query body write.
+            _ => true,
+        }
+    }
+    let in_ctes = query
+        .with
+        .as_ref()
+        .is_some_and(|with| with.cte_tables.iter().any(|cte| selects_into(&cte.query)));
+    in_ctes || set_into(&query.body)
+}
+
 fn syntax(error: ParserError) -> SqlError {
     SqlError::Syntax(error.to_string())
 }
@@ -631,6 +663,33 @@ fn grant_target(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_reading_queries_are_read_only() {
+        for sql in [
+            "SELECT 1",
+            "select region, sum(amount) from main.sales.orders group by region;",
+            "WITH t AS (SELECT 1 AS x) SELECT x FROM t",
+            "SELECT 1 UNION ALL SELECT 2",
+            "VALUES (1), (2)",
+        ] {
+            assert!(is_read_only_query(sql).unwrap(), "{sql}");
+        }
+        for sql in [
+            "DROP TABLE main.sales.orders",
+            "INSERT INTO t VALUES (1)",
+            "DELETE FROM t",
+            "UPDATE t SET x = 1",
+            "SELECT * INTO copy FROM t",
+            "WITH c AS (SELECT * INTO copy FROM t) SELECT 1",
+            "CREATE TABLE t AS SELECT 1 AS x",
+            "GRANT SELECT ON TABLE t TO `bob`",
+            "ALTER TABLE t DROP ROW FILTER",
+        ] {
+            assert!(!is_read_only_query(sql).unwrap(), "{sql}");
+        }
+        assert!(is_read_only_query("SELECT 1; DROP TABLE t").is_err());
+    }
 
     #[test]
     fn parses_deputy_statements() {

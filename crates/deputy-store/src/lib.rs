@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod consent;
+pub mod genie;
 pub mod specs;
 mod sqlite;
 mod sqlite_catalog;
@@ -22,12 +23,13 @@ use std::str::FromStr;
 pub use audit::{AuditEvent, AuditStore};
 pub use catalog::CatalogStore;
 pub use consent::{Consent, ConsentStore};
+pub use genie::GenieStore;
 pub use sqlite::SqliteStore;
 
 /// Everything the server persists, behind one object.
-pub trait Store: MetadataStore + CatalogStore + AuditStore + ConsentStore {}
+pub trait Store: MetadataStore + CatalogStore + AuditStore + GenieStore + ConsentStore {}
 
-impl<T: MetadataStore + CatalogStore + AuditStore + ConsentStore> Store for T {}
+impl<T: MetadataStore + CatalogStore + AuditStore + GenieStore + ConsentStore> Store for T {}
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp in the store and on the Databricks wire.
 pub type EpochMillis = i64;

@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0002_unity_catalog.sql"),
     ),
     (4, "audit", include_str!("../migrations/0004_audit.sql")),
+    (
+        7,
+        "genie conversations",
+        include_str!("../migrations/0007_genie_conversations.sql"),
+    ),
     (10, "consents", include_str!("../migrations/0010_consents.sql")),
 ];
 

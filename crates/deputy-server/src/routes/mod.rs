@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod consents;
 pub mod external_function;
+pub mod genie;
 pub mod oauth;
 pub mod permissions;
 pub mod responses;
@@ -141,6 +142,7 @@ pub fn api_routes() -> ApiRouter {
     let router = consents::routes(router);
     let router = vector_search::routes(router);
     let router = external_function::routes(router);
+    let router = genie::routes(router);
     warehouses::routes(router)
 }
 

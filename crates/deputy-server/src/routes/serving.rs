@@ -905,6 +905,31 @@ fn sse_response(events: impl futures_util::Stream<Item = Value> + Send + 'static
     Sse::new(events).into_response()
 }
 
+/// The spec of an endpoint that serves a chat model (external or built in); anything else is refused, since only a
+/// chat model can write SQL for Genie.
+pub fn chat_model_spec(record: &WorkspaceObjectRecord) -> Result<EndpointSpec, ApiError> {
+    let spec = spec_of(record)?;
+    match spec.task() {
+        "llm/v1/chat" => Ok(spec),
+        _ => Err(ApiError::invalid_parameter(format!(
+            "serving endpoint `{}` does not serve a chat model",
+            record.name
+        ))),
+    }
+}
+
+/// One chat completion on the endpoint's model for a server-side feature (Genie) that has already decided who may
+/// use the endpoint.
+pub async fn chat_on_endpoint(
+    state: &AppState,
+    record: &WorkspaceObjectRecord,
+    request: ChatCompletionRequest,
+) -> Result<deputy_models::types::ChatCompletionResponse, ApiError> {
+    let spec = chat_model_spec(record)?;
+    let backend = state.serving().backend(&record.object_id, &spec).await?;
+    backend.chat(request).await.map_err(model_error)
+}
+
 /// Embeds `texts` with the endpoint's model for the caller, who needs `CAN_QUERY` on it: how vector search turns
 /// text into vectors, whichever model (built in or external) is behind the endpoint.
 pub async fn embed_texts(

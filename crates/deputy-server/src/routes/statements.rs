@@ -13,7 +13,7 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use deputy_authz::{Action, PermissionLevel, WorkspaceObjectKind, WorkspaceObjectRef};
-use deputy_core::ApiScope;
+use deputy_core::{ApiScope, ScopeSet};
 use deputy_sql::{CancellationToken, Session, SqlError, StatementParameter, StatementResult};
 use deputy_store::PrincipalId;
 use serde::Deserialize;
@@ -54,7 +54,7 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
 
 /// What a finished statement left behind.
 #[derive(Clone)]
-enum Outcome {
+pub(crate) enum Outcome {
     Succeeded {
         result: Arc<RenderedResult>,
     },
@@ -67,14 +67,14 @@ enum Outcome {
 }
 
 /// A result already turned into strings, cut to the limits asked for.
-struct RenderedResult {
-    columns: Vec<Value>,
-    rows: Vec<Vec<Option<String>>>,
+pub(crate) struct RenderedResult {
+    pub(crate) columns: Vec<Value>,
+    pub(crate) rows: Vec<Vec<Option<String>>>,
     byte_count: usize,
-    truncated: bool,
+    pub(crate) truncated: bool,
 }
 
-struct StatementEntry {
+pub(crate) struct StatementEntry {
     owner: PrincipalId,
     submitted: Instant,
     cancel: CancellationToken,
@@ -110,7 +110,11 @@ impl Statements {
     }
 
     /// The statement, if it exists and belongs to `owner`; someone else's reads as missing.
-    fn owned(&self, id: &str, owner: PrincipalId) -> Result<Arc<StatementEntry>, ApiError> {
+    pub(crate) fn owned(
+        &self,
+        id: &str,
+        owner: PrincipalId,
+    ) -> Result<Arc<StatementEntry>, ApiError> {
         let entries = self
             .entries
             .lock()
@@ -217,22 +221,16 @@ async fn execute(
         rows: non_negative(request.row_limit, "row_limit")?,
         bytes: non_negative(request.byte_limit, "byte_limit")?.unwrap_or(INLINE_BYTE_CAP),
     };
-    authorize_warehouse(&state, &caller, &warehouse_id).await?;
+    authorize_warehouse(
+        &state,
+        &caller,
+        &warehouse_id,
+        ApiScope::SqlStatementExecution,
+    )?;
 
-    let session = Session {
-        principal: state.caller_principal(&caller),
-        // The token's subject: for an on-behalf-of token the end user, never the agent acting for them.
-        user_name: caller.identity.name.clone(),
-        groups: caller
-            .groups
-            .iter()
-            .map(|group| group.name.clone())
-            .collect(),
-        scopes: caller.scopes,
-        snapshot: state.snapshot(),
-        default_catalog: request.catalog,
-        default_schema: request.schema,
-    };
+    let mut session = session_of(&state, &caller, caller.scopes);
+    session.default_catalog = request.catalog;
+    session.default_schema = request.schema;
     let parameters: Vec<StatementParameter> = request
         .parameters
         .into_iter()
@@ -242,30 +240,7 @@ async fn execute(
             type_name: parameter.type_name,
         })
         .collect();
-    let id = uuid::Uuid::new_v4().to_string();
-    let (sender, receiver) = watch::channel(None);
-    let cancel = CancellationToken::new();
-    let entry = Arc::new(StatementEntry {
-        owner: caller.identity.id,
-        submitted: Instant::now(),
-        cancel: cancel.clone(),
-        outcome: receiver,
-    });
-    state.statements().insert(id.clone(), entry.clone());
-
-    let task_state = state.clone();
-    tokio::spawn(async move {
-        let outcome = run(
-            &task_state,
-            &session,
-            &statement,
-            &parameters,
-            cancel,
-            limits,
-        )
-        .await;
-        let _ = sender.send(Some(outcome));
-    });
+    let (id, entry) = submit(&state, session, statement, parameters, limits);
 
     let mut outcome = entry.outcome.clone();
     let finished = tokio::time::timeout(wait, outcome.wait_for(Option::is_some))
@@ -279,9 +254,72 @@ async fn execute(
 }
 
 #[derive(Clone, Copy)]
-struct Limits {
-    rows: Option<usize>,
-    bytes: usize,
+pub(crate) struct Limits {
+    pub(crate) rows: Option<usize>,
+    pub(crate) bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            rows: None,
+            bytes: INLINE_BYTE_CAP,
+        }
+    }
+}
+
+/// The session a statement of `caller` runs in, deciding with `scopes`: the caller's own token scopes for the
+/// statement API, or what another API (Genie) grants its internal statements.
+pub(crate) fn session_of(state: &AppState, caller: &Caller, scopes: ScopeSet) -> Session {
+    Session {
+        principal: state.caller_principal(caller),
+        // The token's subject: for an on-behalf-of token the end user, never the agent acting for them.
+        user_name: caller.identity.name.clone(),
+        groups: caller
+            .groups
+            .iter()
+            .map(|group| group.name.clone())
+            .collect(),
+        scopes,
+        snapshot: state.snapshot(),
+        default_catalog: None,
+        default_schema: None,
+    }
+}
+
+/// Registers a statement under a new id, owned by the session's principal, and runs it in a background task. Its id
+/// works with every statement route for its owner, whichever API submitted it.
+pub(crate) fn submit(
+    state: &AppState,
+    session: Session,
+    statement: String,
+    parameters: Vec<StatementParameter>,
+    limits: Limits,
+) -> (String, Arc<StatementEntry>) {
+    let id = uuid::Uuid::new_v4().to_string();
+    let (sender, receiver) = watch::channel(None);
+    let cancel = CancellationToken::new();
+    let entry = Arc::new(StatementEntry {
+        owner: deputy_catalog::store_principal_id(session.principal),
+        submitted: Instant::now(),
+        cancel: cancel.clone(),
+        outcome: receiver,
+    });
+    state.statements().insert(id.clone(), entry.clone());
+    let task_state = state.clone();
+    tokio::spawn(async move {
+        let outcome = run(
+            &task_state,
+            &session,
+            &statement,
+            &parameters,
+            cancel,
+            limits,
+        )
+        .await;
+        let _ = sender.send(Some(outcome));
+    });
+    (id, entry)
 }
 
 fn non_negative(value: Option<i64>, field: &str) -> Result<Option<usize>, ApiError> {
@@ -293,28 +331,27 @@ fn non_negative(value: Option<i64>, field: &str) -> Result<Option<usize>, ApiErr
     }
 }
 
-/// The warehouse must exist and be visible to the caller (else it is not found), and the caller needs CAN_USE on it.
-async fn authorize_warehouse(
+/// The warehouse must exist and be visible to the caller (else it is not found), and the caller needs CAN_USE on it;
+/// decided for a token used on the API of `scope` (statements, or Genie running its queries).
+pub(crate) fn authorize_warehouse(
     state: &AppState,
     caller: &Caller,
     warehouse_id: &str,
+    scope: ApiScope,
 ) -> Result<(), ApiError> {
     let object = WorkspaceObjectRef::new(WorkspaceObjectKind::Warehouse, warehouse_id);
     let view = Action::UseWorkspaceObject {
         object: object.clone(),
         level: PermissionLevel::CanView,
     };
-    if !state
-        .decide(caller, ApiScope::SqlStatementExecution, view)
-        .is_allowed()
-    {
+    if !state.decide(caller, scope, view).is_allowed() {
         return Err(ApiError::not_found(format!(
             "warehouse `{warehouse_id}` does not exist"
         )));
     }
     state.authorize(
         caller,
-        ApiScope::SqlStatementExecution,
+        scope,
         Action::UseWorkspaceObject {
             object,
             level: PermissionLevel::CanUse,
@@ -404,7 +441,24 @@ fn rendered(result: &StatementResult, limits: Limits) -> Result<RenderedResult, 
     })
 }
 
-fn render(id: &str, entry: &StatementEntry) -> Value {
+impl StatementEntry {
+    /// Waits for the statement to finish.
+    pub(crate) async fn finished(&self) -> Outcome {
+        let mut outcome = self.outcome.clone();
+        match outcome.wait_for(Option::is_some).await {
+            Ok(finished) => finished.clone().unwrap_or(Outcome::Canceled),
+            // The task ended without an outcome, which only a panic does: the statement is lost.
+            Err(_) => Outcome::Failed {
+                error_code: "INTERNAL_ERROR",
+                message: "the statement stopped unexpectedly".into(),
+                sql_state: "XX000",
+            },
+        }
+    }
+}
+
+/// The StatementResponse of a statement, as `GET /api/2.0/sql/statements/{id}` answers it.
+pub(crate) fn render(id: &str, entry: &StatementEntry) -> Value {
     let outcome = entry.outcome.borrow().clone();
     let mut body = json!({ "statement_id": id });
     match outcome {
