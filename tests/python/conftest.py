@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +29,11 @@ def _isolate_environment() -> None:
         if name.startswith("DATABRICKS_"):
             del os.environ[name]
     os.environ["DATABRICKS_CONFIG_FILE"] = "/nonexistent"
+    # Clients that trace with MLflow (ai-bridge's Genie) get a throwaway file store: MLflow's default is a SQLite
+    # database in the working directory when SQLAlchemy is installed (the RAG agent's lock brings it), which needs
+    # alembic and leaves an mlflow.db behind.
+    os.environ["MLFLOW_TRACKING_URI"] = "file://" + tempfile.mkdtemp(prefix="deputy-tests-mlruns-")
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
     # Loopback must never go through a proxy.
     for name in ("NO_PROXY", "no_proxy"):
         existing = os.environ.get(name, "")
