@@ -582,3 +582,75 @@ async fn deploying_checks_the_file() {
         reply.body
     );
 }
+
+#[tokio::test]
+async fn the_vector_index_tool_searches_as_the_user_under_the_source_tables_row_filter() {
+    let w = world().await;
+    for statement in [
+        "CREATE SCHEMA main.docs",
+        "CREATE TABLE main.docs.chunks (id INT, region STRING, body STRING, emb STRING)",
+        "INSERT INTO main.docs.chunks VALUES (1, 'EU', 'alpha report', '[1.0, 0.0]'), (2, 'US', 'alpha memo', '[0.0, 1.0]')",
+        "ALTER TABLE main.docs.chunks SET ROW FILTER main.sales.by_region ON (region)",
+    ] {
+        admin_sql(&w.h, &w.warehouse, statement).await;
+    }
+    let endpoint = json!({ "name": "rag", "endpoint_type": "STANDARD" });
+    admin(
+        &w.h,
+        Method::POST,
+        "/api/2.0/vector-search/endpoints",
+        endpoint,
+    )
+    .await;
+    let index = json!({
+        "name": "main.docs.chunks_index", "endpoint_name": "rag", "primary_key": "id", "index_type": "DELTA_SYNC",
+        "delta_sync_index_spec": { "source_table": "main.docs.chunks", "pipeline_type": "TRIGGERED",
+            "embedding_vector_columns": [{ "name": "emb", "embedding_dimension": 2 }] },
+    });
+    admin(&w.h, Method::POST, "/api/2.0/vector-search/indexes", index).await;
+    for principal in ["alice@example.com", "bob@example.com"] {
+        for (kind, name, privilege) in [
+            ("schema", "main.docs", "USE_SCHEMA"),
+            ("table", "main.docs.chunks_index", "SELECT"),
+        ] {
+            let path = format!("/api/2.1/unity-catalog/permissions/{kind}/{name}");
+            let change = json!({ "changes": [{ "principal": principal, "add": [privilege] }] });
+            admin(&w.h, Method::PATCH, &path, change).await;
+        }
+    }
+    let yaml = "model: fake-llm\nuser_scopes: [vectorsearch.vector-search-indexes]\ntools:\n  - vector_index: \
+                {name: main.docs.chunks_index, columns: [id, body], num_results: 3, description: Searches the docs.}\n";
+    w.deploy("docs", yaml).await;
+    for (token, user, seen, hidden) in [
+        (&w.alice, "alice@example.com", "alpha report", "alpha memo"),
+        (&w.bob, "bob@example.com", "alpha memo", "alpha report"),
+    ] {
+        let reply = w
+            .ask(token, "docs", "main__docs__chunks_index: alpha")
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let answer = final_answer(&reply.body);
+        assert!(
+            answer.contains(seen) && !answer.contains(hidden),
+            "{user}: {answer}"
+        );
+        let events = w.audit().await;
+        let query = events
+            .iter()
+            .find(|event| {
+                event["user_name"] == user
+                    && event["api"] == "POST /api/2.0/vector-search/indexes/{name}/query"
+            })
+            .unwrap();
+        assert_eq!(
+            query["securable"],
+            "/api/2.0/vector-search/indexes/main.docs.chunks_index/query"
+        );
+        assert_eq!(query["endpoint"], "docs");
+    }
+    // carol holds no grant on the index: the default `fail` refuses her request.
+    let refused = w
+        .ask(&w.carol, "docs", "main__docs__chunks_index: alpha")
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+}
