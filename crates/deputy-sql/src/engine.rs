@@ -127,12 +127,12 @@ impl SqlEngine {
             session
                 .default_catalog
                 .as_deref()
-                .unwrap_or("main")
+                .unwrap_or(crate::session::DEFAULT_CATALOG)
                 .to_ascii_lowercase(),
             session
                 .default_schema
                 .as_deref()
-                .unwrap_or("default")
+                .unwrap_or(crate::session::DEFAULT_SCHEMA)
                 .to_ascii_lowercase(),
         );
         let context = CatalogContext::new(

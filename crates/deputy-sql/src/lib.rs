@@ -33,7 +33,7 @@ mod types;
 
 pub use engine::{SqlEngine, StatementParameter};
 pub use error::SqlError;
-pub use parse::is_read_only_query;
+pub use parse::{is_read_only_query, query_tables};
 pub use result::{CatalogChange, ColumnInfo, StatementResult, apply_catalog_changes};
 pub use session::Session;
 pub use tokio_util::sync::CancellationToken;

@@ -660,6 +660,42 @@ fn grant_target(
     Ok((privileges, kind, name))
 }
 
+/// The tables (and views) a read-only query reads, as full `catalog.schema.table` names in lower case, partial names
+/// resolved in the default catalog and schema as a session without defaults resolves them. Anything but exactly one
+/// query (`SELECT`, `WITH`, `VALUES`) is refused, so a caller can hold a query to a list of tables before it runs.
+/// Table functions count as tables, so a list of tables admits none of them.
+pub fn query_tables(sql: &str) -> Result<Vec<String>, SqlError> {
+    let dialect = DatabricksDialect {};
+    let statements = Parser::parse_sql(&dialect, sql).map_err(syntax)?;
+    let [statement] = statements.as_slice() else {
+        return Err(SqlError::Unsupported(
+            "give exactly one query; run one statement at a time".into(),
+        ));
+    };
+    if !matches!(statement, Statement::Query(_)) {
+        return Err(SqlError::Unsupported(
+            "only a query (SELECT) is allowed here".into(),
+        ));
+    }
+    let wrapped = datafusion::sql::parser::Statement::Statement(Box::new(statement.clone()));
+    let (relations, _ctes) = datafusion::sql::resolve::resolve_table_references(&wrapped, true)?;
+    let mut tables: Vec<String> = relations
+        .into_iter()
+        .map(|relation| {
+            let (catalog, schema) = (
+                relation
+                    .catalog()
+                    .unwrap_or(crate::session::DEFAULT_CATALOG),
+                relation.schema().unwrap_or(crate::session::DEFAULT_SCHEMA),
+            );
+            format!("{catalog}.{schema}.{}", relation.table()).to_ascii_lowercase()
+        })
+        .collect();
+    tables.sort();
+    tables.dedup();
+    Ok(tables)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,5 +766,30 @@ mod tests {
             parse_statement("SELECT * FROM t WHERE x = :p"),
             Ok(DeputyStatement::Standard(_))
         ));
+    }
+
+    #[test]
+    fn query_tables_names_every_table_a_query_reads_and_refuses_other_statements() {
+        assert_eq!(
+            query_tables(
+                "WITH recent AS (SELECT * FROM main.sales.orders) SELECT * FROM recent JOIN S.Customers c ON true \
+                 WHERE c.id IN (SELECT id FROM vip)"
+            )
+            .unwrap(),
+            ["main.default.vip", "main.s.customers", "main.sales.orders"]
+        );
+        assert!(query_tables("SELECT 1").unwrap().is_empty());
+        assert_eq!(
+            query_tables("SELECT * FROM range(10)").unwrap(),
+            ["main.default.range"]
+        );
+        for refused in [
+            "DELETE FROM main.sales.orders",
+            "DROP TABLE main.sales.orders",
+            "SELECT 1; SELECT 2",
+            "INSERT INTO t SELECT * FROM main.sales.orders",
+        ] {
+            assert!(query_tables(refused).is_err(), "{refused}");
+        }
     }
 }

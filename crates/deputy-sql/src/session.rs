@@ -5,6 +5,10 @@ use std::sync::Arc;
 use deputy_authz::{AccessRequest, Action, PrincipalId, Snapshot, decide};
 use deputy_core::{ApiScope, ScopeSet};
 
+/// The catalog and schema one- and two-part names resolve in when the session names none.
+pub const DEFAULT_CATALOG: &str = "main";
+pub const DEFAULT_SCHEMA: &str = "default";
+
 /// The caller of one statement. Built by the server per request from the authenticated token.
 ///
 /// `principal` is whose Unity Catalog privileges apply; `user_name` and `groups` are what `current_user()` and

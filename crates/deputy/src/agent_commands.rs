@@ -11,8 +11,9 @@ use std::path::PathBuf;
 #[derive(Subcommand)]
 pub enum AgentsCommand {
     /// Deploy an agent behind a serving endpoint (created, or replaced if it already serves an agent): an MLflow model
-    /// directory (its MLmodel `auth_policy` declares the agent's access), a models-from-code Python file, or an
-    /// executable built on the Rust SDK. The path must be readable by the server.
+    /// directory (its MLmodel `auth_policy` declares the agent's access), a models-from-code Python file, an
+    /// executable built on the Rust SDK, or a declarative agent (a `.yaml` file naming a model, instructions and
+    /// tools, which declares its own `user_scopes`). The path must be readable by the server.
     Deploy {
         path: PathBuf,
         #[arg(long)]

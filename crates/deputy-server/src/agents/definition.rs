@@ -16,6 +16,8 @@ pub enum AgentKind {
     Python,
     /// An executable speaking the worker protocol, e.g. built on `deputy_sdk::agent::serve`.
     Binary,
+    /// A YAML file naming a model, instructions and tools, run by Deputy itself (see `agents::declarative`).
+    Declarative,
 }
 
 /// A resource kind, named by MLflow's resource keys.
@@ -186,12 +188,33 @@ pub fn read_definition(
             system_resources: resources.unwrap_or(request_resources),
         });
     }
-    let kind = match source.extension().and_then(|extension| extension.to_str()) {
+    let extension = source.extension().and_then(|extension| extension.to_str());
+    if matches!(extension, Some("yaml" | "yml")) {
+        if !declared_scopes.is_empty() || !declared_resources.is_empty() {
+            return Err(DefinitionError(
+                "a declarative agent declares its access in its file (`user_scopes`); deploy without \
+                 --user-scope and --system-resource"
+                    .into(),
+            ));
+        }
+        let text = std::fs::read_to_string(source).map_err(|error| {
+            DefinitionError(format!("cannot read `{}`: {error}", source.display()))
+        })?;
+        let (agent, user_scopes) = super::declarative::parse(&text)?;
+        return Ok(AgentDefinition {
+            kind: AgentKind::Declarative,
+            source: source.to_owned(),
+            user_scopes,
+            system_resources: super::declarative::system_resources(&agent),
+        });
+    }
+    let kind = match extension {
         Some("py") => AgentKind::Python,
         _ if is_executable(&metadata) => AgentKind::Binary,
         _ => {
             return Err(DefinitionError(format!(
-                "`{}` is neither an MLflow model directory, a Python file, nor an executable",
+                "`{}` is neither an MLflow model directory, a Python file, a declarative agent (.yaml), \
+                 nor an executable",
                 source.display()
             )));
         }

@@ -5,6 +5,7 @@
 //! (the Databricks SDK re-reads it), and, per request, the invoking user's downscoped token (see
 //! `routes::serving`).
 
+pub mod declarative;
 pub mod definition;
 pub mod worker;
 
@@ -117,23 +118,23 @@ impl AgentHost {
     }
 
     /// The endpoint's workers, started on first use. `fresh` says whether this call created the pool (the caller
-    /// then starts the system token's refresh).
-    pub fn pool(&self, endpoint_id: &str, agent: &DeployedAgent) -> (Arc<AgentPool>, bool) {
+    /// then starts the system token's refresh). `None` for a declarative agent, which Deputy runs itself.
+    pub fn pool(&self, endpoint_id: &str, agent: &DeployedAgent) -> Option<(Arc<AgentPool>, bool)> {
         let mut pools = self
             .pools
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(pool) = pools.get(endpoint_id) {
-            return (pool.clone(), false);
+            return Some((pool.clone(), false));
         }
         let pool = Arc::new(AgentPool::new(
-            self.command(endpoint_id, agent),
+            self.command(endpoint_id, agent)?,
             agent.workers,
             self.startup_timeout,
             self.request_timeout,
         ));
         pools.insert(endpoint_id.to_owned(), pool.clone());
-        (pool, true)
+        Some((pool, true))
     }
 
     /// Stops the endpoint's workers (they are killed when the last request holding them ends).
@@ -151,7 +152,7 @@ impl AgentHost {
             .contains_key(endpoint_id)
     }
 
-    fn command(&self, endpoint_id: &str, agent: &DeployedAgent) -> WorkerCommand {
+    fn command(&self, endpoint_id: &str, agent: &DeployedAgent) -> Option<WorkerCommand> {
         let endpoint_dir = self.agents_dir.join(endpoint_id);
         let mut env = vec![
             ("IS_IN_DB_MODEL_SERVING_ENV".to_owned(), "true".to_owned()),
@@ -187,15 +188,41 @@ impl AgentHost {
                 ],
             ),
             AgentKind::Binary => (agent.artifact.clone(), Vec::new()),
+            AgentKind::Declarative => return None,
         };
-        WorkerCommand {
+        Some(WorkerCommand {
             program,
             args,
             env,
             working_dir: endpoint_dir.clone(),
             log_file: endpoint_dir.join("worker.log"),
-        }
+        })
     }
+}
+
+/// A token of an agent endpoint's service principal (`application_id`) holding `scopes`, signed by this server:
+/// what its workers find in their token file, and what a declarative agent calls its model (and, when on-behalf-of
+/// access is off, its tools) with.
+pub fn service_principal_token(
+    state: &crate::state::AppState,
+    application_id: &str,
+    scopes: deputy_core::ScopeSet,
+    lifetime_seconds: i64,
+) -> Result<String, crate::error::ApiError> {
+    use crate::error::ApiError;
+    let claims = deputy_tokens::AccessClaims::issue(
+        &state.credentials().issuer(),
+        &state.credentials().audience(),
+        application_id,
+        scopes,
+        crate::clock::now_seconds(),
+        lifetime_seconds,
+    )
+    .map_err(ApiError::internal)?;
+    state
+        .credentials()
+        .sign(&claims)
+        .map_err(ApiError::internal)
 }
 
 /// Where the Python agent runtime's sources are: `$DEPUTY_AGENT_RUNTIME`, else the copy in the source tree this

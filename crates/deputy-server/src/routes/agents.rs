@@ -8,7 +8,7 @@
 
 use super::serving::{EndpointSpec, endpoint_by_name, render_endpoint, serving_object_type};
 use super::{Access, ApiRouter};
-use crate::agents::definition::{ResourceKind, SystemResource, read_definition};
+use crate::agents::definition::{AgentKind, ResourceKind, SystemResource, read_definition};
 use crate::agents::{
     AGENT_PRINCIPAL_PREFIX, CONSENT_SETTING, DeployedAgent, OBO_SETTING, copy_artifact,
 };
@@ -19,7 +19,8 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Query, State};
 use deputy_authz::{
-    Action, PermissionLevel, SecurableKind, SecurableRef, WorkspaceObjectKind, WorkspaceObjectRef,
+    Action, Decision, PermissionLevel, SecurableKind, SecurableRef, WorkspaceObjectKind,
+    WorkspaceObjectRef,
 };
 use deputy_core::ApiScope;
 use deputy_store::catalog::{GrantChange, WorkspaceObjectRecord};
@@ -145,17 +146,22 @@ async fn deploy(
     state.changes_committed().await?;
     granted?;
 
-    // The new agent must start before it replaces anything: a broken agent fails the deploy, not the endpoint.
-    let candidate = format!("{endpoint_id}.candidate");
-    super::serving::refresh_system_token(&state, &candidate, &agent)?;
-    let (pool, _) = state.agents().pool(&candidate, &agent);
-    let started = pool.warm_up().await;
-    state.agents().stop(&candidate);
-    if let Err(error) = started {
-        let _ = std::fs::remove_dir_all(&deployment);
-        return Err(ApiError::invalid_parameter(format!(
-            "the agent did not start: {error}"
-        )));
+    // The new agent must start before it replaces anything: a broken agent fails the deploy, not the endpoint. A
+    // declarative agent has no worker; its file was checked when it was read.
+    if agent.kind != AgentKind::Declarative {
+        let candidate = format!("{endpoint_id}.candidate");
+        super::serving::refresh_system_token(&state, &candidate, &agent)?;
+        let started = match state.agents().pool(&candidate, &agent) {
+            Some((pool, _)) => pool.warm_up().await.map_err(|error| error.to_string()),
+            None => Err("the agent has no worker to start".to_owned()),
+        };
+        state.agents().stop(&candidate);
+        if let Err(error) = started {
+            let _ = std::fs::remove_dir_all(&deployment);
+            return Err(ApiError::invalid_parameter(format!(
+                "the agent did not start: {error}"
+            )));
+        }
     }
 
     let spec = EndpointSpec::Agent(agent);
@@ -331,23 +337,40 @@ async fn object_id_by_name(
         })
 }
 
+/// Whether `caller` may use `resource` as an agent needs it, asked under `scope` (the API the use goes through) or
+/// else under the scope of the resource's own API; with the scope asked under.
+pub(crate) async fn resource_decision(
+    state: &AppState,
+    caller: &Caller,
+    resource: &SystemResource,
+    scope: Option<ApiScope>,
+) -> Result<(Decision, ApiScope), ApiError> {
+    Ok(match need_of(state, resource).await? {
+        Need::Securable {
+            action, scope: own, ..
+        } => {
+            let scope = scope.unwrap_or(own);
+            (state.decide(caller, scope, action), scope)
+        }
+        Need::Object {
+            object,
+            level,
+            scope: own,
+        } => {
+            let scope = scope.unwrap_or(own);
+            let action = Action::UseWorkspaceObject { object, level };
+            (state.decide(caller, scope, action), scope)
+        }
+    })
+}
+
 /// The deployer hands the agent rights they hold themselves, never more.
 async fn check_deployer_holds(
     state: &AppState,
     caller: &Caller,
     resource: &SystemResource,
 ) -> Result<(), ApiError> {
-    let (decision, scope) = match need_of(state, resource).await? {
-        Need::Securable { action, scope, .. } => (state.decide(caller, scope, action), scope),
-        Need::Object {
-            object,
-            level,
-            scope,
-        } => (
-            state.decide(caller, scope, Action::UseWorkspaceObject { object, level }),
-            scope,
-        ),
-    };
+    let (decision, scope) = resource_decision(state, caller, resource, None).await?;
     if decision.is_allowed() {
         return Ok(());
     }

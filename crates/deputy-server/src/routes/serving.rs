@@ -713,19 +713,12 @@ pub fn refresh_system_token(
     endpoint_id: &str,
     agent: &DeployedAgent,
 ) -> Result<(), ApiError> {
-    let claims = deputy_tokens::AccessClaims::issue(
-        &state.credentials().issuer(),
-        &state.credentials().audience(),
+    let token = crate::agents::service_principal_token(
+        state,
         &agent.service_principal,
         deputy_core::ScopeSet::all(),
-        crate::clock::now_seconds(),
         crate::agents::SYSTEM_TOKEN_LIFETIME_SECONDS,
-    )
-    .map_err(ApiError::internal)?;
-    let token = state
-        .credentials()
-        .sign(&claims)
-        .map_err(ApiError::internal)?;
+    )?;
     state
         .agents()
         .write_system_token(endpoint_id, &token)
@@ -799,25 +792,40 @@ async fn invoke_agent(
     } else {
         (None, uuid::Uuid::new_v4().to_string())
     };
-    let (pool, fresh) = state.agents().pool(&record.object_id, agent);
-    if fresh {
-        refresh_system_token(state, &record.object_id, agent)?;
-        keep_system_token_fresh(state, &record.object_id, agent);
-    }
-    let request = WorkerRequest {
-        id: request_id,
-        stream,
-        payload: body,
-        user_token,
-        user_id: Some(caller.identity.name.clone()),
+    let mut events = match state.agents().pool(&record.object_id, agent) {
+        // A declarative agent: Deputy runs its loop itself and reports as a worker does.
+        None => {
+            crate::agents::declarative::invoke(
+                state,
+                &record.name,
+                agent,
+                user_token,
+                &body,
+                stream,
+            )
+            .await?
+        }
+        Some((pool, fresh)) => {
+            if fresh {
+                refresh_system_token(state, &record.object_id, agent)?;
+                keep_system_token_fresh(state, &record.object_id, agent);
+            }
+            let request = WorkerRequest {
+                id: request_id,
+                stream,
+                payload: body,
+                user_token,
+                user_id: Some(caller.identity.name.clone()),
+            };
+            pool.invoke(request).await.map_err(|error| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "TEMPORARILY_UNAVAILABLE",
+                    error.to_string(),
+                )
+            })?
+        }
     };
-    let mut events = pool.invoke(request).await.map_err(|error| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "TEMPORARILY_UNAVAILABLE",
-            error.to_string(),
-        )
-    })?;
     if stream {
         let events =
             futures_util::stream::poll_fn(move |context| events.poll_recv(context)).map(|event| {
