@@ -32,7 +32,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "genie conversations",
         include_str!("../migrations/0007_genie_conversations.sql"),
     ),
-    (10, "consents", include_str!("../migrations/0010_consents.sql")),
+    (
+        10,
+        "consents",
+        include_str!("../migrations/0010_consents.sql"),
+    ),
 ];
 
 /// The columns of `principals` that make an [`Identity`]; a macro so that statements stay `&'static str` literals,

@@ -48,13 +48,15 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
             SERVING,
             invocations,
         )
-        .post(
-            "/serving-endpoints/chat/completions",
-            SERVING,
-            chat_completions,
-        )
-        .post("/serving-endpoints/embeddings", SERVING, embeddings)
-        .post("/serving-endpoints/responses", SERVING, responses)
+        .post("/serving-endpoints/chat/completions", SERVING, |s, c, b| {
+            by_model(s, c, b, Dialect::Native)
+        })
+        .post("/serving-endpoints/embeddings", SERVING, |s, c, b| {
+            by_model(s, c, b, Dialect::Native)
+        })
+        .post("/serving-endpoints/responses", SERVING, |s, c, b| {
+            by_model(s, c, b, Dialect::Responses)
+        })
 }
 
 /// How the caller asked: in the endpoint's own shapes (Databricks invocations, OpenAI chat completions and
@@ -543,31 +545,15 @@ async fn invocations(
     query(&state, &caller, &name, body, Dialect::Native).await
 }
 
-async fn chat_completions(
+/// The OpenAI-style routes, which name the endpoint in the body's `model`.
+async fn by_model(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<Value>,
+    dialect: Dialect,
 ) -> Result<Response, ApiError> {
     let name = model_name(&body)?;
-    query(&state, &caller, &name, body, Dialect::Native).await
-}
-
-async fn embeddings(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiJson(body): ApiJson<Value>,
-) -> Result<Response, ApiError> {
-    let name = model_name(&body)?;
-    query(&state, &caller, &name, body, Dialect::Native).await
-}
-
-async fn responses(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiJson(body): ApiJson<Value>,
-) -> Result<Response, ApiError> {
-    let name = model_name(&body)?;
-    query(&state, &caller, &name, body, Dialect::Responses).await
+    query(&state, &caller, &name, body, dialect).await
 }
 
 fn model_name(body: &Value) -> Result<String, ApiError> {
