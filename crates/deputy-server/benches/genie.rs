@@ -3,6 +3,7 @@
 //!   1. the SQL alone through the statement API (`POST /api/2.0/sql/statements`, synchronous);
 //!   2. a whole Genie question: `start-conversation`, polling the message until COMPLETED, then the attachment's
 //!      `query-result` (what `start_conversation_and_wait` plus `get_message_attachment_query_result` do).
+//!
 //! The user asking has SELECT through a grant and a row filter applies, as in production questions.
 //! Run with `cargo bench -p deputy-server --bench genie`.
 
