@@ -1,6 +1,7 @@
 """Genie with the real `databricks-sdk` (`w.genie`) and `databricks_ai_bridge.genie.Genie`: the same question asked by
 alice and bob gets different numbers because of a row filter; a user without SELECT gets a FAILED message that says
-why; a user without CAN_RUN gets 403.
+why; a user without CAN_RUN gets 403; databricks-langchain's `GenieAgent` inside a deployed agent answers each user
+with their own numbers.
 
 The model behind the space is a test double: a tiny OpenAI-compatible HTTP server on 127.0.0.1 written here, which
 answers each question with the SQL it was configured with (a broken SQL first for one of them, to exercise the
@@ -10,9 +11,11 @@ repair loop) and records every prompt.
 import http.server
 import json
 import threading
+from pathlib import Path
 
 import pytest
 import requests
+from agent_helpers import deploy, let_users_query, set_obo
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import NotFound, OperationFailed, PermissionDenied
 from databricks.sdk.service import iam, serving, sql
@@ -238,3 +241,21 @@ def test_without_select_the_message_fails_and_without_can_run_asking_is_refused(
     )
     assert response.status_code == 403
     assert response.json()["error_code"] == "PERMISSION_DENIED"
+
+
+def test_genie_agent_inside_a_deployed_agent_answers_each_user_with_their_rights(server, genie):
+    deployed = deploy(server, "genie-agent", Path(__file__).parent / "agents" / "genie_agent.py", ["dashboards.genie"])
+    let_users_query(server, deployed["id"])
+    set_obo(server, True)
+    answers = {}
+    for name in ("alice", "bob"):
+        response = requests.post(
+            server.url("/serving-endpoints/genie-agent/invocations"),
+            headers={"Authorization": f"Bearer {genie['clients'][name].config.token}"},
+            json={"messages": [{"role": "user", "content": TOTAL}], "custom_inputs": {"space_id": genie["space_id"]}},
+            timeout=300,
+        )
+        assert response.status_code == 200, response.text
+        answers[name] = response.json()["messages"][-1]["content"]
+    assert "60.0" in answers["alice"] and "40.0" not in answers["alice"], answers
+    assert "40.0" in answers["bob"] and "60.0" not in answers["bob"], answers

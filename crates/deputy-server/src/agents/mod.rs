@@ -170,6 +170,14 @@ impl AgentHost {
                 self.runtime_dir.display().to_string(),
             ),
             ("HOME".to_owned(), endpoint_dir.display().to_string()),
+            // Agents that trace (ai-bridge's Genie, databricks-langchain's GenieAgent) open an MLflow client: their
+            // traces stay in the endpoint's directory, in a file store, rather than MLflow's default SQLite store
+            // (which needs alembic whenever SQLAlchemy is installed).
+            (
+                "MLFLOW_TRACKING_URI".to_owned(),
+                format!("file://{}", endpoint_dir.join("mlruns").display()),
+            ),
+            ("MLFLOW_ALLOW_FILE_STORE".to_owned(), "true".to_owned()),
         ];
         // The few variables a process needs to find programs and speak UTF-8; nothing else of the server's.
         for key in ["PATH", "LANG", "LC_ALL", "TZ", "DEPUTY_MODEL_CACHE"] {
