@@ -39,25 +39,3 @@ fn serve_exits_cleanly_on_sigterm_and_restarts_with_the_same_state() {
     assert_eq!(workspace_id(&config), workspace_id(&config_after));
     assert!(terminate(server).success());
 }
-
-#[test]
-fn demo_walkthrough_runs_end_to_end() {
-    let data_dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_deputy"))
-        .args(["demo", "--exit", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        stdout.contains("scope = serving.serving-endpoints vectorsearch.vector-search-indexes"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("PERMISSION_DENIED"), "{stdout}");
-    assert!(stdout.contains("access token has been revoked"), "{stdout}");
-}
