@@ -565,7 +565,8 @@ async fn deploying_checks_the_file() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
-    // The deployer must be able to query the model the agent will use: carol cannot see `fake-llm`.
+    // Only admins deploy agents (a deploy names a file the server runs), so carol is refused before the check that
+    // the deployer may query the agent's model.
     let body = json!({ "name": "carols", "source_path": path });
     let reply =
         w.h.call(
@@ -577,7 +578,7 @@ async fn deploying_checks_the_file() {
         .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
     assert!(
-        reply.body["message"].as_str().unwrap().contains("fake-llm"),
+        reply.body["message"].as_str().unwrap().contains("admins"),
         "{}",
         reply.body
     );
