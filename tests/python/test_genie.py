@@ -80,7 +80,8 @@ def _run(w: WorkspaceClient, warehouse: str, statement: str):
 @pytest.fixture(scope="module")
 def genie(server, admin, sql_writer):
     """A space over a row-filtered orders table; alice, bob and carol may run it, dave only view it."""
-    warehouse = list(admin.warehouses.list())[0].id
+    # A warehouse of its own: its users get CAN_USE on it without touching the default warehouse other tests check.
+    warehouse = admin.warehouses.create(name="genie-warehouse").result().id
     clients = {}
     for name in USERS:
         user = admin.users.create(user_name=f"genie-{name}@example.com")
