@@ -106,27 +106,14 @@ mod sqlite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{IdentityKind, MetadataStore, NewIdentity, SqliteStore};
+    use crate::MetadataStore;
+    use crate::test_support::{self, open_temporary};
 
     #[tokio::test]
     async fn consents_are_put_replaced_listed_and_withdrawn() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("metadata.db"))
-            .await
-            .unwrap();
+        let (_dir, store) = open_temporary().await;
         let user = store
-            .create_identity(
-                NewIdentity {
-                    kind: IdentityKind::User,
-                    name: "alice@example.com".into(),
-                    display_name: "alice".into(),
-                    given_name: None,
-                    family_name: None,
-                    external_id: None,
-                    active: true,
-                },
-                1,
-            )
+            .create_identity(test_support::user("alice@example.com"), 1)
             .await
             .unwrap()
             .id;

@@ -245,28 +245,15 @@ mod sqlite {
     #[cfg(test)]
     mod tests {
         use super::*;
+        use crate::MetadataStore;
         use crate::catalog::{CatalogStore, WorkspaceObjectRecord};
-        use crate::{IdentityKind, MetadataStore, NewIdentity};
+        use crate::test_support::{self, open_temporary};
 
         #[tokio::test]
         async fn conversations_follow_their_space_and_keep_message_order() {
-            let dir = tempfile::tempdir().unwrap();
-            let store = SqliteStore::open(&dir.path().join("metadata.db"))
-                .await
-                .unwrap();
+            let (_dir, store) = open_temporary().await;
             let alice = store
-                .create_identity(
-                    NewIdentity {
-                        kind: IdentityKind::User,
-                        name: "alice".into(),
-                        display_name: "alice".into(),
-                        given_name: None,
-                        family_name: None,
-                        external_id: None,
-                        active: true,
-                    },
-                    1,
-                )
+                .create_identity(test_support::user("alice"), 1)
                 .await
                 .unwrap();
             store

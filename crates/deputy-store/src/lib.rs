@@ -15,6 +15,8 @@ pub mod genie;
 pub mod specs;
 mod sqlite;
 mod sqlite_catalog;
+#[cfg(test)]
+mod test_support;
 
 use async_trait::async_trait;
 use std::fmt;

@@ -595,32 +595,13 @@ impl MetadataStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn user(name: &str) -> NewIdentity {
-        NewIdentity {
-            kind: IdentityKind::User,
-            name: name.into(),
-            display_name: name.into(),
-            given_name: None,
-            family_name: None,
-            external_id: None,
-            active: true,
-        }
-    }
+    use crate::test_support::{open_temporary, user};
 
     fn group(name: &str) -> NewIdentity {
         NewIdentity {
             kind: IdentityKind::Group,
             ..user(name)
         }
-    }
-
-    async fn open_temporary() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("metadata.db"))
-            .await
-            .unwrap();
-        (dir, store)
     }
 
     #[tokio::test]
