@@ -6,7 +6,7 @@
 //! lists the caller's consents, `DELETE .../{endpoint_name}` withdraws one. **Only the user themselves can consent:**
 //! a delegated token (one that names an actor) is refused, so an agent can never consent for its user.
 
-use super::serving::{EndpointSpec, endpoint_by_name};
+use super::serving::{EndpointSpec, endpoint_by_name, endpoint_record};
 use super::{Access, ApiRouter};
 use crate::agents::DeployedAgent;
 use crate::credentials::{Caller, Credential};
@@ -99,14 +99,7 @@ async fn withdraw(
 ) -> Result<Json<Value>, ApiError> {
     refuse_delegated(&caller)?;
     // Withdrawing needs no right on the endpoint: a user may always take back what they gave.
-    let endpoints = state
-        .store()
-        .list_workspace_objects(super::serving::serving_object_type())
-        .await?;
-    let endpoint = endpoints
-        .iter()
-        .find(|record| record.name.eq_ignore_ascii_case(&endpoint_name));
-    let withdrawn = match endpoint {
+    let withdrawn = match endpoint_record(&state, &endpoint_name).await? {
         Some(record) => {
             state
                 .store()

@@ -233,6 +233,20 @@ pub async fn ensure_builtin_endpoints(
     Ok(())
 }
 
+/// The endpoint named `name` (names are case-insensitive), whoever may see it.
+pub async fn endpoint_record(
+    state: &AppState,
+    name: &str,
+) -> Result<Option<WorkspaceObjectRecord>, ApiError> {
+    let records = state
+        .store()
+        .list_workspace_objects(serving_object_type())
+        .await?;
+    Ok(records
+        .into_iter()
+        .find(|record| record.name.eq_ignore_ascii_case(name)))
+}
+
 /// The endpoint named `name` if the caller holds at least `level` on it; an endpoint the caller cannot view does not
 /// exist for them.
 pub async fn endpoint_by_name(
@@ -242,14 +256,7 @@ pub async fn endpoint_by_name(
     level: PermissionLevel,
 ) -> Result<(WorkspaceObjectRecord, EndpointSpec), ApiError> {
     let missing = || ApiError::not_found(format!("serving endpoint `{name}` does not exist"));
-    let records = state
-        .store()
-        .list_workspace_objects(serving_object_type())
-        .await?;
-    let record = records
-        .into_iter()
-        .find(|record| record.name.eq_ignore_ascii_case(name))
-        .ok_or_else(missing)?;
+    let record = endpoint_record(state, name).await?.ok_or_else(missing)?;
     let object = WorkspaceObjectRef::new(WorkspaceObjectKind::ServingEndpoint, &record.object_id);
     let view = Action::UseWorkspaceObject {
         object: object.clone(),
