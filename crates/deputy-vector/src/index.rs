@@ -5,6 +5,7 @@ use crate::VectorError;
 use crate::filter::Filter;
 use crate::log::{CONFIG_FILE, Operation, OperationLog, write_atomically};
 use crate::text::TextIndex;
+use numkong::{Angular, Euclidean};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -17,6 +18,20 @@ use std::sync::Mutex;
 const EXACT_SEARCH_LIMIT: usize = 2_048;
 /// A filtered graph walk is widened up to this many times the results wanted before an exact scan replaces it.
 const FILTERED_WIDENING_LIMIT: usize = 256;
+/// The graph keeps its vectors as bfloat16: half the memory read per distance of f32, and the AVX-512 BF16 kernels
+/// where the CPU has them. It is only the map: candidates are re-ranked with the rows' exact f32 vectors, so the
+/// hits and scores returned are exact among the candidates.
+const GRAPH_SCALAR: usearch::ScalarKind = usearch::ScalarKind::BF16;
+/// The graph is asked for this many times the hits wanted, so that bfloat16's near-ties cannot push a true
+/// neighbour out before the exact re-ranking.
+const RERANK_FACTOR: usize = 2;
+/// A query restricted to a share `s` of the rows may instead walk the graph unfiltered for `OVERFETCH_FACTOR *
+/// wanted / s` candidates and keep the allowed ones (about `OVERFETCH_FACTOR * wanted` of them), when that is at
+/// most `OVERFETCH_LIMIT` candidates. That is cheaper than usearch's filtered walk, which keeps `ef` *allowed*
+/// candidates and so explores about `ef / s` nodes (3x cheaper at s = 10%; see BENCHMARKS.md). Too few allowed
+/// candidates (rare with a factor of 1.5) fall back to the filtered walk.
+const OVERFETCH_FACTOR: f64 = 1.5;
+const OVERFETCH_LIMIT: f64 = 512.0;
 /// A batch at least this large is added to the HNSW graph from several threads.
 const PARALLEL_BATCH: usize = 1_024;
 /// Search contexts usearch keeps, i.e. how many queries may walk the graph at once.
@@ -84,6 +99,48 @@ pub enum QueryKind {
     Hybrid,
 }
 
+/// The rows a query may return (row-level security), as a bitmap over the index's internal row ids. Built once per
+/// query from primary keys by [`VectorIndex::allow_set`], it answers "may this graph node be returned?" with one
+/// bit test while the search walks the graph (a set of key strings cost a hash of the key per node). It describes
+/// the index as it was when built: a query after a later write refuses it rather than trust ids that may have moved.
+#[derive(Debug, Clone)]
+pub struct AllowSet {
+    bits: Vec<u64>,
+    members: usize,
+    version: u64,
+}
+
+impl AllowSet {
+    /// How many of the index's rows are allowed.
+    pub fn len(&self) -> usize {
+        self.members
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members == 0
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        usize::try_from(id / 64)
+            .ok()
+            .and_then(|word| self.bits.get(word))
+            .is_some_and(|word| word & (1 << (id % 64)) != 0)
+    }
+
+    /// The allowed ids, ascending.
+    fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.bits
+            .iter()
+            .zip(0u64..)
+            .flat_map(|(&word, word_index)| {
+                // Each step clears the lowest set bit, so a word yields one id per member.
+                std::iter::successors(Some(word), |rest| Some(rest & rest.wrapping_sub(1)))
+                    .take_while(|rest| *rest != 0)
+                    .map(move |rest| word_index * 64 + u64::from(rest.trailing_zeros()))
+            })
+    }
+}
+
 /// One query. `offset` skips the first hits (paging): the result is hits `offset..offset + num_results`.
 #[derive(Debug, Clone, Copy)]
 pub struct Query<'a> {
@@ -91,8 +148,8 @@ pub struct Query<'a> {
     pub vector: Option<&'a [f32]>,
     pub text: Option<&'a str>,
     pub filter: &'a Filter,
-    /// Only rows whose primary key is in the set may be returned.
-    pub allow: Option<&'a HashSet<String>>,
+    /// Only the rows in the set may be returned.
+    pub allow: Option<&'a AllowSet>,
     pub num_results: usize,
     pub offset: usize,
     /// Hits scoring below this are dropped.
@@ -118,14 +175,22 @@ struct Entry {
     id: u64,
     /// The columns except the vector.
     row: Map<String, Value>,
+}
+
+/// A row version by its internal id: its primary key and its vector, so that a graph hit or an exact scan reaches
+/// both with one integer lookup.
+struct Slot {
+    key: String,
     vector: Option<Vec<f32>>,
 }
 
 pub struct VectorIndex {
     config: IndexConfig,
     rows: BTreeMap<String, Entry>,
-    keys: HashMap<u64, String>,
+    slots: HashMap<u64, Slot>,
     next_id: u64,
+    /// Changes with every write, so that an [`AllowSet`] built before a write is refused after it.
+    version: u64,
     ann: Option<usearch::Index>,
     /// Vectors removed from the graph but still occupying slots; the graph is rebuilt when they outnumber the rows.
     removed: usize,
@@ -155,7 +220,7 @@ fn new_graph(config: &VectorConfig, capacity: usize) -> Result<usearch::Index, V
             // graph skips computing two norms per distance.
             Metric::Cosine => usearch::MetricKind::IP,
         },
-        quantization: usearch::ScalarKind::F32,
+        quantization: GRAPH_SCALAR,
         connectivity: config.ann.connectivity,
         expansion_add: config.ann.expansion_add,
         expansion_search: config.ann.expansion_search,
@@ -168,20 +233,14 @@ fn new_graph(config: &VectorConfig, capacity: usize) -> Result<usearch::Index, V
     Ok(graph)
 }
 
+/// The distance the graph would report, computed by NumKong's SIMD kernels (the ones usearch uses), for exact
+/// scans. Vectors of different lengths are infinitely far apart (the index never stores such a pair).
 fn distance(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
-    match metric {
-        Metric::L2 => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum(),
-        Metric::Cosine => {
-            let (mut dot, mut norm_a, mut norm_b) = (0.0f32, 0.0f32, 0.0f32);
-            for (x, y) in a.iter().zip(b) {
-                dot += x * y;
-                norm_a += x * x;
-                norm_b += y * y;
-            }
-            let norms = (norm_a * norm_b).sqrt();
-            if norms == 0.0 { 1.0 } else { 1.0 - dot / norms }
-        }
-    }
+    let distance = match metric {
+        Metric::L2 => f32::sqeuclidean(a, b),
+        Metric::Cosine => f32::angular(a, b),
+    };
+    distance.map_or(f32::INFINITY, |distance| distance as f32)
 }
 
 /// The vector as the graph stores it: unit length for cosine (the graph uses the inner product), as is for L2.
@@ -275,8 +334,9 @@ impl VectorIndex {
         Ok(VectorIndex {
             config,
             rows: BTreeMap::new(),
-            keys: HashMap::new(),
+            slots: HashMap::new(),
             next_id: 1,
+            version: 0,
             ann,
             removed: 0,
             text,
@@ -292,6 +352,11 @@ impl VectorIndex {
         self.rows.len()
     }
 
+    /// The SIMD instruction set the HNSW distance kernels run on here (benchmark reports), if there is a graph.
+    pub fn ann_kernel(&self) -> Option<String> {
+        self.ann.as_ref().map(usearch::Index::hardware_acceleration)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
@@ -301,6 +366,32 @@ impl VectorIndex {
         self.config.columns.is_empty()
             || self.config.columns.iter().any(|known| known == column)
             || column == self.config.primary_key
+    }
+
+    /// The allow-set of the rows with these primary keys (keys of absent rows are ignored), for queries until the
+    /// next write.
+    pub fn allow_set<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> AllowSet {
+        let words = usize::try_from(self.next_id / 64 + 1).unwrap_or(usize::MAX);
+        let mut bits = vec![0u64; words];
+        let mut members = 0;
+        for entry in keys.into_iter().filter_map(|key| self.rows.get(key)) {
+            let Some(word) = usize::try_from(entry.id / 64)
+                .ok()
+                .and_then(|word| bits.get_mut(word))
+            else {
+                continue;
+            };
+            let bit = 1 << (entry.id % 64);
+            if *word & bit == 0 {
+                *word |= bit;
+                members += 1;
+            }
+        }
+        AllowSet {
+            bits,
+            members,
+            version: self.version,
+        }
     }
 
     /// Parses a `filters_json` string against this index's columns.
@@ -411,22 +502,31 @@ impl VectorIndex {
     /// Runs a query. Every hit satisfies the filter and the allow-set; there are `num_results` of them unless fewer
     /// rows qualify.
     pub fn query(&self, query: &Query<'_>) -> Result<Vec<Hit>, VectorError> {
+        if query
+            .allow
+            .is_some_and(|allow| allow.version != self.version)
+        {
+            return Err(VectorError::StaleAllowSet);
+        }
         let wanted = query.offset.saturating_add(query.num_results);
         if wanted == 0 {
             return Ok(Vec::new());
         }
         let allowed = |id: u64| -> bool {
-            let Some(key) = self.keys.get(&id) else {
-                return false;
-            };
-            if query.allow.is_some_and(|allow| !allow.contains(key)) {
-                return false;
+            if let Some(allow) = query.allow {
+                // The set holds only ids that were live when it was built, and the version check above
+                // guarantees nothing was written since.
+                if !allow.contains(id) {
+                    return false;
+                }
+                if query.filter.is_empty() {
+                    return true;
+                }
             }
-            query.filter.is_empty()
-                || self
-                    .rows
-                    .get(key)
-                    .is_some_and(|entry| query.filter.matches(&entry.row))
+            self.slots
+                .get(&id)
+                .and_then(|slot| self.rows.get(&slot.key))
+                .is_some_and(|entry| query.filter.matches(&entry.row))
         };
         let restricted = query.allow.is_some() || !query.filter.is_empty();
         let mut ranked: Vec<(u64, f32)> = match query.kind {
@@ -462,8 +562,8 @@ impl VectorIndex {
             .skip(query.offset)
             .take(query.num_results)
             .filter_map(|(id, score)| {
-                self.keys.get(&id).map(|key| Hit {
-                    key: key.clone(),
+                self.slots.get(&id).map(|slot| Hit {
+                    key: slot.key.clone(),
                     score,
                 })
             })
@@ -495,7 +595,11 @@ impl VectorIndex {
 
     fn full_row(&self, entry: &Entry) -> Map<String, Value> {
         let mut row = entry.row.clone();
-        if let (Some(config), Some(vector)) = (&self.config.vector, &entry.vector) {
+        let vector = self
+            .slots
+            .get(&entry.id)
+            .and_then(|slot| slot.vector.as_ref());
+        if let (Some(config), Some(vector)) = (&self.config.vector, vector) {
             row.insert(config.column.clone(), vector_json(vector));
         }
         row
@@ -517,17 +621,24 @@ impl VectorIndex {
             self.remove_entry(&key)?;
             let id = self.next_id;
             self.next_id += 1;
-            self.keys.insert(id, key.clone());
+            self.slots.insert(
+                id,
+                Slot {
+                    key: key.clone(),
+                    vector,
+                },
+            );
             added.push(id);
-            self.rows.insert(key, Entry { id, row, vector });
+            self.rows.insert(key, Entry { id, row });
         }
+        self.version += 1;
         self.add_to_graph(&added)?;
         if let Some(text) = &self.text {
             let mut text = text
                 .lock()
                 .map_err(|_| engine("full-text index lock poisoned"))?;
             for id in &added {
-                if let Some(entry) = self.keys.get(id).and_then(|key| self.rows.get(key)) {
+                if let Some(entry) = self.slots.get(id).and_then(|slot| self.rows.get(&slot.key)) {
                     text.add(*id, &self.text_of(&entry.row))?;
                 }
             }
@@ -539,6 +650,7 @@ impl VectorIndex {
         for key in keys {
             self.remove_entry(key)?;
         }
+        self.version += 1;
         self.rebuild_graph_if_sparse()
     }
 
@@ -546,7 +658,7 @@ impl VectorIndex {
         let Some(entry) = self.rows.remove(key) else {
             return Ok(());
         };
-        self.keys.remove(&entry.id);
+        self.slots.remove(&entry.id);
         if let Some(graph) = &self.ann {
             graph.remove(entry.id).map_err(engine)?;
             self.removed += 1;
@@ -587,10 +699,7 @@ impl VectorIndex {
         }
         let vectors: Vec<(u64, &[f32])> = ids
             .iter()
-            .filter_map(|id| {
-                let entry = self.rows.get(self.keys.get(id)?)?;
-                Some((*id, entry.vector.as_deref()?))
-            })
+            .filter_map(|id| Some((*id, self.slots.get(id)?.vector.as_deref()?)))
             .collect();
         let threads = match vectors.len() >= PARALLEL_BATCH {
             true => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -651,15 +760,17 @@ impl VectorIndex {
         }
     }
 
-    /// The `wanted` nearest allowed rows as `(id, score)`, best first. With a restriction the graph walk itself
-    /// skips forbidden rows (usearch's filtered search); a small allow-set is scanned exactly instead, and so is the
-    /// whole index when the walk finds fewer rows than wanted (a very selective filter).
+    /// The `wanted` nearest allowed rows as `(id, score)`, best first, by the cheapest of four plans: an unfiltered
+    /// walk; for a small allow-set, an exact scan of its members; for an allow-set of a large enough share of the
+    /// rows, an unfiltered walk over-fetched by the inverse of that share, then filtered; otherwise a filtered walk
+    /// (usearch skips forbidden rows as it goes), widened, then an exact scan when the walk still finds fewer rows
+    /// than wanted (a very selective filter). Graph candidates are re-ranked exactly (see [`GRAPH_SCALAR`]).
     fn nearest(
         &self,
         vector: &[f32],
         wanted: usize,
         restriction: Option<&dyn Fn(u64) -> bool>,
-        allow: Option<&HashSet<String>>,
+        allow: Option<&AllowSet>,
     ) -> Result<Vec<(u64, f32)>, VectorError> {
         let (Some(graph), Some(config)) = (&self.ann, &self.config.vector) else {
             return Err(VectorError::InvalidRequest(
@@ -674,83 +785,74 @@ impl VectorIndex {
             )));
         }
         let query = graph_vector(config.metric, vector);
+        let candidates = wanted.saturating_mul(RERANK_FACTOR);
+        let rerank =
+            |ids: &mut dyn Iterator<Item = u64>| self.exact(config.metric, vector, wanted, ids);
         let Some(restriction) = restriction else {
-            let matches = graph.search(&query, wanted).map_err(engine)?;
-            return Ok(self.scored(config.metric, matches, wanted));
+            let matches = graph.search(&query, candidates).map_err(engine)?;
+            return Ok(rerank(&mut matches.keys.into_iter()));
         };
-        let exact = |candidates: &mut dyn Iterator<Item = &Entry>| {
-            self.exact(
-                config.metric,
-                vector,
-                wanted,
-                candidates.filter(|entry| restriction(entry.id)),
-            )
-        };
-        if let Some(allow) = allow.filter(|allow| allow.len() <= EXACT_SEARCH_LIMIT) {
-            return Ok(exact(
-                &mut allow.iter().filter_map(|key| self.rows.get(key)),
-            ));
+        if let Some(allow) = allow {
+            if allow.len() <= EXACT_SEARCH_LIMIT {
+                return Ok(rerank(&mut allow.ids().filter(|id| restriction(*id))));
+            }
+            let share = allow.len() as f64 / self.rows.len().max(1) as f64;
+            let overfetch = (wanted as f64 * OVERFETCH_FACTOR / share).ceil();
+            if overfetch <= OVERFETCH_LIMIT {
+                let matches = graph.search(&query, overfetch as usize).map_err(engine)?;
+                let allowed: Vec<u64> = matches
+                    .keys
+                    .into_iter()
+                    .filter(|id| restriction(*id))
+                    .collect();
+                if allowed.len() >= wanted {
+                    return Ok(rerank(&mut allowed.into_iter()));
+                }
+            }
         }
-        // usearch keeps at most `count` allowed candidates, so a walk asked for `wanted` through a graph where few
-        // rows are allowed can stop short; asking for `wanted / selectivity` (the allow-set's, when known), then for
-        // four times more, widens the walk before falling back to an exact scan.
-        let selectivity = allow.map_or(1.0, |allow| {
-            allow.len() as f64 / self.rows.len().max(1) as f64
-        });
-        let mut count = ((wanted as f64 / selectivity.max(1e-3)).ceil() as usize)
-            .clamp(wanted, self.rows.len().max(wanted));
+        // usearch keeps at most `count` allowed candidates, so a walk through a graph where few rows are allowed can
+        // stop short; each retry asks for four times more before an exact scan replaces the walk.
         let enough = wanted.min(self.rows.len());
+        let mut count = candidates.min(self.rows.len().max(wanted));
         while count <= wanted.saturating_mul(FILTERED_WIDENING_LIMIT) {
             let matches = graph
                 .filtered_search(&query, count, restriction)
                 .map_err(engine)?;
             if matches.keys.len() >= enough {
-                return Ok(self.scored(config.metric, matches, wanted));
+                return Ok(rerank(&mut matches.keys.into_iter()));
             }
             if count >= self.rows.len() {
                 break;
             }
             count = count.saturating_mul(4).min(self.rows.len());
         }
-        match allow {
-            Some(allow) => Ok(exact(
-                &mut allow.iter().filter_map(|key| self.rows.get(key)),
-            )),
-            None => Ok(exact(&mut self.rows.values())),
-        }
+        let mut members: Box<dyn Iterator<Item = u64>> = match allow {
+            Some(allow) => Box::new(allow.ids()),
+            None => Box::new(self.slots.keys().copied()),
+        };
+        Ok(rerank(&mut members.by_ref().filter(|id| restriction(*id))))
     }
 
-    fn scored(
-        &self,
-        metric: Metric,
-        matches: usearch::ffi::Matches,
-        wanted: usize,
-    ) -> Vec<(u64, f32)> {
-        matches
-            .keys
-            .into_iter()
-            .zip(matches.distances)
-            .filter(|(id, _)| self.keys.contains_key(id))
-            .take(wanted)
-            .map(|(id, distance)| (id, score(metric, distance)))
-            .collect()
-    }
-
-    fn exact<'e>(
+    /// The `wanted` nearest of `ids` by computing every distance.
+    fn exact(
         &self,
         metric: Metric,
         vector: &[f32],
         wanted: usize,
-        candidates: impl Iterator<Item = &'e Entry>,
+        ids: impl Iterator<Item = u64>,
     ) -> Vec<(u64, f32)> {
-        let mut scored: Vec<(u64, f32)> = candidates
-            .filter_map(|entry| {
-                let stored = entry.vector.as_deref()?;
-                Some((entry.id, distance(metric, vector, stored)))
+        let mut scored: Vec<(u64, f32)> = ids
+            .filter_map(|id| {
+                let stored = self.slots.get(&id)?.vector.as_deref()?;
+                Some((id, distance(metric, vector, stored)))
             })
             .collect();
-        scored.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-        scored.truncate(wanted);
+        let closer = |a: &(u64, f32), b: &(u64, f32)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
+        if scored.len() > wanted {
+            scored.select_nth_unstable_by(wanted, closer);
+            scored.truncate(wanted);
+        }
+        scored.sort_by(closer);
         scored
             .into_iter()
             .map(|(id, distance)| (id, score(metric, distance)))

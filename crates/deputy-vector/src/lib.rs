@@ -4,8 +4,10 @@
 //!
 //! **Architecture invariant:** a pure library. It knows nothing of HTTP, Unity Catalog, tokens or users: the server
 //! decides who may query what and hands the index a [`Filter`] and, for row-level security, the set of primary keys
-//! the caller may see. The allow-set restricts the search itself (filtered HNSW, or an exact scan when the set is
-//! small), so a query still returns `num_results` hits when some exist, instead of post-filtering a fixed top k.
+//! the caller may see ([`VectorIndex::allow_set`] turns it into a bitmap over the index's row ids). The allow-set
+//! restricts the search itself (an exact scan of a small set, an over-fetched walk for a large one, otherwise a
+//! filtered HNSW walk), so a query still returns `num_results` hits when some exist, instead of post-filtering a
+//! fixed top k.
 //!
 //! **Architecture invariant:** an acknowledged write is durable. [`VectorIndex::upsert`] and
 //! [`VectorIndex::delete`] return only after the operation is fsynced to the index's log (see the `log` module);
@@ -18,8 +20,8 @@ mod text;
 
 pub use filter::Filter;
 pub use index::{
-    AnnParams, Hit, IndexConfig, Metric, Query, QueryKind, VectorConfig, VectorIndex, WriteOutcome,
-    key_of,
+    AllowSet, AnnParams, Hit, IndexConfig, Metric, Query, QueryKind, VectorConfig, VectorIndex,
+    WriteOutcome, key_of,
 };
 
 use std::path::PathBuf;
@@ -39,6 +41,9 @@ pub enum VectorError {
     },
     #[error("index data at `{}` is unreadable: {detail}", path.display())]
     Corrupt { path: PathBuf, detail: String },
+    /// An allow-set used after a write to the index it was built from (a bug in the caller, not the client's).
+    #[error("the allow-set was built before the index's last write; build it again")]
+    StaleAllowSet,
     #[error("HNSW engine: {0}")]
     Engine(String),
     #[error("full-text engine: {0}")]

@@ -125,15 +125,17 @@ fn an_allow_set_still_yields_num_results_and_only_allowed_rows() {
     let (index, vectors) = filled(3_000, 16);
     let none = Filter::default();
     for modulus in [3usize, 50, 1_000] {
-        let allow: HashSet<String> = (0..3_000)
+        let allowed: HashSet<String> = (0..3_000)
             .filter(|id| id % modulus == 0)
             .map(|id| id.to_string())
             .collect();
+        let allow = index.allow_set(allowed.iter().map(String::as_str));
+        assert_eq!(allow.len(), allowed.len());
         let mut restricted = query(&vectors[1], &none, 10);
         restricted.allow = Some(&allow);
         let hits = index.query(&restricted).unwrap();
-        assert_eq!(hits.len(), 10.min(allow.len()), "modulus {modulus}");
-        assert!(hits.iter().all(|hit| allow.contains(&hit.key)));
+        assert_eq!(hits.len(), 10.min(allowed.len()), "modulus {modulus}");
+        assert!(hits.iter().all(|hit| allowed.contains(&hit.key)));
         let truth = brute_force(&vectors, &vectors[1], 10, |id| id % modulus == 0);
         let overlap = keys(&hits).iter().filter(|key| truth.contains(key)).count();
         assert!(
@@ -142,6 +144,36 @@ fn an_allow_set_still_yields_num_results_and_only_allowed_rows() {
             truth.len()
         );
     }
+}
+
+#[test]
+fn an_allow_set_is_bound_to_the_index_state_it_was_built_from() {
+    let (mut index, vectors) = filled(200, 8);
+    let none = Filter::default();
+    let allow = index.allow_set(["3", "7", "no-such-row"]);
+    assert_eq!(allow.len(), 2, "keys of absent rows are not members");
+    let mut restricted = query(&vectors[0], &none, 10);
+    restricted.allow = Some(&allow);
+    let mut found = keys(&index.query(&restricted).unwrap());
+    found.sort();
+    assert_eq!(found, ["3", "7"]);
+
+    let empty = index.allow_set([]);
+    restricted.allow = Some(&empty);
+    assert!(index.query(&restricted).unwrap().is_empty());
+
+    // Re-upserting row 3 gives it a new internal id: the old set must not be trusted any more.
+    index
+        .upsert(vec![json!({ "id": 3, "group": 0, "vec": vectors[3] })])
+        .unwrap();
+    restricted.allow = Some(&allow);
+    assert!(matches!(
+        index.query(&restricted),
+        Err(VectorError::StaleAllowSet)
+    ));
+    let rebuilt = index.allow_set(["3", "7"]);
+    restricted.allow = Some(&rebuilt);
+    assert_eq!(index.query(&restricted).unwrap().len(), 2);
 }
 
 #[test]

@@ -1472,9 +1472,11 @@ async fn run_query(
             "give `query_vector`, or `query_text` for an index that computes its embeddings",
         ));
     }
-    let allow = row_filter_allow_set(state, caller, &record, &spec).await?;
+    let allowed_keys = row_filter_allow_set(state, caller, &record, &spec).await?;
     let index = state.vector_indexes().get(&record)?;
     let index = read(&index)?;
+    // Built under the same read lock as the query, so no write can come between.
+    let allow = allowed_keys.map(|keys| index.allow_set(keys.iter().map(String::as_str)));
     let filter = match &request.filters_json {
         None | Some(Value::Null) => Filter::default(),
         Some(Value::String(text)) => index.parse_filter(text).map_err(vector_error)?,
