@@ -1,5 +1,6 @@
 //! The embedded [`MetadataStore`]: one SQLite file in WAL mode.
 
+use crate::audit::AuditGroupCommit;
 use crate::{
     ClientSecret, EpochMillis, Identity, IdentityKind, IdentityQuery, IdentityUpdate,
     MetadataStore, NewIdentity, PersonalAccessToken, PrincipalId, StoreError, StoreResult,
@@ -50,6 +51,7 @@ macro_rules! identity_columns {
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    audit: std::sync::Arc<AuditGroupCommit>,
 }
 
 impl SqliteStore {
@@ -68,11 +70,18 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         migrator().run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            audit: Default::default(),
+        })
     }
 
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    pub(crate) fn audit_group(&self) -> &AuditGroupCommit {
+        &self.audit
     }
 }
 
