@@ -277,6 +277,23 @@ async fn each_user_gets_their_own_rows_through_the_agents_sql_tool_and_every_cal
     assert_ne!(messages[0]["id"], messages[1]["id"]);
     assert_eq!(alice.body["custom_outputs"]["tools"], json!(["query_sql"]));
 
+    // The OpenAI Responses dialect reaches the same loop: `input` in, `output` messages out.
+    let responses =
+        w.h.call(
+            Method::POST,
+            "/serving-endpoints/responses",
+            Some(&w.alice),
+            Some(json!({ "model": "orders", "input": ORDERS_QUERY })),
+        )
+        .await;
+    assert_eq!(responses.status, StatusCode::OK, "{}", responses.body);
+    assert_eq!(responses.body["object"], "response");
+    let output = responses.body["output"].as_array().unwrap();
+    let text = output.last().unwrap()["content"][0]["text"]
+        .as_str()
+        .unwrap();
+    assert_eq!(text, answer, "{}", responses.body);
+
     let bob = w.ask(&w.bob, "orders", ORDERS_QUERY).await;
     let answer = final_answer(&bob.body);
     assert!(answer.contains("[\"US\",\"20\"]"), "{answer}");

@@ -786,8 +786,14 @@ async fn invoke_agent(
         (None, uuid::Uuid::new_v4().to_string())
     };
     let mut events = match state.agents().pool(&record.object_id, agent) {
-        // A declarative agent: Deputy runs its loop itself and reports as a worker does.
+        // A declarative agent: Deputy runs its loop itself and reports as a worker does. The loop reads chat
+        // messages, so a Responses-style request (`input`) is translated first, as the Python runtime does for
+        // ChatAgents.
         None => {
+            let body = match body.get("messages").is_none() && body.get("input").is_some() {
+                true => super::responses::chat_body(&body)?,
+                false => body,
+            };
             crate::agents::declarative::invoke(
                 state,
                 &record.name,
