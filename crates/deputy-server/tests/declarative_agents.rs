@@ -75,30 +75,6 @@ async fn admin(h: &Harness, method: Method, path: &str, body: Value) -> Value {
     reply.body
 }
 
-async fn warehouse(h: &Harness) -> String {
-    let reply = h
-        .call(
-            Method::GET,
-            "/api/2.0/sql/warehouses",
-            Some(&h.admin_token),
-            None,
-        )
-        .await;
-    reply.body["warehouses"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn admin_sql(h: &Harness, warehouse: &str, statement: &str) {
-    let body = json!({ "statement": statement, "warehouse_id": warehouse, "wait_timeout": "30s" });
-    let reply = admin(h, Method::POST, "/api/2.0/sql/statements", body).await;
-    assert_eq!(
-        reply["status"]["state"], "SUCCEEDED",
-        "{statement}: {reply}"
-    );
-}
-
 /// A user with an all-apis token (or the given scopes).
 async fn user(h: &Harness, name: &str, scopes: &[&str]) -> String {
     let user = h.create_user(name).await;
@@ -118,7 +94,7 @@ struct World {
 
 async fn world() -> World {
     let h = harness().await;
-    let warehouse = warehouse(&h).await;
+    let warehouse = h.default_warehouse().await;
     for statement in [
         "CREATE CATALOG main",
         "CREATE SCHEMA main.sales",
@@ -128,7 +104,7 @@ async fn world() -> World {
         "CREATE FUNCTION main.sales.by_region(region STRING) RETURNS BOOLEAN RETURN (region = 'EU' AND current_user() = 'alice@example.com') OR (region = 'US' AND current_user() = 'bob@example.com') OR is_account_group_member('admins')",
         "ALTER TABLE main.sales.orders SET ROW FILTER main.sales.by_region ON (region)",
     ] {
-        admin_sql(&h, &warehouse, statement).await;
+        h.admin_sql(&warehouse, statement).await;
     }
     let alice = user(&h, "alice@example.com", &["all-apis"]).await;
     let bob = user(&h, "bob@example.com", &["all-apis"]).await;
@@ -610,7 +586,7 @@ async fn the_vector_index_tool_searches_as_the_user_under_the_source_tables_row_
         "INSERT INTO main.docs.chunks VALUES (1, 'EU', 'alpha report', '[1.0, 0.0]'), (2, 'US', 'alpha memo', '[0.0, 1.0]')",
         "ALTER TABLE main.docs.chunks SET ROW FILTER main.sales.by_region ON (region)",
     ] {
-        admin_sql(&w.h, &w.warehouse, statement).await;
+        w.h.admin_sql(&w.warehouse, statement).await;
     }
     let endpoint = json!({ "name": "rag", "endpoint_type": "STANDARD" });
     admin(

@@ -97,21 +97,7 @@ struct Workspace {
 
 impl Workspace {
     async fn admin_sql(&self, statement: &str) -> Value {
-        let reply = self
-            .h
-            .call(
-                Method::POST,
-                "/api/2.0/sql/statements",
-                Some(&self.h.admin_token),
-                Some(json!({ "statement": statement, "warehouse_id": self.warehouse, "wait_timeout": "30s" })),
-            )
-            .await;
-        assert_eq!(
-            reply.body["status"]["state"], "SUCCEEDED",
-            "{statement}: {}",
-            reply.body
-        );
-        reply.body
+        self.h.admin_sql(&self.warehouse, statement).await
     }
 
     fn token(&self, user: &str) -> &str {
@@ -205,18 +191,7 @@ const TOTAL_SQL: &str = "SELECT SUM(amount) AS total FROM main.sales.orders";
 /// `secrets` table only alice reads, and a space over both whose model is the test double.
 async fn workspace() -> Workspace {
     let h = harness().await;
-    let warehouses = h
-        .call(
-            Method::GET,
-            "/api/2.0/sql/warehouses",
-            Some(&h.admin_token),
-            None,
-        )
-        .await;
-    let warehouse = warehouses.body["warehouses"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let warehouse = h.default_warehouse().await;
     let model = FakeModel::default();
     let base = model.serve().await;
     let mut w = Workspace {

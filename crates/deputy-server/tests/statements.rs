@@ -17,18 +17,7 @@ struct Sql {
 impl Sql {
     async fn new() -> Sql {
         let h = harness().await;
-        let warehouses = h
-            .call(
-                Method::GET,
-                "/api/2.0/sql/warehouses",
-                Some(&h.admin_token),
-                None,
-            )
-            .await;
-        let warehouse = warehouses.body["warehouses"][0]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let warehouse = h.default_warehouse().await;
         Sql { h, warehouse }
     }
 

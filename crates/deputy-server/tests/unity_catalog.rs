@@ -490,11 +490,7 @@ async fn listings_page_with_tokens() {
 #[tokio::test]
 async fn workspace_object_acls_follow_their_levels() {
     let w = workspace().await;
-    let warehouses = w.admin(Method::GET, "/api/2.0/sql/warehouses", None).await;
-    let id = warehouses["warehouses"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = w.h.default_warehouse().await;
     let path = format!("/api/2.0/permissions/warehouses/{id}");
     // Alice cannot see the warehouse yet.
     assert_eq!(

@@ -12,37 +12,6 @@ use support::{BASE_URL, Harness, harness};
 
 const VS: &str = "/api/2.0/vector-search";
 
-/// Runs SQL as the admin on the default warehouse; the statement must succeed.
-async fn admin_sql(h: &Harness, statement: &str) {
-    let warehouses = h
-        .call(
-            Method::GET,
-            "/api/2.0/sql/warehouses",
-            Some(&h.admin_token),
-            None,
-        )
-        .await;
-    let warehouse = warehouses.body["warehouses"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let reply = h
-        .call(
-            Method::POST,
-            "/api/2.0/sql/statements",
-            Some(&h.admin_token),
-            Some(
-                json!({ "statement": statement, "warehouse_id": warehouse, "wait_timeout": "30s" }),
-            ),
-        )
-        .await;
-    assert_eq!(
-        reply.body["status"]["state"], "SUCCEEDED",
-        "{statement}: {}",
-        reply.body
-    );
-}
-
 async fn user(h: &Harness, name: &str) -> String {
     let user = h.create_user(name).await;
     h.token_for(user["id"].as_str().unwrap(), &["all-apis"])
@@ -92,6 +61,7 @@ fn ids(reply: &Value) -> Vec<Value> {
 #[tokio::test]
 async fn users_query_a_delta_sync_index_through_the_source_tables_row_filter() {
     let h = harness().await;
+    let warehouse = h.default_warehouse().await;
     for statement in [
         "CREATE CATALOG main",
         "CREATE SCHEMA main.docs",
@@ -100,7 +70,7 @@ async fn users_query_a_delta_sync_index_through_the_source_tables_row_filter() {
         "CREATE FUNCTION main.docs.by_region(region STRING) RETURNS BOOLEAN RETURN (region = 'EU' AND current_user() = 'alice@example.com') OR (region = 'US' AND current_user() = 'bob@example.com') OR is_account_group_member('admins')",
         "ALTER TABLE main.docs.chunks SET ROW FILTER main.docs.by_region ON (region)",
     ] {
-        admin_sql(&h, statement).await;
+        h.admin_sql(&warehouse, statement).await;
     }
     let endpoint = create_endpoint(&h, "rag").await;
     assert_eq!(endpoint["endpoint_status"]["state"], "ONLINE");
@@ -259,8 +229,8 @@ async fn users_query_a_delta_sync_index_through_the_source_tables_row_filter() {
     assert_eq!(scanned, vec![json!(2), json!(4)]);
 
     // Direct writes are refused on a delta-sync index; a sync re-reads the table.
-    admin_sql(
-        &h,
+    h.admin_sql(
+        &warehouse,
         "INSERT INTO main.docs.chunks VALUES (5, 'EU', 'epsilon', '[0.95, 0.05]')",
     )
     .await;

@@ -103,6 +103,42 @@ impl Harness {
         self.send(request.body(Body::from(body)).unwrap()).await
     }
 
+    /// The id of the SQL warehouse every workspace starts with.
+    pub async fn default_warehouse(&self) -> String {
+        let reply = self
+            .call(
+                Method::GET,
+                "/api/2.0/sql/warehouses",
+                Some(&self.admin_token),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["warehouses"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Runs SQL as the admin on `warehouse`; the statement must succeed. Returns the statement response.
+    pub async fn admin_sql(&self, warehouse: &str, statement: &str) -> Value {
+        let reply = self
+            .call(
+                Method::POST,
+                "/api/2.0/sql/statements",
+                Some(&self.admin_token),
+                Some(json!({ "statement": statement, "warehouse_id": warehouse, "wait_timeout": "30s" })),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{statement}: {}", reply.body);
+        assert_eq!(
+            reply.body["status"]["state"], "SUCCEEDED",
+            "{statement}: {}",
+            reply.body
+        );
+        reply.body
+    }
+
     pub async fn create_user(&self, name: &str) -> Value {
         let reply = self
             .call(
