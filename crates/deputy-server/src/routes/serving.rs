@@ -734,6 +734,30 @@ fn keep_system_token_fresh(state: &AppState, endpoint_id: &str, agent: &Deployed
     });
 }
 
+/// An audit event of `agent` serving `endpoint` for the caller: the agent is the innermost actor, the endpoint
+/// the securable.
+fn agent_event(
+    caller: &Caller,
+    agent: &DeployedAgent,
+    endpoint: &str,
+    api: &str,
+    allowed: bool,
+    reason: &str,
+) -> deputy_store::AuditEvent {
+    let mut actors = vec![agent.service_principal.clone()];
+    actors.extend(crate::audit::actors_of(caller));
+    let mut event = crate::audit::now_event(
+        caller,
+        actors,
+        Some(endpoint.to_owned()),
+        api.to_owned(),
+        allowed,
+        reason.to_owned(),
+    );
+    event.securable = Some(format!("serving-endpoints/{endpoint}"));
+    event
+}
+
 /// Runs one request on the agent's workers for the caller: with the caller's downscoped token when on-behalf-of
 /// access is on (audited), with none otherwise.
 async fn invoke_agent(
@@ -749,37 +773,32 @@ async fn invoke_agent(
         if state.agents().consent_required()
             && let Err(reason) = super::consents::check_consent(state, caller, record, agent).await
         {
-            let mut actors = vec![agent.service_principal.clone()];
-            actors.extend(crate::audit::actors_of(caller));
-            let mut event = crate::audit::now_event(
+            let event = agent_event(
                 caller,
-                actors,
-                Some(record.name.clone()),
-                "serving.consent".into(),
+                agent,
+                &record.name,
+                "serving.consent",
                 false,
-                reason.clone(),
+                &reason,
             );
-            event.securable = Some(format!("serving-endpoints/{}", record.name));
             crate::audit::record(state, &[event]).await?;
             return Err(ApiError::permission_denied(reason));
         }
         let (token, claims) = on_behalf_of_token(state, caller, agent)?;
-        let mut actors = vec![agent.service_principal.clone()];
-        actors.extend(crate::audit::actors_of(caller));
-        let mut event = crate::audit::now_event(
+        let reason = format!(
+            "{} may query `{}`; the agent acts with scopes [{}] (the caller's ∩ the declared [{}])",
+            caller.identity.name, record.name, claims.scope, agent.user_scopes
+        );
+        let mut event = agent_event(
             caller,
-            actors,
-            Some(record.name.clone()),
-            "serving.on-behalf-of-token".into(),
+            agent,
+            &record.name,
+            "serving.on-behalf-of-token",
             true,
-            format!(
-                "{} may query `{}`; the agent acts with scopes [{}] (the caller's ∩ the declared [{}])",
-                caller.identity.name, record.name, claims.scope, agent.user_scopes
-            ),
+            &reason,
         );
         event.request_id = claims.jti.clone();
         event.scope = Some(claims.scope.to_string());
-        event.securable = Some(format!("serving-endpoints/{}", record.name));
         crate::audit::record(state, &[event]).await?;
         (Some(token), claims.jti)
     } else {
