@@ -171,14 +171,8 @@ impl World {
 async fn world() -> World {
     let h = harness().await;
     let (upstream, address) = start_upstream().await;
-    let alice = h.create_user("alice@example.com").await;
-    let bob = h.create_user("bob@example.com").await;
-    let alice = h
-        .token_for(alice["id"].as_str().unwrap(), &["all-apis"])
-        .await;
-    let bob = h
-        .token_for(bob["id"].as_str().unwrap(), &["all-apis"])
-        .await;
+    let alice = h.new_user_token("alice@example.com", &["all-apis"]).await;
+    let bob = h.new_user_token("bob@example.com", &["all-apis"]).await;
     let w = World {
         h,
         upstream,

@@ -75,12 +75,6 @@ async fn admin(h: &Harness, method: Method, path: &str, body: Value) -> Value {
     reply.body
 }
 
-/// A user with an all-apis token (or the given scopes).
-async fn user(h: &Harness, name: &str, scopes: &[&str]) -> String {
-    let user = h.create_user(name).await;
-    h.token_for(user["id"].as_str().unwrap(), scopes).await
-}
-
 /// The workspace of every test: orders whose row filter shows alice the EU rows and bob the US rows; alice and bob
 /// may read them and use the warehouse, carol may do neither; the fake model behind the endpoint `fake-llm`.
 struct World {
@@ -106,9 +100,9 @@ async fn world() -> World {
     ] {
         h.admin_sql(&warehouse, statement).await;
     }
-    let alice = user(&h, "alice@example.com", &["all-apis"]).await;
-    let bob = user(&h, "bob@example.com", &["all-apis"]).await;
-    let carol = user(&h, "carol@example.com", &["all-apis"]).await;
+    let alice = h.new_user_token("alice@example.com", &["all-apis"]).await;
+    let bob = h.new_user_token("bob@example.com", &["all-apis"]).await;
+    let carol = h.new_user_token("carol@example.com", &["all-apis"]).await;
     for principal in ["alice@example.com", "bob@example.com"] {
         for (kind, name, privilege) in [
             ("catalog", "main", "USE_CATALOG"),
@@ -445,7 +439,9 @@ async fn tool_calls_stay_within_the_declared_scopes_and_tables() {
     );
 
     // A caller whose token shares no scope with the agent's declaration cannot be acted for at all.
-    let narrow = user(&w.h, "dave@example.com", &["serving.serving-endpoints"]).await;
+    let narrow =
+        w.h.new_user_token("dave@example.com", &["serving.serving-endpoints"])
+            .await;
     let refused = w.ask(&narrow, "orders", "hello").await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
 

@@ -202,9 +202,8 @@ async fn workspace() -> Workspace {
         tokens: HashMap::new(),
     };
     for user in ["alice", "bob", "carol", "dave"] {
-        let created = w.h.create_user(&format!("{user}@example.com")).await;
         let token =
-            w.h.token_for(created["id"].as_str().unwrap(), &["all-apis"])
+            w.h.new_user_token(&format!("{user}@example.com"), &["all-apis"])
                 .await;
         w.tokens.insert(user, token);
     }

@@ -77,10 +77,9 @@ async fn statements_run_as_the_caller_under_warehouse_acls_and_grants() {
         vec![json!(["1", "EU"]), json!(["2", "US"]), json!(["3", "EU"])]
     );
 
-    let alice = sql.h.create_user("alice@example.com").await;
     let alice_token = sql
         .h
-        .token_for(alice["id"].as_str().unwrap(), &["all-apis"])
+        .new_user_token("alice@example.com", &["all-apis"])
         .await;
     let (status, body) = sql.submit(&alice_token, "SELECT 1", json!({})).await;
     assert_eq!(
@@ -191,11 +190,7 @@ async fn asynchronous_statements_parameters_errors_and_privacy() {
     );
 
     // Someone else's statement does not exist for them.
-    let bob = sql.h.create_user("bob@example.com").await;
-    let bob_token = sql
-        .h
-        .token_for(bob["id"].as_str().unwrap(), &["all-apis"])
-        .await;
+    let bob_token = sql.h.new_user_token("bob@example.com", &["all-apis"]).await;
     let peek = sql
         .h
         .call(

@@ -12,12 +12,6 @@ use support::{BASE_URL, Harness, harness};
 
 const VS: &str = "/api/2.0/vector-search";
 
-async fn user(h: &Harness, name: &str) -> String {
-    let user = h.create_user(name).await;
-    h.token_for(user["id"].as_str().unwrap(), &["all-apis"])
-        .await
-}
-
 async fn grant(
     h: &Harness,
     securable_type: &str,
@@ -93,9 +87,9 @@ async fn users_query_a_delta_sync_index_through_the_source_tables_row_filter() {
         "ONLINE_NO_PENDING_UPDATE"
     );
 
-    let alice = user(&h, "alice@example.com").await;
-    let bob = user(&h, "bob@example.com").await;
-    let carol = user(&h, "carol@example.com").await;
+    let alice = h.new_user_token("alice@example.com", &["all-apis"]).await;
+    let bob = h.new_user_token("bob@example.com", &["all-apis"]).await;
+    let carol = h.new_user_token("carol@example.com", &["all-apis"]).await;
     for principal in ["alice@example.com", "bob@example.com", "carol@example.com"] {
         grant(&h, "catalog", "main", principal, &["USE_CATALOG"]).await;
         grant(&h, "schema", "main.docs", principal, &["USE_SCHEMA"]).await;
@@ -273,7 +267,7 @@ async fn users_query_a_delta_sync_index_through_the_source_tables_row_filter() {
 async fn endpoint_acls_and_scopes() {
     let h = harness().await;
     let endpoint = create_endpoint(&h, "ep").await;
-    let alice = user(&h, "alice@example.com").await;
+    let alice = h.new_user_token("alice@example.com", &["all-apis"]).await;
     let missing = h
         .call(
             Method::GET,
@@ -349,8 +343,7 @@ async fn endpoint_acls_and_scopes() {
         .await;
     assert_eq!(duplicate.status, StatusCode::CONFLICT);
 
-    let user = h.create_user("narrow@example.com").await;
-    let narrow = h.token_for(user["id"].as_str().unwrap(), &["sql"]).await;
+    let narrow = h.new_user_token("narrow@example.com", &["sql"]).await;
     let refused = h
         .call(Method::GET, &format!("{VS}/indexes"), Some(&narrow), None)
         .await;

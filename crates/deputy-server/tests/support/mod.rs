@@ -103,6 +103,12 @@ impl Harness {
         self.send(request.body(Body::from(body)).unwrap()).await
     }
 
+    /// A new user's token with these scopes (the user itself is not needed).
+    pub async fn new_user_token(&self, name: &str, scopes: &[&str]) -> String {
+        let user = self.create_user(name).await;
+        self.token_for(user["id"].as_str().unwrap(), scopes).await
+    }
+
     /// The id of the SQL warehouse every workspace starts with.
     pub async fn default_warehouse(&self) -> String {
         let reply = self
