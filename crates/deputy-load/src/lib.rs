@@ -69,25 +69,20 @@ impl Server {
             .spawn()
             .with_context(|| format!("cannot run `{}`", binary.display()))?;
         let pid = child.id().context("the server exited at once")?;
+        let healthz = format!("{host}/healthz");
         let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let up = http
-                .get(format!("{host}/healthz"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .is_ok_and(|response| response.status().is_success());
-            if up {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the server did not answer /healthz within 60 s (log: {})",
-                    data_dir.path().join("server.log").display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if !answers_within(
+            &http,
+            &healthz,
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+        )
+        .await
+        {
+            bail!(
+                "the server did not answer /healthz within 60 s (log: {})",
+                data_dir.path().join("server.log").display()
+            );
         }
         let admin_token = std::fs::read_to_string(data_dir.path().join("admin-token"))?
             .trim()
@@ -369,5 +364,31 @@ pub fn median(values: &[f64]) -> f64 {
         0 => f64::NAN,
         n if n % 2 == 1 => sorted[n / 2],
         n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// Whether `url` answers a GET with a success status within `limit`, asked every `every` (each try bounded to 2 s):
+/// how the benchmarks wait for a server they started.
+pub async fn answers_within(
+    http: &reqwest::Client,
+    url: &str,
+    limit: Duration,
+    every: Duration,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let up = http
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success());
+        if up {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(every).await;
     }
 }

@@ -15,7 +15,8 @@
 use anyhow::{Context, bail};
 use clap::Parser;
 use deputy_load::{
-    Api, Latencies, Server, free_port, load_average, median, repository_root, sibling_binary,
+    Api, Latencies, Server, answers_within, free_port, load_average, median, repository_root,
+    sibling_binary,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -581,21 +582,17 @@ async fn start_mlflow(
         .spawn()
         .context("cannot start mlflow models serve")?;
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let up = http
-            .get(format!("{base}/ping"))
-            .send()
-            .await
-            .is_ok_and(|response| response.status().is_success());
-        if up {
-            break;
-        }
-        if Instant::now() > deadline {
-            stop_group(child).await;
-            bail!("mlflow models serve did not answer /ping within 180 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let ping = format!("{base}/ping");
+    if !answers_within(
+        http,
+        &ping,
+        Duration::from_secs(180),
+        Duration::from_millis(200),
+    )
+    .await
+    {
+        stop_group(child).await;
+        bail!("mlflow models serve did not answer /ping within 180 s");
     }
     Ok((child, format!("{base}/invocations")))
 }
