@@ -1148,7 +1148,7 @@ async fn row_filter_allow_set(
     caller: &Caller,
     record: &SecurableRecord,
     spec: &IndexSpec,
-) -> Result<Option<HashSet<String>>, ApiError> {
+) -> Result<Option<Vec<String>>, ApiError> {
     let Some(table) = spec
         .source_table
         .as_deref()
@@ -1317,7 +1317,9 @@ async fn scan(
     ApiJson(body): ApiJson<ScanRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let (record, spec) = authorized_index(&state, &caller, &name, Action::ReadTable).await?;
-    let allow = row_filter_allow_set(&state, &caller, &record, &spec).await?;
+    let allow: Option<HashSet<String>> = row_filter_allow_set(&state, &caller, &record, &spec)
+        .await?
+        .map(|keys| keys.into_iter().collect());
     let limit = body.num_results.unwrap_or(100).clamp(1, MAX_NUM_RESULTS);
     let last = body.last_primary_key.as_ref().and_then(key_of);
     let index = state.vector_indexes().get(&record)?;
