@@ -1,11 +1,11 @@
-"""The seed's example end to end: the RAG ChatAgent of python/examples/rag_agent (a `VectorSearchRetrieverTool` from
-databricks-langchain built inside predict with the user's client), logged with MLflow's `UserAuthPolicy`, deployed,
+"""The seed's example end to end: the RAG ChatAgent of python/examples/rag_agent (the vector index queried inside
+predict with the user's client), logged with MLflow's `UserAuthPolicy`, deployed,
 and asked the same question by users who may read different documents.
 
 The documents table has a row filter (public documents, plus those of the reader's department); the delta-sync index
 over it is filtered by that row filter for whoever queries it, so each user's answer is grounded in their own
 documents. The built-in models answer (embeddings and chat), so `deputy models install` must have run. The last test
-invokes the retriever tool directly, outside any agent, with each user's own client.
+invokes databricks-langchain's `VectorSearchRetrieverTool` directly, outside any agent, with each user's own client.
 """
 
 import os
@@ -105,7 +105,7 @@ def test_a_user_without_select_on_the_index_gets_the_best_effort_answer(server, 
     answer, cid = _reply(server, rag["cid@example.com"])
     assert cid["user"] == "cid@example.com"
     assert cid["sources"] == []
-    assert "PermissionDenied" in cid["skipped_tool"] or "PERMISSION_DENIED" in cid["skipped_tool"], cid
+    assert "PermissionDenied" in cid["skipped_search"] or "PERMISSION_DENIED" in cid["skipped_search"], cid
     assert answer
 
 

@@ -79,6 +79,12 @@ pub async fn prepare(
     data_dir: &std::path::Path,
     base_url: &str,
 ) -> Result<(AppState, BootstrapReport), ServeError> {
+    // A relative data directory is resolved against the server's working directory once, here: agents' deployment
+    // paths and the runtime's path are handed to worker processes, which need absolute ones.
+    let data_dir = &std::path::absolute(data_dir).map_err(|source| ServeError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
     std::fs::create_dir_all(data_dir).map_err(|source| ServeError::DataDir {
         path: data_dir.to_owned(),
         source,
@@ -106,7 +112,12 @@ pub async fn prepare(
             .await?
             .is_some_and(|value| value == "true"),
     };
-    let agents = agents::AgentHost::new(data_dir, &base_url, settings);
+    let runtime_dir =
+        agents::python_runtime_dir(data_dir).map_err(|source| ServeError::DataDir {
+            path: data_dir.join("python"),
+            source,
+        })?;
+    let agents = agents::AgentHost::new(data_dir, runtime_dir, &base_url, settings);
     let vector_indexes =
         routes::vector_search::VectorIndexes::load(data_dir.join("vector-search"), store.as_ref())
             .await?;

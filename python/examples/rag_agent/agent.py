@@ -1,23 +1,24 @@
 """The seed's agent: a ChatAgent that answers from documents retrieved on behalf of the user who asks.
 
 Written as the Databricks on-behalf-of page writes it: the user's client is built inside `predict` (the user is only
-known per request), the `VectorSearchRetrieverTool` gets that client, and its creation sits in a try/except so a user
-who may not read the index still gets a best-effort answer without it. The answer comes from a chat model endpoint,
+known per request), the vector index is queried with that client, and the query sits in a try/except so a user who may
+not read the index still gets a best-effort answer without documents. The answer comes from a chat model endpoint,
 also called as the user. `custom_outputs` lists the sources, so callers can see what each user was allowed to read.
+
+It needs only `databricks-sdk` and MLflow (the agent runtime's lock): databricks-langchain's
+`VectorSearchRetrieverTool` would do the same query, but its declared dependencies do not resolve together with the
+current `databricks-sdk`, so an environment with it cannot be locked consistently.
 
 Logged with `log_agent.py` (models-from-code); deployed with `deputy agents deploy`.
 """
 
-import ast
 import logging
 import os
-import re
 
 import mlflow
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.credentials_provider import ModelServingUserCredentials
 from databricks.sdk.service.serving import ChatMessage, ChatMessageRole
-from databricks_langchain import VectorSearchRetrieverTool
 from mlflow.pyfunc import ChatAgent
 from mlflow.types.agent import ChatAgentMessage, ChatAgentResponse
 
@@ -33,27 +34,13 @@ class RagAgent(ChatAgent):
         # Built per request: this client holds the invoking user's downscoped token.
         user_client = WorkspaceClient(credentials_strategy=ModelServingUserCredentials())
 
-        vector_search_tools = []
         # Exclude exception handling if you want the agent to fail when users lack access to the index.
         try:
-            tool = VectorSearchRetrieverTool(
-                index_name=INDEX_NAME,
-                description="Company documents",
-                tool_name="documents",
-                columns=["id", "title", "body"],
-                num_results=3,
-                workspace_client=user_client,  # Specify the user authenticated client
-            )
-            vector_search_tools.append(tool)
-        except Exception as error:
-            _logger.debug("Skipping adding tool as user does not have permissions: %s", error)
-            skipped = f"{type(error).__name__}: {error}"
-        else:
+            sources = _search(user_client, question)
             skipped = None
-
-        sources = []
-        for tool in vector_search_tools:
-            sources.extend(_documents(tool.invoke({"query": question})))
+        except Exception as error:
+            _logger.debug("Answering without documents as the user may not read the index: %s", error)
+            sources, skipped = [], f"{type(error).__name__}: {error}"
 
         # A small model follows a prompt best when the documents sit right before the question.
         documents = "\n".join(f"- {source['body']}" for source in sources) or "- (none that you may read)"
@@ -70,22 +57,18 @@ class RagAgent(ChatAgent):
             custom_outputs={
                 "sources": [source["title"] for source in sources],
                 "user": getattr(context, "user_id", None),
-                "skipped_tool": skipped,
+                "skipped_search": skipped,
             },
         )
 
 
-def _documents(tool_output):
-    """The sources in the retriever tool's output: the `repr` of LangChain `Document`s (the tool's JSON fallback), from
-    which each document's metadata dict (`id`, `title`) and `page_content` are read back."""
-    found = []
-    for match in _DOCUMENT.finditer(tool_output):
-        metadata = ast.literal_eval(match.group("metadata"))
-        found.append({"title": metadata.get("title", ""), "body": ast.literal_eval(match.group("content"))})
-    return found
-
-
-_DOCUMENT = re.compile(r"Document\((?:id=[^,]*, )?metadata=(?P<metadata>\{.*?\}), page_content=(?P<content>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
+def _search(client, question):
+    """The three documents nearest the question that the user may read, as dicts of the requested columns."""
+    response = client.vector_search_indexes.query_index(
+        index_name=INDEX_NAME, columns=["id", "title", "body"], query_text=question, num_results=3
+    )
+    names = [column.name for column in response.manifest.columns]
+    return [dict(zip(names, row)) for row in (response.result.data_array or [])]
 
 
 mlflow.models.set_model(RagAgent())

@@ -66,10 +66,16 @@ pub struct AgentHost {
 }
 
 impl AgentHost {
-    pub fn new(data_dir: &Path, base_url: &str, settings: AgentSettings) -> AgentHost {
+    /// `runtime_dir` holds the Python agent runtime's packages (see `python_runtime_dir`).
+    pub fn new(
+        data_dir: &Path,
+        runtime_dir: PathBuf,
+        base_url: &str,
+        settings: AgentSettings,
+    ) -> AgentHost {
         AgentHost {
             agents_dir: data_dir.join("agents"),
-            runtime_dir: python_runtime_dir(),
+            runtime_dir,
             python: std::env::var("DEPUTY_AGENT_PYTHON").unwrap_or_else(|_| "python3".into()),
             base_url: base_url.to_owned(),
             pools: Mutex::default(),
@@ -233,15 +239,13 @@ pub fn service_principal_token(
         .map_err(ApiError::internal)
 }
 
-/// Where the Python agent runtime's sources are: `$DEPUTY_AGENT_RUNTIME`, else the copy in the source tree this
-/// binary was built from.
-fn python_runtime_dir() -> PathBuf {
-    std::env::var_os("DEPUTY_AGENT_RUNTIME")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../python/deputy-agent-runtime")
-        })
+/// Where the Python agent runtime's packages are: `$DEPUTY_AGENT_RUNTIME` (a checkout being worked on), else the copy
+/// embedded in this binary, written under `DATA_DIR/python` once per version.
+pub fn python_runtime_dir(data_dir: &Path) -> std::io::Result<PathBuf> {
+    match std::env::var_os("DEPUTY_AGENT_RUNTIME").filter(|dir| !dir.is_empty()) {
+        Some(dir) => Ok(PathBuf::from(dir)),
+        None => deputy_python_files::AGENT_RUNTIME.write_under(&data_dir.join("python")),
+    }
 }
 
 /// Copies the agent at `source` (a file or a directory tree) to `target`.

@@ -9,7 +9,7 @@ use super::{SCIM, ensure_user, obo_personal_token, text};
 use anyhow::Context;
 use deputy_sdk::WorkspaceClient;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const QUESTION: &str = "What are we launching next quarter?";
 const INDEX: &str = "demo.docs.documents_index";
@@ -124,23 +124,24 @@ fn print_reply(user_name: &str, reply: &Value) {
     } else {
         println!("     sources: {}", sources.join("; "));
     }
-    if let Some(skipped) = outputs["skipped_tool"].as_str() {
+    if let Some(skipped) = outputs["skipped_search"].as_str() {
         let first_line = skipped.lines().next().unwrap_or_default();
-        println!("     (retriever tool skipped: {first_line})");
+        println!("     (document search skipped: {first_line})");
     }
 }
 
-/// The interpreter that runs Python agents: it must have the agent runtime's and the example agent's packages.
+/// The interpreter that runs Python agents: it must have the agent runtime's packages, which are all the example agent
+/// needs.
 fn agent_python() -> anyhow::Result<String> {
     let python = std::env::var("DEPUTY_AGENT_PYTHON").unwrap_or_else(|_| "python3".into());
     let probe = std::process::Command::new(&python)
-        .args(["-c", "import databricks_langchain, mlflow"])
+        .args(["-c", "import databricks.sdk, mlflow"])
         .output();
     match probe {
         Ok(output) if output.status.success() => Ok(python),
         _ => anyhow::bail!(
-            "`{python}` cannot import databricks_langchain and mlflow; run ./scripts/demo.sh, which prepares the \
-             agent environment, or set DEPUTY_AGENT_PYTHON to a Python with python/examples/rag_agent's requirements"
+            "`{python}` cannot import databricks.sdk and mlflow; run ./scripts/demo.sh, which prepares the agent \
+             environment, or set DEPUTY_AGENT_PYTHON to a Python with python/deputy-agent-runtime/requirements.txt"
         ),
     }
 }
@@ -304,8 +305,12 @@ async fn ensure_agent(
     }
     // MLflow validates a ChatAgent by running it once while logging it, so it is logged with the admin's
     // credentials, as an author would in a notebook.
+    // The example's files ship inside the binary, so the demo works wherever the binary is.
+    let example_dir = deputy_python_files::RAG_EXAMPLE
+        .write_under(&data_dir.join("python"))
+        .context("writing the example agent's files")?;
     let logged = tokio::process::Command::new(python)
-        .arg(example_dir().join("log_agent.py"))
+        .arg(example_dir.join("log_agent.py"))
         .arg(&model_dir)
         .env("DATABRICKS_HOST", host)
         .env("DATABRICKS_TOKEN", admin_token)
@@ -338,12 +343,4 @@ async fn ensure_agent(
         )
         .await?;
     Ok(())
-}
-
-/// Where the example agent lives: `$DEPUTY_EXAMPLES_DIR`, or the source tree this binary was built from.
-fn example_dir() -> PathBuf {
-    std::env::var_os("DEPUTY_EXAMPLES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../python/examples"))
-        .join("rag_agent")
 }
