@@ -6,13 +6,15 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-cargo build --release -p deputy
+# The same (debug) build the tests use, so a fresh machine compiles the dependencies once; the built-in models'
+# kernels are optimised in it (see Cargo.toml).
+cargo build -p deputy
 
-# Python agents run on this venv's interpreter: the agent runtime's requirements, then the example agent's lock.
+# Python agents run on this venv's interpreter: the agent runtime's complete lock is all the example agent needs.
 venv=${DEPUTY_AGENT_VENV:-$HOME/.cache/deputy/agent-venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r python/deputy-agent-runtime/requirements.txt
-"$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -r python/examples/rag_agent/requirements.txt
+"$venv/bin/python" -c 'import databricks.sdk, mlflow.pyfunc, pandas, numpy'
 export DEPUTY_AGENT_PYTHON="$venv/bin/python"
 
-exec "${CARGO_TARGET_DIR:-$root/target}/release/deputy" demo "$@"
+exec "${CARGO_TARGET_DIR:-$root/target}/debug/deputy" demo "$@"
