@@ -115,25 +115,16 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
-    fn python_files_on_disk(root: &Path, under: &[&str]) -> BTreeSet<String> {
-        fn walk(root: &Path, directory: &Path, found: &mut BTreeSet<String>) {
-            for entry in std::fs::read_dir(directory).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    walk(root, &path, found);
-                } else if path.extension().is_some_and(|extension| extension == "py") {
-                    let relative = path.strip_prefix(root).unwrap();
-                    found.insert(relative.to_string_lossy().into_owned());
-                }
-            }
-        }
+    /// The `.py` files below `directory`, as paths relative to `root`.
+    fn python_files_on_disk(root: &Path, directory: &Path) -> BTreeSet<String> {
         let mut found = BTreeSet::new();
-        for entry in under {
-            let path = root.join(entry);
+        for entry in std::fs::read_dir(directory).unwrap() {
+            let path = entry.unwrap().path();
             if path.is_dir() {
-                walk(root, &path, &mut found);
-            } else {
-                found.insert((*entry).to_owned());
+                found.extend(python_files_on_disk(root, &path));
+            } else if path.extension().is_some_and(|extension| extension == "py") {
+                let relative = path.strip_prefix(root).unwrap();
+                found.insert(relative.to_string_lossy().into_owned());
             }
         }
         found
@@ -149,18 +140,15 @@ mod tests {
     #[test]
     fn the_runtime_embeds_every_python_file_of_its_packages() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../python/deputy-agent-runtime");
-        let on_disk = python_files_on_disk(&root, &["deputy_agent_runtime", "mlflowserving"]);
+        let mut on_disk = python_files_on_disk(&root, &root.join("deputy_agent_runtime"));
+        on_disk.extend(python_files_on_disk(&root, &root.join("mlflowserving")));
         assert_eq!(embedded_paths(&AGENT_RUNTIME), on_disk);
     }
 
     #[test]
     fn the_example_embeds_every_python_file_of_its_directory() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../python/examples/rag_agent");
-        let on_disk = python_files_on_disk(&root, &["."]);
-        let on_disk: BTreeSet<String> = on_disk
-            .into_iter()
-            .map(|path| path.trim_start_matches("./").to_owned())
-            .collect();
+        let on_disk = python_files_on_disk(&root, &root);
         assert_eq!(embedded_paths(&RAG_EXAMPLE), on_disk);
     }
 

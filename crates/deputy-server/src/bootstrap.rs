@@ -18,6 +18,8 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootstrapReport {
+    /// The data directory, absolute (a relative one is resolved against the working directory at start).
+    pub data_dir: PathBuf,
     pub workspace_id: i64,
     pub admin_token_path: PathBuf,
     /// Whether this start wrote a new admin token (first start, or the file had been removed).
@@ -86,6 +88,7 @@ pub async fn bootstrap(
         })?;
     }
     Ok(BootstrapReport {
+        data_dir: data_dir.to_owned(),
         workspace_id,
         admin_token_path,
         wrote_admin_token,

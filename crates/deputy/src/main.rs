@@ -203,7 +203,7 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::Demo(args) => demo::run(args.serve.server_config()?, args.exit).await,
+        Command::Demo(args) => demo::run(args.serve.server_config(), args.exit).await,
         Command::Users {
             command,
             connection,
@@ -267,22 +267,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 impl ServeArgs {
-    /// The server's configuration, with the data directory made absolute against the working directory (the demo
-    /// hands paths under it to the server, which needs absolute ones).
-    fn server_config(self) -> anyhow::Result<deputy_server::ServerConfig> {
-        use anyhow::Context as _;
-        let data_dir = std::path::absolute(&self.data_dir)
-            .with_context(|| format!("resolving `{}`", self.data_dir.display()))?;
-        Ok(deputy_server::ServerConfig {
-            data_dir,
+    fn server_config(self) -> deputy_server::ServerConfig {
+        deputy_server::ServerConfig {
+            data_dir: self.data_dir,
             listen: self.listen,
             public_url: self.public_url,
-        })
+        }
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let server = deputy_server::bind(&args.server_config()?).await?;
+    let server = deputy_server::bind(&args.server_config()).await?;
     log_startup(&server)?;
     server.run(shutdown_signal()).await?;
     tracing::info!("stopped");

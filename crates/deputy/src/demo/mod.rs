@@ -16,8 +16,10 @@ pub async fn run(config: deputy_server::ServerConfig, exit_after: bool) -> anyho
     let server = deputy_server::bind(&config).await?;
     crate::log_startup(&server)?;
     let host = format!("http://{}", server.local_addr()?);
-    let admin_token = std::fs::read_to_string(&server.report.admin_token_path)
-        .with_context(|| format!("reading {}", server.report.admin_token_path.display()))?;
+    // The server's own (absolute) data directory: the demo hands paths under it back to the server.
+    let report = server.report.clone();
+    let admin_token = std::fs::read_to_string(&report.admin_token_path)
+        .with_context(|| format!("reading {}", report.admin_token_path.display()))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.run(async move {
         tokio::select! {
@@ -26,7 +28,7 @@ pub async fn run(config: deputy_server::ServerConfig, exit_after: bool) -> anyho
         }
     }));
 
-    let shown = show(&host, admin_token.trim(), &config.data_dir).await;
+    let shown = show(&host, admin_token.trim(), &report.data_dir).await;
     if let Err(error) = &shown {
         eprintln!("demo failed: {error:#}");
     }
@@ -36,7 +38,7 @@ pub async fn run(config: deputy_server::ServerConfig, exit_after: bool) -> anyho
         println!("\nThe server keeps running at {host} (Ctrl-C to stop). Try:");
         println!(
             "  DATABRICKS_HOST={host} DATABRICKS_TOKEN=$(cat {}) deputy audit tail",
-            config.data_dir.join("admin-token").display()
+            report.admin_token_path.display()
         );
     }
     serving.await.context("server task")??;

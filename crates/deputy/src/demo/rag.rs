@@ -303,12 +303,12 @@ async fn ensure_agent(
     if model_dir.exists() {
         std::fs::remove_dir_all(&model_dir)?;
     }
-    // MLflow validates a ChatAgent by running it once while logging it, so it is logged with the admin's
-    // credentials, as an author would in a notebook.
     // The example's files ship inside the binary, so the demo works wherever the binary is.
     let example_dir = deputy_python_files::RAG_EXAMPLE
         .write_under(&data_dir.join("python"))
         .context("writing the example agent's files")?;
+    // MLflow validates a ChatAgent by running it once while logging it, so it is logged with the admin's
+    // credentials, as an author would in a notebook.
     let logged = tokio::process::Command::new(python)
         .arg(example_dir.join("log_agent.py"))
         .arg(&model_dir)
