@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import time
 import traceback
@@ -1528,6 +1529,99 @@ def _(ctx):
                      "PERMISSION_DENIED", "CAN_QUERY")
     expect_api_error(ctx.api.post("/serving-endpoints/chat/completions", ctx.delegated(ctx.pat_for("bob@example.com")),
                                   dict(payload, model="alice-ep")), 403, "PERMISSION_DENIED", "CAN_QUERY")
+
+
+# ---- security decisions on stored data that is missing or does not parse fail closed -----------------------------
+
+FAIL_CLOSED = "stored-data-fails-closed"
+
+
+class StoredSpec:
+    """Replaces a securable's stored spec in the metadata database behind the server's back (as a bad migration,
+    a manual edit or disk damage would), and puts the original back afterwards so later categories are unaffected."""
+
+    def __init__(self, ctx, full_name: str, replacement: str):
+        self.path = ctx.server.data_dir / "metadata.db"
+        self.full_name = full_name
+        self.replacement = replacement
+
+    def __enter__(self):
+        with sqlite3.connect(self.path, timeout=30) as db:
+            row = db.execute("SELECT spec FROM securables WHERE full_name = ?", (self.full_name,)).fetchone()
+            check(row is not None, f"{self.full_name} is not in the store")
+            self.original = row[0]
+            db.execute("UPDATE securables SET spec = ? WHERE full_name = ?", (self.replacement, self.full_name))
+        return self
+
+    def __exit__(self, *_):
+        with sqlite3.connect(self.path, timeout=30) as db:
+            db.execute("UPDATE securables SET spec = ? WHERE full_name = ?", (self.original, self.full_name))
+
+
+def _filtered_delta_index(ctx, catalog: str) -> None:
+    """`{catalog}.docs.idx`, a delta-sync index over `{catalog}.docs.chunks`, whose row filter lets alice see the EU
+    rows only; alice may SELECT from the index but not from the table."""
+    for statement in [
+        f"CREATE CATALOG {catalog}",
+        f"CREATE SCHEMA {catalog}.docs",
+        f"CREATE TABLE {catalog}.docs.chunks (id INT, region STRING, emb STRING)",
+        f"INSERT INTO {catalog}.docs.chunks VALUES (1, 'EU', '[1.0, 0.0]'), (2, 'US', '[0.9, 0.1]'), "
+        "(3, 'EU', '[0.0, 1.0]')",
+        f"CREATE FUNCTION {catalog}.docs.eu_for_alice(region STRING) RETURNS BOOLEAN "
+        "RETURN (region = 'EU' AND current_user() = 'alice@example.com') OR is_account_group_member('admins')",
+        f"ALTER TABLE {catalog}.docs.chunks SET ROW FILTER {catalog}.docs.eu_for_alice ON (region)",
+    ]:
+        ctx.sql_ok(ctx.admin, statement)
+    ctx.vector_index()  # the shared endpoint `sec-vs`
+    expect_ok(ctx.api.post("/api/2.0/vector-search/indexes", ctx.admin, {
+        "name": f"{catalog}.docs.idx", "endpoint_name": "sec-vs", "primary_key": "id", "index_type": "DELTA_SYNC",
+        "delta_sync_index_spec": {"source_table": f"{catalog}.docs.chunks", "pipeline_type": "TRIGGERED",
+                                  "embedding_vector_columns": [{"name": "emb", "embedding_dimension": 2}]}}),
+              "delta-sync index")
+    for securable, privileges in [(f"catalog/{catalog}", ["USE_CATALOG"]), (f"schema/{catalog}.docs", ["USE_SCHEMA"]),
+                                  (f"table/{catalog}.docs.idx", ["SELECT"])]:
+        expect_ok(ctx.api.patch(f"/api/2.1/unity-catalog/permissions/{securable}", ctx.admin,
+                                {"changes": [{"principal": "alice@example.com", "add": privileges}]}),
+                  f"grant on {securable}")
+    reply = _vs_query(ctx, ctx.alice, None, index=f"{catalog}.docs.idx")
+    rows = sorted(row[0] for row in (reply.body.get("result") or {}).get("data_array") or [])
+    check(reply.status == 200 and rows in (["1", "3"], [1, 3]), f"control: alice sees the EU rows: {reply!r}")
+
+
+@case(FAIL_CLOSED, "a delta-sync index whose source table is gone refuses queries instead of returning every row")
+def _(ctx):
+    _filtered_delta_index(ctx, "fcgone")
+    ctx.sql_ok(ctx.admin, "DROP TABLE fcgone.docs.chunks")
+    expect_api_error(_vs_query(ctx, ctx.alice, None, index="fcgone.docs.idx"), 400, "INVALID_STATE",
+                     "no longer exists")
+
+
+@case(FAIL_CLOSED, "a source table spec that does not parse refuses the index query (500), never all rows")
+def _(ctx):
+    _filtered_delta_index(ctx, "fcbad")
+    with StoredSpec(ctx, "fcbad.docs.chunks", "{not json"):
+        reply = _vs_query(ctx, ctx.alice, None, index="fcbad.docs.idx")
+        expect_api_error(reply, 500, "INTERNAL_ERROR", "internal error")
+    reply = _vs_query(ctx, ctx.alice, None, index="fcbad.docs.idx")
+    check(reply.status == 200, f"the restored spec works again: {reply!r}")
+
+
+@case(FAIL_CLOSED, "a connection spec that does not parse refuses the call (500); nothing is sent upstream")
+def _(ctx):
+    name, seen = ctx.http_connection()
+    before = len(seen)
+    with StoredSpec(ctx, name, "[]"):
+        reply = ctx.api.post("/api/2.0/external-function", ctx.alice,
+                             {"connection_name": name, "method": "GET", "path": "/fail-closed"})
+        expect_api_error(reply, 500, "INTERNAL_ERROR", "internal error")
+    check(len(seen) == before, f"a request left through the connection: {seen[before:]}")
+
+
+@case(FAIL_CLOSED, "a table spec that does not parse is an error when the table is described, not an empty table")
+def _(ctx):
+    with StoredSpec(ctx, "sec.hr.secret", "{}}"):
+        reply = ctx.api.get("/api/2.1/unity-catalog/tables/sec.hr.secret", ctx.admin)
+        expect_api_error(reply, 500, "INTERNAL_ERROR", "internal error")
 
 
 # ---- durability of revocations across a restart (last: it restarts the server) ------------------------------------
