@@ -227,7 +227,7 @@ async fn run() {
 
     // First sight of a token: Ed25519 signature, header and claims checks. Distinct tokens defeat the cache.
     let validations = 5_000;
-    let credentials = state.credentials();
+    let credentials = state.access().credentials();
     let fresh: Vec<String> = (0..validations)
         .map(|_| {
             let claims = deputy_tokens::AccessClaims::issue(

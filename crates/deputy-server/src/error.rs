@@ -1,98 +1,78 @@
 //! The two error shapes of the wire: Databricks API errors and OAuth (RFC 6749) errors.
 //!
-//! Handlers return `Result<_, ApiError>` and use `?`; `From` impls turn domain errors into the right status. A 5xx body
-//! is generic: the cause is logged once here and never sent to the client.
+//! Domain crates return [`deputy_access::Error`]; handlers return `Result<_, ApiError>` and use `?`, and the code
+//! picks the status here. A 5xx body is generic: the cause was logged where the error was made.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use deputy_access::{Error, ErrorCode};
 use deputy_store::StoreError;
 use serde_json::json;
 
-/// An error in the Databricks body format `{"error_code": ..., "message": ...}`, with the HTTP status the SDK maps
-/// that code to.
+/// A domain error on the wire: the Databricks body `{"error_code": ..., "message": ...}` with the HTTP status the SDK
+/// maps that code to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub error_code: &'static str,
-    pub message: String,
+pub struct ApiError(pub Error);
+
+/// The status each code is answered with, as Databricks does.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidParameterValue
+        | ErrorCode::MalformedRequest
+        | ErrorCode::BadRequest
+        | ErrorCode::InvalidState => StatusCode::BAD_REQUEST,
+        ErrorCode::ResourceDoesNotExist | ErrorCode::EndpointNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::ResourceAlreadyExists => StatusCode::CONFLICT,
+        ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::RequestLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+        ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::BadGateway => StatusCode::BAD_GATEWAY,
+        ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        error_code: &'static str,
-        message: impl Into<String>,
-    ) -> ApiError {
-        ApiError {
-            status,
-            error_code,
-            message: message.into(),
-        }
-    }
-
-    pub fn invalid_parameter(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", message)
-    }
-
-    pub fn malformed_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST", message)
-    }
-
-    pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST", message)
-    }
-
-    pub fn already_exists(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::CONFLICT, "RESOURCE_ALREADY_EXISTS", message)
-    }
-
-    pub fn permission_denied(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", message)
-    }
-
-    pub fn unauthenticated(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
+    pub fn status(&self) -> StatusCode {
+        status_of(self.0.code)
     }
 
     pub fn endpoint_not_found(method: &str, path: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ENDPOINT_NOT_FOUND",
+        ApiError(Error::new(
+            ErrorCode::EndpointNotFound,
             format!("no API found for '{method} {path}'"),
-        )
-    }
-
-    /// A failure the client cannot fix. The details go to the log, not the response.
-    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
-        tracing::error!(%cause, "internal error");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_ERROR",
-            "internal error; see the server log",
-        )
+        ))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error_code": self.error_code, "message": self.message });
-        let mut response = (self.status, axum::Json(body)).into_response();
+        let status = self.status();
+        let Error { code, message } = self.0;
+        let body = json!({ "error_code": code.as_str(), "message": message });
+        let mut response = (status, axum::Json(body)).into_response();
+        response.extensions_mut().insert(DeniedBecause(message));
         response
-            .extensions_mut()
-            .insert(crate::audit::DeniedBecause(self.message));
-        response
+    }
+}
+
+/// The reason an error response carries, left on the response for the delegated-call audit layer to read.
+#[derive(Debug, Clone)]
+pub struct DeniedBecause(pub String);
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> ApiError {
+        ApiError(error)
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
-        match error {
-            StoreError::AlreadyExists(what) => {
-                ApiError::already_exists(format!("{what} already exists"))
-            }
-            StoreError::NotFound(what) => ApiError::not_found(format!("{what} does not exist")),
-            other => ApiError::internal(other),
-        }
+        ApiError(error.into())
     }
 }
 

@@ -1,32 +1,26 @@
 //! Deputy's HTTP server: the Databricks-compatible REST API over the metadata store and the token service.
 //!
-//! Layers, outermost first: tracing span (method, matched path) → body-size limit → route match → `authorize`
-//! (authentication + API scope, see [`routes`]) → handler. Unmatched paths get `ENDPOINT_NOT_FOUND` in the Databricks
+//! Layers, outermost first: tracing span (method, matched path) → body-size limit → route match → authentication →
+//! delegated-call audit → API scope check (see [`middleware`]) → handler. Unmatched paths get `ENDPOINT_NOT_FOUND` in the Databricks
 //! error format.
 //!
 //! **Architecture invariant:** only this crate knows the wire format. The store, token and core crates take and return
 //! domain types; handlers convert at the edge.
 
-pub mod agents;
-pub mod audit;
-pub mod bootstrap;
-mod clock;
-pub mod connections;
-pub mod credentials;
-pub mod directory;
+pub mod declarative_agent;
 pub mod error;
 mod extract;
-pub mod genie;
+pub mod middleware;
+pub mod registry;
 pub mod routes;
 pub mod state;
 
-use crate::bootstrap::BootstrapReport;
-use crate::credentials::Credentials;
-use crate::directory::DirectoryState;
 use crate::error::ApiError;
 use crate::state::{AppState, StateParts};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
+use deputy_access::Access;
+use deputy_access::bootstrap::{self, BootstrapReport};
 use deputy_sql::SqlEngine;
 use deputy_store::{SqliteStore, Store};
 use std::future::Future;
@@ -66,8 +60,8 @@ pub enum ServeError {
     Bootstrap(#[from] bootstrap::BootstrapError),
     #[error("catalog: {0}")]
     Catalog(String),
-    #[error("signing keys: {0}")]
-    Keys(String),
+    #[error("loading identities, grants or signing keys: {0}")]
+    Access(String),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
     #[error("outbound HTTP client: {0}")]
@@ -91,51 +85,61 @@ pub async fn prepare(
     })?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("metadata.db")).await?);
     let report = bootstrap::bootstrap(store.as_ref(), data_dir).await?;
+    deputy_serving::ensure_builtin_endpoints(
+        store.as_ref(),
+        report.admin_id,
+        report.users_group_id,
+    )
+    .await?;
     let base_url = base_url.trim_end_matches('/').to_owned();
-    let directory = Arc::new(DirectoryState::load(store.as_ref()).await?);
-    let snapshot = deputy_catalog::load_snapshot(store.as_ref())
-        .await
-        .map_err(|error| ServeError::Catalog(error.to_string()))?;
-    let issuer = format!("{base_url}/oidc");
-    let credentials = Credentials::load(store.clone(), directory.clone(), &issuer, &base_url)
-        .await
-        .map_err(ServeError::Keys)?;
+    let access = Arc::new(
+        Access::load(store.clone(), report.workspace_id, &base_url)
+            .await
+            .map_err(|error| ServeError::Access(error.message))?,
+    );
     let sql = SqlEngine::new(data_dir.join("warehouse"), store.clone())
         .map_err(|error| ServeError::Catalog(error.to_string()))?;
-    let settings = agents::AgentSettings {
+    let settings = deputy_agents::AgentSettings {
         obo_enabled: store
-            .get_setting(agents::OBO_SETTING)
+            .get_setting(deputy_agents::OBO_SETTING)
             .await?
             .is_some_and(|value| value == "true"),
         consent_required: store
-            .get_setting(agents::CONSENT_SETTING)
+            .get_setting(deputy_agents::CONSENT_SETTING)
             .await?
             .is_some_and(|value| value == "true"),
     };
     let runtime_dir =
-        agents::python_runtime_dir(data_dir).map_err(|source| ServeError::DataDir {
+        deputy_agents::python_runtime_dir(data_dir).map_err(|source| ServeError::DataDir {
             path: data_dir.join("python"),
             source,
         })?;
-    let agents = agents::AgentHost::new(data_dir, runtime_dir, &base_url, settings);
+    let agents = deputy_agents::AgentHost::new(data_dir, runtime_dir, &base_url, settings);
+    let warehouse = Arc::new(deputy_warehouse::Warehouse::new(access.clone(), sql));
     let vector_indexes =
-        routes::vector_search::VectorIndexes::load(data_dir.join("vector-search"), store.as_ref())
+        deputy_vector_search::VectorIndexes::load(data_dir.join("vector-search"), store.as_ref())
             .await?;
-    let upstreams =
-        connections::Upstreams::new().map_err(|error| ServeError::Http(error.to_string()))?;
-    let (_, registry) = routes::api_routes().into_parts();
-    let state = AppState::new(StateParts {
-        store,
-        directory,
-        snapshot,
-        credentials,
-        registry,
-        workspace_id: report.workspace_id,
-        base_url,
-        sql,
-        models_dir: deputy_models::default_models_dir(),
-        agents,
+    let vector_search = Arc::new(deputy_vector_search::VectorSearch::new(
+        access.clone(),
+        warehouse.clone(),
         vector_indexes,
+    ));
+    let upstreams = deputy_connections::http::Upstreams::new()
+        .map_err(|error| ServeError::Http(error.to_string()))?;
+    let serving = Arc::new(deputy_serving::Serving::new(
+        access.clone(),
+        deputy_serving::ServingBackends::new(deputy_models::default_models_dir()),
+        agents,
+    ));
+    // The route table is built once; `app` only adds the layers and the state.
+    let (route_table, registry) = routes::api_routes().into_parts();
+    let state = AppState::new(StateParts {
+        warehouse,
+        access,
+        route_table,
+        registry,
+        serving,
+        vector_search,
         upstreams,
     });
     Ok((state, report))
@@ -146,11 +150,17 @@ pub async fn prepare(
 /// A trailing slash is trimmed before routing, as Databricks does: MLflow's deployments client lists endpoints at
 /// `/api/2.0/serving-endpoints/`.
 pub fn app(state: AppState) -> NormalizePath<Router> {
-    let (router, _) = routes::api_routes().into_parts();
+    let router = state.route_table().clone();
+    // Layers added later run first: authentication, then the delegated-call audit, then the scope check.
     let router = router
+        .route_layer(axum::middleware::from_fn(middleware::check_scope))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            routes::authorize,
+            middleware::audit_delegated,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::authenticate,
         ))
         .fallback(unknown_route)
         .with_state(state)

@@ -35,9 +35,10 @@ async fn bootstrap_creates_admin_and_restart_reuses_everything() {
         .trim()
         .to_owned();
     let jwt = state
+        .access()
         .credentials()
         .sign(&{
-            let credentials = state.credentials();
+            let credentials = state.access().credentials();
             AccessClaims::issue(
                 &credentials.issuer(),
                 &credentials.audience(),
@@ -453,7 +454,7 @@ async fn forged_tokens_are_refused() {
     };
     let hs256_with_public_key = {
         use hmac::{Hmac, Mac};
-        let jwks = h.state.credentials().jwks();
+        let jwks = h.state.access().credentials().jwks();
         let public_key = URL_SAFE_NO_PAD
             .decode(jwks["keys"][0]["x"].as_str().unwrap())
             .unwrap();
@@ -474,6 +475,7 @@ async fn forged_tokens_are_refused() {
     revoked.jti = "revoked-jti".into();
     let revoked_token = h.sign(&revoked);
     h.state
+        .access()
         .credentials()
         .revoke_access_token("revoked-jti", revoked.exp)
         .await

@@ -14,6 +14,7 @@ pub mod consent;
 pub mod genie;
 pub mod specs;
 mod sqlite;
+mod sqlite_audit;
 mod sqlite_catalog;
 #[cfg(test)]
 mod test_support;

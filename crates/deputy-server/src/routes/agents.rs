@@ -6,22 +6,20 @@
 //! then publishes the endpoint. Only admins deploy (the agent is a program on the server's disk); deploying to an
 //! existing agent endpoint replaces its agent (CAN_MANAGE needed too).
 
-use super::serving::{EndpointSpec, endpoint_by_name, render_endpoint, serving_object_type};
 use super::{Access, ApiRouter};
-use crate::agents::definition::{AgentKind, ResourceKind, SystemResource, read_definition};
-use crate::agents::{
-    AGENT_PRINCIPAL_PREFIX, CONSENT_SETTING, DeployedAgent, OBO_SETTING, copy_artifact,
-};
-use crate::credentials::Caller;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, Authenticated};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Query, State};
-use deputy_authz::{
-    Action, Decision, PermissionLevel, SecurableKind, SecurableRef, WorkspaceObjectKind,
-    WorkspaceObjectRef,
+use deputy_access::Error;
+use deputy_access::credentials::Caller;
+use deputy_agents::definition::{AgentKind, read_definition};
+use deputy_agents::resources::SystemResource;
+use deputy_agents::{
+    AGENT_PRINCIPAL_PREFIX, CONSENT_SETTING, DeployedAgent, OBO_SETTING, copy_artifact,
 };
+use deputy_authz::{PermissionLevel, SecurableKind};
 use deputy_core::ApiScope;
 use deputy_store::catalog::{GrantChange, WorkspaceObjectRecord};
 use deputy_store::{IdentityKind, NewIdentity, PrincipalId};
@@ -66,42 +64,18 @@ const MAX_WORKERS: usize = 16;
 
 async fn deploy(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiJson(request): ApiJson<DeployRequest>,
 ) -> Result<Json<Value>, ApiError> {
     // The agent is a program on the server's own disk that the server then runs: choosing it is an admin's call,
     // never a user's (else any user could have the server execute any file it can read).
     caller.require_admin()?;
-    let name = super::serving::validate_endpoint_name(request.name)?;
-    let source = request
-        .source_path
-        .ok_or_else(|| ApiError::invalid_parameter("`source_path` is required"))?;
-    if !source.is_absolute() {
-        return Err(ApiError::invalid_parameter(
-            "`source_path` must be an absolute path on the server",
-        ));
-    }
-    let workers = request.workers.unwrap_or(2);
-    if !(1..=MAX_WORKERS).contains(&workers) {
-        return Err(ApiError::invalid_parameter(format!(
-            "`workers` must be between 1 and {MAX_WORKERS}"
-        )));
-    }
+    let name = deputy_serving::validate_endpoint_name(request.name)?;
+    let (source, workers) = source_and_workers(request.source_path, request.workers)?;
     let definition = read_definition(&source, &request.user_scopes, &request.system_resources)
-        .map_err(|error| ApiError::invalid_parameter(error.0))?;
+        .map_err(|error| Error::invalid_parameter(error.0))?;
 
-    // Redeploying needs CAN_MANAGE on the existing endpoint, which must be an agent endpoint.
-    let existing = match endpoint_by_name(&state, &caller, &name, PermissionLevel::CanManage).await
-    {
-        Ok((record, EndpointSpec::Agent(agent))) => Some((record, agent)),
-        Ok(_) => {
-            return Err(ApiError::already_exists(format!(
-                "serving endpoint `{name}` exists and does not serve an agent"
-            )));
-        }
-        Err(error) if error.error_code == "RESOURCE_DOES_NOT_EXIST" => None,
-        Err(error) => return Err(error),
-    };
+    let existing = existing_agent_endpoint(&state, &caller, &name).await?;
     for resource in &definition.system_resources {
         check_deployer_holds(&state, &caller, resource).await?;
     }
@@ -112,10 +86,11 @@ async fn deploy(
     );
     let principal = match &existing {
         Some((_, agent)) => state
+            .access()
             .directory()
             .find(IdentityKind::ServicePrincipal, &agent.service_principal)
             .cloned()
-            .ok_or_else(|| ApiError::internal("the endpoint's service principal is missing"))?,
+            .ok_or_else(|| Error::internal("the endpoint's service principal is missing"))?,
         None => create_agent_principal(&state, &name).await?,
     };
 
@@ -125,7 +100,7 @@ async fn deploy(
         .map_or_else(|| "agent".into(), |name| name.to_owned());
     let artifact = deployment.join(file_name);
     copy_artifact(&source, &artifact).map_err(|error| {
-        ApiError::invalid_parameter(format!("cannot copy `{}`: {error}", source.display()))
+        Error::invalid_parameter(format!("cannot copy `{}`: {error}", source.display()))
     })?;
     let agent = DeployedAgent {
         kind: definition.kind,
@@ -143,62 +118,142 @@ async fn deploy(
             break;
         }
     }
-    state.changes_committed().await?;
+    state.access().publish().await?;
     granted?;
 
-    // The new agent must start before it replaces anything: a broken agent fails the deploy, not the endpoint. A
-    // declarative agent has no worker; its file was checked when it was read.
-    if agent.kind != AgentKind::Declarative {
-        let candidate = format!("{endpoint_id}.candidate");
-        super::serving::refresh_system_token(&state, &candidate, &agent)?;
-        let started = match state.agents().pool(&candidate, &agent) {
-            Some((pool, _)) => pool.warm_up().await.map_err(|error| error.to_string()),
-            None => Err("the agent has no worker to start".to_owned()),
-        };
-        state.agents().stop(&candidate);
-        if let Err(error) = started {
-            let _ = std::fs::remove_dir_all(&deployment);
-            return Err(ApiError::invalid_parameter(format!(
-                "the agent did not start: {error}"
-            )));
-        }
-    }
+    prove_it_starts(&state, &endpoint_id, &agent, &deployment).await?;
 
-    let spec = EndpointSpec::Agent(agent);
-    let spec_text = serde_json::to_string(&spec).map_err(ApiError::internal)?;
-    let record = match existing {
-        Some((mut record, _)) => {
+    let spec = deputy_serving::EndpointSpec::Agent(agent);
+    let record = publish_endpoint(
+        &state,
+        &caller,
+        existing.map(|(record, _)| record),
+        &name,
+        &endpoint_id,
+        &spec,
+    )
+    .await?;
+    state.agents().stop(&endpoint_id);
+    Ok(Json(super::serving::render_endpoint(
+        &state, &caller, &record, &spec,
+    )))
+}
+
+/// The agent's path on the server (absolute) and its worker count (default 2, at most `MAX_WORKERS`).
+fn source_and_workers(
+    source: Option<PathBuf>,
+    workers: Option<usize>,
+) -> Result<(PathBuf, usize), Error> {
+    let source = source.ok_or_else(|| Error::invalid_parameter("`source_path` is required"))?;
+    if !source.is_absolute() {
+        return Err(Error::invalid_parameter(
+            "`source_path` must be an absolute path on the server",
+        ));
+    }
+    let workers = workers.unwrap_or(2);
+    if !(1..=MAX_WORKERS).contains(&workers) {
+        return Err(Error::invalid_parameter(format!(
+            "`workers` must be between 1 and {MAX_WORKERS}"
+        )));
+    }
+    Ok((source, workers))
+}
+
+/// The agent endpoint a redeploy replaces, if `name` exists: redeploying needs CAN_MANAGE on it, and it must serve
+/// an agent.
+async fn existing_agent_endpoint(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+) -> Result<Option<(WorkspaceObjectRecord, DeployedAgent)>, Error> {
+    let found =
+        deputy_serving::endpoint_by_name(state.serving(), caller, name, PermissionLevel::CanManage)
+            .await;
+    match found {
+        Ok((record, deputy_serving::EndpointSpec::Agent(agent))) => Ok(Some((record, agent))),
+        Ok(_) => Err(Error::already_exists(format!(
+            "serving endpoint `{name}` exists and does not serve an agent"
+        ))),
+        Err(error) if error.is_not_found() => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// The new agent must start before it replaces anything: a broken agent fails the deploy, not the endpoint. A
+/// declarative agent has no worker; its file was checked when it was read.
+async fn prove_it_starts(
+    state: &AppState,
+    endpoint_id: &str,
+    agent: &DeployedAgent,
+    deployment: &std::path::Path,
+) -> Result<(), Error> {
+    if agent.kind == AgentKind::Declarative {
+        return Ok(());
+    }
+    let candidate = format!("{endpoint_id}.candidate");
+    deputy_serving::refresh_system_token(state.serving(), &candidate, agent)?;
+    let started = match state.agents().pool(&candidate, agent) {
+        Some((pool, _)) => pool.warm_up().await.map_err(|error| error.to_string()),
+        None => Err("the agent has no worker to start".to_owned()),
+    };
+    state.agents().stop(&candidate);
+    if let Err(error) = started {
+        let _ = std::fs::remove_dir_all(deployment);
+        return Err(Error::invalid_parameter(format!(
+            "the agent did not start: {error}"
+        )));
+    }
+    Ok(())
+}
+
+/// Stores the endpoint's new spec (replacing the agent of an existing endpoint, or creating the endpoint with the
+/// deployer as its manager) and publishes it.
+async fn publish_endpoint(
+    state: &AppState,
+    caller: &Caller,
+    existing: Option<WorkspaceObjectRecord>,
+    name: &str,
+    endpoint_id: &str,
+    spec: &deputy_serving::EndpointSpec,
+) -> Result<WorkspaceObjectRecord, Error> {
+    let spec_text = serde_json::to_string(spec).map_err(Error::internal)?;
+    Ok(match existing {
+        Some(mut record) => {
             state
+                .access()
                 .store()
-                .update_workspace_object_spec(serving_object_type(), &endpoint_id, &spec_text)
+                .update_workspace_object_spec(
+                    deputy_serving::serving_object_type(),
+                    endpoint_id,
+                    &spec_text,
+                )
                 .await?;
-            state.changes_committed().await?;
+            state.access().publish().await?;
             record.spec = spec_text;
             record
         }
         None => {
             let record = WorkspaceObjectRecord {
-                object_type: serving_object_type().into(),
-                object_id: endpoint_id.clone(),
-                name,
+                object_type: deputy_serving::serving_object_type().into(),
+                object_id: endpoint_id.to_owned(),
+                name: name.to_owned(),
                 owner_id: caller.identity.id,
                 spec: spec_text,
-                created_at: crate::clock::now_millis(),
+                created_at: deputy_access::clock::now_millis(),
             };
             state
-                .create_workspace_object(record.clone(), "CAN_MANAGE")
+                .access()
+                .create_workspace_object(record.clone(), PermissionLevel::CanManage)
                 .await?;
             record
         }
-    };
-    state.agents().stop(&endpoint_id);
-    Ok(Json(render_endpoint(&state, &caller, &record, &spec)))
+    })
 }
 
 async fn create_agent_principal(
     state: &AppState,
     endpoint: &str,
-) -> Result<deputy_store::Identity, ApiError> {
+) -> Result<deputy_store::Identity, Error> {
     let identity = NewIdentity {
         kind: IdentityKind::ServicePrincipal,
         name: uuid::Uuid::new_v4().to_string(),
@@ -209,159 +264,32 @@ async fn create_agent_principal(
         active: true,
     };
     let created = state
+        .access()
         .store()
-        .create_identity(identity, crate::clock::now_millis())
+        .create_identity(identity, deputy_access::clock::now_millis())
         .await;
     let joined = match &created {
         Ok(principal) => {
             let users = state
+                .access()
                 .directory()
-                .find(IdentityKind::Group, crate::bootstrap::USERS_GROUP)
+                .find(IdentityKind::Group, deputy_access::directory::USERS_GROUP)
                 .map(|group| group.id);
             match users {
                 Some(users) => state
+                    .access()
                     .store()
                     .add_group_member(users, principal.id)
                     .await
-                    .map_err(ApiError::from),
+                    .map_err(Error::from),
                 None => Ok(()),
             }
         }
         Err(_) => Ok(()),
     };
-    state.changes_committed().await?;
+    state.access().publish().await?;
     joined?;
     Ok(created?)
-}
-
-/// What the resource needs, as a decision to ask for the deployer (who must hold it) and as the grant or ACL
-/// entry the agent's principal gets.
-enum Need {
-    Securable {
-        securable: SecurableRef,
-        action: Action,
-        privilege: &'static str,
-        scope: ApiScope,
-    },
-    Object {
-        object: WorkspaceObjectRef,
-        level: PermissionLevel,
-        scope: ApiScope,
-    },
-}
-
-async fn need_of(state: &AppState, resource: &SystemResource) -> Result<Need, ApiError> {
-    let securable = |kind: SecurableKind, action: fn(SecurableRef) -> Action, privilege, scope| {
-        let securable = SecurableRef::new(kind, &resource.name);
-        Need::Securable {
-            action: action(securable.clone()),
-            securable,
-            privilege,
-            scope,
-        }
-    };
-    Ok(match resource.kind {
-        ResourceKind::Table => securable(
-            SecurableKind::Table,
-            Action::ReadTable,
-            "SELECT",
-            ApiScope::CatalogTables,
-        ),
-        ResourceKind::VectorSearchIndex => securable(
-            SecurableKind::VectorIndex,
-            Action::ReadTable,
-            "SELECT",
-            ApiScope::VectorSearchIndexes,
-        ),
-        ResourceKind::Function => securable(
-            SecurableKind::Function,
-            Action::ExecuteFunction,
-            "EXECUTE",
-            ApiScope::CatalogFunctions,
-        ),
-        ResourceKind::UcConnection => securable(
-            SecurableKind::Connection,
-            Action::UseConnection,
-            "USE_CONNECTION",
-            ApiScope::CatalogConnections,
-        ),
-        ResourceKind::ServingEndpoint => {
-            let id = object_id_by_name(state, WorkspaceObjectKind::ServingEndpoint, &resource.name)
-                .await?;
-            Need::Object {
-                object: WorkspaceObjectRef::new(WorkspaceObjectKind::ServingEndpoint, &id),
-                level: PermissionLevel::CanQuery,
-                scope: ApiScope::ServingEndpoints,
-            }
-        }
-        ResourceKind::SqlWarehouse => {
-            let id =
-                object_id_by_name(state, WorkspaceObjectKind::Warehouse, &resource.name).await?;
-            Need::Object {
-                object: WorkspaceObjectRef::new(WorkspaceObjectKind::Warehouse, &id),
-                level: PermissionLevel::CanUse,
-                scope: ApiScope::SqlWarehouses,
-            }
-        }
-        ResourceKind::GenieSpace => {
-            let id =
-                object_id_by_name(state, WorkspaceObjectKind::GenieSpace, &resource.name).await?;
-            Need::Object {
-                object: WorkspaceObjectRef::new(WorkspaceObjectKind::GenieSpace, &id),
-                level: PermissionLevel::CanRun,
-                scope: ApiScope::DashboardsGenie,
-            }
-        }
-    })
-}
-
-/// A workspace object named by its name or its id.
-async fn object_id_by_name(
-    state: &AppState,
-    kind: WorkspaceObjectKind,
-    name: &str,
-) -> Result<String, ApiError> {
-    let object_type = deputy_catalog::object_type_of(kind);
-    state
-        .store()
-        .list_workspace_objects(object_type)
-        .await?
-        .into_iter()
-        .find(|record| record.name == name || record.object_id == name)
-        .map(|record| record.object_id)
-        .ok_or_else(|| {
-            ApiError::invalid_parameter(format!(
-                "system resource `{name}`: no {} of that name",
-                kind.name()
-            ))
-        })
-}
-
-/// Whether `caller` may use `resource` as an agent needs it, asked under `scope` (the API the use goes through) or
-/// else under the scope of the resource's own API; with the scope asked under.
-pub(crate) async fn resource_decision(
-    state: &AppState,
-    caller: &Caller,
-    resource: &SystemResource,
-    scope: Option<ApiScope>,
-) -> Result<(Decision, ApiScope), ApiError> {
-    Ok(match need_of(state, resource).await? {
-        Need::Securable {
-            action, scope: own, ..
-        } => {
-            let scope = scope.unwrap_or(own);
-            (state.decide(caller, scope, action), scope)
-        }
-        Need::Object {
-            object,
-            level,
-            scope: own,
-        } => {
-            let scope = scope.unwrap_or(own);
-            let action = Action::UseWorkspaceObject { object, level };
-            (state.decide(caller, scope, action), scope)
-        }
-    })
 }
 
 /// The deployer hands the agent rights they hold themselves, never more.
@@ -369,12 +297,13 @@ async fn check_deployer_holds(
     state: &AppState,
     caller: &Caller,
     resource: &SystemResource,
-) -> Result<(), ApiError> {
-    let (decision, scope) = resource_decision(state, caller, resource, None).await?;
+) -> Result<(), Error> {
+    let (decision, scope) =
+        deputy_serving::resource_decision(state.access(), caller, resource, None).await?;
     if decision.is_allowed() {
         return Ok(());
     }
-    Err(ApiError::permission_denied(format!(
+    Err(Error::permission_denied(format!(
         "you cannot give the agent the {} `{}` ({scope}): {}",
         resource.kind.key(),
         resource.name,
@@ -391,9 +320,10 @@ async fn grant_to_agent(
     state: &AppState,
     principal: PrincipalId,
     resource: &SystemResource,
-) -> Result<(), ApiError> {
-    match need_of(state, resource).await? {
-        Need::Object { object, level, .. } => Ok(state
+) -> Result<(), Error> {
+    match deputy_serving::need_of(state.access(), resource).await? {
+        deputy_serving::Need::Object { object, level, .. } => Ok(state
+            .access()
             .store()
             .set_object_acl(
                 deputy_catalog::object_type_of(object.kind()),
@@ -402,7 +332,7 @@ async fn grant_to_agent(
                 false,
             )
             .await?),
-        Need::Securable {
+        deputy_serving::Need::Securable {
             securable,
             privilege,
             ..
@@ -424,11 +354,12 @@ async fn grant_to_agent(
             }
             for (kind, full_name, privilege) in grants {
                 let record = state
+                    .access()
                     .store()
                     .find_securable(deputy_catalog::namespace_of(kind), &full_name)
                     .await?
                     .ok_or_else(|| {
-                        ApiError::invalid_parameter(format!(
+                        Error::invalid_parameter(format!(
                             "system resource `{full_name}` does not exist"
                         ))
                     })?;
@@ -437,7 +368,11 @@ async fn grant_to_agent(
                     add: vec![privilege.to_owned()],
                     remove: Vec::new(),
                 };
-                state.store().change_grants(record.id, &[change]).await?;
+                state
+                    .access()
+                    .store()
+                    .change_grants(record.id, &[change])
+                    .await?;
             }
             Ok(())
         }
@@ -467,13 +402,14 @@ struct SettingsChange {
 /// Turns on-behalf-of-user access, and the consent it requires, on or off for every agent (admins only).
 async fn change_settings(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiJson(change): ApiJson<SettingsChange>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let flag = |on: bool| if on { "true" } else { "false" };
     if let Some(enabled) = change.obo_enabled {
         state
+            .access()
             .store()
             .set_setting(OBO_SETTING, flag(enabled))
             .await?;
@@ -481,6 +417,7 @@ async fn change_settings(
     }
     if let Some(required) = change.consent_required {
         state
+            .access()
             .store()
             .set_setting(CONSENT_SETTING, flag(required))
             .await?;
@@ -498,12 +435,13 @@ struct AuditQuery {
 /// Audit events after a sequence number, oldest first (admins only).
 async fn audit(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let events = state
+        .access()
         .store()
         .audit_events_after(query.after.unwrap_or(0), limit)
         .await?;

@@ -1,28 +1,15 @@
-//! `POST /api/2.0/external-function`: an HTTP request through a Unity Catalog HTTP connection, as the SDK's
-//! `serving_endpoints.http_request` (and SQL's `http_request`) make it.
-//!
-//! The caller needs `USE_CONNECTION` on the connection (as the token's end user) and the API scope
-//! `catalog.connections`. The request goes to the connection's origin and base path only (see
-//! [`crate::connections`]), with the connection's credential; the answer is the upstream's raw body with its status
-//! and `Content-Type`. Every call is audited (user, actor chain, connection, method and URL path, allowed or why
-//! not) before anything is sent upstream.
+//! `POST /api/2.0/external-function`: the wire side of [`deputy_connections::external_function`]. The answer is the
+//! upstream's raw body with its status and `Content-Type`.
 
 use super::{Access, ApiRouter};
-use crate::connections::{ConnectionError, HttpConnection, UpstreamRequest, request_headers};
-use crate::credentials::Caller;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, Authenticated};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::Response;
-use deputy_authz::{Action, SecurableKind, SecurableRef};
+use deputy_connections::external_function::{ExternalFunctionRequest, call_through_connection};
 use deputy_core::ApiScope;
-use deputy_store::specs::ConnectionSpec;
-use serde::Deserialize;
-use serde_json::Value;
-use std::collections::BTreeMap;
 
 pub fn routes(router: ApiRouter) -> ApiRouter {
     router.post(
@@ -32,177 +19,14 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
     )
 }
 
-/// The SDK sends `headers`, `json` and `params` as JSON-encoded strings; plain JSON values are taken too.
-#[derive(Deserialize)]
-struct ExternalFunctionRequest {
-    connection_name: Option<String>,
-    method: Option<String>,
-    path: Option<String>,
-    headers: Option<Value>,
-    json: Option<Value>,
-    params: Option<Value>,
-    sub_domain: Option<String>,
-}
-
-/// A call that passed every check, ready to send.
-struct Prepared {
-    connection_id: i64,
-    connection: HttpConnection,
-    request: UpstreamRequest,
-}
-
 async fn external_function(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<ExternalFunctionRequest>,
 ) -> Result<Response, ApiError> {
-    // Only a name that could be a connection's goes into the audit trail, never arbitrary caller text.
-    let connection_name = body
-        .connection_name
-        .clone()
-        .filter(|name| deputy_authz::validate_name(name).is_ok())
-        .unwrap_or_else(|| "<invalid name>".into());
-    let prepared = prepare(&state, &caller, body).await;
-    let (allowed, reason) = match &prepared {
-        Ok(call) => (
-            true,
-            HttpConnection::describe(&call.request.url, &call.request.method),
-        ),
-        Err(error) => (false, error.message.clone()),
-    };
-    let actors = crate::audit::actors_of(&caller);
-    let mut event = crate::audit::now_event(
-        &caller,
-        actors.clone(),
-        crate::audit::endpoint_of(&state, &actors),
-        "connection.http-request".into(),
-        allowed,
-        reason,
-    );
-    event.scope = Some(ApiScope::CatalogConnections.to_string());
-    event.securable = Some(format!("connections/{connection_name}"));
-    // Recorded before the upstream is called: no request leaves through a connection without its audit record.
-    crate::audit::record(&state, &[event]).await?;
-    let call = prepared?;
-    let answer = state
-        .upstreams()
-        .call(call.connection_id, &call.connection, &call.request)
-        .await
-        .map_err(|error| ApiError::new(StatusCode::BAD_GATEWAY, "BAD_GATEWAY", error.0))?;
+    let answer = call_through_connection(state.access(), state.upstreams(), &caller, body).await?;
     let mut response = Response::new(Body::from(answer.body));
     *response.status_mut() = answer.status;
     response.headers_mut().extend(answer.headers);
     Ok(response)
-}
-
-/// Finds the connection, checks `USE_CONNECTION`, then the request: nothing about the request is looked at before
-/// the caller is known to be allowed to use the connection.
-async fn prepare(
-    state: &AppState,
-    caller: &Caller,
-    body: ExternalFunctionRequest,
-) -> Result<Prepared, ApiError> {
-    let name = required(body.connection_name, "connection_name")?;
-    let record = state
-        .store()
-        .find_securable(
-            deputy_catalog::namespace_of(SecurableKind::Connection),
-            &name,
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("connection `{name}` does not exist")))?;
-    state.authorize(
-        caller,
-        ApiScope::CatalogConnections,
-        Action::UseConnection(SecurableRef::new(SecurableKind::Connection, &name)),
-    )?;
-    let spec: ConnectionSpec = serde_json::from_str(&record.spec).map_err(ApiError::internal)?;
-    if !spec.connection_type.eq_ignore_ascii_case("HTTP") {
-        return Err(ApiError::invalid_parameter(format!(
-            "connection `{name}` is of type {}; external functions need an HTTP connection",
-            spec.connection_type
-        )));
-    }
-    let refused = |error: ConnectionError| match error {
-        ConnectionError::Options(message) => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_STATE",
-            format!("connection `{name}` cannot be used: {message}"),
-        ),
-        ConnectionError::Request(message) => ApiError::invalid_parameter(message),
-    };
-    let connection = HttpConnection::from_options(&spec.options).map_err(refused)?;
-    let method = match required(body.method, "method")?
-        .to_ascii_uppercase()
-        .as_str()
-    {
-        "GET" => reqwest::Method::GET,
-        "POST" => reqwest::Method::POST,
-        "PUT" => reqwest::Method::PUT,
-        "PATCH" => reqwest::Method::PATCH,
-        "DELETE" => reqwest::Method::DELETE,
-        other => {
-            return Err(ApiError::invalid_parameter(format!(
-                "`method` must be GET, POST, PUT, PATCH or DELETE, not `{other}`"
-            )));
-        }
-    };
-    let path = body.path.unwrap_or_default();
-    let params = string_pairs(body.params, "params")?;
-    let headers = string_pairs(body.headers, "headers")?
-        .into_iter()
-        .collect::<BTreeMap<_, _>>();
-    let url = connection
-        .url(body.sub_domain.as_deref(), &path, &params)
-        .map_err(refused)?;
-    let headers = request_headers(&headers).map_err(refused)?;
-    let json = match body.json {
-        None | Some(Value::Null) => None,
-        Some(Value::String(text)) => {
-            serde_json::from_str::<Value>(&text).map_err(|error| {
-                ApiError::invalid_parameter(format!("`json` is not a JSON document: {error}"))
-            })?;
-            Some(text)
-        }
-        Some(value) => Some(value.to_string()),
-    };
-    Ok(Prepared {
-        connection_id: record.id.0,
-        connection,
-        request: UpstreamRequest {
-            method,
-            url,
-            headers,
-            json,
-        },
-    })
-}
-
-fn required(value: Option<String>, field: &str) -> Result<String, ApiError> {
-    value
-        .filter(|text| !text.is_empty())
-        .ok_or_else(|| ApiError::invalid_parameter(format!("`{field}` is required")))
-}
-
-/// `headers` or `params`: a JSON object (or its JSON-encoded string) whose values are strings, numbers or booleans.
-fn string_pairs(value: Option<Value>, field: &str) -> Result<Vec<(String, String)>, ApiError> {
-    let invalid =
-        || ApiError::invalid_parameter(format!("`{field}` must be a JSON object of strings"));
-    let object = match value {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::String(text)) if text.trim().is_empty() => return Ok(Vec::new()),
-        Some(Value::String(text)) => serde_json::from_str::<Value>(&text).map_err(|_| invalid())?,
-        Some(value) => value,
-    };
-    let Value::Object(map) = object else {
-        return Err(invalid());
-    };
-    map.into_iter()
-        .map(|(key, value)| match value {
-            Value::String(text) => Ok((key, text)),
-            Value::Number(number) => Ok((key, number.to_string())),
-            Value::Bool(flag) => Ok((key, flag.to_string())),
-            _ => Err(invalid()),
-        })
-        .collect()
 }

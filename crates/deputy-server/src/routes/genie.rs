@@ -1,5 +1,5 @@
 //! Genie (`/api/2.0/genie/spaces`): spaces, and conversations in which a user asks questions about a space's tables
-//! that the space's model answers with SQL run as that user (see [`crate::genie`] for how a question is answered).
+//! that the space's model answers with SQL run as that user (see `deputy_genie` for how a question is answered).
 //!
 //! A space is a workspace object of type `genie` (ACL at `/api/2.0/permissions/genie/{space_id}`, levels CAN_VIEW <
 //! CAN_RUN < CAN_EDIT < CAN_MANAGE; its creator gets CAN_MANAGE). Reading a space needs CAN_VIEW; asking questions
@@ -10,21 +10,24 @@
 //! them: anyone else is told they do not exist. Every route needs the `dashboards.genie` scope.
 
 use super::{Access, ApiRouter};
-use crate::credentials::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
-use crate::genie::{Example, MessageOutcome, Question, SpaceSpec, new_id};
+use crate::extract::{ApiJson, ApiQuery, Authenticated};
 use crate::routes::statements;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
+use deputy_access::Error;
+use deputy_access::credentials::Caller;
+use deputy_access::error::decode_stored;
 use deputy_authz::{Action, PermissionLevel, WorkspaceObjectKind, WorkspaceObjectRef};
 use deputy_catalog::object_type_of;
 use deputy_core::ApiScope;
+use deputy_genie::{ChatModel, Example, Genie, MessageOutcome, Question, SpaceSpec, new_id};
 use deputy_store::catalog::WorkspaceObjectRecord;
 use deputy_store::genie::{ConversationRecord, MessageRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 const GENIE: Access = Access::Scope(ApiScope::DashboardsGenie);
 const SPACE: &str = "/api/2.0/genie/spaces/{space_id}";
@@ -33,6 +36,29 @@ const MESSAGE: &str =
     "/api/2.0/genie/spaces/{space_id}/conversations/{conversation_id}/messages/{message_id}";
 /// Listing pages hold at most this many spaces or conversations.
 const MAX_PAGE_SIZE: usize = 100;
+
+/// The serving endpoints' models, as Genie's chat model.
+struct ServingChat(AppState);
+
+#[async_trait::async_trait]
+impl ChatModel for ServingChat {
+    async fn chat(
+        &self,
+        endpoint: &WorkspaceObjectRecord,
+        request: deputy_models::types::ChatCompletionRequest,
+    ) -> Result<deputy_models::types::ChatCompletionResponse, Error> {
+        deputy_serving::chat_on_endpoint(self.0.serving(), endpoint, request).await
+    }
+}
+
+/// Genie for one request: the kernel, the statement runtime and the serving endpoints' models.
+fn genie(state: &AppState) -> Arc<Genie> {
+    Arc::new(Genie::new(
+        state.access().clone(),
+        state.warehouse().clone(),
+        Arc::new(ServingChat(state.clone())),
+    ))
+}
 
 pub fn routes(router: ApiRouter) -> ApiRouter {
     router
@@ -109,26 +135,22 @@ async fn find_space(
     caller: &Caller,
     space_id: &str,
     level: PermissionLevel,
-) -> Result<Space, ApiError> {
-    let missing = || ApiError::not_found(format!("Genie space `{space_id}` does not exist"));
+) -> Result<Space, Error> {
+    let missing = || Error::not_found(format!("Genie space `{space_id}` does not exist"));
     let record = state
+        .access()
         .store()
         .get_workspace_object(object_type(), space_id)
         .await?
         .ok_or_else(missing)?;
-    let view = space_action(space_id, PermissionLevel::CanView);
-    if !state
-        .decide(caller, ApiScope::DashboardsGenie, view)
-        .is_allowed()
-    {
-        return Err(missing());
-    }
-    state.authorize(
+    state.access().authorize_workspace_object(
         caller,
         ApiScope::DashboardsGenie,
-        space_action(space_id, level),
+        WorkspaceObjectRef::new(WorkspaceObjectKind::GenieSpace, space_id),
+        level,
+        &format!("Genie space `{space_id}`"),
     )?;
-    let spec = serde_json::from_str(&record.spec).map_err(ApiError::internal)?;
+    let spec = decode_stored("Genie space spec", &record.spec)?;
     Ok(Space { record, spec })
 }
 
@@ -144,7 +166,7 @@ fn render_space(state: &AppState, space: &Space) -> Value {
         "examples": spec.examples.iter().map(|e| json!({ "question": e.question, "sql": e.sql })).collect::<Vec<_>>(),
         "sample_questions": spec.examples.iter().map(|e| e.question.clone()).collect::<Vec<_>>(),
         "serving_endpoint_id": spec.serving_endpoint_id,
-        "creator_name": state.directory().get(space.record.owner_id).map(|owner| owner.name.clone()),
+        "creator_name": state.access().directory().get(space.record.owner_id).map(|owner| owner.name.clone()),
         "created_timestamp": space.record.created_at,
         "last_updated_timestamp": spec.updated_at,
     })
@@ -221,14 +243,12 @@ struct DeputySection {
 
 impl SpaceInput {
     /// Fills what the request left out from its `serialized_space`.
-    fn merge_serialized(mut self) -> Result<SpaceInput, ApiError> {
+    fn merge_serialized(mut self) -> Result<SpaceInput, Error> {
         let Some(text) = self.serialized_space.take() else {
             return Ok(self);
         };
         let serialized: SerializedSpace = serde_json::from_str(&text).map_err(|error| {
-            ApiError::invalid_parameter(format!(
-                "`serialized_space` is not a space export: {error}"
-            ))
+            Error::invalid_parameter(format!("`serialized_space` is not a space export: {error}"))
         })?;
         let tables: Vec<String> = serialized
             .data_sources
@@ -268,11 +288,12 @@ impl SpaceInput {
 }
 
 /// The space in the export form `get_space(include_serialized_space=True)` returns.
-async fn serialized(state: &AppState, spec: &SpaceSpec) -> Result<String, ApiError> {
+async fn serialized(state: &AppState, spec: &SpaceSpec) -> Result<String, Error> {
     let endpoint = state
+        .access()
         .store()
         .get_workspace_object(
-            crate::routes::serving::serving_object_type(),
+            deputy_serving::serving_object_type(),
             &spec.serving_endpoint_id,
         )
         .await?
@@ -309,7 +330,7 @@ async fn serialized(state: &AppState, spec: &SpaceSpec) -> Result<String, ApiErr
             serving_endpoint_name: endpoint,
         },
     };
-    serde_json::to_string(&export).map_err(ApiError::internal)
+    serde_json::to_string(&export).map_err(Error::internal)
 }
 
 #[derive(Deserialize)]
@@ -326,11 +347,11 @@ async fn apply(
     caller: &Caller,
     spec: &mut SpaceSpec,
     input: SpaceInput,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let input = input.merge_serialized()?;
     if let Some(title) = input.title {
         if title.trim().is_empty() || title.chars().count() > 255 {
-            return Err(ApiError::invalid_parameter(
+            return Err(Error::invalid_parameter(
                 "`title` must be a non-empty string of at most 255 characters",
             ));
         }
@@ -343,38 +364,18 @@ async fn apply(
         spec.instructions = Some(instructions);
     }
     if let Some(warehouse_id) = input.warehouse_id {
-        statements::authorize_warehouse(state, caller, &warehouse_id, ApiScope::DashboardsGenie)?;
+        state
+            .warehouse()
+            .authorize_warehouse(caller, &warehouse_id, ApiScope::DashboardsGenie)?;
         spec.warehouse_id = warehouse_id;
     }
     if let Some(tables) = input.table_identifiers {
         if tables.is_empty() {
-            return Err(ApiError::invalid_parameter(
+            return Err(Error::invalid_parameter(
                 "`table_identifiers` must name at least one table",
             ));
         }
-        let mut names = Vec::with_capacity(tables.len());
-        for name in tables {
-            let securable = match crate::genie::find_table(state, &name).await? {
-                Some((_, securable)) => securable,
-                // The engine then answers "does not exist", as for any name the caller may not know.
-                None => deputy_authz::SecurableRef::new(deputy_authz::SecurableKind::Table, &name),
-            };
-            state
-                .authorize(
-                    caller,
-                    ApiScope::DashboardsGenie,
-                    Action::ReadTable(securable),
-                )
-                .map_err(|error| {
-                    ApiError::new(
-                        error.status,
-                        error.error_code,
-                        format!("table `{name}`: {}", error.message),
-                    )
-                })?;
-            names.push(name.to_ascii_lowercase());
-        }
-        spec.table_identifiers = names;
+        spec.table_identifiers = readable_tables(state, caller, tables).await?;
     }
     if let Some(examples) = input.examples {
         spec.examples = examples
@@ -385,31 +386,60 @@ async fn apply(
                 {
                     Ok(Example { question, sql })
                 }
-                _ => Err(ApiError::invalid_parameter(
+                _ => Err(Error::invalid_parameter(
                     "each example needs a non-empty `question` and `sql`",
                 )),
             })
             .collect::<Result<_, _>>()?;
     }
     if let Some(endpoint) = input.serving_endpoint_name {
-        let (record, _) = crate::routes::serving::endpoint_by_name(
-            state,
+        let (record, _) = deputy_serving::endpoint_by_name(
+            state.serving(),
             caller,
             &endpoint,
             PermissionLevel::CanQuery,
         )
         .await?;
-        crate::routes::serving::chat_model_spec(&record)?;
+        deputy_serving::chat_model_spec(&record)?;
         spec.serving_endpoint_id = record.object_id;
     }
-    spec.updated_at = crate::clock::now_millis();
+    spec.updated_at = deputy_access::clock::now_millis();
     Ok(())
+}
+
+/// The space's tables, lowercased, after checking the editor may read each: a space cannot expose, even by name, a
+/// table its author cannot read.
+async fn readable_tables(
+    state: &AppState,
+    caller: &Caller,
+    tables: Vec<String>,
+) -> Result<Vec<String>, Error> {
+    let mut names = Vec::with_capacity(tables.len());
+    for name in tables {
+        let securable = match deputy_genie::find_table(&genie(state), &name).await? {
+            Some((_, securable)) => securable,
+            // The engine then answers "does not exist", as for any name the caller may not know.
+            None => deputy_authz::SecurableRef::new(deputy_authz::SecurableKind::Table, &name),
+        };
+        state
+            .access()
+            .authorize(
+                caller,
+                ApiScope::DashboardsGenie,
+                Action::ReadTable(securable),
+            )
+            .map_err(|error| {
+                Error::new(error.code, format!("table `{name}`: {}", error.message))
+            })?;
+        names.push(name.to_ascii_lowercase());
+    }
+    Ok(names)
 }
 
 /// Creates a space; the creator gets CAN_MANAGE.
 async fn create_space(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiJson(input): ApiJson<SpaceInput>,
 ) -> Result<Json<Value>, ApiError> {
     let input = input.merge_serialized()?;
@@ -423,9 +453,9 @@ async fn create_space(
         ),
     ] {
         if !present {
-            return Err(ApiError::invalid_parameter(format!(
+            return Err(ApiError(Error::invalid_parameter(format!(
                 "`{field}` is required"
-            )));
+            ))));
         }
     }
     let mut spec = SpaceSpec {
@@ -446,11 +476,12 @@ async fn create_space(
         // Titles need not be unique; the object's unique name is its id (agents may name a space by it).
         name: space_id,
         owner_id: caller.identity.id,
-        spec: serde_json::to_string(&spec).map_err(ApiError::internal)?,
+        spec: serde_json::to_string(&spec).map_err(Error::internal)?,
         created_at: spec.updated_at,
     };
     state
-        .create_workspace_object(record.clone(), "CAN_MANAGE")
+        .access()
+        .create_workspace_object(record.clone(), PermissionLevel::CanManage)
         .await?;
     Ok(Json(render_space(&state, &Space { record, spec })))
 }
@@ -463,12 +494,12 @@ struct PageQuery {
 
 impl PageQuery {
     /// `(offset, size)`: the token is the offset of the page's first item.
-    fn window(&self) -> Result<(usize, usize), ApiError> {
+    fn window(&self) -> Result<(usize, usize), Error> {
         let offset = match self.page_token.as_deref().filter(|token| !token.is_empty()) {
             None => 0,
-            Some(token) => token.parse().map_err(|_| {
-                ApiError::invalid_parameter(format!("invalid `page_token` `{token}`"))
-            })?,
+            Some(token) => token
+                .parse()
+                .map_err(|_| Error::invalid_parameter(format!("invalid `page_token` `{token}`")))?,
         };
         let size = self
             .page_size
@@ -481,17 +512,19 @@ impl PageQuery {
 
 async fn list_spaces(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let (offset, size) = page.window()?;
     let visible: Vec<WorkspaceObjectRecord> = state
+        .access()
         .store()
         .list_workspace_objects(object_type())
         .await?
         .into_iter()
         .filter(|record| {
             state
+                .access()
                 .decide(
                     &caller,
                     ApiScope::DashboardsGenie,
@@ -502,7 +535,7 @@ async fn list_spaces(
         .collect();
     let mut spaces = Vec::new();
     for record in visible.iter().skip(offset).take(size) {
-        let spec = serde_json::from_str(&record.spec).map_err(ApiError::internal)?;
+        let spec = serde_json::from_str(&record.spec).map_err(Error::internal)?;
         spaces.push(render_space(
             &state,
             &Space {
@@ -527,7 +560,7 @@ struct GetSpaceQuery {
 /// The space; with `include_serialized_space=true` also its export, which needs CAN_EDIT as on Databricks.
 async fn get_space(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(space_id): Path<String>,
     ApiQuery(query): ApiQuery<GetSpaceQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -545,14 +578,15 @@ async fn get_space(
 
 async fn update_space(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(space_id): Path<String>,
     ApiJson(input): ApiJson<SpaceInput>,
 ) -> Result<Json<Value>, ApiError> {
     let mut space = find_space(&state, &caller, &space_id, PermissionLevel::CanEdit).await?;
     apply(&state, &caller, &mut space.spec, input).await?;
-    let spec = serde_json::to_string(&space.spec).map_err(ApiError::internal)?;
+    let spec = serde_json::to_string(&space.spec).map_err(Error::internal)?;
     state
+        .access()
         .store()
         .update_workspace_object_spec(object_type(), &space_id, &spec)
         .await?;
@@ -561,15 +595,16 @@ async fn update_space(
 
 async fn delete_space(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(space_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     find_space(&state, &caller, &space_id, PermissionLevel::CanManage).await?;
     let deleted = state
+        .access()
         .store()
         .delete_workspace_object(object_type(), &space_id)
         .await;
-    state.changes_committed().await?;
+    state.access().publish().await?;
     deleted?;
     Ok(Json(json!({})))
 }
@@ -580,22 +615,17 @@ struct AskInput {
 }
 
 /// The question of a start-conversation or create-message request.
-fn question_text(input: AskInput) -> Result<String, ApiError> {
+fn question_text(input: AskInput) -> Result<String, Error> {
     input
         .content
         .filter(|content| !content.trim().is_empty())
-        .ok_or_else(|| ApiError::invalid_parameter("`content` is required"))
+        .ok_or_else(|| Error::invalid_parameter("`content` is required"))
 }
 
 /// The space a question is asked in: CAN_RUN on it, and CAN_USE on its warehouse, which runs the SQL as the asker.
-async fn runnable_space(
-    state: &AppState,
-    caller: &Caller,
-    space_id: &str,
-) -> Result<Space, ApiError> {
+async fn runnable_space(state: &AppState, caller: &Caller, space_id: &str) -> Result<Space, Error> {
     let space = find_space(state, caller, space_id, PermissionLevel::CanRun).await?;
-    statements::authorize_warehouse(
-        state,
+    state.warehouse().authorize_warehouse(
         caller,
         &space.spec.warehouse_id,
         ApiScope::DashboardsGenie,
@@ -605,13 +635,13 @@ async fn runnable_space(
 
 async fn start_conversation(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(space_id): Path<String>,
     ApiJson(input): ApiJson<AskInput>,
 ) -> Result<Json<Value>, ApiError> {
     let content = question_text(input)?;
     let space = runnable_space(&state, &caller, &space_id).await?;
-    let now = crate::clock::now_millis();
+    let now = deputy_access::clock::now_millis();
     let conversation = ConversationRecord {
         conversation_id: new_id(),
         space_id: space_id.clone(),
@@ -623,10 +653,11 @@ async fn start_conversation(
     let message = new_message(&conversation.conversation_id, content, now);
     audit_question(&state, &caller, &space_id, &message).await?;
     state
+        .access()
         .store()
         .create_conversation(&conversation, &message)
         .await?;
-    let rendered_message = render_message(&space_id, &conversation, &message);
+    let rendered_message = render_message(&space_id, &conversation, &message)?;
     ask(&state, caller, space, message, Vec::new());
     Ok(Json(json!({
         "conversation_id": conversation.conversation_id,
@@ -638,18 +669,22 @@ async fn start_conversation(
 
 async fn create_message(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path((space_id, conversation_id)): Path<(String, String)>,
     ApiJson(input): ApiJson<AskInput>,
 ) -> Result<Json<Value>, ApiError> {
     let content = question_text(input)?;
     let space = runnable_space(&state, &caller, &space_id).await?;
     let conversation = own_conversation(&state, &caller, &space_id, &conversation_id).await?;
-    let history = state.store().messages_of(&conversation_id).await?;
-    let message = new_message(&conversation_id, content, crate::clock::now_millis());
+    let history = state.access().store().messages_of(&conversation_id).await?;
+    let message = new_message(
+        &conversation_id,
+        content,
+        deputy_access::clock::now_millis(),
+    );
     audit_question(&state, &caller, &space_id, &message).await?;
-    state.store().add_message(&message).await?;
-    let rendered = render_message(&space_id, &conversation, &message);
+    state.access().store().add_message(&message).await?;
+    let rendered = render_message(&space_id, &conversation, &message)?;
     ask(&state, caller, space, message, history);
     Ok(Json(rendered))
 }
@@ -672,19 +707,13 @@ async fn audit_question(
     caller: &Caller,
     space_id: &str,
     message: &MessageRecord,
-) -> Result<(), ApiError> {
-    let event = crate::genie::question_event(
-        state,
-        caller,
-        space_id,
-        "genie.question",
-        true,
-        format!(
+) -> Result<(), Error> {
+    let event = deputy_genie::question_event(&genie(state), caller, space_id, "genie.question")
+        .allowed(format!(
             "{} may run the space and asked: {}",
             caller.identity.name, message.content
-        ),
-    );
-    crate::audit::record(state, &[event]).await
+        ));
+    state.access().record(&[event]).await
 }
 
 fn ask(
@@ -701,7 +730,7 @@ fn ask(
         message,
         history,
     };
-    crate::genie::spawn_answer(state, caller, question);
+    deputy_genie::spawn_answer(&genie(state), caller, question);
 }
 
 /// The caller's conversation in this space; anyone else's, or one in another space, does not exist.
@@ -710,17 +739,16 @@ async fn own_conversation(
     caller: &Caller,
     space_id: &str,
     conversation_id: &str,
-) -> Result<ConversationRecord, ApiError> {
+) -> Result<ConversationRecord, Error> {
     state
+        .access()
         .store()
         .get_conversation(conversation_id)
         .await?
         .filter(|conversation| {
             conversation.owner_id == caller.identity.id && conversation.space_id == space_id
         })
-        .ok_or_else(|| {
-            ApiError::not_found(format!("conversation `{conversation_id}` does not exist"))
-        })
+        .ok_or_else(|| Error::not_found(format!("conversation `{conversation_id}` does not exist")))
 }
 
 /// The caller's message, found through its conversation.
@@ -728,15 +756,16 @@ async fn own_message(
     state: &AppState,
     caller: &Caller,
     (space_id, conversation_id, message_id): (&str, &str, &str),
-) -> Result<(ConversationRecord, MessageRecord), ApiError> {
+) -> Result<(ConversationRecord, MessageRecord), Error> {
     find_space(state, caller, space_id, PermissionLevel::CanRun).await?;
     let conversation = own_conversation(state, caller, space_id, conversation_id).await?;
     let message = state
+        .access()
         .store()
         .get_message(message_id)
         .await?
         .filter(|message| message.conversation_id == conversation_id)
-        .ok_or_else(|| ApiError::not_found(format!("message `{message_id}` does not exist")))?;
+        .ok_or_else(|| Error::not_found(format!("message `{message_id}` does not exist")))?;
     Ok((conversation, message))
 }
 
@@ -752,8 +781,8 @@ fn render_conversation(conversation: &ConversationRecord) -> Value {
     })
 }
 
-fn outcome_of(message: &MessageRecord) -> Result<MessageOutcome, ApiError> {
-    serde_json::from_str(&message.outcome).map_err(ApiError::internal)
+fn outcome_of(message: &MessageRecord) -> Result<MessageOutcome, Error> {
+    serde_json::from_str(&message.outcome).map_err(Error::internal)
 }
 
 /// A GenieMessage. Attachments: the query (with its statement and result metadata), the text answer, and the
@@ -762,9 +791,9 @@ fn render_message(
     space_id: &str,
     conversation: &ConversationRecord,
     message: &MessageRecord,
-) -> Value {
+) -> Result<Value, Error> {
     // A stored outcome that does not parse renders as none; `get_message` reports it as an error instead.
-    let outcome: MessageOutcome = serde_json::from_str(&message.outcome).unwrap_or_default();
+    let outcome: MessageOutcome = decode_stored("Genie message outcome", &message.outcome)?;
     let mut attachments = Vec::new();
     if let Some(query) = &outcome.query {
         let mut attachment = json!({
@@ -819,23 +848,23 @@ fn render_message(
     if let Some(error) = &outcome.error {
         body["error"] = json!({ "error": error.message, "type": error.kind });
     }
-    body
+    Ok(body)
 }
 
 async fn get_message(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path((space_id, conversation_id, message_id)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let (conversation, message) =
         own_message(&state, &caller, (&space_id, &conversation_id, &message_id)).await?;
     outcome_of(&message)?;
-    Ok(Json(render_message(&space_id, &conversation, &message)))
+    Ok(Json(render_message(&space_id, &conversation, &message)?))
 }
 
 async fn list_conversations(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(space_id): Path<String>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -844,6 +873,7 @@ async fn list_conversations(
     let to_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     // One more than the page, to know whether another page follows.
     let mut conversations = state
+        .access()
         .store()
         .list_conversations(
             &space_id,
@@ -870,21 +900,21 @@ async fn list_conversations(
 /// The caller's conversation's messages, oldest first, by page.
 async fn list_messages(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path((space_id, conversation_id)): Path<(String, String)>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     find_space(&state, &caller, &space_id, PermissionLevel::CanRun).await?;
     let conversation = own_conversation(&state, &caller, &space_id, &conversation_id).await?;
     let (offset, size) = page.window()?;
-    let messages = state.store().messages_of(&conversation_id).await?;
+    let messages = state.access().store().messages_of(&conversation_id).await?;
     let mut body = json!({
         "messages": messages
             .iter()
             .skip(offset)
             .take(size)
             .map(|message| render_message(&space_id, &conversation, message))
-            .collect::<Vec<_>>(),
+            .collect::<Result<Vec<_>, _>>()?,
     });
     if offset + size < messages.len() {
         body["next_page_token"] = json!((offset + size).to_string());
@@ -894,19 +924,23 @@ async fn list_messages(
 
 async fn delete_conversation(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path((space_id, conversation_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     find_space(&state, &caller, &space_id, PermissionLevel::CanRun).await?;
     own_conversation(&state, &caller, &space_id, &conversation_id).await?;
-    state.store().delete_conversation(&conversation_id).await?;
+    state
+        .access()
+        .store()
+        .delete_conversation(&conversation_id)
+        .await?;
     Ok(Json(json!({})))
 }
 
 /// `{"statement_response": StatementResponse}` of the message's query attachment `attachment_id`.
 async fn attachment_query_result(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path((space_id, conversation_id, message_id, attachment_id)): Path<(
         String,
         String,
@@ -925,7 +959,7 @@ async fn attachment_query_result(
 /// The deprecated form without an attachment id: the message's query attachment.
 async fn message_query_result(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path((space_id, conversation_id, message_id)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let ids = (
@@ -939,7 +973,7 @@ async fn message_query_result(
 /// Runs the attachment's SQL again as the caller, now, and answers its result.
 async fn execute_attachment_query(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path((space_id, conversation_id, message_id, attachment_id)): Path<(
         String,
         String,
@@ -968,7 +1002,7 @@ async fn query_result(
     let (_, message) = own_message(state, caller, ids).await?;
     let mut outcome = outcome_of(&message)?;
     let missing = || {
-        ApiError::not_found(format!(
+        Error::not_found(format!(
             "message `{}` has no query attachment{}",
             message.message_id,
             attachment_id
@@ -987,7 +1021,7 @@ async fn query_result(
         .filter(|_| !rerun)
         .and_then(|id| {
             state
-                .statements()
+                .warehouse()
                 .owned(id, caller.identity.id)
                 .ok()
                 .map(|entry| (id.to_owned(), entry))
@@ -996,17 +1030,18 @@ async fn query_result(
         Some(found) => found,
         None => {
             runnable_space(state, caller, ids.0).await?;
-            let (id, entry) = crate::genie::run_statement(state, caller, &query.sql);
+            let (id, entry) = deputy_genie::run_statement(&genie(state), caller, &query.sql);
             entry.finished().await;
             query.statement_id = Some(id.clone());
-            let stored = serde_json::to_string(&outcome).map_err(ApiError::internal)?;
+            let stored = serde_json::to_string(&outcome).map_err(Error::internal)?;
             state
+                .access()
                 .store()
                 .update_message(
                     &message.message_id,
                     &message.status,
                     &stored,
-                    crate::clock::now_millis(),
+                    deputy_access::clock::now_millis(),
                 )
                 .await?;
             (id, entry)

@@ -2,12 +2,8 @@
 //! (RFC 7662). Errors use the RFC 6749 body, not the Databricks one, because OAuth clients parse that.
 
 use super::{Access, ApiRouter};
-use crate::clock::{now_millis, now_seconds};
-use crate::credentials::{
-    ACCESS_TOKEN_LIFETIME_SECONDS, Caller, Credential, EXCHANGED_TOKEN_LIFETIME_SECONDS,
-};
 use crate::error::OAuthError;
-use crate::extract::parse_form;
+use crate::extract::{Authenticated, parse_form};
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
@@ -15,6 +11,10 @@ use axum::extract::{FromRequest, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use deputy_access::clock::{now_millis, now_seconds};
+use deputy_access::credentials::{
+    ACCESS_TOKEN_LIFETIME_SECONDS, Caller, Credential, EXCHANGED_TOKEN_LIFETIME_SECONDS,
+};
 use deputy_core::ScopeSet;
 use deputy_store::{Identity, IdentityKind};
 use deputy_tokens::{AccessClaims, Actor, ExchangeRequest, ScopeMode, SecretHash};
@@ -87,6 +87,7 @@ async fn token(
         None => return Err(OAuthError::new("invalid_request", "missing `grant_type`")),
     };
     let access_token = state
+        .access()
         .credentials()
         .sign(&claims)
         .map_err(OAuthError::server_error)?;
@@ -122,6 +123,7 @@ async fn authenticate_client(
     };
     let refused = || OAuthError::new("invalid_client", "client authentication failed");
     let principal = state
+        .access()
         .store()
         .find_identity(IdentityKind::ServicePrincipal, &client_id)
         .await?
@@ -130,7 +132,11 @@ async fn authenticate_client(
         return Err(refused());
     }
     let now = now_millis();
-    let secrets = state.store().list_client_secrets(principal.id).await?;
+    let secrets = state
+        .access()
+        .store()
+        .list_client_secrets(principal.id)
+        .await?;
     let matches = secrets.iter().any(|stored| {
         (stored.expires_at < 0 || stored.expires_at > now)
             && SecretHash::from_hex(&stored.secret_hash).is_ok_and(|hash| hash.matches(&secret))
@@ -195,7 +201,7 @@ fn client_credentials(
             "Invalid scope: no API scope requested",
         ));
     }
-    let credentials = state.credentials();
+    let credentials = state.access().credentials();
     let mut claims = AccessClaims::issue(
         &credentials.issuer(),
         &credentials.audience(),
@@ -223,9 +229,11 @@ async fn token_exchange(
             format!("cannot issue tokens of type `{requested}`"),
         ));
     }
-    let audience = state.credentials().audience();
+    let audience = state.access().credentials().audience();
     for target in [&form.audience, &form.resource].into_iter().flatten() {
-        if target.trim_end_matches('/') != audience && *target != state.workspace_id().to_string() {
+        if target.trim_end_matches('/') != audience
+            && *target != state.access().workspace_id().to_string()
+        {
             return Err(OAuthError::new(
                 "invalid_target",
                 format!("tokens can only be issued for `{audience}`"),
@@ -246,7 +254,7 @@ async fn token_exchange(
             let actor = authenticate_for_exchange(state, actor_token, "actor").await?;
             Some(Actor {
                 sub: actor.subject().to_owned(),
-                act: current_actor(&actor).map(Box::new),
+                act: actor.actor().map(Box::new),
             })
         }
     };
@@ -258,7 +266,7 @@ async fn token_exchange(
         mode: ScopeMode::RefuseWider,
     };
     deputy_tokens::exchange(
-        &subject_claims(state, &subject),
+        &state.access().credentials().subject_claims(&subject),
         &request,
         now_seconds(),
         EXCHANGED_TOKEN_LIFETIME_SECONDS,
@@ -286,58 +294,16 @@ async fn authenticate_for_exchange(
     role: &str,
 ) -> Result<Caller, OAuthError> {
     state
+        .access()
         .credentials()
         .authenticate(token)
         .await
         .map_err(|error| match error {
-            crate::credentials::AuthenticationError::Store(cause) => {
+            deputy_access::credentials::AuthenticationError::Store(cause) => {
                 OAuthError::server_error(cause)
             }
             other => OAuthError::new("invalid_grant", format!("{role} token refused: {other}")),
         })
-}
-
-pub(crate) fn current_actor(caller: &Caller) -> Option<Actor> {
-    match &caller.credential {
-        Credential::AccessToken { actor, .. } => actor.clone(),
-        Credential::PersonalAccessToken { .. } => None,
-    }
-}
-
-/// The subject as claims, whatever kind of token it presented. A personal access token's claims end when it does,
-/// or after the access-token lifetime if it never expires; the exchange clamps to that.
-pub(crate) fn subject_claims(state: &AppState, subject: &Caller) -> AccessClaims {
-    let now = now_seconds();
-    let exp = match &subject.credential {
-        Credential::AccessToken { expires_at, .. } => *expires_at,
-        Credential::PersonalAccessToken { expires_at, .. } => expires_at
-            .map_or(now + ACCESS_TOKEN_LIFETIME_SECONDS, |end| {
-                end.min(now + ACCESS_TOKEN_LIFETIME_SECONDS)
-            }),
-    };
-    // The exchanged token names the subject token (and its ancestors), so revoking any of them revokes it.
-    let (jti, derived_from) = match &subject.credential {
-        Credential::AccessToken {
-            jti, derived_from, ..
-        } => (jti.clone(), derived_from.clone()),
-        Credential::PersonalAccessToken { token_id, .. } => (
-            crate::credentials::personal_token_ancestor_id(token_id),
-            Vec::new(),
-        ),
-    };
-    AccessClaims {
-        iss: state.credentials().issuer(),
-        aud: state.credentials().audience(),
-        sub: subject.subject().to_owned(),
-        exp,
-        iat: now,
-        nbf: now,
-        jti,
-        scope: subject.scopes,
-        client_id: None,
-        act: current_actor(subject),
-        derived_from,
-    }
 }
 
 #[derive(Deserialize)]
@@ -361,7 +327,7 @@ async fn revoke(
 }
 
 async fn revoke_token(state: &AppState, token: &str) -> Result<(), OAuthError> {
-    let credentials = state.credentials();
+    let credentials = state.access().credentials();
     match credentials.authenticate(token).await {
         Ok(caller) => match caller.credential {
             Credential::AccessToken {
@@ -373,7 +339,7 @@ async fn revoke_token(state: &AppState, token: &str) -> Result<(), OAuthError> {
                 credentials.delete_personal_access_token(&token_id).await?;
             }
         },
-        Err(crate::credentials::AuthenticationError::Store(cause)) => {
+        Err(deputy_access::credentials::AuthenticationError::Store(cause)) => {
             return Err(OAuthError::server_error(cause));
         }
         Err(_) => {}
@@ -390,7 +356,7 @@ struct IntrospectForm {
 /// endpoint is no oracle for other principals' tokens.
 async fn introspect(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     FormBody(body): FormBody,
 ) -> Result<Json<Value>, OAuthError> {
     let form: IntrospectForm =
@@ -399,7 +365,7 @@ async fn introspect(
         .token
         .ok_or_else(|| OAuthError::new("invalid_request", "missing `token`"))?;
     let inactive = Json(json!({ "active": false }));
-    let Ok(subject) = state.credentials().authenticate(&token).await else {
+    let Ok(subject) = state.access().credentials().authenticate(&token).await else {
         return Ok(inactive);
     };
     if subject.identity.id != caller.identity.id && !caller.is_admin() {
@@ -409,8 +375,8 @@ async fn introspect(
         "active": true,
         "sub": subject.subject(),
         "scope": subject.scopes.to_string(),
-        "iss": state.credentials().issuer(),
-        "aud": state.credentials().audience(),
+        "iss": state.access().credentials().issuer(),
+        "aud": state.access().credentials().audience(),
         "principal_type": match subject.identity.kind {
             IdentityKind::ServicePrincipal => "service_principal",
             _ => "user",

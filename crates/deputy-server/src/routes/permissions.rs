@@ -3,12 +3,13 @@
 //! decision.
 
 use super::{Access, ApiRouter};
-use crate::credentials::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiQuery, Authenticated};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
+use deputy_access::Error;
+use deputy_access::credentials::Caller;
 use deputy_authz::{
     AccessRequest, Action, PermissionLevel, PermissionSource, SecurableKind, SecurableRef,
     WorkspaceObjectKind, WorkspaceObjectRef, decide, effective_permission_levels,
@@ -53,9 +54,9 @@ fn visible_object(
     caller: &Caller,
     object_type: &str,
     object_id: &str,
-) -> Result<WorkspaceObjectRef, ApiError> {
+) -> Result<WorkspaceObjectRef, Error> {
     let kind = object_kind_from_type(object_type)
-        .ok_or_else(|| ApiError::not_found(format!("unknown object type `{object_type}`")))?;
+        .ok_or_else(|| Error::not_found(format!("unknown object type `{object_type}`")))?;
     let object = WorkspaceObjectRef::new(kind, object_id);
     let lowest = kind
         .levels()
@@ -67,11 +68,12 @@ fn visible_object(
         level: lowest,
     };
     match state
+        .access()
         .decide(caller, ApiScope::IamAccessControl, action)
         .is_allowed()
     {
         true => Ok(object),
-        false => Err(ApiError::not_found(format!(
+        false => Err(Error::not_found(format!(
             "{object_type} `{object_id}` does not exist"
         ))),
     }
@@ -87,13 +89,14 @@ fn principal_field(identity: &Identity) -> &'static str {
 
 /// The permissions-API view of an object: each principal with a direct entry, plus the admins group's `CAN_MANAGE`
 /// inherited from the workspace root.
-async fn render(state: &AppState, object: &WorkspaceObjectRef) -> Result<Value, ApiError> {
+async fn render(state: &AppState, object: &WorkspaceObjectRef) -> Result<Value, Error> {
     let object_type = object_type_of(object.kind());
-    let directory = state.directory();
-    let snapshot = state.snapshot();
+    let directory = state.access().directory();
+    let snapshot = state.access().snapshot();
     let mut entries = Vec::new();
-    let admins = directory.find(IdentityKind::Group, crate::bootstrap::ADMINS_GROUP);
+    let admins = directory.find(IdentityKind::Group, deputy_access::directory::ADMINS_GROUP);
     let mut principals: Vec<Identity> = state
+        .access()
         .store()
         .object_acl(object_type, object.id())
         .await?
@@ -107,7 +110,7 @@ async fn render(state: &AppState, object: &WorkspaceObjectRef) -> Result<Value, 
     }
     for principal in principals {
         let levels = effective_permission_levels(principal_id(principal.id), object, &snapshot)
-            .map_err(|error| ApiError::not_found(error.to_string()))?;
+            .map_err(|error| Error::not_found(error.to_string()))?;
         let all_permissions: Vec<Value> = levels
             .iter()
             .filter(|level| match &level.source {
@@ -137,7 +140,7 @@ async fn render(state: &AppState, object: &WorkspaceObjectRef) -> Result<Value, 
 
 async fn get_permissions(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path((object_type, object_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let object = visible_object(&state, &caller, &object_type, &object_id)?;
@@ -160,7 +163,7 @@ struct AccessControlEntry {
 
 async fn set_permissions(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path((object_type, object_id)): Path<(String, String)>,
     ApiJson(body): ApiJson<SetPermissions>,
     replace: bool,
@@ -170,8 +173,10 @@ async fn set_permissions(
         object: object.clone(),
         level: PermissionLevel::CanManage,
     };
-    state.authorize(&caller, ApiScope::IamAccessControl, manage)?;
-    let directory = state.directory();
+    state
+        .access()
+        .authorize(&caller, ApiScope::IamAccessControl, manage)?;
+    let directory = state.access().directory();
     let mut entries = Vec::with_capacity(body.access_control_list.len());
     for entry in body.access_control_list {
         let (kind, name) = match (
@@ -183,19 +188,19 @@ async fn set_permissions(
             (None, Some(name), None) => (IdentityKind::Group, name),
             (None, None, Some(name)) => (IdentityKind::ServicePrincipal, name),
             _ => {
-                return Err(ApiError::invalid_parameter(
+                return Err(ApiError(Error::invalid_parameter(
                     "each entry names exactly one of `user_name`, `group_name`, `service_principal_name`",
-                ));
+                )));
             }
         };
         let principal = directory.find(kind, &name).ok_or_else(|| {
-            ApiError::invalid_parameter(format!("principal `{name}` does not exist"))
+            Error::invalid_parameter(format!("principal `{name}` does not exist"))
         })?;
         let level_name = entry.permission_level.unwrap_or_default();
         let level = PermissionLevel::from_wire_name(&level_name)
             .filter(|level| object.kind().rank(*level).is_some())
             .ok_or_else(|| {
-                ApiError::invalid_parameter(format!(
+                Error::invalid_parameter(format!(
                     "`{level_name}` is not a permission level of {}; use one of {}",
                     object.kind().name(),
                     level_names(object.kind()).join(", ")
@@ -205,10 +210,11 @@ async fn set_permissions(
     }
     let object_type = object_type_of(object.kind());
     let outcome = state
+        .access()
         .store()
         .set_object_acl(object_type, object.id(), &entries, replace)
         .await;
-    state.changes_committed().await?;
+    state.access().publish().await?;
     outcome?;
     Ok(Json(render(&state, &object).await?))
 }
@@ -222,7 +228,7 @@ fn level_names(kind: WorkspaceObjectKind) -> Vec<&'static str> {
 
 async fn permission_levels(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path((object_type, object_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let object = visible_object(&state, &caller, &object_type, &object_id)?;
@@ -263,10 +269,10 @@ struct WhyQuery {
 /// every scope (scopes belong to tokens, not principals). Admins may ask about anyone; others about themselves.
 async fn why(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiQuery(query): ApiQuery<WhyQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let directory = state.directory();
+    let directory = state.access().directory();
     let principal = [
         IdentityKind::User,
         IdentityKind::ServicePrincipal,
@@ -275,19 +281,19 @@ async fn why(
     .into_iter()
     .find_map(|kind| directory.find(kind, &query.principal).cloned())
     .ok_or_else(|| {
-        ApiError::invalid_parameter(format!("principal `{}` does not exist", query.principal))
+        Error::invalid_parameter(format!("principal `{}` does not exist", query.principal))
     })?;
     if principal.id != caller.identity.id {
         caller.require_admin()?;
     }
     let (kind_name, name) = query.securable.split_once(':').ok_or_else(|| {
-        ApiError::invalid_parameter("`securable` is `TYPE:NAME`, e.g. `table:main.sales.orders`")
+        Error::invalid_parameter("`securable` is `TYPE:NAME`, e.g. `table:main.sales.orders`")
     })?;
     let action = match object_kind_from_type(kind_name) {
         Some(kind) => {
             let level = match &query.level {
                 Some(level) => PermissionLevel::from_wire_name(level).ok_or_else(|| {
-                    ApiError::invalid_parameter(format!("unknown permission level `{level}`"))
+                    Error::invalid_parameter(format!("unknown permission level `{level}`"))
                 })?,
                 None => kind
                     .levels()
@@ -302,7 +308,7 @@ async fn why(
         }
         None => {
             let kind = SecurableKind::from_name(kind_name).ok_or_else(|| {
-                ApiError::invalid_parameter(format!("unknown securable type `{kind_name}`"))
+                Error::invalid_parameter(format!("unknown securable type `{kind_name}`"))
             })?;
             securable_action(&query.action, SecurableRef::new(kind, name))?
         }
@@ -313,7 +319,7 @@ async fn why(
         required_scope: ApiScope::CatalogGrants,
         action,
     };
-    let decision = decide(&request, &state.snapshot());
+    let decision = decide(&request, &state.access().snapshot());
     Ok(Json(json!({
         "principal": principal.name,
         "allowed": decision.is_allowed(),
@@ -323,7 +329,7 @@ async fn why(
 }
 
 /// The actions `why` understands, named as people would say them.
-fn securable_action(action: &str, securable: SecurableRef) -> Result<Action, ApiError> {
+fn securable_action(action: &str, securable: SecurableRef) -> Result<Action, Error> {
     use SecurableKind::*;
     let applies_to: &[SecurableKind] = match action.to_ascii_lowercase().as_str() {
         "select" | "read" => &[Table, View, VectorIndex],
@@ -335,7 +341,7 @@ fn securable_action(action: &str, securable: SecurableRef) -> Result<Action, Api
     };
     if !applies_to.is_empty() && !applies_to.contains(&securable.kind()) {
         let kinds: Vec<&str> = applies_to.iter().map(|kind| kind.name()).collect();
-        return Err(ApiError::invalid_parameter(format!(
+        return Err(Error::invalid_parameter(format!(
             "`{action}` applies to {}, not to a {}",
             kinds.join(", "),
             securable.kind().noun()
@@ -351,7 +357,7 @@ fn securable_action(action: &str, securable: SecurableRef) -> Result<Action, Api
         "browse" | "metadata" => Action::ReadMetadata(securable),
         "manage" | "grant" => Action::Manage(securable),
         other => {
-            return Err(ApiError::invalid_parameter(format!(
+            return Err(Error::invalid_parameter(format!(
                 "unknown action `{other}`: use select, modify, execute, read_volume, write_volume, use_connection, browse or manage"
             )));
         }

@@ -2,12 +2,12 @@
 //! the chat-completions shape the model backends and ChatAgents speak. ResponsesAgents answer in this dialect
 //! already; their answers and stream events pass through unchanged.
 
-use crate::error::ApiError;
+use deputy_access::Error;
 use serde_json::{Value, json};
 
 /// A chat-completions body for a Responses request: `instructions` becomes a system message, `input` (a string or
 /// a list of message items whose content is a string or `input_text`/`output_text` parts) the messages.
-pub fn chat_body(request: &Value) -> Result<Value, ApiError> {
+pub fn chat_body(request: &Value) -> Result<Value, Error> {
     let mut messages = Vec::new();
     if let Some(instructions) = request.get("instructions").and_then(Value::as_str) {
         messages.push(json!({ "role": "system", "content": instructions }));
@@ -20,7 +20,7 @@ pub fn chat_body(request: &Value) -> Result<Value, ApiError> {
             }
         }
         _ => {
-            return Err(ApiError::invalid_parameter(
+            return Err(Error::invalid_parameter(
                 "`input` must be a string or a list of messages",
             ));
         }
@@ -39,13 +39,13 @@ pub fn chat_body(request: &Value) -> Result<Value, ApiError> {
     Ok(body)
 }
 
-fn chat_message(item: &Value) -> Result<Value, ApiError> {
+fn chat_message(item: &Value) -> Result<Value, Error> {
     let role = item
         .get("role")
         .and_then(Value::as_str)
         .filter(|role| ["user", "assistant", "system", "developer"].contains(role))
         .ok_or_else(|| {
-            ApiError::invalid_parameter(
+            Error::invalid_parameter(
                 "each `input` item must be a message with a role of user, assistant, system or developer",
             )
         })?;
@@ -58,8 +58,8 @@ fn chat_message(item: &Value) -> Result<Value, ApiError> {
                 Some("input_text" | "output_text") => part["text"]
                     .as_str()
                     .map(str::to_owned)
-                    .ok_or_else(|| ApiError::invalid_parameter("a text part needs `text`")),
-                other => Err(ApiError::invalid_parameter(format!(
+                    .ok_or_else(|| Error::invalid_parameter("a text part needs `text`")),
+                other => Err(Error::invalid_parameter(format!(
                     "content parts of type `{}` are not supported",
                     other.unwrap_or("(none)")
                 ))),
@@ -67,7 +67,7 @@ fn chat_message(item: &Value) -> Result<Value, ApiError> {
             .collect::<Result<Vec<_>, _>>()?
             .join(""),
         _ => {
-            return Err(ApiError::invalid_parameter(
+            return Err(Error::invalid_parameter(
                 "a message's `content` must be a string or a list of text parts",
             ));
         }
@@ -126,7 +126,7 @@ fn response_object(model: &str, status: &str, output: Vec<Value>) -> Value {
     json!({
         "id": format!("resp_{}", uuid::Uuid::new_v4().simple()),
         "object": "response",
-        "created_at": crate::clock::now_millis() / 1000,
+        "created_at": deputy_access::clock::now_millis() / 1000,
         "model": model,
         "status": status,
         "output": output,

@@ -2,13 +2,13 @@
 //! OAuth secrets of service principals. Anyone with the `iam.scim` scope may read; only admins may write.
 
 use super::{Access, ApiRouter};
-use crate::clock::now_millis;
-use crate::credentials::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiQuery, Authenticated};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
+use deputy_access::Error;
+use deputy_access::clock::now_millis;
 use deputy_core::ApiScope;
 use deputy_store::{
     ClientSecret, Identity, IdentityKind, IdentityQuery, IdentityUpdate, NewIdentity, PrincipalId,
@@ -79,7 +79,7 @@ async fn publish(
     state: &AppState,
     outcome: Result<Json<Value>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    state.changes_committed().await?;
+    state.access().publish().await?;
     outcome
 }
 
@@ -139,8 +139,8 @@ fn reference(identity: &Identity) -> Value {
 }
 
 /// The SCIM representation, with the groups (and for groups, the members) that make it up.
-async fn render(state: &AppState, identity: &Identity) -> Result<Value, ApiError> {
-    let store = state.store();
+async fn render(state: &AppState, identity: &Identity) -> Result<Value, Error> {
+    let store = state.access().store();
     let groups: Vec<Value> = store
         .direct_groups(identity.id)
         .await?
@@ -193,13 +193,16 @@ async fn render(state: &AppState, identity: &Identity) -> Result<Value, ApiError
 /// `X-Databricks-Org-Id` header is where the SDK's `get_workspace_id()` looks when it has no workspace id configured.
 async fn me(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
 ) -> Result<([(&'static str, String); 1], Json<Value>), ApiError> {
     let mut body = render(&state, &caller.identity).await?;
     if caller.identity.kind == IdentityKind::ServicePrincipal {
         body["userName"] = json!(caller.identity.name);
     }
-    let org_id = [("x-databricks-org-id", state.workspace_id().to_string())];
+    let org_id = [(
+        "x-databricks-org-id",
+        state.access().workspace_id().to_string(),
+    )];
     Ok((org_id, Json(body)))
 }
 
@@ -229,6 +232,7 @@ async fn list(
         Some((attribute, value)) if attribute.eq_ignore_ascii_case("id") => {
             let found = match value.parse::<i64>() {
                 Ok(id) => state
+                    .access()
                     .store()
                     .get_identity(PrincipalId(id))
                     .await?
@@ -250,9 +254,19 @@ async fn list(
                 FilterTarget::Name => store_query.name_equals = Some(value),
                 FilterTarget::DisplayName => store_query.display_name_equals = Some(value),
             }
-            state.store().list_identities(kind, &store_query).await?
+            state
+                .access()
+                .store()
+                .list_identities(kind, &store_query)
+                .await?
         }
-        None => state.store().list_identities(kind, &store_query).await?,
+        None => {
+            state
+                .access()
+                .store()
+                .list_identities(kind, &store_query)
+                .await?
+        }
     };
     let mut resources = Vec::with_capacity(page.len());
     for identity in &page {
@@ -272,7 +286,7 @@ enum FilterTarget {
     DisplayName,
 }
 
-fn filter_target(kind: IdentityKind, attribute: &str) -> Result<FilterTarget, ApiError> {
+fn filter_target(kind: IdentityKind, attribute: &str) -> Result<FilterTarget, Error> {
     let name_attribute = match kind {
         IdentityKind::User => "userName",
         IdentityKind::ServicePrincipal => "applicationId",
@@ -283,7 +297,7 @@ fn filter_target(kind: IdentityKind, attribute: &str) -> Result<FilterTarget, Ap
     } else if attribute.eq_ignore_ascii_case("displayName") {
         Ok(FilterTarget::DisplayName)
     } else {
-        Err(ApiError::invalid_parameter(format!(
+        Err(Error::invalid_parameter(format!(
             "cannot filter {} by `{attribute}`",
             resource_path(kind)
         )))
@@ -291,9 +305,9 @@ fn filter_target(kind: IdentityKind, attribute: &str) -> Result<FilterTarget, Ap
 }
 
 /// Parses the one filter form supported: `attribute eq "value"` (the value may be unquoted).
-fn parse_filter(filter: &str) -> Result<(String, String), ApiError> {
+fn parse_filter(filter: &str) -> Result<(String, String), Error> {
     let unsupported = || {
-        ApiError::invalid_parameter(format!(
+        Error::invalid_parameter(format!(
             "unsupported filter `{filter}`: only `attribute eq \"value\"` is supported"
         ))
     };
@@ -313,10 +327,11 @@ fn parse_filter(filter: &str) -> Result<(String, String), ApiError> {
     Ok((attribute.to_owned(), value.to_owned()))
 }
 
-async fn load(state: &AppState, id: &str, kind: IdentityKind) -> Result<Identity, ApiError> {
-    let missing = || ApiError::not_found(format!("{} `{id}` does not exist", noun(kind)));
+async fn load(state: &AppState, id: &str, kind: IdentityKind) -> Result<Identity, Error> {
+    let missing = || Error::not_found(format!("{} `{id}` does not exist", noun(kind)));
     let id = id.parse::<i64>().map_err(|_| missing())?;
     state
+        .access()
         .store()
         .get_identity(PrincipalId(id))
         .await?
@@ -333,24 +348,24 @@ async fn get_one(
     Ok(Json(render(&state, &identity).await?))
 }
 
-fn text(body: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
+fn text(body: &Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(value)) => Ok(Some(value.clone())),
-        Some(_) => Err(ApiError::invalid_parameter(format!(
+        Some(_) => Err(Error::invalid_parameter(format!(
             "`{key}` must be a string"
         ))),
     }
 }
 
-fn boolean(body: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
+fn boolean(body: &Map<String, Value>, key: &str) -> Result<Option<bool>, Error> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(value)) => Ok(Some(*value)),
         // Some SCIM clients send booleans as strings.
         Some(Value::String(value)) if value.eq_ignore_ascii_case("true") => Ok(Some(true)),
         Some(Value::String(value)) if value.eq_ignore_ascii_case("false") => Ok(Some(false)),
-        Some(_) => Err(ApiError::invalid_parameter(format!(
+        Some(_) => Err(Error::invalid_parameter(format!(
             "`{key}` must be a boolean"
         ))),
     }
@@ -358,30 +373,28 @@ fn boolean(body: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiErro
 
 /// Checks a principal name: printable, not too long, and for users not shaped like a UUID (those name service
 /// principals in tokens, see `Credentials::find_subject`).
-fn validate_name(kind: IdentityKind, field: &str, name: &str) -> Result<(), ApiError> {
+fn validate_name(kind: IdentityKind, field: &str, name: &str) -> Result<(), Error> {
     if name.trim().is_empty() {
-        return Err(ApiError::invalid_parameter(format!(
+        return Err(Error::invalid_parameter(format!(
             "`{field}` must not be empty"
         )));
     }
     if name.chars().count() > MAX_NAME_LENGTH {
-        return Err(ApiError::invalid_parameter(format!(
+        return Err(Error::invalid_parameter(format!(
             "`{field}` is longer than {MAX_NAME_LENGTH} characters"
         )));
     }
     if name.chars().any(char::is_control) || name != name.trim() {
-        return Err(ApiError::invalid_parameter(format!(
+        return Err(Error::invalid_parameter(format!(
             "`{field}` must not contain control characters or surrounding spaces"
         )));
     }
     match kind {
-        IdentityKind::User if uuid::Uuid::parse_str(name).is_ok() => {
-            Err(ApiError::invalid_parameter(format!(
-                "`{field}` must not be a UUID; UUIDs name service principals"
-            )))
-        }
+        IdentityKind::User if uuid::Uuid::parse_str(name).is_ok() => Err(Error::invalid_parameter(
+            format!("`{field}` must not be a UUID; UUIDs name service principals"),
+        )),
         IdentityKind::ServicePrincipal if uuid::Uuid::parse_str(name).is_err() => Err(
-            ApiError::invalid_parameter(format!("`{field}` must be a UUID")),
+            Error::invalid_parameter(format!("`{field}` must be a UUID")),
         ),
         _ => Ok(()),
     }
@@ -392,7 +405,7 @@ fn identity_fields(
     kind: IdentityKind,
     body: &Map<String, Value>,
     current: Option<&Identity>,
-) -> Result<IdentityUpdate, ApiError> {
+) -> Result<IdentityUpdate, Error> {
     let name = match kind {
         IdentityKind::User => text(body, "userName")?,
         IdentityKind::Group => text(body, "displayName")?,
@@ -402,7 +415,7 @@ fn identity_fields(
         (Some(name), Some(current))
             if kind == IdentityKind::ServicePrincipal && name != current.name =>
         {
-            return Err(ApiError::invalid_parameter(
+            return Err(Error::invalid_parameter(
                 "`applicationId` cannot be changed",
             ));
         }
@@ -415,9 +428,7 @@ fn identity_fields(
             } else {
                 "displayName"
             };
-            return Err(ApiError::invalid_parameter(format!(
-                "`{field}` is required"
-            )));
+            return Err(Error::invalid_parameter(format!("`{field}` is required")));
         }
     };
     let name_field = match kind {
@@ -450,9 +461,9 @@ async fn referenced_ids(
     state: &AppState,
     value: &Value,
     field: &str,
-) -> Result<Vec<Identity>, ApiError> {
+) -> Result<Vec<Identity>, Error> {
     let Value::Array(items) = value else {
-        return Err(ApiError::invalid_parameter(format!(
+        return Err(Error::invalid_parameter(format!(
             "`{field}` must be a list of {{\"value\": id}}"
         )));
     };
@@ -464,26 +475,32 @@ async fn referenced_ids(
                 .or_else(|| v.as_i64().map(|n| n.to_string()))
         });
         let id = id.ok_or_else(|| {
-            ApiError::invalid_parameter(format!("each entry of `{field}` needs a `value`"))
+            Error::invalid_parameter(format!("each entry of `{field}` needs a `value`"))
         })?;
         let found = match id.parse::<i64>() {
-            Ok(number) => state.store().get_identity(PrincipalId(number)).await?,
+            Ok(number) => {
+                state
+                    .access()
+                    .store()
+                    .get_identity(PrincipalId(number))
+                    .await?
+            }
             Err(_) => None,
         };
         identities.push(found.ok_or_else(|| {
-            ApiError::invalid_parameter(format!("principal `{id}` in `{field}` does not exist"))
+            Error::invalid_parameter(format!("principal `{id}` in `{field}` does not exist"))
         })?);
     }
     Ok(identities)
 }
 
-async fn groups_from(state: &AppState, value: &Value) -> Result<Vec<Identity>, ApiError> {
+async fn groups_from(state: &AppState, value: &Value) -> Result<Vec<Identity>, Error> {
     let groups = referenced_ids(state, value, "groups").await?;
     match groups
         .iter()
         .find(|group| group.kind != IdentityKind::Group)
     {
-        Some(other) => Err(ApiError::invalid_parameter(format!(
+        Some(other) => Err(Error::invalid_parameter(format!(
             "`groups` entry `{}` is not a group",
             other.id
         ))),
@@ -495,22 +512,22 @@ async fn members_from(
     state: &AppState,
     group: Option<&Identity>,
     value: &Value,
-) -> Result<Vec<Identity>, ApiError> {
+) -> Result<Vec<Identity>, Error> {
     let members = referenced_ids(state, value, "members").await?;
     if let Some(group) = group
         && members.iter().any(|member| member.id == group.id)
     {
-        return Err(ApiError::invalid_parameter(
+        return Err(Error::invalid_parameter(
             "a group cannot be a member of itself",
         ));
     }
     Ok(members)
 }
 
-fn object(body: Value) -> Result<Map<String, Value>, ApiError> {
+fn object(body: Value) -> Result<Map<String, Value>, Error> {
     match body {
         Value::Object(map) => Ok(map),
-        _ => Err(ApiError::malformed_request(
+        _ => Err(Error::malformed_request(
             "the request body must be a JSON object",
         )),
     }
@@ -518,7 +535,7 @@ fn object(body: Value) -> Result<Map<String, Value>, ApiError> {
 
 async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<Value>,
     kind: IdentityKind,
 ) -> Result<Json<Value>, ApiError> {
@@ -543,13 +560,19 @@ async fn create(
         external_id: fields.external_id,
         active: fields.active,
     };
-    let identity = state.store().create_identity(new, now_millis()).await?;
+    let identity = state
+        .access()
+        .store()
+        .create_identity(new, now_millis())
+        .await?;
     if kind != IdentityKind::Group
         && let Some(users) = state
+            .access()
             .directory()
-            .find(IdentityKind::Group, crate::bootstrap::USERS_GROUP)
+            .find(IdentityKind::Group, deputy_access::directory::USERS_GROUP)
     {
         state
+            .access()
             .store()
             .add_group_member(users.id, identity.id)
             .await?;
@@ -557,12 +580,14 @@ async fn create(
     let member_ids: Vec<PrincipalId> = members.iter().map(|member| member.id).collect();
     if !member_ids.is_empty() {
         state
+            .access()
             .store()
             .set_group_members(identity.id, &member_ids)
             .await?;
     }
     for group in &groups {
         state
+            .access()
             .store()
             .add_group_member(group.id, identity.id)
             .await?;
@@ -572,7 +597,7 @@ async fn create(
 
 async fn replace(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Value>,
     kind: IdentityKind,
@@ -587,10 +612,18 @@ async fn replace(
         }
         _ => None,
     };
-    let updated = state.store().update_identity(current.id, fields).await?;
+    let updated = state
+        .access()
+        .store()
+        .update_identity(current.id, fields)
+        .await?;
     if let Some(members) = members {
         let ids: Vec<PrincipalId> = members.iter().map(|member| member.id).collect();
-        state.store().set_group_members(updated.id, &ids).await?;
+        state
+            .access()
+            .store()
+            .set_group_members(updated.id, &ids)
+            .await?;
     }
     Ok(Json(render(&state, &updated).await?))
 }
@@ -610,7 +643,7 @@ struct PatchOperation {
 
 async fn patch(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<PatchRequest>,
     kind: IdentityKind,
@@ -630,10 +663,10 @@ async fn apply_patch(
     state: &AppState,
     identity: Identity,
     operation: &PatchOperation,
-) -> Result<Identity, ApiError> {
+) -> Result<Identity, Error> {
     let op = operation.op.to_ascii_lowercase();
     if !matches!(op.as_str(), "add" | "remove" | "replace") {
-        return Err(ApiError::invalid_parameter(format!(
+        return Err(Error::invalid_parameter(format!(
             "unsupported PATCH op `{}`",
             operation.op
         )));
@@ -643,7 +676,7 @@ async fn apply_patch(
         let attributes = match &operation.value {
             Some(Value::Object(attributes)) => attributes.clone(),
             _ => {
-                return Err(ApiError::invalid_parameter(
+                return Err(Error::invalid_parameter(
                     "a PATCH operation without `path` needs an object `value`",
                 ));
             }
@@ -664,14 +697,15 @@ async fn apply_patch(
         .and_then(|rest| rest.strip_suffix("\"]"))
     {
         if op != "remove" || identity.kind != IdentityKind::Group {
-            return Err(ApiError::invalid_parameter(format!(
+            return Err(Error::invalid_parameter(format!(
                 "unsupported PATCH path `{path}` for `{op}`"
             )));
         }
         let member = member_id
             .parse::<i64>()
-            .map_err(|_| ApiError::invalid_parameter("member ids are numeric"))?;
+            .map_err(|_| Error::invalid_parameter("member ids are numeric"))?;
         state
+            .access()
             .store()
             .remove_group_member(identity.id, PrincipalId(member))
             .await?;
@@ -680,76 +714,119 @@ async fn apply_patch(
     let value = operation.value.clone().unwrap_or(Value::Null);
     match path {
         "members" if identity.kind == IdentityKind::Group => {
-            let members = members_from(state, Some(&identity), &value).await?;
-            if op == "replace" {
-                let ids: Vec<PrincipalId> = members.iter().map(|member| member.id).collect();
-                state.store().set_group_members(identity.id, &ids).await?;
-            }
-            for member in &members {
-                match op.as_str() {
-                    "add" => {
-                        state
-                            .store()
-                            .add_group_member(identity.id, member.id)
-                            .await?
-                    }
-                    "remove" => {
-                        state
-                            .store()
-                            .remove_group_member(identity.id, member.id)
-                            .await?
-                    }
-                    _ => {}
-                }
-            }
+            patch_members(state, &identity, &op, &value).await?;
             Ok(identity)
         }
         "groups" if identity.kind != IdentityKind::Group => {
-            let groups = groups_from(state, &value).await?;
-            for group in &groups {
-                match op.as_str() {
-                    "remove" => {
-                        state
-                            .store()
-                            .remove_group_member(group.id, identity.id)
-                            .await?
-                    }
-                    _ => {
-                        state
-                            .store()
-                            .add_group_member(group.id, identity.id)
-                            .await?
-                    }
-                }
-            }
+            patch_groups(state, &identity, &op, &value).await?;
             Ok(identity)
         }
         "active" | "displayName" | "userName" | "externalId" | "name.givenName"
-        | "name.familyName" => {
-            if op == "remove" {
-                return Err(ApiError::invalid_parameter(format!(
-                    "`{path}` cannot be removed"
-                )));
-            }
-            let value = scalar_patch_value(path, value)?;
-            let mut attributes = Map::new();
-            let current = rendered_scalars(&identity);
-            attributes.extend(current);
-            set_attribute(&mut attributes, path, value);
-            let fields = identity_fields(identity.kind, &attributes, Some(&identity))?;
-            Ok(state.store().update_identity(identity.id, fields).await?)
-        }
-        other => Err(ApiError::invalid_parameter(format!(
+        | "name.familyName" => patch_scalar(state, identity, &op, path, value).await,
+        other => Err(Error::invalid_parameter(format!(
             "unsupported PATCH path `{other}`"
         ))),
     }
 }
 
+/// A PATCH of one scalar attribute (`active`, names, `externalId`): replaced or added, never removed.
+async fn patch_scalar(
+    state: &AppState,
+    identity: Identity,
+    op: &str,
+    path: &str,
+    value: Value,
+) -> Result<Identity, Error> {
+    if op == "remove" {
+        return Err(Error::invalid_parameter(format!(
+            "`{path}` cannot be removed"
+        )));
+    }
+    let value = scalar_patch_value(path, value)?;
+    let mut attributes = Map::new();
+    let current = rendered_scalars(&identity);
+    attributes.extend(current);
+    set_attribute(&mut attributes, path, value);
+    let fields = identity_fields(identity.kind, &attributes, Some(&identity))?;
+    Ok(state
+        .access()
+        .store()
+        .update_identity(identity.id, fields)
+        .await?)
+}
+
+/// A PATCH of a group's `members`: add, remove, or replace them all.
+async fn patch_members(
+    state: &AppState,
+    identity: &Identity,
+    op: &str,
+    value: &Value,
+) -> Result<(), Error> {
+    let members = members_from(state, Some(identity), value).await?;
+    if op == "replace" {
+        let ids: Vec<PrincipalId> = members.iter().map(|member| member.id).collect();
+        state
+            .access()
+            .store()
+            .set_group_members(identity.id, &ids)
+            .await?;
+    }
+    for member in &members {
+        match op {
+            "add" => {
+                state
+                    .access()
+                    .store()
+                    .add_group_member(identity.id, member.id)
+                    .await?
+            }
+            "remove" => {
+                state
+                    .access()
+                    .store()
+                    .remove_group_member(identity.id, member.id)
+                    .await?
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A PATCH of a user's or service principal's `groups`: join or leave them.
+async fn patch_groups(
+    state: &AppState,
+    identity: &Identity,
+    op: &str,
+    value: &Value,
+) -> Result<(), Error> {
+    let groups = groups_from(state, value).await?;
+    for group in &groups {
+        match op {
+            "remove" => {
+                state
+                    .access()
+                    .store()
+                    .remove_group_member(group.id, identity.id)
+                    .await?
+            }
+            _ => {
+                state
+                    .access()
+                    .store()
+                    .add_group_member(group.id, identity.id)
+                    .await?
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The value of a PATCH on one scalar attribute: the plain value, or the list form `[{"value": "false"}]` that the
 /// Databricks documentation uses (to deactivate a user, say). A missing value is refused, not read as "unchanged":
 /// the SDK's `Patch` drops falsy values such as `false`, and accepting that silently would do nothing.
-fn scalar_patch_value(path: &str, value: Value) -> Result<Value, ApiError> {
-    let missing = || ApiError::invalid_parameter(format!("PATCH of `{path}` needs a `value`"));
+fn scalar_patch_value(path: &str, value: Value) -> Result<Value, Error> {
+    let missing = || Error::invalid_parameter(format!("PATCH of `{path}` needs a `value`"));
     match value {
         Value::Null => Err(missing()),
         Value::Array(items) => match items.as_slice() {
@@ -758,7 +835,7 @@ fn scalar_patch_value(path: &str, value: Value) -> Result<Value, ApiError> {
                 .filter(|value| !value.is_null())
                 .cloned()
                 .ok_or_else(missing),
-            _ => Err(ApiError::invalid_parameter(format!(
+            _ => Err(Error::invalid_parameter(format!(
                 "`{path}` takes a single value"
             ))),
         },
@@ -806,38 +883,39 @@ fn set_attribute(attributes: &mut Map<String, Value>, path: &str, value: Value) 
 
 async fn delete(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     kind: IdentityKind,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let identity = load(&state, &id, kind).await?;
     if identity.id == caller.identity.id {
-        return Err(ApiError::invalid_parameter(
+        return Err(ApiError(Error::invalid_parameter(
             "you cannot delete the principal you are authenticated as",
-        ));
+        )));
     }
     let built_in = [
-        crate::bootstrap::ADMINS_GROUP,
-        crate::bootstrap::USERS_GROUP,
+        deputy_access::directory::ADMINS_GROUP,
+        deputy_access::directory::USERS_GROUP,
     ];
     if kind == IdentityKind::Group
         && built_in
             .iter()
             .any(|name| identity.name.eq_ignore_ascii_case(name))
     {
-        return Err(ApiError::invalid_parameter(format!(
+        return Err(ApiError(Error::invalid_parameter(format!(
             "the built-in `{}` group cannot be deleted",
             identity.name
-        )));
+        ))));
     }
-    state.store().delete_identity(identity.id).await?;
+    state.access().store().delete_identity(identity.id).await?;
     Ok(Json(json!({})))
 }
 
 /// A service principal addressed by its SCIM id or its application id.
-async fn load_service_principal(state: &AppState, id: &str) -> Result<Identity, ApiError> {
+async fn load_service_principal(state: &AppState, id: &str) -> Result<Identity, Error> {
     if let Some(found) = state
+        .access()
         .store()
         .find_identity(IdentityKind::ServicePrincipal, id)
         .await?
@@ -858,7 +936,7 @@ const MAX_SECRET_LIFETIME_SECONDS: i64 = 730 * 24 * 3600;
 
 async fn create_secret(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<CreateSecretRequest>,
 ) -> Result<Json<Value>, ApiError> {
@@ -872,12 +950,12 @@ async fn create_secret(
             .filter(|seconds| *seconds > 0.0 && *seconds <= MAX_SECRET_LIFETIME_SECONDS as f64)
             .map(|seconds| seconds as i64)
             .ok_or_else(|| {
-                ApiError::invalid_parameter(format!(
+                Error::invalid_parameter(format!(
                     "`lifetime` must be a duration in seconds such as \"3600s\", at most {MAX_SECRET_LIFETIME_SECONDS}s"
                 ))
             })?,
     };
-    let (secret, hash) = deputy_tokens::generate_client_secret().map_err(ApiError::internal)?;
+    let (secret, hash) = deputy_tokens::generate_client_secret().map_err(Error::internal)?;
     let now = now_millis();
     let record = ClientSecret {
         secret_id: uuid::Uuid::new_v4().simple().to_string(),
@@ -886,7 +964,11 @@ async fn create_secret(
         created_at: now,
         expires_at: now + lifetime * 1000,
     };
-    state.store().insert_client_secret(record.clone()).await?;
+    state
+        .access()
+        .store()
+        .insert_client_secret(record.clone())
+        .await?;
     let mut body = secret_json(&record);
     body["secret"] = json!(secret.expose());
     Ok(Json(body))
@@ -916,12 +998,13 @@ fn rfc3339(millis: i64) -> String {
 
 async fn list_secrets(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let principal = load_service_principal(&state, &id).await?;
     let secrets: Vec<Value> = state
+        .access()
         .store()
         .list_client_secrets(principal.id)
         .await?
@@ -933,20 +1016,21 @@ async fn list_secrets(
 
 async fn delete_secret(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path((id, secret_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let principal = load_service_principal(&state, &id).await?;
     match state
+        .access()
         .store()
         .delete_client_secret(principal.id, &secret_id)
         .await?
     {
         true => Ok(Json(json!({}))),
-        false => Err(ApiError::not_found(format!(
+        false => Err(ApiError(Error::not_found(format!(
             "secret `{secret_id}` does not exist"
-        ))),
+        )))),
     }
 }
 

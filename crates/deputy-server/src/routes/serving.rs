@@ -7,35 +7,27 @@
 //! deleting it `CAN_MANAGE`. A provider key is stored with the endpoint and never returned or logged.
 
 use super::{Access, ApiRouter};
-use crate::agents::DeployedAgent;
-use crate::agents::worker::{WorkerEvent, WorkerRequest};
-use crate::credentials::Caller;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, Authenticated};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
+use deputy_access::Error;
+use deputy_access::credentials::Caller;
+use deputy_agents::DeployedAgent;
+use deputy_agents::worker::{WorkerEvent, WorkerRequest};
 use deputy_authz::{Action, PermissionLevel, WorkspaceObjectKind, WorkspaceObjectRef};
-use deputy_catalog::object_type_of;
 use deputy_core::ApiScope;
 use deputy_models::types::{ChatCompletionRequest, EmbeddingRequest};
-use deputy_models::{
-    LocalChatModel, LocalEmbeddingModel, ModelBackend, ModelError, OpenAiCompatible, OpenAiConfig,
-    SecretString,
-};
 use deputy_store::catalog::WorkspaceObjectRecord;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 const SERVING: Access = Access::Scope(ApiScope::ServingEndpoints);
-pub const BUILTIN_EMBEDDING_ENDPOINT: &str = "deputy-embed-minilm";
-pub const BUILTIN_CHAT_ENDPOINT: &str = "deputy-chat-smollm2";
 
 pub fn routes(router: ApiRouter) -> ApiRouter {
     router
@@ -67,264 +59,19 @@ enum Dialect {
     Responses,
 }
 
-/// What an endpoint serves, as stored in its workspace object's `spec`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "serves", rename_all = "snake_case")]
-pub enum EndpointSpec {
-    External {
-        task: String,
-        provider: String,
-        model: String,
-        base_url: String,
-        api_key: Option<String>,
-        entity_name: String,
-    },
-    BuiltinEmbedding,
-    BuiltinChat,
-    /// An agent deployed with `deputy agents deploy`, run by worker processes.
-    Agent(DeployedAgent),
-}
-
-impl EndpointSpec {
-    fn task(&self) -> &str {
-        match self {
-            EndpointSpec::External { task, .. } => task,
-            EndpointSpec::BuiltinEmbedding => "llm/v1/embeddings",
-            EndpointSpec::BuiltinChat => "llm/v1/chat",
-            EndpointSpec::Agent(_) => "agent/v1/chat",
-        }
-    }
-}
-
-/// Loaded backends by endpoint id, so a model is loaded (or an HTTP client built) once.
-#[derive(Default)]
-pub struct ServingBackends {
-    loaded: Mutex<HashMap<String, Arc<dyn ModelBackend>>>,
-    pub models_dir: std::path::PathBuf,
-}
-
-impl ServingBackends {
-    pub fn new(models_dir: std::path::PathBuf) -> ServingBackends {
-        ServingBackends {
-            loaded: Mutex::default(),
-            models_dir,
-        }
-    }
-
-    fn forget(&self, id: &str) {
-        self.loaded
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(id);
-    }
-
-    async fn backend(
-        &self,
-        id: &str,
-        spec: &EndpointSpec,
-    ) -> Result<Arc<dyn ModelBackend>, ApiError> {
-        if let Some(backend) = self
-            .loaded
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(id)
-        {
-            return Ok(backend.clone());
-        }
-        let backend: Arc<dyn ModelBackend> = match spec {
-            EndpointSpec::External {
-                model,
-                base_url,
-                api_key,
-                ..
-            } => {
-                let mut config = OpenAiConfig::new(base_url.clone(), model.clone());
-                if let Some(key) = api_key {
-                    config = config.with_api_key(SecretString::new(key.clone()));
-                }
-                Arc::new(OpenAiCompatible::new(config).map_err(model_error)?)
-            }
-            builtin => {
-                let models_dir = self.models_dir.clone();
-                let installed = deputy_models::installed_models(&models_dir).ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "TEMPORARILY_UNAVAILABLE",
-                        "the built-in models are not installed; run `deputy models install`",
-                    )
-                })?;
-                let embedding = matches!(builtin, EndpointSpec::BuiltinEmbedding);
-                // Loading parses hundreds of megabytes: keep it off the async workers.
-                tokio::task::spawn_blocking(move || -> Result<Arc<dyn ModelBackend>, String> {
-                    Ok(match embedding {
-                        true => Arc::new(
-                            LocalEmbeddingModel::load(&installed.embedding)
-                                .map_err(|e| e.to_string())?,
-                        ),
-                        false => Arc::new(
-                            LocalChatModel::load(&installed.chat).map_err(|e| e.to_string())?,
-                        ),
-                    })
-                })
-                .await
-                .map_err(ApiError::internal)?
-                .map_err(ApiError::internal)?
-            }
-        };
-        self.loaded
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(id.to_owned(), backend.clone());
-        Ok(backend)
-    }
-}
-
-fn model_error(error: ModelError) -> ApiError {
-    let status =
-        StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    ApiError::new(status, error.error_code(), error.to_string())
-}
-
-pub fn serving_object_type() -> &'static str {
-    object_type_of(WorkspaceObjectKind::ServingEndpoint)
-}
-
-fn spec_of(record: &WorkspaceObjectRecord) -> Result<EndpointSpec, ApiError> {
-    serde_json::from_str(&record.spec).map_err(ApiError::internal)
-}
-
-/// Registers the built-in model endpoints once, owned by the admin and queryable by the `users` group.
-pub async fn ensure_builtin_endpoints(
-    store: &dyn deputy_store::Store,
-    admin: deputy_store::PrincipalId,
-    users: deputy_store::PrincipalId,
-) -> Result<(), deputy_store::StoreError> {
-    for (name, spec) in [
-        (BUILTIN_EMBEDDING_ENDPOINT, EndpointSpec::BuiltinEmbedding),
-        (BUILTIN_CHAT_ENDPOINT, EndpointSpec::BuiltinChat),
-    ] {
-        if store
-            .list_workspace_objects(serving_object_type())
-            .await?
-            .iter()
-            .any(|record| record.name == name)
-        {
-            continue;
-        }
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let record = WorkspaceObjectRecord {
-            object_type: serving_object_type().into(),
-            object_id: id.clone(),
-            name: name.into(),
-            owner_id: admin,
-            spec: serde_json::to_string(&spec).unwrap_or_default(),
-            created_at: crate::clock::now_millis(),
-        };
-        store.create_workspace_object(record).await?;
-        store
-            .set_object_acl(
-                serving_object_type(),
-                &id,
-                &[(users, "CAN_QUERY".into())],
-                false,
-            )
-            .await?;
-    }
-    Ok(())
-}
-
-/// The endpoint named `name` (names are case-insensitive), whoever may see it.
-pub async fn endpoint_record(
-    state: &AppState,
-    name: &str,
-) -> Result<Option<WorkspaceObjectRecord>, ApiError> {
-    let records = state
-        .store()
-        .list_workspace_objects(serving_object_type())
-        .await?;
-    Ok(records
-        .into_iter()
-        .find(|record| record.name.eq_ignore_ascii_case(name)))
-}
-
-/// The endpoint named `name` if the caller holds at least `level` on it; an endpoint the caller cannot view does not
-/// exist for them.
-pub async fn endpoint_by_name(
-    state: &AppState,
-    caller: &Caller,
-    name: &str,
-    level: PermissionLevel,
-) -> Result<(WorkspaceObjectRecord, EndpointSpec), ApiError> {
-    let missing = || ApiError::not_found(format!("serving endpoint `{name}` does not exist"));
-    let record = endpoint_record(state, name).await?.ok_or_else(missing)?;
-    let object = WorkspaceObjectRef::new(WorkspaceObjectKind::ServingEndpoint, &record.object_id);
-    let view = Action::UseWorkspaceObject {
-        object: object.clone(),
-        level: PermissionLevel::CanView,
-    };
-    if !state
-        .decide(caller, ApiScope::ServingEndpoints, view)
-        .is_allowed()
-    {
-        return Err(missing());
-    }
-    state.authorize(
-        caller,
-        ApiScope::ServingEndpoints,
-        Action::UseWorkspaceObject { object, level },
-    )?;
-    let spec = spec_of(&record)?;
-    Ok((record, spec))
-}
-
 pub fn render_endpoint(
     state: &AppState,
     caller: &Caller,
     record: &WorkspaceObjectRecord,
-    spec: &EndpointSpec,
+    spec: &deputy_serving::EndpointSpec,
 ) -> Value {
     let installed = match spec {
-        EndpointSpec::External { .. } | EndpointSpec::Agent(_) => true,
-        _ => deputy_models::installed_models(&state.serving().models_dir).is_some(),
+        deputy_serving::EndpointSpec::External { .. } | deputy_serving::EndpointSpec::Agent(_) => {
+            true
+        }
+        _ => deputy_models::installed_models(&state.serving().backends().models_dir).is_some(),
     };
-    let entity = match spec {
-        EndpointSpec::External {
-            provider,
-            model,
-            task,
-            entity_name,
-            ..
-        } => json!({
-            "name": entity_name,
-            // The key is stored, never shown.
-            "external_model": { "provider": provider, "name": model, "task": task },
-            "state": { "deployment": "DEPLOYMENT_READY" },
-        }),
-        EndpointSpec::BuiltinEmbedding => json!({
-            "name": "all-MiniLM-L6-v2",
-            "foundation_model": { "name": "all-MiniLM-L6-v2", "display_name": "all-MiniLM-L6-v2 (built in, CPU)" },
-            "state": { "deployment": if installed { "DEPLOYMENT_READY" } else { "DEPLOYMENT_CREATING" } },
-        }),
-        EndpointSpec::BuiltinChat => json!({
-            "name": "SmolLM2-135M-Instruct",
-            "foundation_model": { "name": "SmolLM2-135M-Instruct", "display_name": "SmolLM2-135M-Instruct (built in, CPU)" },
-            "state": { "deployment": if installed { "DEPLOYMENT_READY" } else { "DEPLOYMENT_CREATING" } },
-        }),
-        EndpointSpec::Agent(agent) => json!({
-            "name": record.name,
-            "entity_name": agent.artifact.file_name().map(|name| name.to_string_lossy().into_owned()),
-            "entity_version": "1",
-            "state": { "deployment": "DEPLOYMENT_READY" },
-            // Deputy's own fields: what the author declared, for consent and review.
-            "deputy_agent": {
-                "kind": agent.kind,
-                "user_api_scopes": agent.user_scopes.split_whitespace().collect::<Vec<_>>(),
-                "system_resources": agent.system_resources.iter().map(|resource| format!("{}:{}", resource.kind.key(), resource.name)).collect::<Vec<_>>(),
-                "service_principal": agent.service_principal,
-                "workers": agent.workers,
-            },
-        }),
-    };
+    let entity = served_entity(record, spec, installed);
     let levels = [
         PermissionLevel::CanManage,
         PermissionLevel::CanQuery,
@@ -335,6 +82,7 @@ pub fn render_endpoint(
         .into_iter()
         .find(|level| {
             state
+                .access()
                 .decide(
                     caller,
                     ApiScope::ServingEndpoints,
@@ -349,7 +97,7 @@ pub fn render_endpoint(
     json!({
         "id": record.object_id,
         "name": record.name,
-        "creator": state.directory().get(record.owner_id).map(|owner| owner.name.clone()),
+        "creator": state.access().directory().get(record.owner_id).map(|owner| owner.name.clone()),
         "creation_timestamp": record.created_at,
         "last_updated_timestamp": record.created_at,
         "state": { "ready": if installed { "READY" } else { "NOT_READY" }, "config_update": "NOT_UPDATING" },
@@ -359,6 +107,52 @@ pub fn render_endpoint(
         "route_optimized": false,
         "tags": [],
     })
+}
+
+/// The endpoint's one served entity, as the serving API describes it.
+fn served_entity(
+    record: &WorkspaceObjectRecord,
+    spec: &deputy_serving::EndpointSpec,
+    installed: bool,
+) -> Value {
+    match spec {
+        deputy_serving::EndpointSpec::External {
+            provider,
+            model,
+            task,
+            entity_name,
+            ..
+        } => json!({
+            "name": entity_name,
+            // The key is stored, never shown.
+            "external_model": { "provider": provider, "name": model, "task": task },
+            "state": { "deployment": "DEPLOYMENT_READY" },
+        }),
+        deputy_serving::EndpointSpec::BuiltinEmbedding => json!({
+            "name": "all-MiniLM-L6-v2",
+            "foundation_model": { "name": "all-MiniLM-L6-v2", "display_name": "all-MiniLM-L6-v2 (built in, CPU)" },
+            "state": { "deployment": if installed { "DEPLOYMENT_READY" } else { "DEPLOYMENT_CREATING" } },
+        }),
+        deputy_serving::EndpointSpec::BuiltinChat => json!({
+            "name": "SmolLM2-135M-Instruct",
+            "foundation_model": { "name": "SmolLM2-135M-Instruct", "display_name": "SmolLM2-135M-Instruct (built in, CPU)" },
+            "state": { "deployment": if installed { "DEPLOYMENT_READY" } else { "DEPLOYMENT_CREATING" } },
+        }),
+        deputy_serving::EndpointSpec::Agent(agent) => json!({
+            "name": record.name,
+            "entity_name": agent.artifact.file_name().map(|name| name.to_string_lossy().into_owned()),
+            "entity_version": "1",
+            "state": { "deployment": "DEPLOYMENT_READY" },
+            // Deputy's own fields: what the author declared, for consent and review.
+            "deputy_agent": {
+                "kind": agent.kind,
+                "user_api_scopes": agent.user_scopes.split_whitespace().collect::<Vec<_>>(),
+                "system_resources": agent.system_resources.iter().map(|resource| format!("{}:{}", resource.kind.key(), resource.name)).collect::<Vec<_>>(),
+                "service_principal": agent.service_principal,
+                "workers": agent.workers,
+            },
+        }),
+    }
 }
 
 #[derive(Deserialize)]
@@ -396,77 +190,60 @@ struct OpenAiInput {
     openai_api_key: Option<String>,
 }
 
-/// Endpoint names as Databricks allows them: letters, digits, `-` and `_`, at most 63.
-pub fn validate_endpoint_name(name: Option<String>) -> Result<String, ApiError> {
-    let name = name
-        .filter(|name| !name.trim().is_empty())
-        .ok_or_else(|| ApiError::invalid_parameter("`name` is required"))?;
-    if name.len() > 63
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(ApiError::invalid_parameter(
-            "`name` must be at most 63 letters, digits, `-` or `_`",
-        ));
-    }
-    Ok(name)
-}
-
 /// Creates an endpoint serving one external model; the creator gets `CAN_MANAGE`.
 async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiJson(request): ApiJson<CreateRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let name = validate_endpoint_name(request.name)?;
-    if endpoint_by_name(&state, &caller, &name, PermissionLevel::CanView)
+    let name = deputy_serving::validate_endpoint_name(request.name)?;
+    if deputy_serving::endpoint_by_name(state.serving(), &caller, &name, PermissionLevel::CanView)
         .await
         .is_ok()
     {
-        return Err(ApiError::already_exists(format!(
+        return Err(ApiError(Error::already_exists(format!(
             "serving endpoint `{name}` already exists"
-        )));
+        ))));
     }
     let mut entities = request
         .config
         .map(|config| config.served_entities)
         .unwrap_or_default();
     if entities.len() != 1 {
-        return Err(ApiError::invalid_parameter(
+        return Err(ApiError(Error::invalid_parameter(
             "`config.served_entities` must hold exactly one entity",
-        ));
+        )));
     }
     let entity = entities.remove(0);
     let external = entity.external_model.ok_or_else(|| {
-        ApiError::invalid_parameter("only `external_model` entities can be served this way; agents are deployed with `deputy agents deploy`")
+        Error::invalid_parameter("only `external_model` entities can be served this way; agents are deployed with `deputy agents deploy`")
     })?;
     let openai = external
         .openai_config
-        .ok_or_else(|| ApiError::invalid_parameter("`external_model.openai_config` is required"))?;
+        .ok_or_else(|| Error::invalid_parameter("`external_model.openai_config` is required"))?;
     if openai.openai_api_key.is_some() {
-        return Err(ApiError::invalid_parameter(
+        return Err(ApiError(Error::invalid_parameter(
             "secret references are not supported yet; pass the key as `openai_api_key_plaintext`",
-        ));
+        )));
     }
     let base_url = openai
         .openai_api_base
         .unwrap_or_else(|| "https://api.openai.com/v1".into());
     if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-        return Err(ApiError::invalid_parameter(
+        return Err(ApiError(Error::invalid_parameter(
             "`openai_api_base` must be an http(s) URL",
-        ));
+        )));
     }
     let task = external.task.unwrap_or_else(|| "llm/v1/chat".into());
     if !matches!(task.as_str(), "llm/v1/chat" | "llm/v1/embeddings") {
-        return Err(ApiError::invalid_parameter(format!(
+        return Err(ApiError(Error::invalid_parameter(format!(
             "unsupported task `{task}`: use llm/v1/chat or llm/v1/embeddings"
-        )));
+        ))));
     }
     let model = external
         .name
-        .ok_or_else(|| ApiError::invalid_parameter("`external_model.name` is required"))?;
-    let spec = EndpointSpec::External {
+        .ok_or_else(|| Error::invalid_parameter("`external_model.name` is required"))?;
+    let spec = deputy_serving::EndpointSpec::External {
         task,
         provider: external.provider.unwrap_or_else(|| "openai".into()),
         entity_name: entity.name.unwrap_or_else(|| model.clone()),
@@ -476,24 +253,29 @@ async fn create(
     };
     let id = uuid::Uuid::new_v4().simple().to_string();
     let record = WorkspaceObjectRecord {
-        object_type: serving_object_type().into(),
+        object_type: deputy_serving::serving_object_type().into(),
         object_id: id.clone(),
         name,
         owner_id: caller.identity.id,
-        spec: serde_json::to_string(&spec).map_err(ApiError::internal)?,
-        created_at: crate::clock::now_millis(),
+        spec: serde_json::to_string(&spec).map_err(Error::internal)?,
+        created_at: deputy_access::clock::now_millis(),
     };
     state
-        .create_workspace_object(record.clone(), "CAN_MANAGE")
+        .access()
+        .create_workspace_object(record.clone(), PermissionLevel::CanManage)
         .await?;
     Ok(Json(render_endpoint(&state, &caller, &record, &spec)))
 }
 
-async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Json<Value>, ApiError> {
     let mut endpoints = Vec::new();
     for record in state
+        .access()
         .store()
-        .list_workspace_objects(serving_object_type())
+        .list_workspace_objects(deputy_serving::serving_object_type())
         .await?
     {
         let object =
@@ -503,6 +285,7 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Valu
             level: PermissionLevel::CanView,
         };
         if state
+            .access()
             .decide(&caller, ApiScope::ServingEndpoints, view)
             .is_allowed()
         {
@@ -510,7 +293,7 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Valu
                 &state,
                 &caller,
                 &record,
-                &spec_of(&record)?,
+                &deputy_serving::spec_of(&record)?,
             ));
         }
     }
@@ -519,33 +302,42 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Valu
 
 async fn get(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (record, spec) = endpoint_by_name(&state, &caller, &name, PermissionLevel::CanView).await?;
+    let (record, spec) =
+        deputy_serving::endpoint_by_name(state.serving(), &caller, &name, PermissionLevel::CanView)
+            .await?;
     Ok(Json(render_endpoint(&state, &caller, &record, &spec)))
 }
 
 async fn delete(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (record, _) = endpoint_by_name(&state, &caller, &name, PermissionLevel::CanManage).await?;
+    let (record, _) = deputy_serving::endpoint_by_name(
+        state.serving(),
+        &caller,
+        &name,
+        PermissionLevel::CanManage,
+    )
+    .await?;
     let deleted = state
+        .access()
         .store()
-        .delete_workspace_object(serving_object_type(), &record.object_id)
+        .delete_workspace_object(deputy_serving::serving_object_type(), &record.object_id)
         .await;
-    state.serving().forget(&record.object_id);
+    state.serving().backends().forget(&record.object_id);
     state.agents().stop(&record.object_id);
-    state.changes_committed().await?;
+    state.access().publish().await?;
     deleted?;
     Ok(Json(json!({})))
 }
 
 async fn invocations(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
@@ -555,7 +347,7 @@ async fn invocations(
 /// The OpenAI-style routes, which name the endpoint in the body's `model`.
 async fn by_model(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<Value>,
     dialect: Dialect,
 ) -> Result<Response, ApiError> {
@@ -563,11 +355,11 @@ async fn by_model(
     query(&state, &caller, &name, body, dialect).await
 }
 
-fn model_name(body: &Value) -> Result<String, ApiError> {
+fn model_name(body: &Value) -> Result<String, Error> {
     body["model"]
         .as_str()
         .map(str::to_owned)
-        .ok_or_else(|| ApiError::invalid_parameter("`model` must name a serving endpoint"))
+        .ok_or_else(|| Error::invalid_parameter("`model` must name a serving endpoint"))
 }
 
 /// Runs one query on the endpoint's model: chat for chat endpoints (streamed as SSE when asked), embeddings for
@@ -579,32 +371,47 @@ async fn query(
     body: Value,
     dialect: Dialect,
 ) -> Result<Response, ApiError> {
-    let (record, spec) = endpoint_by_name(state, caller, name, PermissionLevel::CanQuery).await?;
-    if let EndpointSpec::Agent(agent) = &spec {
+    let (record, spec) =
+        deputy_serving::endpoint_by_name(state.serving(), caller, name, PermissionLevel::CanQuery)
+            .await?;
+    if let deputy_serving::EndpointSpec::Agent(agent) = &spec {
         return invoke_agent(state, caller, &record, agent, body, dialect).await;
     }
-    let backend = state.serving().backend(&record.object_id, &spec).await?;
+    let backend = state
+        .serving()
+        .backends()
+        .backend(&record.object_id, &spec)
+        .await?;
     let embeddings = spec.task() == "llm/v1/embeddings";
     let body = match dialect {
         Dialect::Native => body,
         Dialect::Responses if embeddings => {
-            return Err(ApiError::invalid_parameter(format!(
+            return Err(ApiError(Error::invalid_parameter(format!(
                 "`{name}` serves embeddings, which the Responses API does not ask for"
-            )));
+            ))));
         }
         Dialect::Responses => super::responses::chat_body(&body)?,
     };
     let mut response = if embeddings {
         let request: EmbeddingRequest = serde_json::from_value(body).map_err(|error| {
-            ApiError::invalid_parameter(format!("not an embeddings request: {error}"))
+            Error::invalid_parameter(format!("not an embeddings request: {error}"))
         })?;
-        Json(backend.embeddings(request).await.map_err(model_error)?).into_response()
+        Json(
+            backend
+                .embeddings(request)
+                .await
+                .map_err(deputy_serving::model_error)?,
+        )
+        .into_response()
     } else {
         let request: ChatCompletionRequest = serde_json::from_value(body).map_err(|error| {
-            ApiError::invalid_parameter(format!("not a chat completions request: {error}"))
+            Error::invalid_parameter(format!("not a chat completions request: {error}"))
         })?;
         if request.stream == Some(true) {
-            let chunks = backend.chat_stream(request).await.map_err(model_error)?;
+            let chunks = backend
+                .chat_stream(request)
+                .await
+                .map_err(deputy_serving::model_error)?;
             // An error mid-stream ends it with an error object in the Databricks shape.
             let chunks = chunks.map(|chunk| match chunk {
                 Ok(chunk) => serde_json::to_value(&chunk).unwrap_or_default(),
@@ -614,8 +421,11 @@ async fn query(
             });
             sse_response(in_dialect(chunks, dialect, &record.name))
         } else {
-            let answer = backend.chat(request).await.map_err(model_error)?;
-            let answer = serde_json::to_value(&answer).map_err(ApiError::internal)?;
+            let answer = backend
+                .chat(request)
+                .await
+                .map_err(deputy_serving::model_error)?;
+            let answer = serde_json::to_value(&answer).map_err(Error::internal)?;
             Json(match dialect {
                 Dialect::Native => answer,
                 Dialect::Responses => super::responses::response_from_chat(answer, &record.name),
@@ -661,103 +471,6 @@ fn in_dialect(
     }
 }
 
-/// How long an agent's on-behalf-of token lives: the longest a request may run. It names the request in its `jti`,
-/// so the agent's calls with it are audited under the invocation.
-const AGENT_USER_TOKEN_SECONDS: i64 = 600;
-
-/// The invoking user's token for the agent: `sub` = the user, `act` = the endpoint's service principal on top of
-/// whatever chain the caller already carries, scopes = the caller's ∩ the author's declaration. An agent that calls
-/// another agent with such a token can only hand down fewer scopes.
-fn on_behalf_of_token(
-    state: &AppState,
-    caller: &Caller,
-    agent: &DeployedAgent,
-) -> Result<(String, deputy_tokens::AccessClaims), ApiError> {
-    let declared = deputy_core::ScopeSet::parse(&agent.user_scopes).map_err(ApiError::internal)?;
-    let request = deputy_tokens::ExchangeRequest {
-        scope: Some(declared),
-        // The exchange puts the caller's own chain (if the caller is itself an agent) under this one.
-        actor: Some(deputy_tokens::Actor {
-            sub: agent.service_principal.clone(),
-            act: None,
-        }),
-        audience: state.credentials().audience(),
-        client_id: None,
-        mode: deputy_tokens::ScopeMode::Intersect,
-    };
-    let subject = super::oauth::subject_claims(state, caller);
-    let claims = deputy_tokens::exchange(
-        &subject,
-        &request,
-        crate::clock::now_seconds(),
-        AGENT_USER_TOKEN_SECONDS,
-    )
-    .map_err(|error| ApiError::permission_denied(format!("cannot act for you: {error}")))?;
-    let token = state
-        .credentials()
-        .sign(&claims)
-        .map_err(ApiError::internal)?;
-    Ok((token, claims))
-}
-
-/// Writes a fresh system token of the endpoint's service principal for its workers.
-pub fn refresh_system_token(
-    state: &AppState,
-    endpoint_id: &str,
-    agent: &DeployedAgent,
-) -> Result<(), ApiError> {
-    let token = crate::agents::service_principal_token(
-        state,
-        &agent.service_principal,
-        deputy_core::ScopeSet::all(),
-        crate::agents::SYSTEM_TOKEN_LIFETIME_SECONDS,
-    )?;
-    state
-        .agents()
-        .write_system_token(endpoint_id, &token)
-        .map_err(ApiError::internal)
-}
-
-/// Keeps the endpoint's system token fresh for as long as its workers run.
-fn keep_system_token_fresh(state: &AppState, endpoint_id: &str, agent: &DeployedAgent) {
-    let (state, endpoint_id, agent) = (state.clone(), endpoint_id.to_owned(), agent.clone());
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(crate::agents::SYSTEM_TOKEN_REFRESH).await;
-            if !state.agents().is_running(&endpoint_id) {
-                break;
-            }
-            if let Err(error) = refresh_system_token(&state, &endpoint_id, &agent) {
-                tracing::error!(endpoint_id, message = %error.message, "cannot refresh an agent's system token");
-            }
-        }
-    });
-}
-
-/// An audit event of `agent` serving `endpoint` for the caller: the agent is the innermost actor, the endpoint
-/// the securable.
-fn agent_event(
-    caller: &Caller,
-    agent: &DeployedAgent,
-    endpoint: &str,
-    api: &str,
-    allowed: bool,
-    reason: &str,
-) -> deputy_store::AuditEvent {
-    let mut actors = vec![agent.service_principal.clone()];
-    actors.extend(crate::audit::actors_of(caller));
-    let mut event = crate::audit::now_event(
-        caller,
-        actors,
-        Some(endpoint.to_owned()),
-        api.to_owned(),
-        allowed,
-        reason.to_owned(),
-    );
-    event.securable = Some(format!("serving-endpoints/{endpoint}"));
-    event
-}
-
 /// Runs one request on the agent's workers for the caller: with the caller's downscoped token when on-behalf-of
 /// access is on (audited), with none otherwise.
 async fn invoke_agent(
@@ -769,41 +482,8 @@ async fn invoke_agent(
     dialect: Dialect,
 ) -> Result<Response, ApiError> {
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let (user_token, request_id) = if state.agents().obo_enabled() {
-        if state.agents().consent_required()
-            && let Err(reason) = super::consents::check_consent(state, caller, record, agent).await
-        {
-            let event = agent_event(
-                caller,
-                agent,
-                &record.name,
-                "serving.consent",
-                false,
-                &reason,
-            );
-            crate::audit::record(state, &[event]).await?;
-            return Err(ApiError::permission_denied(reason));
-        }
-        let (token, claims) = on_behalf_of_token(state, caller, agent)?;
-        let reason = format!(
-            "{} may query `{}`; the agent acts with scopes [{}] (the caller's ∩ the declared [{}])",
-            caller.identity.name, record.name, claims.scope, agent.user_scopes
-        );
-        let mut event = agent_event(
-            caller,
-            agent,
-            &record.name,
-            "serving.on-behalf-of-token",
-            true,
-            &reason,
-        );
-        event.request_id = claims.jti.clone();
-        event.scope = Some(claims.scope.to_string());
-        crate::audit::record(state, &[event]).await?;
-        (Some(token), claims.jti)
-    } else {
-        (None, uuid::Uuid::new_v4().to_string())
-    };
+    let (user_token, request_id) =
+        deputy_serving::user_token_for_agent(state.serving(), caller, record, agent).await?;
     let mut events = match state.agents().pool(&record.object_id, agent) {
         // A declarative agent: Deputy runs its loop itself and reports as a worker does. The loop reads chat
         // messages, so a Responses-style request (`input`) is translated first, as the Python runtime does for
@@ -813,20 +493,13 @@ async fn invoke_agent(
                 true => super::responses::chat_body(&body)?,
                 false => body,
             };
-            crate::agents::declarative::invoke(
-                state,
-                &record.name,
-                agent,
-                user_token,
-                &body,
-                stream,
-            )
-            .await?
+            crate::declarative_agent::invoke(state, &record.name, agent, user_token, &body, stream)
+                .await?
         }
         Some((pool, fresh)) => {
             if fresh {
-                refresh_system_token(state, &record.object_id, agent)?;
-                keep_system_token_fresh(state, &record.object_id, agent);
+                deputy_serving::refresh_system_token(state.serving(), &record.object_id, agent)?;
+                deputy_serving::keep_system_token_fresh(state.serving(), &record.object_id, agent);
             }
             let request = WorkerRequest {
                 id: request_id,
@@ -835,13 +508,9 @@ async fn invoke_agent(
                 user_token,
                 user_id: Some(caller.identity.name.clone()),
             };
-            pool.invoke(request).await.map_err(|error| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "TEMPORARILY_UNAVAILABLE",
-                    error.to_string(),
-                )
-            })?
+            pool.invoke(request)
+                .await
+                .map_err(|error| Error::unavailable(error.to_string()))?
         }
     };
     if stream {
@@ -866,10 +535,10 @@ async fn invoke_agent(
         Some(WorkerEvent::Error {
             error_code,
             message,
-        }) => Err(agent_error(&error_code, message)),
-        Some(WorkerEvent::Chunk(_)) | None => {
-            Err(ApiError::internal("the agent answered without a result"))
-        }
+        }) => Err(ApiError(deputy_serving::agent_error(&error_code, message))),
+        Some(WorkerEvent::Chunk(_)) | None => Err(ApiError(Error::internal(
+            "the agent answered without a result",
+        ))),
     }
 }
 
@@ -909,17 +578,6 @@ fn with_openai_delta(mut data: Value) -> Value {
     data
 }
 
-/// An agent's error with the status its code stands for.
-fn agent_error(error_code: &str, message: String) -> ApiError {
-    let (status, code) = match error_code {
-        "BAD_REQUEST" | "INVALID_PARAMETER_VALUE" => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
-        "PERMISSION_DENIED" => (StatusCode::FORBIDDEN, "PERMISSION_DENIED"),
-        "RESOURCE_DOES_NOT_EXIST" => (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
-    };
-    ApiError::new(status, code, message)
-}
-
 /// Server-sent events of JSON objects, `data:` lines only (MLflow's client refuses anything else), ending with
 /// `data: [DONE]`.
 fn sse_response(events: impl futures_util::Stream<Item = Value> + Send + 'static) -> Response {
@@ -929,62 +587,4 @@ fn sse_response(events: impl futures_util::Stream<Item = Value> + Send + 'static
             Ok(Event::default().data("[DONE]"))
         }));
     Sse::new(events).into_response()
-}
-
-/// The spec of an endpoint that serves a chat model (external or built in); anything else is refused, since only a
-/// chat model can write SQL for Genie.
-pub fn chat_model_spec(record: &WorkspaceObjectRecord) -> Result<EndpointSpec, ApiError> {
-    let spec = spec_of(record)?;
-    match spec.task() {
-        "llm/v1/chat" => Ok(spec),
-        _ => Err(ApiError::invalid_parameter(format!(
-            "serving endpoint `{}` does not serve a chat model",
-            record.name
-        ))),
-    }
-}
-
-/// One chat completion on the endpoint's model for a server-side feature (Genie) that has already decided who may
-/// use the endpoint.
-pub async fn chat_on_endpoint(
-    state: &AppState,
-    record: &WorkspaceObjectRecord,
-    request: ChatCompletionRequest,
-) -> Result<deputy_models::types::ChatCompletionResponse, ApiError> {
-    let spec = chat_model_spec(record)?;
-    let backend = state.serving().backend(&record.object_id, &spec).await?;
-    backend.chat(request).await.map_err(model_error)
-}
-
-/// Embeds `texts` with the endpoint's model for the caller, who needs `CAN_QUERY` on it: how vector search turns
-/// text into vectors, whichever model (built in or external) is behind the endpoint.
-pub async fn embed_texts(
-    state: &AppState,
-    caller: &Caller,
-    endpoint_name: &str,
-    texts: Vec<String>,
-) -> Result<Vec<Vec<f32>>, ApiError> {
-    let (record, spec) =
-        endpoint_by_name(state, caller, endpoint_name, PermissionLevel::CanQuery).await?;
-    if spec.task() != "llm/v1/embeddings" {
-        return Err(ApiError::invalid_parameter(format!(
-            "serving endpoint `{endpoint_name}` does not serve embeddings"
-        )));
-    }
-    let count = texts.len();
-    let backend = state.serving().backend(&record.object_id, &spec).await?;
-    let request = EmbeddingRequest::new(deputy_models::types::EmbeddingInput::Many(texts));
-    let mut response = backend.embeddings(request).await.map_err(model_error)?;
-    response.data.sort_by_key(|item| item.index);
-    if response.data.len() != count {
-        return Err(ApiError::internal(format!(
-            "the embedding model answered {} vectors for {count} texts",
-            response.data.len()
-        )));
-    }
-    Ok(response
-        .data
-        .into_iter()
-        .map(|item| item.embedding)
-        .collect())
 }

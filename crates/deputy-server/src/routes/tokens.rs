@@ -5,14 +5,15 @@
 //! mint personal access tokens at all: an agent must not turn a short-lived, narrowed token into a long-lived one.
 
 use super::{Access, ApiRouter};
-use crate::credentials::{
-    Caller, Credential, IssuedPersonalAccessToken, issue_personal_access_token,
-};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiQuery, Authenticated};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
+use deputy_access::Error;
+use deputy_access::credentials::{
+    Caller, Credential, IssuedPersonalAccessToken, issue_personal_access_token,
+};
 use deputy_core::{ApiScope, ScopeSet};
 use deputy_store::{Identity, IdentityKind, PersonalAccessToken, PrincipalId};
 use serde::Deserialize;
@@ -52,7 +53,7 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
 
 /// What the presented token is: whose, which scopes, which actors. Lets an agent (or its author) see exactly what
 /// an on-behalf-of token allows, without decoding it; it reads nothing beyond what authentication already loaded.
-async fn describe_caller_token(caller: Caller) -> Json<Value> {
+async fn describe_caller_token(Authenticated(caller): Authenticated) -> Json<Value> {
     let (kind, actors, expires_at) = match &caller.credential {
         Credential::AccessToken {
             actor, expires_at, ..
@@ -97,12 +98,13 @@ fn token_info(token: &PersonalAccessToken) -> Value {
     })
 }
 
-async fn managed_token_info(
-    state: &AppState,
-    token: &PersonalAccessToken,
-) -> Result<Value, ApiError> {
+async fn managed_token_info(state: &AppState, token: &PersonalAccessToken) -> Result<Value, Error> {
     let mut info = token_info(token);
-    let creator = state.store().get_identity(token.created_by).await?;
+    let creator = state
+        .access()
+        .store()
+        .get_identity(token.created_by)
+        .await?;
     info["created_by_id"] = json!(token.created_by.0);
     info["created_by_username"] = json!(creator.map(|creator| creator.name));
     info["owner_id"] = json!(token.owner_id.0);
@@ -119,12 +121,9 @@ struct CreateRequest {
 
 /// The scopes a new token gets: those asked for (default: all of the creator's), refused if wider than the
 /// creator's own token.
-fn scopes_for_new_token(
-    caller: &Caller,
-    requested: Option<&[String]>,
-) -> Result<ScopeSet, ApiError> {
+fn scopes_for_new_token(caller: &Caller, requested: Option<&[String]>) -> Result<ScopeSet, Error> {
     if let Credential::AccessToken { actor: Some(_), .. } = caller.credential {
-        return Err(ApiError::permission_denied(
+        return Err(Error::permission_denied(
             "personal access tokens cannot be created with a delegated (on-behalf-of) token",
         ));
     }
@@ -132,9 +131,9 @@ fn scopes_for_new_token(
         return Ok(caller.scopes);
     };
     let scopes = ScopeSet::parse(&requested.join(" "))
-        .map_err(|error| ApiError::invalid_parameter(error.to_string()))?;
+        .map_err(|error| Error::invalid_parameter(error.to_string()))?;
     if scopes.is_empty() {
-        return Err(ApiError::invalid_parameter(
+        return Err(Error::invalid_parameter(
             "`scopes` must name at least one API scope",
         ));
     }
@@ -144,7 +143,7 @@ fn scopes_for_new_token(
             .filter(|scope| !caller.scopes.contains(*scope)),
     );
     if !missing.is_empty() {
-        return Err(ApiError::permission_denied(format!(
+        return Err(Error::permission_denied(format!(
             "a new token cannot hold scopes your token lacks: {missing}"
         )));
     }
@@ -157,14 +156,14 @@ fn created(issued: IssuedPersonalAccessToken) -> Json<Value> {
 
 async fn create_own(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiJson(request): ApiJson<CreateRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let scopes = scopes_for_new_token(&caller, request.scopes.as_deref())?;
     let comment = request.comment.unwrap_or_default();
     let owner = caller.identity.id;
     let issued = issue_personal_access_token(
-        state.store(),
+        state.access().store(),
         owner,
         owner,
         request.lifetime_seconds,
@@ -175,8 +174,12 @@ async fn create_own(
     Ok(created(issued))
 }
 
-async fn list_own(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn list_own(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Json<Value>, ApiError> {
     let tokens = state
+        .access()
         .store()
         .list_personal_access_tokens(Some(caller.identity.id))
         .await?;
@@ -192,27 +195,29 @@ struct DeleteRequest {
 
 async fn delete_own(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiJson(request): ApiJson<DeleteRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let token_id = request
         .token_id
-        .ok_or_else(|| ApiError::invalid_parameter("`token_id` is required"))?;
+        .ok_or_else(|| Error::invalid_parameter("`token_id` is required"))?;
     // Someone else's token reads as missing, so ids cannot be probed.
     let owned = state
+        .access()
         .store()
         .get_personal_access_token(&token_id)
         .await?
         .filter(|t| t.owner_id == caller.identity.id);
     if owned.is_none()
         || !state
+            .access()
             .credentials()
             .delete_personal_access_token(&token_id)
             .await?
     {
-        return Err(ApiError::not_found(format!(
+        return Err(ApiError(Error::not_found(format!(
             "token `{token_id}` does not exist"
-        )));
+        ))));
     }
     Ok(Json(json!({})))
 }
@@ -225,13 +230,14 @@ struct ListAllQuery {
 
 async fn list_all(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiQuery(query): ApiQuery<ListAllQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let creator = match &query.created_by_username {
         Some(name) => Some(
             state
+                .access()
                 .store()
                 .find_identity(IdentityKind::User, name)
                 .await?
@@ -240,7 +246,12 @@ async fn list_all(
         None => query.created_by_id.map(|id| Some(PrincipalId(id))),
     };
     let mut infos = Vec::new();
-    for token in state.store().list_personal_access_tokens(None).await? {
+    for token in state
+        .access()
+        .store()
+        .list_personal_access_tokens(None)
+        .await?
+    {
         if creator.is_none_or(|creator| creator == Some(token.created_by)) {
             infos.push(managed_token_info(&state, &token).await?);
         }
@@ -248,17 +259,18 @@ async fn list_all(
     Ok(Json(json!({ "token_infos": infos })))
 }
 
-async fn find_token(state: &AppState, token_id: &str) -> Result<PersonalAccessToken, ApiError> {
+async fn find_token(state: &AppState, token_id: &str) -> Result<PersonalAccessToken, Error> {
     state
+        .access()
         .store()
         .get_personal_access_token(token_id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("token `{token_id}` does not exist")))
+        .ok_or_else(|| Error::not_found(format!("token `{token_id}` does not exist")))
 }
 
 async fn get_any(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(token_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
@@ -270,12 +282,13 @@ async fn get_any(
 
 async fn delete_any(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(token_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     find_token(&state, &token_id).await?;
     state
+        .access()
         .credentials()
         .delete_personal_access_token(&token_id)
         .await?;
@@ -283,8 +296,9 @@ async fn delete_any(
 }
 
 /// The principal an on-behalf-of token is for: a service principal's application id, or any principal's SCIM id.
-async fn token_owner(state: &AppState, application_id: &str) -> Result<Identity, ApiError> {
+async fn token_owner(state: &AppState, application_id: &str) -> Result<Identity, Error> {
     if let Some(found) = state
+        .access()
         .store()
         .find_identity(IdentityKind::ServicePrincipal, application_id)
         .await?
@@ -292,13 +306,13 @@ async fn token_owner(state: &AppState, application_id: &str) -> Result<Identity,
         return Ok(found);
     }
     let by_id = match application_id.parse::<i64>() {
-        Ok(id) => state.store().get_identity(PrincipalId(id)).await?,
+        Ok(id) => state.access().store().get_identity(PrincipalId(id)).await?,
         Err(_) => None,
     };
     by_id
         .filter(|found| found.kind != IdentityKind::Group)
         .ok_or_else(|| {
-            ApiError::not_found(format!(
+            Error::not_found(format!(
                 "no service principal or user with id `{application_id}`"
             ))
         })
@@ -306,19 +320,19 @@ async fn token_owner(state: &AppState, application_id: &str) -> Result<Identity,
 
 async fn create_on_behalf_of(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiJson(request): ApiJson<CreateRequest>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let application_id = request
         .application_id
         .as_deref()
-        .ok_or_else(|| ApiError::invalid_parameter("`application_id` is required"))?;
+        .ok_or_else(|| Error::invalid_parameter("`application_id` is required"))?;
     let owner = token_owner(&state, application_id).await?;
     let scopes = scopes_for_new_token(&caller, request.scopes.as_deref())?;
     let comment = request.comment.unwrap_or_default();
     let issued = issue_personal_access_token(
-        state.store(),
+        state.access().store(),
         owner.id,
         caller.identity.id,
         request.lifetime_seconds,
@@ -331,9 +345,9 @@ async fn create_on_behalf_of(
 
 async fn rotate_signing_key(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let kid = state.credentials().rotate_signing_key().await?;
+    let kid = state.access().credentials().rotate_signing_key().await?;
     Ok(Json(json!({ "kid": kid })))
 }

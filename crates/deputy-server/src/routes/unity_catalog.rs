@@ -7,13 +7,17 @@
 //! the caller may see. Every write is published (`AppState::changes_committed`) before the answer.
 
 use super::{Access, ApiRouter};
-use crate::clock::now_millis;
-use crate::credentials::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
-use crate::state::{AppState, decision_result};
+use crate::extract::{ApiJson, ApiQuery, Authenticated};
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
+use deputy_access::Error;
+use deputy_access::ErrorCode;
+use deputy_access::clock::now_millis;
+use deputy_access::credentials::Caller;
+use deputy_access::decision_result;
+use deputy_access::error::decode_stored;
 use deputy_authz::{
     Action, Privilege, PrivilegeSet, SecurableKind, SecurableRef, effective_privileges, may_grant,
     validate_name,
@@ -53,71 +57,66 @@ fn scope_of(kind: SecurableKind) -> ApiScope {
 }
 
 pub fn routes(router: ApiRouter) -> ApiRouter {
+    let router = grant_routes(collection_routes(router));
+    [
+        (
+            "/api/2.1/unity-catalog/catalogs/{name}",
+            ApiScope::CatalogCatalogs,
+            SecurableKind::Catalog,
+        ),
+        (
+            "/api/2.1/unity-catalog/schemas/{full_name}",
+            ApiScope::CatalogSchemas,
+            SecurableKind::Schema,
+        ),
+        (
+            "/api/2.1/unity-catalog/tables/{full_name}",
+            ApiScope::CatalogTables,
+            SecurableKind::Table,
+        ),
+        (
+            "/api/2.1/unity-catalog/functions/{full_name}",
+            ApiScope::CatalogFunctions,
+            SecurableKind::Function,
+        ),
+        (
+            "/api/2.1/unity-catalog/volumes/{full_name}",
+            ApiScope::CatalogVolumes,
+            SecurableKind::Volume,
+        ),
+        (
+            "/api/2.1/unity-catalog/connections/{name}",
+            ApiScope::CatalogConnections,
+            SecurableKind::Connection,
+        ),
+    ]
+    .into_iter()
+    .fold(router, |router, (path, scope, kind)| {
+        item_routes(router, path, Access::Scope(scope), kind)
+    })
+}
+
+/// Creating and listing each kind of securable.
+fn collection_routes(router: ApiRouter) -> ApiRouter {
     let catalogs = Access::Scope(ApiScope::CatalogCatalogs);
     let schemas = Access::Scope(ApiScope::CatalogSchemas);
     let tables = Access::Scope(ApiScope::CatalogTables);
     let functions = Access::Scope(ApiScope::CatalogFunctions);
     let volumes = Access::Scope(ApiScope::CatalogVolumes);
     let connections = Access::Scope(ApiScope::CatalogConnections);
-    let grants = Access::Scope(ApiScope::CatalogGrants);
     router
         .post("/api/2.1/unity-catalog/catalogs", catalogs, create_catalog)
         .get("/api/2.1/unity-catalog/catalogs", catalogs, |s, c, q| {
             list_top_level(s, c, q, SecurableKind::Catalog)
         })
-        .get(
-            "/api/2.1/unity-catalog/catalogs/{name}",
-            catalogs,
-            |s, c, p| get(s, c, p, SecurableKind::Catalog),
-        )
-        .patch(
-            "/api/2.1/unity-catalog/catalogs/{name}",
-            catalogs,
-            |s, c, p, b| update(s, c, p, b, SecurableKind::Catalog),
-        )
-        .delete(
-            "/api/2.1/unity-catalog/catalogs/{name}",
-            catalogs,
-            |s, c, p, q| delete(s, c, p, q, SecurableKind::Catalog),
-        )
         .post("/api/2.1/unity-catalog/schemas", schemas, create_schema)
         .get("/api/2.1/unity-catalog/schemas", schemas, list_schemas)
-        .get(
-            "/api/2.1/unity-catalog/schemas/{full_name}",
-            schemas,
-            |s, c, p| get(s, c, p, SecurableKind::Schema),
-        )
-        .patch(
-            "/api/2.1/unity-catalog/schemas/{full_name}",
-            schemas,
-            |s, c, p, b| update(s, c, p, b, SecurableKind::Schema),
-        )
-        .delete(
-            "/api/2.1/unity-catalog/schemas/{full_name}",
-            schemas,
-            |s, c, p, q| delete(s, c, p, q, SecurableKind::Schema),
-        )
         .post("/api/2.1/unity-catalog/tables", tables, create_table)
         .get("/api/2.1/unity-catalog/tables", tables, list_tables)
-        .get(
-            "/api/2.1/unity-catalog/tables/{full_name}",
-            tables,
-            |s, c, p| get(s, c, p, SecurableKind::Table),
-        )
         .get(
             "/api/2.1/unity-catalog/tables/{full_name}/exists",
             tables,
             table_exists,
-        )
-        .patch(
-            "/api/2.1/unity-catalog/tables/{full_name}",
-            tables,
-            |s, c, p, b| update(s, c, p, b, SecurableKind::Table),
-        )
-        .delete(
-            "/api/2.1/unity-catalog/tables/{full_name}",
-            tables,
-            |s, c, p, q| delete(s, c, p, q, SecurableKind::Table),
         )
         .post(
             "/api/2.1/unity-catalog/functions",
@@ -127,40 +126,10 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
         .get("/api/2.1/unity-catalog/functions", functions, |s, c, q| {
             list_in_schema(s, c, q, SecurableKind::Function)
         })
-        .get(
-            "/api/2.1/unity-catalog/functions/{full_name}",
-            functions,
-            |s, c, p| get(s, c, p, SecurableKind::Function),
-        )
-        .patch(
-            "/api/2.1/unity-catalog/functions/{full_name}",
-            functions,
-            |s, c, p, b| update(s, c, p, b, SecurableKind::Function),
-        )
-        .delete(
-            "/api/2.1/unity-catalog/functions/{full_name}",
-            functions,
-            |s, c, p, q| delete(s, c, p, q, SecurableKind::Function),
-        )
         .post("/api/2.1/unity-catalog/volumes", volumes, create_volume)
         .get("/api/2.1/unity-catalog/volumes", volumes, |s, c, q| {
             list_in_schema(s, c, q, SecurableKind::Volume)
         })
-        .get(
-            "/api/2.1/unity-catalog/volumes/{full_name}",
-            volumes,
-            |s, c, p| get(s, c, p, SecurableKind::Volume),
-        )
-        .patch(
-            "/api/2.1/unity-catalog/volumes/{full_name}",
-            volumes,
-            |s, c, p, b| update(s, c, p, b, SecurableKind::Volume),
-        )
-        .delete(
-            "/api/2.1/unity-catalog/volumes/{full_name}",
-            volumes,
-            |s, c, p, q| delete(s, c, p, q, SecurableKind::Volume),
-        )
         .post(
             "/api/2.1/unity-catalog/connections",
             connections,
@@ -171,21 +140,12 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
             connections,
             |s, c, q| list_top_level(s, c, q, SecurableKind::Connection),
         )
-        .get(
-            "/api/2.1/unity-catalog/connections/{name}",
-            connections,
-            |s, c, p| get(s, c, p, SecurableKind::Connection),
-        )
-        .patch(
-            "/api/2.1/unity-catalog/connections/{name}",
-            connections,
-            |s, c, p, b| update(s, c, p, b, SecurableKind::Connection),
-        )
-        .delete(
-            "/api/2.1/unity-catalog/connections/{name}",
-            connections,
-            |s, c, p, q| delete(s, c, p, q, SecurableKind::Connection),
-        )
+}
+
+/// Grants and effective permissions on any securable.
+fn grant_routes(router: ApiRouter) -> ApiRouter {
+    let grants = Access::Scope(ApiScope::CatalogGrants);
+    router
         .get(
             "/api/2.1/unity-catalog/permissions/{securable_type}/{full_name}",
             grants,
@@ -203,14 +163,27 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
         )
 }
 
+/// `GET`, `PATCH` and `DELETE` on one securable of `kind`, named by the path's last segment.
+fn item_routes(
+    router: ApiRouter,
+    path: &'static str,
+    access: Access,
+    kind: SecurableKind,
+) -> ApiRouter {
+    router
+        .get(path, access, move |s, c, p| get(s, c, p, kind))
+        .patch(path, access, move |s, c, p, b| update(s, c, p, b, kind))
+        .delete(path, access, move |s, c, p, q| delete(s, c, p, q, kind))
+}
+
 // ---- names and lookups ------------------------------------------------------------------------------------------
 
 /// Checks each segment of a full name with the engine's own rule, so that nothing the snapshot would refuse is
 /// ever stored.
-fn validate_full_name(full_name: &str, kind: SecurableKind) -> Result<(), ApiError> {
+fn validate_full_name(full_name: &str, kind: SecurableKind) -> Result<(), Error> {
     let segments: Vec<&str> = full_name.split('.').collect();
     if segments.len() != kind.name_segments() {
-        return Err(ApiError::invalid_parameter(format!(
+        return Err(Error::invalid_parameter(format!(
             "a {} name has {} dot-separated parts, `{full_name}` has {}",
             kind.noun(),
             kind.name_segments(),
@@ -219,14 +192,14 @@ fn validate_full_name(full_name: &str, kind: SecurableKind) -> Result<(), ApiErr
     }
     for segment in segments {
         validate_name(segment).map_err(|error| {
-            ApiError::invalid_parameter(format!("invalid name `{full_name}`: {error}"))
+            Error::invalid_parameter(format!("invalid name `{full_name}`: {error}"))
         })?;
     }
     Ok(())
 }
 
-fn not_found(kind: SecurableKind, full_name: &str) -> ApiError {
-    ApiError::not_found(format!("{} `{full_name}` does not exist", kind.noun()))
+fn not_found(kind: SecurableKind, full_name: &str) -> Error {
+    Error::not_found(format!("{} `{full_name}` does not exist", kind.noun()))
 }
 
 /// Finds a stored securable of `kind` (a `table` lookup also finds views and vector indexes).
@@ -234,8 +207,9 @@ async fn find(
     state: &AppState,
     kind: SecurableKind,
     full_name: &str,
-) -> Result<SecurableRecord, ApiError> {
+) -> Result<SecurableRecord, Error> {
     let record = state
+        .access()
         .store()
         .find_securable(namespace_of(kind), full_name)
         .await?;
@@ -248,10 +222,11 @@ async fn visible(
     caller: &Caller,
     kind: SecurableKind,
     full_name: &str,
-) -> Result<SecurableRecord, ApiError> {
+) -> Result<SecurableRecord, Error> {
     let record = find(state, kind, full_name).await?;
-    let reference = securable_ref(&record).map_err(ApiError::internal)?;
+    let reference = securable_ref(&record).map_err(Error::internal)?;
     match state
+        .access()
         .decide(caller, scope_of(kind), Action::ReadMetadata(reference))
         .is_allowed()
     {
@@ -262,6 +237,7 @@ async fn visible(
 
 fn principal_name(state: &AppState, id: deputy_store::PrincipalId) -> String {
     state
+        .access()
         .directory()
         .get(id)
         .map(|identity| identity.name.clone())
@@ -269,8 +245,8 @@ fn principal_name(state: &AppState, id: deputy_store::PrincipalId) -> String {
 }
 
 /// A principal named as on the wire: a user name, a group name or a service principal's application id.
-fn principal_by_name(state: &AppState, name: &str) -> Result<Identity, ApiError> {
-    let directory = state.directory();
+fn principal_by_name(state: &AppState, name: &str) -> Result<Identity, Error> {
+    let directory = state.access().directory();
     [
         IdentityKind::User,
         IdentityKind::Group,
@@ -278,14 +254,14 @@ fn principal_by_name(state: &AppState, name: &str) -> Result<Identity, ApiError>
     ]
     .into_iter()
     .find_map(|kind| directory.find(kind, name).cloned())
-    .ok_or_else(|| ApiError::invalid_parameter(format!("principal `{name}` does not exist")))
+    .ok_or_else(|| Error::invalid_parameter(format!("principal `{name}` does not exist")))
 }
 
 async fn published(
     state: &AppState,
     outcome: Result<Json<Value>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    state.changes_committed().await?;
+    state.access().publish().await?;
     outcome
 }
 
@@ -295,7 +271,7 @@ fn parse_json(text: &str) -> Value {
 
 // ---- rendering --------------------------------------------------------------------------------------------------
 
-fn render(state: &AppState, kind: SecurableKind, record: &SecurableRecord) -> Value {
+fn render(state: &AppState, kind: SecurableKind, record: &SecurableRecord) -> Result<Value, Error> {
     let segments: Vec<&str> = record.full_name.split('.').collect();
     let name = segments.last().copied().unwrap_or_default();
     let mut body = json!({
@@ -324,18 +300,23 @@ fn render(state: &AppState, kind: SecurableKind, record: &SecurableRecord) -> Va
             body["schema_id"] = json!(id);
             body["securable_type"] = json!("SCHEMA");
         }
-        SecurableKind::Connection => render_connection(&mut body, record, &id),
-        _ => render_schema_object(&mut body, record, &segments, &id),
+        SecurableKind::Connection => render_connection(&mut body, record, &id)?,
+        _ => render_schema_object(&mut body, record, &segments, &id)?,
     }
-    body
+    Ok(body)
 }
 
-fn render_schema_object(body: &mut Value, record: &SecurableRecord, segments: &[&str], id: &str) {
+fn render_schema_object(
+    body: &mut Value,
+    record: &SecurableRecord,
+    segments: &[&str],
+    id: &str,
+) -> Result<(), Error> {
     body["catalog_name"] = json!(segments.first());
     body["schema_name"] = json!(segments.get(1));
     match record.kind.as_str() {
         "function" => {
-            let spec: FunctionSpec = serde_json::from_str(&record.spec).unwrap_or_default();
+            let spec: FunctionSpec = decode_stored("function spec", &record.spec)?;
             body["function_id"] = json!(id);
             body["securable_type"] = json!("FUNCTION");
             body["input_params"] = json!({ "parameters": spec.input_params.iter().map(|p| json!({
@@ -363,7 +344,7 @@ fn render_schema_object(body: &mut Value, record: &SecurableRecord, segments: &[
             body["securable_type"] = json!("VOLUME");
         }
         _ => {
-            let spec: TableSpec = serde_json::from_str(&record.spec).unwrap_or_default();
+            let spec: TableSpec = decode_stored("table spec", &record.spec)?;
             body["table_id"] = json!(id);
             body["securable_type"] = json!("TABLE");
             body["table_type"] = json!(spec.table_type);
@@ -383,10 +364,11 @@ fn render_schema_object(body: &mut Value, record: &SecurableRecord, segments: &[
             })).collect::<Vec<_>>());
         }
     }
+    Ok(())
 }
 
-fn render_connection(body: &mut Value, record: &SecurableRecord, id: &str) {
-    let spec: ConnectionSpec = serde_json::from_str(&record.spec).unwrap_or_default();
+fn render_connection(body: &mut Value, record: &SecurableRecord, id: &str) -> Result<(), Error> {
+    let spec: ConnectionSpec = decode_stored("connection spec", &record.spec)?;
     let options: Map<String, Value> = spec
         .options
         .iter()
@@ -414,6 +396,7 @@ fn render_connection(body: &mut Value, record: &SecurableRecord, id: &str) {
             .unwrap_or_default();
         body["url"] = json!(format!("{host}{port}"));
     }
+    Ok(())
 }
 
 // ---- create ------------------------------------------------------------------------------------------------------
@@ -444,10 +427,10 @@ async fn create(
     } = creation;
     validate_full_name(&full_name, kind)?;
     let parent_ref = match &parent {
-        Some(parent) => securable_ref(parent).map_err(ApiError::internal)?,
+        Some(parent) => securable_ref(parent).map_err(Error::internal)?,
         None => SecurableRef::new(SecurableKind::Metastore, METASTORE_NAME),
     };
-    state.authorize(
+    state.access().authorize(
         caller,
         scope_of(kind),
         Action::CreateIn {
@@ -459,12 +442,13 @@ async fn create(
         None | Some(Value::Null) => "{}".to_owned(),
         Some(Value::Object(map)) => Value::Object(map).to_string(),
         Some(_) => {
-            return Err(ApiError::invalid_parameter(
+            return Err(ApiError(Error::invalid_parameter(
                 "`properties` must be an object of strings",
-            ));
+            )));
         }
     };
     let record = state
+        .access()
         .store()
         .create_securable(
             NewSecurable {
@@ -481,14 +465,14 @@ async fn create(
             now_millis(),
         )
         .await?;
-    state.changes_committed().await?;
-    Ok(Json(render(state, kind, &record)))
+    state.access().publish().await?;
+    Ok(Json(render(state, kind, &record)?))
 }
 
-fn require(value: Option<String>, field: &str) -> Result<String, ApiError> {
+fn require(value: Option<String>, field: &str) -> Result<String, Error> {
     value
         .filter(|text| !text.is_empty())
-        .ok_or_else(|| ApiError::invalid_parameter(format!("`{field}` is required")))
+        .ok_or_else(|| Error::invalid_parameter(format!("`{field}` is required")))
 }
 
 #[derive(Deserialize)]
@@ -500,7 +484,7 @@ struct CreateCatalog {
 
 async fn create_catalog(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<CreateCatalog>,
 ) -> Result<Json<Value>, ApiError> {
     let name = require(body.name, "name")?;
@@ -529,7 +513,7 @@ struct CreateSchema {
 
 async fn create_schema(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<CreateSchema>,
 ) -> Result<Json<Value>, ApiError> {
     let catalog_name = require(body.catalog_name, "catalog_name")?;
@@ -558,7 +542,7 @@ async fn schema_child(
     catalog_name: Option<String>,
     schema_name: Option<String>,
     name: Option<String>,
-) -> Result<(SecurableRecord, String), ApiError> {
+) -> Result<(SecurableRecord, String), Error> {
     let catalog_name = require(catalog_name, "catalog_name")?;
     let schema_name = require(schema_name, "schema_name")?;
     let name = require(name, "name")?;
@@ -600,7 +584,7 @@ struct ColumnInput {
 
 async fn create_table(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<CreateTable>,
 ) -> Result<Json<Value>, ApiError> {
     let (schema, full_name) = schema_child(
@@ -619,9 +603,9 @@ async fn create_table(
         "MANAGED" | "EXTERNAL" => SecurableKind::Table,
         "VIEW" | "MATERIALIZED_VIEW" => SecurableKind::View,
         other => {
-            return Err(ApiError::invalid_parameter(format!(
+            return Err(ApiError(Error::invalid_parameter(format!(
                 "unsupported `table_type` `{other}`"
-            )));
+            ))));
         }
     };
     let mut columns = Vec::with_capacity(body.columns.len());
@@ -653,7 +637,7 @@ async fn create_table(
         view_definition: body.view_definition,
         row_filter: None,
     };
-    let spec = serde_json::to_string(&spec).map_err(ApiError::internal)?;
+    let spec = serde_json::to_string(&spec).map_err(Error::internal)?;
     create(
         &state,
         &caller,
@@ -709,12 +693,12 @@ struct FunctionParameterInput {
 
 async fn create_function(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<CreateFunctionRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let info = body
         .function_info
-        .ok_or_else(|| ApiError::invalid_parameter("`function_info` is required"))?;
+        .ok_or_else(|| Error::invalid_parameter("`function_info` is required"))?;
     let (schema, full_name) = schema_child(
         &state,
         &caller,
@@ -759,7 +743,7 @@ async fn create_function(
         is_deterministic: info.is_deterministic.unwrap_or(true),
         sql_data_access: info.sql_data_access,
     };
-    let spec = serde_json::to_string(&spec).map_err(ApiError::internal)?;
+    let spec = serde_json::to_string(&spec).map_err(Error::internal)?;
     create(
         &state,
         &caller,
@@ -777,7 +761,7 @@ async fn create_function(
 
 /// A function's `properties` travel as a JSON-encoded string (`CreateFunction.properties: str` in the SDK); an
 /// object is accepted too.
-fn function_properties(properties: Option<Value>) -> Result<Option<Value>, ApiError> {
+fn function_properties(properties: Option<Value>) -> Result<Option<Value>, Error> {
     match properties {
         Some(Value::String(text)) if text.trim().is_empty() => Ok(None),
         Some(Value::String(text)) => serde_json::from_str::<Value>(&text)
@@ -785,9 +769,7 @@ fn function_properties(properties: Option<Value>) -> Result<Option<Value>, ApiEr
             .filter(Value::is_object)
             .map(Some)
             .ok_or_else(|| {
-                ApiError::invalid_parameter(
-                    "`properties` must be a JSON object encoded as a string",
-                )
+                Error::invalid_parameter("`properties` must be a JSON object encoded as a string")
             }),
         other => Ok(other),
     }
@@ -803,7 +785,7 @@ struct CreateVolume {
 
 async fn create_volume(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<CreateVolume>,
 ) -> Result<Json<Value>, ApiError> {
     let (schema, full_name) = schema_child(
@@ -842,7 +824,7 @@ struct CreateConnection {
 
 async fn create_connection(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<CreateConnection>,
 ) -> Result<Json<Value>, ApiError> {
     let name = require(body.name, "name")?;
@@ -853,7 +835,7 @@ async fn create_connection(
         read_only: body.read_only.unwrap_or(false),
     };
     check_connection_options(&spec)?;
-    let spec = serde_json::to_string(&spec).map_err(ApiError::internal)?;
+    let spec = serde_json::to_string(&spec).map_err(Error::internal)?;
     create(
         &state,
         &caller,
@@ -871,10 +853,10 @@ async fn create_connection(
 
 /// An HTTP connection's options are checked when written (host, port, base path, one credential), so that a
 /// connection that cannot be used is refused at once rather than at its first external-function call.
-fn check_connection_options(spec: &ConnectionSpec) -> Result<(), ApiError> {
+fn check_connection_options(spec: &ConnectionSpec) -> Result<(), Error> {
     if spec.connection_type.eq_ignore_ascii_case("HTTP") {
-        crate::connections::HttpConnection::from_options(&spec.options)
-            .map_err(|error| ApiError::invalid_parameter(error.to_string()))?;
+        deputy_connections::http::HttpConnection::from_options(&spec.options)
+            .map_err(|error| Error::invalid_parameter(error.to_string()))?;
     }
     Ok(())
 }
@@ -883,18 +865,18 @@ fn check_connection_options(spec: &ConnectionSpec) -> Result<(), ApiError> {
 
 async fn get(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(full_name): Path<String>,
     kind: SecurableKind,
 ) -> Result<Json<Value>, ApiError> {
     let record = visible(&state, &caller, kind, &full_name).await?;
     let kind = SecurableKind::from_name(&record.kind).unwrap_or(kind);
-    Ok(Json(render(&state, kind, &record)))
+    Ok(Json(render(&state, kind, &record)?))
 }
 
 async fn table_exists(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(full_name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let exists = visible(&state, &caller, SecurableKind::Table, &full_name)
@@ -923,9 +905,9 @@ async fn list_page(
     let limit = match query.max_results.unwrap_or(0) {
         0 => DEFAULT_PAGE,
         negative if negative < 0 => {
-            return Err(ApiError::invalid_parameter(
+            return Err(ApiError(Error::invalid_parameter(
                 "`max_results` must not be negative",
-            ));
+            )));
         }
         requested => requested.min(MAX_PAGE),
     };
@@ -935,8 +917,8 @@ async fn list_page(
         after: query.page_token.clone().filter(|token| !token.is_empty()),
         limit,
     };
-    let records = state.store().list_securables(&page).await?;
-    let snapshot = state.snapshot();
+    let records = state.access().store().list_securables(&page).await?;
+    let snapshot = state.access().snapshot();
     let mut items = Vec::new();
     for record in &records {
         let Some(kind) = SecurableKind::from_name(&record.kind).filter(|kind| kinds.contains(kind))
@@ -947,15 +929,15 @@ async fn list_page(
         if parent.is_none() && record.parent_id.is_some() {
             continue;
         }
-        let reference = securable_ref(record).map_err(ApiError::internal)?;
+        let reference = securable_ref(record).map_err(Error::internal)?;
         let request = deputy_authz::AccessRequest {
-            principal: state.caller_principal(caller),
+            principal: state.access().caller_principal(caller),
             token_scopes: caller.scopes,
             required_scope: scope_of(kind),
             action: Action::ReadMetadata(reference),
         };
         if deputy_authz::decide(&request, &snapshot).is_allowed() {
-            items.push(render(state, kind, record));
+            items.push(render(state, kind, record)?);
         }
     }
     let next_page_token = match records.len() as i64 == limit {
@@ -970,7 +952,7 @@ async fn list_page(
 /// Catalogs and connections: the securables that hang off the metastore.
 async fn list_top_level(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiQuery(query): ApiQuery<ListQuery>,
     kind: SecurableKind,
 ) -> Result<Json<Value>, ApiError> {
@@ -984,7 +966,7 @@ async fn list_top_level(
 
 async fn list_schemas(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let catalog_name = require(query.catalog_name.clone(), "catalog_name")?;
@@ -1002,7 +984,7 @@ async fn list_schemas(
 
 async fn list_tables(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let schema = parent_schema(&state, &caller, &query).await?;
@@ -1016,7 +998,7 @@ async fn list_tables(
 
 async fn list_in_schema(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiQuery(query): ApiQuery<ListQuery>,
     kind: SecurableKind,
 ) -> Result<Json<Value>, ApiError> {
@@ -1033,7 +1015,7 @@ async fn parent_schema(
     state: &AppState,
     caller: &Caller,
     query: &ListQuery,
-) -> Result<SecurableRecord, ApiError> {
+) -> Result<SecurableRecord, Error> {
     let catalog_name = require(query.catalog_name.clone(), "catalog_name")?;
     let schema_name = require(query.schema_name.clone(), "schema_name")?;
     visible(
@@ -1058,18 +1040,18 @@ struct UpdateRequest {
 
 async fn update(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(full_name): Path<String>,
     ApiJson(body): ApiJson<UpdateRequest>,
     kind: SecurableKind,
 ) -> Result<Json<Value>, ApiError> {
     let record = visible(&state, &caller, kind, &full_name).await?;
     let kind = SecurableKind::from_name(&record.kind).unwrap_or(kind);
-    let reference = securable_ref(&record).map_err(ApiError::internal)?;
+    let reference = securable_ref(&record).map_err(Error::internal)?;
     decision_result(may_grant(
-        state.caller_principal(&caller),
+        state.access().caller_principal(&caller),
         &reference,
-        &state.snapshot(),
+        &state.access().snapshot(),
     ))?;
     let mut changes = SecurableChanges::default();
     if let Some(new_name) = body.new_name.filter(|name| !name.is_empty()) {
@@ -1088,29 +1070,32 @@ async fn update(
     }
     if let Some(properties) = body.properties {
         if !properties.is_object() {
-            return Err(ApiError::invalid_parameter(
+            return Err(ApiError(Error::invalid_parameter(
                 "`properties` must be an object of strings",
-            ));
+            )));
         }
         changes.properties = Some(properties.to_string());
     }
     if let Some(options) = body.options {
         if kind != SecurableKind::Connection {
-            return Err(ApiError::invalid_parameter(
+            return Err(ApiError(Error::invalid_parameter(
                 "`options` apply to connections only",
-            ));
+            )));
         }
-        let mut spec: ConnectionSpec = serde_json::from_str(&record.spec).unwrap_or_default();
+        let mut spec: ConnectionSpec = decode_stored("connection spec", &record.spec)?;
         spec.options.extend(options);
         check_connection_options(&spec)?;
-        changes.spec = Some(serde_json::to_string(&spec).map_err(ApiError::internal)?);
+        changes.spec = Some(serde_json::to_string(&spec).map_err(Error::internal)?);
     }
     let outcome = state
+        .access()
         .store()
         .update_securable(record.id, changes, caller.identity.id, now_millis())
         .await;
     let outcome = outcome
-        .map(|updated| Json(render(&state, kind, &updated)))
+        .map_err(Error::from)
+        .and_then(|updated| render(&state, kind, &updated))
+        .map(Json)
         .map_err(ApiError::from);
     published(&state, outcome).await
 }
@@ -1122,17 +1107,17 @@ struct DeleteQuery {
 
 async fn delete(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(full_name): Path<String>,
     ApiQuery(query): ApiQuery<DeleteQuery>,
     kind: SecurableKind,
 ) -> Result<Json<Value>, ApiError> {
     let record = visible(&state, &caller, kind, &full_name).await?;
-    let reference = securable_ref(&record).map_err(ApiError::internal)?;
+    let reference = securable_ref(&record).map_err(Error::internal)?;
     decision_result(may_grant(
-        state.caller_principal(&caller),
+        state.access().caller_principal(&caller),
         &reference,
-        &state.snapshot(),
+        &state.access().snapshot(),
     ))?;
     if matches!(kind, SecurableKind::Catalog | SecurableKind::Schema)
         && !query.force.unwrap_or(false)
@@ -1142,18 +1127,24 @@ async fn delete(
             limit: 1,
             ..SecurablePage::default()
         };
-        if !state.store().list_securables(&children).await?.is_empty() {
-            return Err(ApiError::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                "INVALID_STATE",
+        if !state
+            .access()
+            .store()
+            .list_securables(&children)
+            .await?
+            .is_empty()
+        {
+            return Err(ApiError(Error::new(
+                ErrorCode::InvalidState,
                 format!(
                     "{} `{full_name}` is not empty; delete with force=true to remove everything in it",
                     kind.noun()
                 ),
-            ));
+            )));
         }
     }
     let outcome = state
+        .access()
         .store()
         .delete_securable(record.id)
         .await
@@ -1164,11 +1155,11 @@ async fn delete(
 
 // ---- grants --------------------------------------------------------------------------------------------------------
 
-fn securable_kind(securable_type: &str) -> Result<SecurableKind, ApiError> {
+fn securable_kind(securable_type: &str) -> Result<SecurableKind, Error> {
     SecurableKind::from_name(securable_type)
         .filter(|kind| *kind != SecurableKind::Metastore)
         .ok_or_else(|| {
-            ApiError::invalid_parameter(format!("unknown securable type `{securable_type}`"))
+            Error::invalid_parameter(format!("unknown securable type `{securable_type}`"))
         })
 }
 
@@ -1181,10 +1172,10 @@ async fn direct_grants(
     state: &AppState,
     record: &SecurableRecord,
     principal: Option<&str>,
-) -> Result<Value, ApiError> {
+) -> Result<Value, Error> {
     let mut by_principal: std::collections::BTreeMap<String, Vec<String>> =
         std::collections::BTreeMap::new();
-    for grant in state.store().grants_on(record.id).await? {
+    for grant in state.access().store().grants_on(record.id).await? {
         by_principal
             .entry(principal_name(state, grant.principal_id))
             .or_default()
@@ -1200,7 +1191,7 @@ async fn direct_grants(
 
 async fn get_grants(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path((securable_type, full_name)): Path<(String, String)>,
     ApiQuery(query): ApiQuery<GrantsQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -1227,17 +1218,17 @@ struct GrantChangeInput {
 }
 
 /// Reads privilege names as sent (underscores; spaces as SQL spells them are accepted too) and checks they apply.
-fn privileges(names: &[String], kind: SecurableKind) -> Result<Vec<String>, ApiError> {
+fn privileges(names: &[String], kind: SecurableKind) -> Result<Vec<String>, Error> {
     let applicable = PrivilegeSet::applicable_to(kind);
     names
         .iter()
         .map(|name| {
             let privilege = Privilege::from_wire_name(name)
                 .or_else(|_| Privilege::from_sql(name))
-                .map_err(|_| ApiError::invalid_parameter(format!("unknown privilege `{name}`")))?;
+                .map_err(|_| Error::invalid_parameter(format!("unknown privilege `{name}`")))?;
             match applicable.contains(privilege) {
                 true => Ok(privilege.wire_name().to_owned()),
-                false => Err(ApiError::invalid_parameter(format!(
+                false => Err(Error::invalid_parameter(format!(
                     "privilege {privilege} does not apply to a {}",
                     kind.noun()
                 ))),
@@ -1248,18 +1239,18 @@ fn privileges(names: &[String], kind: SecurableKind) -> Result<Vec<String>, ApiE
 
 async fn update_grants(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path((securable_type, full_name)): Path<(String, String)>,
     ApiJson(body): ApiJson<UpdateGrants>,
 ) -> Result<Json<Value>, ApiError> {
     let kind = securable_kind(&securable_type)?;
     let record = visible(&state, &caller, kind, &full_name).await?;
     let stored_kind = SecurableKind::from_name(&record.kind).unwrap_or(kind);
-    let reference = securable_ref(&record).map_err(ApiError::internal)?;
+    let reference = securable_ref(&record).map_err(Error::internal)?;
     decision_result(may_grant(
-        state.caller_principal(&caller),
+        state.access().caller_principal(&caller),
         &reference,
-        &state.snapshot(),
+        &state.access().snapshot(),
     ))?;
     let mut changes = Vec::with_capacity(body.changes.len());
     for change in body.changes {
@@ -1270,20 +1261,24 @@ async fn update_grants(
             remove: privileges(&change.remove, stored_kind)?,
         });
     }
-    state.store().change_grants(record.id, &changes).await?;
-    state.changes_committed().await?;
+    state
+        .access()
+        .store()
+        .change_grants(record.id, &changes)
+        .await?;
+    state.access().publish().await?;
     Ok(Json(direct_grants(&state, &record, None).await?))
 }
 
 async fn get_effective(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path((securable_type, full_name)): Path<(String, String)>,
     ApiQuery(query): ApiQuery<GrantsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let kind = securable_kind(&securable_type)?;
     let record = visible(&state, &caller, kind, &full_name).await?;
-    let reference = securable_ref(&record).map_err(ApiError::internal)?;
+    let reference = securable_ref(&record).map_err(Error::internal)?;
     // Whose privileges to show: the one asked for, or everyone granted anything on the securable or its ancestors.
     let principals: Vec<Identity> = match &query.principal {
         Some(name) => vec![principal_by_name(&state, name)?],
@@ -1293,6 +1288,7 @@ async fn get_effective(
             while let Some(current) = next {
                 ids.extend(
                     state
+                        .access()
                         .store()
                         .grants_on(current.id)
                         .await?
@@ -1300,17 +1296,17 @@ async fn get_effective(
                         .map(|grant| grant.principal_id),
                 );
                 next = match current.parent_id {
-                    Some(parent) => state.store().get_securable(parent).await?,
+                    Some(parent) => state.access().store().get_securable(parent).await?,
                     None => None,
                 };
             }
-            let directory = state.directory();
+            let directory = state.access().directory();
             ids.into_iter()
                 .filter_map(|id| directory.get(id).cloned())
                 .collect()
         }
     };
-    let snapshot = state.snapshot();
+    let snapshot = state.access().snapshot();
     let mut assignments = Vec::new();
     for principal in principals {
         let effective = effective_privileges(
@@ -1318,7 +1314,7 @@ async fn get_effective(
             &reference,
             &snapshot,
         )
-        .map_err(|error| ApiError::not_found(error.to_string()))?;
+        .map_err(|error| Error::not_found(error.to_string()))?;
         let privileges: Vec<Value> = effective
             .iter()
             .map(|entry| {

@@ -3,12 +3,14 @@
 //! statements) and carries the settings clients expect to read back.
 
 use super::{Access, ApiRouter};
-use crate::credentials::Caller;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, Authenticated};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
+use deputy_access::Error;
+use deputy_access::credentials::Caller;
+use deputy_access::error::decode_stored;
 use deputy_authz::{Action, PermissionLevel, WorkspaceObjectKind, WorkspaceObjectRef};
 use deputy_catalog::object_type_of;
 use deputy_core::ApiScope;
@@ -53,16 +55,17 @@ fn object_type() -> &'static str {
     object_type_of(WorkspaceObjectKind::Warehouse)
 }
 
-fn render(state: &AppState, record: &WorkspaceObjectRecord) -> Value {
-    let spec: Map<String, Value> = serde_json::from_str(&record.spec).unwrap_or_default();
+fn render(state: &AppState, record: &WorkspaceObjectRecord) -> Result<Value, Error> {
+    let spec: Map<String, Value> = decode_stored("warehouse spec", &record.spec)?;
     let setting = |key: &str, default: Value| spec.get(key).cloned().unwrap_or(default);
     let host = state
+        .access()
         .base_url()
         .split("://")
         .nth(1)
         .unwrap_or_default()
         .to_owned();
-    json!({
+    Ok(json!({
         "id": record.object_id,
         "name": record.name,
         "state": setting("state", json!("RUNNING")),
@@ -78,7 +81,7 @@ fn render(state: &AppState, record: &WorkspaceObjectRecord) -> Value {
         "channel": setting("channel", json!({ "name": "CHANNEL_NAME_CURRENT" })),
         "num_clusters": 1,
         "num_active_sessions": 0,
-        "creator_name": state.directory().get(record.owner_id).map(|owner| owner.name.clone()),
+        "creator_name": state.access().directory().get(record.owner_id).map(|owner| owner.name.clone()),
         "health": { "status": "HEALTHY" },
         "odbc_params": {
             "hostname": host,
@@ -86,11 +89,11 @@ fn render(state: &AppState, record: &WorkspaceObjectRecord) -> Value {
             "port": 443,
             "protocol": "https",
         },
-    })
+    }))
 }
 
 /// The settings of a create or edit request, validated.
-fn settings(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
+fn settings(body: &Map<String, Value>) -> Result<Map<String, Value>, Error> {
     let mut settings: Map<String, Value> = SETTINGS
         .iter()
         .filter_map(|key| {
@@ -102,7 +105,7 @@ fn settings(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
         if let Some(value) = settings.get(key)
             && value.as_i64().is_none_or(|number| number < 0)
         {
-            return Err(ApiError::invalid_parameter(format!(
+            return Err(Error::invalid_parameter(format!(
                 "`{key}` must be a non-negative integer"
             )));
         }
@@ -111,13 +114,13 @@ fn settings(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
     Ok(settings)
 }
 
-fn name_of(body: &Map<String, Value>) -> Result<Option<String>, ApiError> {
+fn name_of(body: &Map<String, Value>) -> Result<Option<String>, Error> {
     match body.get("name") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(name)) if !name.trim().is_empty() && name.chars().count() <= 100 => {
             Ok(Some(name.clone()))
         }
-        Some(_) => Err(ApiError::invalid_parameter(
+        Some(_) => Err(Error::invalid_parameter(
             "`name` must be a non-empty string of at most 100 characters",
         )),
     }
@@ -126,11 +129,11 @@ fn name_of(body: &Map<String, Value>) -> Result<Option<String>, ApiError> {
 /// Admins create warehouses; the creator owns it (`IS_OWNER`).
 async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let name = name_of(&body)?.ok_or_else(|| ApiError::invalid_parameter("`name` is required"))?;
+    let name = name_of(&body)?.ok_or_else(|| Error::invalid_parameter("`name` is required"))?;
     let mut spec = settings(&body)?;
     spec.insert("state".into(), json!("RUNNING"));
     let id = format!("{:016x}", rand::random::<u64>());
@@ -140,9 +143,12 @@ async fn create(
         name,
         owner_id: caller.identity.id,
         spec: Value::Object(spec).to_string(),
-        created_at: crate::clock::now_millis(),
+        created_at: deputy_access::clock::now_millis(),
     };
-    state.create_workspace_object(record, "IS_OWNER").await?;
+    state
+        .access()
+        .create_workspace_object(record, PermissionLevel::IsOwner)
+        .await?;
     Ok(Json(json!({ "id": id })))
 }
 
@@ -152,45 +158,46 @@ async fn authorized(
     caller: &Caller,
     id: &str,
     level: PermissionLevel,
-) -> Result<WorkspaceObjectRecord, ApiError> {
-    let missing = || ApiError::not_found(format!("warehouse `{id}` does not exist"));
+) -> Result<WorkspaceObjectRecord, Error> {
+    let missing = || Error::not_found(format!("warehouse `{id}` does not exist"));
     let record = state
+        .access()
         .store()
         .get_workspace_object(object_type(), id)
         .await?
         .ok_or_else(missing)?;
-    let object = WorkspaceObjectRef::new(WorkspaceObjectKind::Warehouse, id);
-    let view = Action::UseWorkspaceObject {
-        object: object.clone(),
-        level: PermissionLevel::CanView,
-    };
-    if !state
-        .decide(caller, ApiScope::SqlWarehouses, view)
-        .is_allowed()
-    {
-        return Err(missing());
-    }
-    state.authorize(
+    state.access().authorize_workspace_object(
         caller,
         ApiScope::SqlWarehouses,
-        Action::UseWorkspaceObject { object, level },
+        WorkspaceObjectRef::new(WorkspaceObjectKind::Warehouse, id),
+        level,
+        &format!("warehouse `{id}`"),
     )?;
     Ok(record)
 }
 
-async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Json<Value>, ApiError> {
     let mut warehouses = Vec::new();
-    for record in state.store().list_workspace_objects(object_type()).await? {
+    for record in state
+        .access()
+        .store()
+        .list_workspace_objects(object_type())
+        .await?
+    {
         let object = WorkspaceObjectRef::new(WorkspaceObjectKind::Warehouse, &record.object_id);
         let view = Action::UseWorkspaceObject {
             object,
             level: PermissionLevel::CanView,
         };
         if state
+            .access()
             .decide(&caller, ApiScope::SqlWarehouses, view)
             .is_allowed()
         {
-            warehouses.push(render(&state, &record));
+            warehouses.push(render(&state, &record)?);
         }
     }
     Ok(Json(json!({ "warehouses": warehouses })))
@@ -198,28 +205,29 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Valu
 
 async fn get(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let record = authorized(&state, &caller, &id, PermissionLevel::CanView).await?;
-    Ok(Json(render(&state, &record)))
+    Ok(Json(render(&state, &record)?))
 }
 
 async fn edit(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Json<Value>, ApiError> {
     let record = authorized(&state, &caller, &id, PermissionLevel::CanManage).await?;
     if name_of(&body)?.is_some_and(|name| name != record.name) {
-        return Err(ApiError::invalid_parameter(
+        return Err(ApiError(Error::invalid_parameter(
             "renaming a warehouse is not supported",
-        ));
+        )));
     }
-    let mut spec: Map<String, Value> = serde_json::from_str(&record.spec).unwrap_or_default();
+    let mut spec: Map<String, Value> = decode_stored("warehouse spec", &record.spec)?;
     spec.extend(settings(&body)?);
     state
+        .access()
         .store()
         .update_workspace_object_spec(object_type(), &id, &Value::Object(spec).to_string())
         .await?;
@@ -228,15 +236,16 @@ async fn edit(
 
 async fn delete(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorized(&state, &caller, &id, PermissionLevel::CanManage).await?;
     let deleted = state
+        .access()
         .store()
         .delete_workspace_object(object_type(), &id)
         .await;
-    state.changes_committed().await?;
+    state.access().publish().await?;
     deleted?;
     Ok(Json(json!({})))
 }
@@ -244,7 +253,7 @@ async fn delete(
 /// Starting needs `CAN_USE` (running a statement would start it anyway); stopping needs `CAN_MANAGE`.
 async fn set_running(
     State(state): State<AppState>,
-    caller: Caller,
+    Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     running: bool,
 ) -> Result<Json<Value>, ApiError> {
@@ -254,12 +263,13 @@ async fn set_running(
         PermissionLevel::CanManage
     };
     let record = authorized(&state, &caller, &id, level).await?;
-    let mut spec: Map<String, Value> = serde_json::from_str(&record.spec).unwrap_or_default();
+    let mut spec: Map<String, Value> = decode_stored("warehouse spec", &record.spec)?;
     spec.insert(
         "state".into(),
         json!(if running { "RUNNING" } else { "STOPPED" }),
     );
     state
+        .access()
         .store()
         .update_workspace_object_spec(object_type(), &id, &Value::Object(spec).to_string())
         .await?;

@@ -31,17 +31,17 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
 /// `workspace_id` makes it send `X-Databricks-Workspace-Id`.
 async fn databricks_config(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
-        "oidc_endpoint": format!("{}/oidc", state.base_url()),
-        "workspace_id": state.workspace_id().to_string(),
+        "oidc_endpoint": format!("{}/oidc", state.access().base_url()),
+        "workspace_id": state.access().workspace_id().to_string(),
     }))
 }
 
 async fn authorization_server(State(state): State<AppState>) -> Json<Value> {
-    let oidc = format!("{}/oidc", state.base_url());
+    let oidc = format!("{}/oidc", state.access().base_url());
     let mut scopes: Vec<&str> = vec![deputy_core::scopes::ALL_APIS];
     scopes.extend(ApiScope::ALL.iter().map(|scope| scope.name()));
     Json(json!({
-        "issuer": state.credentials().issuer(),
+        "issuer": state.access().credentials().issuer(),
         // Named because the SDK reads it, but interactive (U2M) login is not implemented: requests to it get 404.
         "authorization_endpoint": format!("{oidc}/v1/authorize"),
         "token_endpoint": format!("{oidc}/v1/token"),
@@ -59,5 +59,5 @@ async fn authorization_server(State(state): State<AppState>) -> Json<Value> {
 }
 
 async fn keys(State(state): State<AppState>) -> Json<Value> {
-    Json(state.credentials().jwks())
+    Json(state.access().credentials().jwks())
 }

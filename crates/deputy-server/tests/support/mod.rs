@@ -236,11 +236,11 @@ impl Harness {
     }
 
     pub fn sign(&self, claims: &AccessClaims) -> String {
-        self.state.credentials().sign(claims).unwrap()
+        self.state.access().credentials().sign(claims).unwrap()
     }
 
     pub fn claims_for(&self, sub: &str, scope: ScopeSet) -> AccessClaims {
-        let credentials = self.state.credentials();
+        let credentials = self.state.access().credentials();
         AccessClaims::issue(
             &credentials.issuer(),
             &credentials.audience(),

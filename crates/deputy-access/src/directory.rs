@@ -7,9 +7,14 @@
 //! is replaced whole.
 
 use arc_swap::ArcSwap;
+/// The group whose members administer the workspace; the decision engine knows it by the same name.
+pub use deputy_authz::ADMINS_GROUP;
 use deputy_store::{Identity, IdentityKind, MetadataStore, PrincipalId, StoreError};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+/// Every user and service principal is a member, as in Databricks: the group to grant workspace-wide rights to.
+pub const USERS_GROUP: &str = "users";
 
 #[derive(Debug, Default)]
 pub struct Directory {

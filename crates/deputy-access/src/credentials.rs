@@ -7,7 +7,7 @@
 
 use crate::clock::{now_millis, now_seconds};
 use crate::directory::{Directory, DirectoryState};
-use crate::error::ApiError;
+use crate::error::Error;
 use deputy_core::ScopeSet;
 use deputy_store::{
     Identity, IdentityKind, MetadataStore, PersonalAccessToken, PrincipalId, StoreError,
@@ -61,16 +61,16 @@ impl Caller {
         self.groups.iter().any(|group| {
             group
                 .name
-                .eq_ignore_ascii_case(crate::bootstrap::ADMINS_GROUP)
+                .eq_ignore_ascii_case(crate::directory::ADMINS_GROUP)
         })
     }
 
-    pub fn require_admin(&self) -> Result<(), ApiError> {
+    pub fn require_admin(&self) -> Result<(), Error> {
         match self.is_admin() {
             true => Ok(()),
-            false => Err(ApiError::permission_denied(format!(
+            false => Err(Error::permission_denied(format!(
                 "only members of the `{}` group may do this",
-                crate::bootstrap::ADMINS_GROUP
+                crate::directory::ADMINS_GROUP
             ))),
         }
     }
@@ -78,6 +78,14 @@ impl Caller {
     /// The `sub` this caller's tokens carry: a user's name or a service principal's application id.
     pub fn subject(&self) -> &str {
         &self.identity.name
+    }
+
+    /// The actor chain of the caller's token: the agents acting for its subject, if any.
+    pub fn actor(&self) -> Option<Actor> {
+        match &self.credential {
+            Credential::AccessToken { actor, .. } => actor.clone(),
+            Credential::PersonalAccessToken { .. } => None,
+        }
     }
 }
 
@@ -256,7 +264,7 @@ impl Credentials {
     }
 
     /// Makes a new signing key current; the previous one verifies until its tokens have expired.
-    pub async fn rotate_signing_key(&self) -> Result<String, ApiError> {
+    pub async fn rotate_signing_key(&self) -> Result<String, Error> {
         let now = now_seconds();
         let mut ring = self
             .read_issuer(|issuer| {
@@ -265,9 +273,9 @@ impl Credentials {
                     issuer.keys.max_token_lifetime(),
                 )
             })
-            .map_err(ApiError::internal)?;
+            .map_err(Error::internal)?;
         ring.prune(now);
-        let kid = ring.rotate(now).map_err(ApiError::internal)?.to_owned();
+        let kid = ring.rotate(now).map_err(Error::internal)?.to_owned();
         // Persist first: a crash after this point restarts with the new ring; before it, with the old one.
         self.store.replace_signing_keys(&to_stored(&ring)).await?;
         self.issuer
@@ -346,6 +354,62 @@ impl Credentials {
     pub fn store(&self) -> &Arc<dyn MetadataStore> {
         &self.store
     }
+
+    /// The subject as claims, whatever kind of token it presented: what a token exchange starts from. A personal
+    /// access token's claims end when it does, or after the access-token lifetime if it never expires.
+    pub fn subject_claims(&self, subject: &Caller) -> AccessClaims {
+        let now = now_seconds();
+        let exp = match &subject.credential {
+            Credential::AccessToken { expires_at, .. } => *expires_at,
+            Credential::PersonalAccessToken { expires_at, .. } => expires_at
+                .map_or(now + ACCESS_TOKEN_LIFETIME_SECONDS, |end| {
+                    end.min(now + ACCESS_TOKEN_LIFETIME_SECONDS)
+                }),
+        };
+        // The exchanged token names the subject token (and its ancestors), so revoking any of them revokes it.
+        let (jti, derived_from) = match &subject.credential {
+            Credential::AccessToken {
+                jti, derived_from, ..
+            } => (jti.clone(), derived_from.clone()),
+            Credential::PersonalAccessToken { token_id, .. } => {
+                (personal_token_ancestor_id(token_id), Vec::new())
+            }
+        };
+        AccessClaims {
+            iss: self.issuer(),
+            aud: self.audience(),
+            sub: subject.subject().to_owned(),
+            exp,
+            iat: now,
+            nbf: now,
+            jti,
+            scope: subject.scopes,
+            client_id: None,
+            act: subject.actor(),
+            derived_from,
+        }
+    }
+
+    /// A token of a service principal (`application_id`) holding `scopes`, signed by this server: what an agent's
+    /// workers find in their token file, and what a declarative agent calls its model (and, when on-behalf-of access
+    /// is off, its tools) with.
+    pub fn service_principal_token(
+        &self,
+        application_id: &str,
+        scopes: ScopeSet,
+        lifetime_seconds: i64,
+    ) -> Result<String, Error> {
+        let claims = AccessClaims::issue(
+            &self.issuer(),
+            &self.audience(),
+            application_id,
+            scopes,
+            now_seconds(),
+            lifetime_seconds,
+        )
+        .map_err(Error::internal)?;
+        self.sign(&claims).map_err(Error::internal)
+    }
 }
 
 /// A new personal access token, as the create calls answer it. The value exists only in this struct.
@@ -362,14 +426,13 @@ pub async fn issue_personal_access_token(
     lifetime_seconds: Option<i64>,
     comment: String,
     scopes: ScopeSet,
-) -> Result<IssuedPersonalAccessToken, ApiError> {
-    let (value, hash) =
-        deputy_tokens::generate_personal_access_token().map_err(ApiError::internal)?;
+) -> Result<IssuedPersonalAccessToken, Error> {
+    let (value, hash) = deputy_tokens::generate_personal_access_token().map_err(Error::internal)?;
     let now = now_millis();
     let expires_at = match lifetime_seconds {
         None | Some(0) => -1,
         Some(seconds) if seconds < 0 => {
-            return Err(ApiError::invalid_parameter(
+            return Err(Error::invalid_parameter(
                 "lifetime_seconds must not be negative",
             ));
         }

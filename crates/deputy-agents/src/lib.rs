@@ -2,11 +2,16 @@
 //!
 //! An agent endpoint has its own service principal (display name `agent:<endpoint>`). Its workers see that
 //! principal's token in `$SERVING_CREDENTIALS_DIR/model-dependencies-oauth-token`, rewritten well before it expires
-//! (the Databricks SDK re-reads it), and, per request, the invoking user's downscoped token (see
-//! `routes::serving`).
+//! (the Databricks SDK re-reads it), and, per request, the invoking user's downscoped token (minted by the server's
+//! serving path).
+//!
+//! **Invariants:** a worker process gets the user's token for one request only, on its stdin, never in its
+//! environment or files; the system token file is written whole (temporary file, then rename) with mode 0600.
 
 pub mod declarative;
+pub mod declarative_loop;
 pub mod definition;
+pub mod resources;
 pub mod worker;
 
 use definition::AgentKind;
@@ -19,7 +24,7 @@ use std::time::Duration;
 use worker::{AgentPool, WorkerCommand};
 
 /// The display name prefix of an agent endpoint's service principal.
-pub const AGENT_PRINCIPAL_PREFIX: &str = "agent:";
+pub use deputy_access::audit::AGENT_PRINCIPAL_PREFIX;
 /// The file the Databricks SDK reads the system token from, inside `SERVING_CREDENTIALS_DIR`.
 const SYSTEM_TOKEN_FILE: &str = "model-dependencies-oauth-token";
 /// The system token lives an hour and is rewritten every 20 minutes, so any copy read from the file has at least
@@ -46,7 +51,7 @@ pub struct DeployedAgent {
     pub artifact: PathBuf,
     /// The user API scopes the author declared, canonical text.
     pub user_scopes: String,
-    pub system_resources: Vec<definition::SystemResource>,
+    pub system_resources: Vec<resources::SystemResource>,
     /// The application id of the endpoint's service principal.
     pub service_principal: String,
     pub workers: usize,
@@ -120,7 +125,7 @@ impl AgentHost {
         let dir = self.credentials_dir(endpoint_id);
         std::fs::create_dir_all(&dir)?;
         let body = serde_json::json!({ "OAUTH_TOKEN": [{ "oauthTokenValue": token }] }).to_string();
-        crate::bootstrap::write_private_file(&dir.join(SYSTEM_TOKEN_FILE), &body)
+        deputy_access::bootstrap::write_private_file(&dir.join(SYSTEM_TOKEN_FILE), &body)
     }
 
     /// The endpoint's workers, started on first use. `fresh` says whether this call created the pool (the caller
@@ -212,31 +217,6 @@ impl AgentHost {
             log_file: endpoint_dir.join("worker.log"),
         })
     }
-}
-
-/// A token of an agent endpoint's service principal (`application_id`) holding `scopes`, signed by this server:
-/// what its workers find in their token file, and what a declarative agent calls its model (and, when on-behalf-of
-/// access is off, its tools) with.
-pub fn service_principal_token(
-    state: &crate::state::AppState,
-    application_id: &str,
-    scopes: deputy_core::ScopeSet,
-    lifetime_seconds: i64,
-) -> Result<String, crate::error::ApiError> {
-    use crate::error::ApiError;
-    let claims = deputy_tokens::AccessClaims::issue(
-        &state.credentials().issuer(),
-        &state.credentials().audience(),
-        application_id,
-        scopes,
-        crate::clock::now_seconds(),
-        lifetime_seconds,
-    )
-    .map_err(ApiError::internal)?;
-    state
-        .credentials()
-        .sign(&claims)
-        .map_err(ApiError::internal)
 }
 
 /// Where the Python agent runtime's packages are: `$DEPUTY_AGENT_RUNTIME` (a checkout being worked on), else the copy

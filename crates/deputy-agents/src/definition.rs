@@ -3,6 +3,7 @@
 //! one (`auth_policy`, or the legacy `resources`), else from the deploy request (the CLI's `--user-scope` and
 //! `--system-resource`).
 
+use crate::resources::{DefinitionError, SystemResource, resource};
 use deputy_core::ScopeSet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -20,85 +21,6 @@ pub enum AgentKind {
     Declarative,
 }
 
-/// A resource kind, named by MLflow's resource keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ResourceKind {
-    ServingEndpoint,
-    VectorSearchIndex,
-    SqlWarehouse,
-    Function,
-    Table,
-    UcConnection,
-    GenieSpace,
-}
-
-impl ResourceKind {
-    pub const ALL: [ResourceKind; 7] = [
-        ResourceKind::ServingEndpoint,
-        ResourceKind::VectorSearchIndex,
-        ResourceKind::SqlWarehouse,
-        ResourceKind::Function,
-        ResourceKind::Table,
-        ResourceKind::UcConnection,
-        ResourceKind::GenieSpace,
-    ];
-
-    pub fn key(self) -> &'static str {
-        match self {
-            ResourceKind::ServingEndpoint => "serving_endpoint",
-            ResourceKind::VectorSearchIndex => "vector_search_index",
-            ResourceKind::SqlWarehouse => "sql_warehouse",
-            ResourceKind::Function => "function",
-            ResourceKind::Table => "table",
-            ResourceKind::UcConnection => "uc_connection",
-            ResourceKind::GenieSpace => "genie_space",
-        }
-    }
-
-    fn from_key(key: &str) -> Option<ResourceKind> {
-        ResourceKind::ALL.into_iter().find(|kind| kind.key() == key)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SystemResource {
-    pub kind: ResourceKind,
-    pub name: String,
-}
-
-impl SystemResource {
-    /// `TYPE:NAME`, as the CLI takes it.
-    pub fn parse(text: &str) -> Result<SystemResource, DefinitionError> {
-        let (kind, name) = text.split_once(':').ok_or_else(|| {
-            DefinitionError(format!(
-                "system resource `{text}` is not of the form TYPE:NAME"
-            ))
-        })?;
-        resource(kind, name)
-    }
-}
-
-fn resource(kind: &str, name: &str) -> Result<SystemResource, DefinitionError> {
-    let known = ResourceKind::ALL.map(ResourceKind::key).join(", ");
-    let kind = ResourceKind::from_key(kind.trim()).ok_or_else(|| {
-        DefinitionError(format!(
-            "unknown resource type `{kind}`; use one of {known}"
-        ))
-    })?;
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(DefinitionError(format!(
-            "a `{}` resource needs a name",
-            kind.key()
-        )));
-    }
-    Ok(SystemResource {
-        kind,
-        name: name.to_owned(),
-    })
-}
-
 /// A deployable agent as found on disk plus what its author declared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentDefinition {
@@ -108,10 +30,6 @@ pub struct AgentDefinition {
     pub user_scopes: ScopeSet,
     pub system_resources: Vec<SystemResource>,
 }
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct DefinitionError(pub String);
 
 /// The part of an `MLmodel` file that declares access.
 #[derive(Debug, Default, Deserialize)]
@@ -200,12 +118,12 @@ pub fn read_definition(
         let text = std::fs::read_to_string(source).map_err(|error| {
             DefinitionError(format!("cannot read `{}`: {error}", source.display()))
         })?;
-        let (agent, user_scopes) = super::declarative::parse(&text)?;
+        let (agent, user_scopes) = crate::declarative::parse(&text)?;
         return Ok(AgentDefinition {
             kind: AgentKind::Declarative,
             source: source.to_owned(),
             user_scopes,
-            system_resources: super::declarative::system_resources(&agent),
+            system_resources: crate::declarative::system_resources(&agent),
         });
     }
     let kind = match extension {
@@ -283,6 +201,7 @@ pub(crate) fn parse_mlmodel(text: &str) -> Result<Declared, DefinitionError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resources::ResourceKind;
     use deputy_core::ApiScope;
 
     const MLMODEL: &str = r#"

@@ -11,22 +11,64 @@
 //! A failing or writing SQL goes back to the model with the error, at most [`MAX_REPAIRS`] times. Only a single
 //! read-only query is ever run (`deputy_sql::is_read_only_query`), so no question changes data, whatever the user
 //! could do with SQL themselves.
+//!
+//! **Invariants:** the SQL runs as the asking user (their grants, row filters and masks), never as the space's owner;
+//! the model sees only the schemas of tables the user may read; every query is audited for the user and the agents
+//! acting for them.
 
-use crate::credentials::Caller;
-use crate::error::ApiError;
-use crate::routes::statements::{self, Limits, Outcome};
-use crate::state::AppState;
+use deputy_access::{Access, Caller, Error};
 use deputy_authz::{
     AccessRequest, Action, PermissionLevel, SecurableKind, SecurableRef, WorkspaceObjectKind,
     WorkspaceObjectRef, decide,
 };
 use deputy_core::{ApiScope, ScopeSet};
+use deputy_models::types::ChatCompletionResponse;
 use deputy_models::types::{ChatCompletionRequest, ChatMessage};
 use deputy_store::PrincipalId;
 use deputy_store::catalog::SecurableRecord;
+use deputy_store::catalog::WorkspaceObjectRecord;
 use deputy_store::genie::MessageRecord;
 use deputy_store::specs::TableSpec;
+use deputy_warehouse::{Limits, Outcome, StatementEntry, Warehouse};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// A chat model behind a serving endpoint, as the server serves it. Genie calls the space's model as the space's
+/// owner chose it (see `model_endpoint`), never with the asking user's token.
+#[async_trait::async_trait]
+pub trait ChatModel: Send + Sync {
+    async fn chat(
+        &self,
+        endpoint: &WorkspaceObjectRecord,
+        request: ChatCompletionRequest,
+    ) -> Result<ChatCompletionResponse, Error>;
+}
+
+/// What answering a question needs: the kernel it decides and audits with, the statement runtime its SQL runs on,
+/// and the space's chat model. Cheap to build per question.
+pub struct Genie {
+    access: Arc<Access>,
+    warehouse: Arc<Warehouse>,
+    chat: Arc<dyn ChatModel>,
+}
+
+impl Genie {
+    pub fn new(access: Arc<Access>, warehouse: Arc<Warehouse>, chat: Arc<dyn ChatModel>) -> Genie {
+        Genie {
+            access,
+            warehouse,
+            chat,
+        }
+    }
+
+    fn access(&self) -> &Access {
+        &self.access
+    }
+
+    fn warehouse(&self) -> &Arc<Warehouse> {
+        &self.warehouse
+    }
+}
 
 /// How many times a failing SQL goes back to the model before the message fails.
 pub const MAX_REPAIRS: usize = 2;
@@ -120,14 +162,14 @@ pub struct Question {
 }
 
 /// Answers `question` for `caller` in a background task; its progress and result are stored on the message.
-pub fn spawn_answer(state: &AppState, caller: Caller, question: Question) {
+pub fn spawn_answer(state: &Arc<Genie>, caller: Caller, question: Question) {
     let state = state.clone();
     tokio::spawn(async move { answer(&state, &caller, &question).await });
 }
 
 /// The message's status and outcome as processing moves on, written to the store at every step so a poll sees it.
 struct Progress<'a> {
-    state: &'a AppState,
+    state: &'a Genie,
     message_id: &'a str,
     outcome: MessageOutcome,
 }
@@ -137,12 +179,13 @@ impl Progress<'_> {
         let stored = match serde_json::to_string(&self.outcome) {
             Ok(outcome) => {
                 self.state
+                    .access()
                     .store()
                     .update_message(
                         self.message_id,
                         status,
                         &outcome,
-                        crate::clock::now_millis(),
+                        deputy_access::clock::now_millis(),
                     )
                     .await
             }
@@ -156,7 +199,7 @@ impl Progress<'_> {
 }
 
 /// Runs the whole pipeline and stores its end: COMPLETED, or FAILED with the reason.
-pub async fn answer(state: &AppState, caller: &Caller, question: &Question) {
+pub async fn answer(state: &Genie, caller: &Caller, question: &Question) {
     let mut progress = Progress {
         state,
         message_id: &question.message.message_id,
@@ -191,17 +234,15 @@ async fn run(
             temperature: Some(0.0),
             ..ChatCompletionRequest::default()
         };
-        let reply = crate::routes::serving::chat_on_endpoint(state, &model, request)
-            .await
-            .map_err(|error| {
-                Failure::new(
-                    "CHAT_COMPLETION_CLIENT_EXCEPTION",
-                    format!(
-                        "the space's model (serving endpoint `{}`) failed: {}",
-                        model.name, error.message
-                    ),
-                )
-            })?;
+        let reply = state.chat.chat(&model, request).await.map_err(|error| {
+            Failure::new(
+                "CHAT_COMPLETION_CLIENT_EXCEPTION",
+                format!(
+                    "the space's model (serving endpoint `{}`) failed: {}",
+                    model.name, error.message
+                ),
+            )
+        })?;
         let answer = reply
             .choices
             .into_iter()
@@ -297,31 +338,23 @@ async fn run_sql(
 /// Submits `sql` as the caller on the statement engine: the statement is the caller's, visible through the statement
 /// API under its id. Genie's token scope stands for the SQL it runs: the session decides with
 /// `sql.statement-execution` only, so the user's Unity Catalog privileges, row filters and masks bound it.
-pub(crate) fn run_statement(
-    state: &AppState,
+pub fn run_statement(
+    state: &Genie,
     caller: &Caller,
     sql: &str,
-) -> (String, std::sync::Arc<statements::StatementEntry>) {
-    let session = statements::session_of(
-        state,
-        caller,
-        ScopeSet::from(ApiScope::SqlStatementExecution),
-    );
-    statements::submit(
-        state,
-        session,
-        sql.to_owned(),
-        Vec::new(),
-        Limits::default(),
-    )
+) -> (String, std::sync::Arc<StatementEntry>) {
+    let warehouse = state.warehouse();
+    let session = warehouse.session_of(caller, ScopeSet::from(ApiScope::SqlStatementExecution));
+    warehouse.submit(session, sql.to_owned(), Vec::new(), Limits::default())
 }
 
 /// The table or view `name` names, as the SQL engine resolves names for a session's catalog.
 pub async fn find_table(
-    state: &AppState,
+    state: &Genie,
     name: &str,
-) -> Result<Option<(SecurableRecord, SecurableRef)>, ApiError> {
+) -> Result<Option<(SecurableRecord, SecurableRef)>, Error> {
     let record = state
+        .access()
         .store()
         .find_securable(
             deputy_catalog::namespace_of(SecurableKind::Table),
@@ -331,7 +364,7 @@ pub async fn find_table(
     let Some(record) = record else {
         return Ok(None);
     };
-    let securable = deputy_catalog::securable_ref(&record).map_err(ApiError::internal)?;
+    let securable = deputy_catalog::securable_ref(&record).map_err(Error::internal)?;
     Ok(
         matches!(securable.kind(), SecurableKind::Table | SecurableKind::View)
             .then_some((record, securable)),
@@ -341,7 +374,7 @@ pub async fn find_table(
 /// The space's tables the caller may read, with their columns, decided exactly as the SQL engine decides what a
 /// session's catalog holds. None readable fails the message with what is missing.
 async fn readable_tables(
-    state: &AppState,
+    state: &Genie,
     caller: &Caller,
     space: &SpaceSpec,
 ) -> Result<Vec<(String, TableSpec)>, Failure> {
@@ -355,7 +388,7 @@ async fn readable_tables(
             missing.push(format!("`{name}` does not exist"));
             continue;
         };
-        let decision = state.decide(
+        let decision = state.access().decide(
             caller,
             ApiScope::DashboardsGenie,
             Action::ReadTable(securable),
@@ -386,9 +419,9 @@ async fn readable_tables(
 /// The space's model endpoint, which its owner must still be allowed to query: the owner chose it and vouches for
 /// it, as for the warehouse on Databricks; askers need only `CAN_RUN` on the space.
 async fn model_endpoint(
-    state: &AppState,
+    state: &Genie,
     question: &Question,
-) -> Result<deputy_store::catalog::WorkspaceObjectRecord, Failure> {
+) -> Result<WorkspaceObjectRecord, Failure> {
     let unavailable = |why: String| {
         Failure::new(
             "CHAT_COMPLETION_CLIENT_EXCEPTION",
@@ -397,8 +430,12 @@ async fn model_endpoint(
     };
     let endpoint_id = &question.space.serving_endpoint_id;
     let record = state
+        .access()
         .store()
-        .get_workspace_object(crate::routes::serving::serving_object_type(), endpoint_id)
+        .get_workspace_object(
+            deputy_catalog::object_type_of(WorkspaceObjectKind::ServingEndpoint),
+            endpoint_id,
+        )
         .await
         .map_err(|error| unavailable(error.to_string()))?
         .ok_or_else(|| unavailable(format!("serving endpoint `{endpoint_id}` no longer exists")))?;
@@ -411,7 +448,7 @@ async fn model_endpoint(
             level: PermissionLevel::CanQuery,
         },
     };
-    let decision = decide(&request, &state.snapshot());
+    let decision = decide(&request, &state.access().snapshot());
     match decision.is_allowed() {
         true => Ok(record),
         false => Err(unavailable(format!(
@@ -515,7 +552,7 @@ fn summary(columns: &[serde_json::Value], rows: &[Vec<Option<String>>]) -> Strin
 
 /// Records the SQL a question ran for its user (or why it failed), with the actor chain when an agent asked.
 async fn audit_query(
-    state: &AppState,
+    state: &Genie,
     caller: &Caller,
     question: &Question,
     outcome: &MessageOutcome,
@@ -533,34 +570,28 @@ async fn audit_query(
             sql.unwrap_or_default()
         ),
     };
-    let event = question_event(
-        state,
-        caller,
-        &question.space_id,
-        "genie.query",
-        failure.is_none(),
-        reason,
-    );
-    if let Err(error) = crate::audit::record(state, &[event]).await {
+    let entry = question_event(state, caller, &question.space_id, "genie.query");
+    let event = match failure {
+        None => entry.allowed(reason),
+        Some(_) => entry.denied(reason),
+    };
+    if let Err(error) = state.access().record(&[event]).await {
         tracing::error!(message = %error.message, "cannot audit a Genie query");
     }
 }
 
 /// An audit event about a question in a space, for the end user and the agents acting for them.
 pub fn question_event(
-    state: &AppState,
+    state: &Genie,
     caller: &Caller,
     space_id: &str,
     api: &str,
-    allowed: bool,
-    reason: String,
-) -> deputy_store::AuditEvent {
-    let actors = crate::audit::actors_of(caller);
-    let endpoint = crate::audit::endpoint_of(state, &actors);
-    let mut event = crate::audit::now_event(caller, actors, endpoint, api.into(), allowed, reason);
-    event.scope = Some(ApiScope::DashboardsGenie.to_string());
-    event.securable = Some(format!("genie/{space_id}"));
-    event
+) -> deputy_access::audit::AuditEntry {
+    state
+        .access()
+        .audit_entry(caller, api)
+        .scope(ApiScope::DashboardsGenie)
+        .securable(format!("genie/{space_id}"))
 }
 
 pub fn new_id() -> String {

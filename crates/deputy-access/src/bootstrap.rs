@@ -3,16 +3,14 @@
 //! on the next one, and later starts change nothing.
 
 use crate::credentials::issue_personal_access_token;
-use crate::error::ApiError;
+use crate::directory::{ADMINS_GROUP, USERS_GROUP};
+use crate::error::Error;
 use deputy_core::ScopeSet;
 use deputy_store::catalog::WorkspaceObjectRecord;
-use deputy_store::{Identity, IdentityKind, MetadataStore, NewIdentity, Store};
+use deputy_store::{Identity, IdentityKind, MetadataStore, NewIdentity, PrincipalId, Store};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub const ADMINS_GROUP: &str = "admins";
-/// Every user and service principal is a member, as in Databricks: the group to grant workspace-wide rights to.
-pub const USERS_GROUP: &str = "users";
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
@@ -21,6 +19,9 @@ pub struct BootstrapReport {
     /// The data directory, absolute (a relative one is resolved against the working directory at start).
     pub data_dir: PathBuf,
     pub workspace_id: i64,
+    /// The `admin` user and the `users` group: what the services' own bootstraps (built-in endpoints) grant to.
+    pub admin_id: PrincipalId,
+    pub users_group_id: PrincipalId,
     pub admin_token_path: PathBuf,
     /// Whether this start wrote a new admin token (first start, or the file had been removed).
     pub wrote_admin_token: bool,
@@ -65,7 +66,6 @@ pub async fn bootstrap(
     store.add_group_member(admins.id, admin.id).await?;
 
     ensure_default_warehouse(store, &admin).await?;
-    crate::routes::serving::ensure_builtin_endpoints(store, admin.id, users.id).await?;
 
     let admin_token_path = data_dir.join(ADMIN_TOKEN_FILE);
     let wrote_admin_token = !admin_token_path.exists();
@@ -79,7 +79,7 @@ pub async fn bootstrap(
             ScopeSet::all(),
         )
         .await
-        .map_err(|error: ApiError| BootstrapError::Token(error.message))?;
+        .map_err(|error: Error| BootstrapError::Token(error.message))?;
         write_private_file(&admin_token_path, issued.value.expose()).map_err(|source| {
             BootstrapError::Io {
                 path: admin_token_path.clone(),
@@ -90,6 +90,8 @@ pub async fn bootstrap(
     Ok(BootstrapReport {
         data_dir: data_dir.to_owned(),
         workspace_id,
+        admin_id: admin.id,
+        users_group_id: users.id,
         admin_token_path,
         wrote_admin_token,
     })
@@ -148,7 +150,7 @@ fn new_workspace_id() -> i64 {
 
 /// Writes `contents` so that the file is never visible with wider permissions or half-written: a temporary file
 /// created with mode 0600, synced, then renamed into place.
-pub(crate) fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+pub fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     let temporary = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

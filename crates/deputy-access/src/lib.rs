@@ -1,0 +1,248 @@
+//! The workspace's security kernel, without HTTP: who is calling ([`credentials`]), who exists ([`directory`]), what
+//! they may do (the authorization snapshot and [`Access::decide`]), and the record of what agents did for whom
+//! ([`audit`]). Every service crate asks this one for its decisions; none decides on its own.
+//!
+//! **Invariants**
+//! - Writes to identities, memberships, securables, grants or ACLs are followed by [`Access::publish`] before the
+//!   caller is answered; publishes are serialized, so the last one includes every completed write.
+//! - "Hidden → 404, visible but forbidden → 403" is decided in one place, [`Access::authorize_object`]: a caller
+//!   never learns from an error that an object it may not see exists.
+//! - A decision that depends on stored data fails closed when that data is missing or does not parse
+//!   ([`error::decode_stored`]).
+//! - An audit event that cannot be written fails the request it records ([`Access::record`]).
+
+pub mod audit;
+pub mod bootstrap;
+pub mod clock;
+pub mod credentials;
+pub mod directory;
+pub mod error;
+
+pub use credentials::{Caller, Credential, Credentials};
+pub use error::{Error, ErrorCode};
+
+use deputy_authz::{
+    AccessRequest, Action, AuthzState, Decision, Effect, PermissionLevel, PrincipalId, Reason,
+    Snapshot, WorkspaceObjectRef, decide,
+};
+use deputy_core::ApiScope;
+use deputy_store::catalog::WorkspaceObjectRecord;
+use deputy_store::{AuditEvent, Store};
+use directory::{Directory, DirectoryState};
+use std::sync::Arc;
+
+/// The security kernel's state, shared by every service: cheap to share behind an `Arc`.
+pub struct Access {
+    store: Arc<dyn Store>,
+    directory: Arc<DirectoryState>,
+    authz: AuthzState,
+    /// Serializes publishing, so the last snapshot published includes every write that completed before it.
+    publish_lock: tokio::sync::Mutex<()>,
+    credentials: Credentials,
+    workspace_id: i64,
+    base_url: String,
+}
+
+impl Access {
+    /// Loads the directory, the authorization snapshot and the key ring from `store` for a server reachable at
+    /// `base_url` (without a trailing slash); tokens are issued by `{base_url}/oidc` for the audience `base_url`.
+    pub async fn load(
+        store: Arc<dyn Store>,
+        workspace_id: i64,
+        base_url: &str,
+    ) -> Result<Access, Error> {
+        let directory = Arc::new(DirectoryState::load(store.as_ref()).await?);
+        let snapshot = deputy_catalog::load_snapshot(store.as_ref())
+            .await
+            .map_err(Error::internal)?;
+        let issuer = format!("{base_url}/oidc");
+        let credentials = Credentials::load(store.clone(), directory.clone(), &issuer, base_url)
+            .await
+            .map_err(Error::internal)?;
+        Ok(Access {
+            store,
+            directory,
+            authz: AuthzState::new(snapshot),
+            publish_lock: tokio::sync::Mutex::new(()),
+            credentials,
+            workspace_id,
+            base_url: base_url.to_owned(),
+        })
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// The store as a shared handle, for services that outlive a call (the SQL engine's catalog).
+    pub fn shared_store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// The identities and group memberships as of the last completed write.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory.current()
+    }
+
+    /// The authorization snapshot as of the last completed write.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.authz.snapshot()
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    pub fn workspace_id(&self) -> i64 {
+        self.workspace_id
+    }
+
+    /// The URL clients reach this server at, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Publishes committed writes to identities, memberships, securables, grants or ACLs: the directory and the
+    /// authorization snapshot are rebuilt from the store. Every write calls this before answering, whether or not
+    /// the rest of its work succeeded.
+    pub async fn publish(&self) -> Result<(), Error> {
+        let _serialized = self.publish_lock.lock().await;
+        self.directory.reload(self.store()).await?;
+        let snapshot = deputy_catalog::load_snapshot(self.store())
+            .await
+            .map_err(Error::internal)?;
+        let published: Result<_, std::convert::Infallible> = self.authz.update(|current| {
+            *current = snapshot;
+            Ok(())
+        });
+        published.map(|_| ()).map_err(Error::internal)
+    }
+
+    /// Stores a new workspace object with its creator's ACL entry at `creator_level` and publishes both; the
+    /// publish happens whether or not the writes succeeded, so a half-done create is never left unpublished.
+    pub async fn create_workspace_object(
+        &self,
+        record: WorkspaceObjectRecord,
+        creator_level: PermissionLevel,
+    ) -> Result<(), Error> {
+        let (object_type, object_id, creator) = (
+            record.object_type.clone(),
+            record.object_id.clone(),
+            record.owner_id,
+        );
+        let created = match self.store().create_workspace_object(record).await {
+            Ok(()) => self
+                .store()
+                .set_object_acl(
+                    &object_type,
+                    &object_id,
+                    &[(creator, creator_level.wire_name().into())],
+                    false,
+                )
+                .await
+                .map_err(Error::from),
+            Err(error) => Err(error.into()),
+        };
+        self.publish().await?;
+        created
+    }
+
+    /// Decides `action` for the caller against the current snapshot. The principal is the token's subject: for an
+    /// on-behalf-of token, the end user, whose grants apply; the token's scopes bound what any API may do.
+    pub fn decide(&self, caller: &Caller, scope: ApiScope, action: Action) -> Decision {
+        let request = AccessRequest {
+            principal: self.caller_principal(caller),
+            token_scopes: caller.scopes,
+            required_scope: scope,
+            action,
+        };
+        decide(&request, &self.snapshot())
+    }
+
+    /// Like [`Access::decide`], as a result: 404 for what the caller may not know exists, else 403 with the reason.
+    pub fn authorize(&self, caller: &Caller, scope: ApiScope, action: Action) -> Result<(), Error> {
+        decision_result(self.decide(caller, scope, action))
+    }
+
+    /// The one rule for objects a caller asks for by name: if none of `visible_through` is allowed, the object does
+    /// not exist for the caller (`{what} does not exist`, whatever the reason); otherwise `action` decides, and a
+    /// refusal says what is missing.
+    pub fn authorize_object(
+        &self,
+        caller: &Caller,
+        scope: ApiScope,
+        visible_through: &[Action],
+        action: Action,
+        what: &str,
+    ) -> Result<(), Error> {
+        let visible = visible_through
+            .iter()
+            .any(|seeing| self.decide(caller, scope, seeing.clone()).is_allowed());
+        if !visible {
+            return Err(Error::not_found(format!("{what} does not exist")));
+        }
+        self.authorize(caller, scope, action)
+    }
+
+    /// [`Access::authorize_object`] for a workspace object (endpoint, warehouse, space): visible to whoever may view
+    /// it, used at `level`.
+    pub fn authorize_workspace_object(
+        &self,
+        caller: &Caller,
+        scope: ApiScope,
+        object: WorkspaceObjectRef,
+        level: PermissionLevel,
+        what: &str,
+    ) -> Result<(), Error> {
+        let view = Action::UseWorkspaceObject {
+            object: object.clone(),
+            level: PermissionLevel::CanView,
+        };
+        self.authorize_object(
+            caller,
+            scope,
+            &[view],
+            Action::UseWorkspaceObject { object, level },
+            what,
+        )
+    }
+
+    pub fn caller_principal(&self, caller: &Caller) -> PrincipalId {
+        deputy_catalog::principal_id(caller.identity.id)
+    }
+
+    /// Appends audit events durably; an event that cannot be written fails the request (fail closed).
+    pub async fn record(&self, events: &[AuditEvent]) -> Result<(), Error> {
+        self.store()
+            .append_audit_events(events)
+            .await
+            .map_err(Error::internal)
+    }
+
+    /// An audit event of `caller` calling `api` with its own token (see [`audit::AuditEntry::of_caller`]).
+    pub fn audit_entry(&self, caller: &Caller, api: &str) -> audit::AuditEntry {
+        audit::AuditEntry::of_caller(&self.directory(), caller, api)
+    }
+}
+
+/// Turns a decision into a result: an allow passes; a deny for an object that does not exist (or that the engine
+/// will not confirm exists) is a 404, any other deny a 403 that says what is missing.
+pub fn decision_result(decision: Decision) -> Result<(), Error> {
+    if decision.effect == Effect::Allow {
+        return Ok(());
+    }
+    let not_found = decision.reasons.iter().any(|reason| {
+        matches!(
+            reason,
+            Reason::SecurableNotFound(_) | Reason::WorkspaceObjectNotFound(_)
+        )
+    });
+    let reasons: Vec<String> = decision.reasons.iter().map(ToString::to_string).collect();
+    match not_found {
+        true => Err(Error::not_found(reasons.join("; "))),
+        false => Err(Error::permission_denied(format!(
+            "missing {}",
+            reasons.join("; ")
+        ))),
+    }
+}
