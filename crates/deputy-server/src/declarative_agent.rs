@@ -7,6 +7,7 @@
 use crate::state::AppState;
 use axum::body::Body;
 use axum::http::{Method, Request, header};
+use deputy_access::Access;
 use deputy_access::Error;
 use deputy_access::audit::AuditEntry;
 use deputy_access::credentials::Caller;
@@ -55,7 +56,7 @@ pub async fn invoke(
         .authenticate(&tool_token)
         .await
         .map_err(|error| Error::internal(error.to_string()))?;
-    let (tools, skipped) = usable_tools(state, endpoint, &acting, &definition).await?;
+    let (tools, skipped) = usable_tools(state.access(), endpoint, &acting, &definition).await?;
     if definition.on_missing_access == OnMissingAccess::Fail && !skipped.is_empty() {
         let missing: Vec<String> = skipped
             .iter()
@@ -116,7 +117,7 @@ impl Skipped {
 
 /// Splits the agent's tools into those `acting` may use and those it may not, and audits every decision.
 async fn usable_tools(
-    state: &AppState,
+    access: &Arc<Access>,
     endpoint: &str,
     acting: &Caller,
     agent: &DeclarativeAgent,
@@ -126,7 +127,7 @@ async fn usable_tools(
         let mut missing = Vec::new();
         for resource in tool.resources() {
             let reason = match deputy_serving::resource_decision(
-                state.access(),
+                access,
                 acting,
                 &resource,
                 Some(tool.scope()),
@@ -164,7 +165,7 @@ async fn usable_tools(
             skipped.push(Skipped { tool: name, reason });
         }
     }
-    state.access().record(&events).await?;
+    access.record(&events).await?;
     Ok((usable, skipped))
 }
 

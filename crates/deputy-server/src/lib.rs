@@ -125,6 +125,7 @@ pub async fn prepare(
         vector_indexes,
     ));
     let upstreams = deputy_connections::http::Upstreams::new()
+        .map(Arc::new)
         .map_err(|error| ServeError::Http(error.to_string()))?;
     let serving = Arc::new(deputy_serving::Serving::new(
         access.clone(),

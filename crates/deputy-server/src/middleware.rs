@@ -9,7 +9,7 @@
 //! Handlers then decide on the objects they touch (`deputy_access::Access::authorize_object`).
 
 use crate::error::{ApiError, DeniedBecause};
-use crate::registry::Access;
+use crate::registry::Requires;
 use crate::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
@@ -20,7 +20,7 @@ use deputy_access::{Caller, Error, ErrorCode};
 
 /// What the matched route declared, left on the request by [`authenticate`] for the layers after it.
 #[derive(Debug, Clone, Copy)]
-struct RouteAccess(Access);
+struct RouteAccess(Requires);
 
 /// Finds the matched route's declared access and, unless the route is public, authenticates the caller.
 pub async fn authenticate(
@@ -46,7 +46,7 @@ pub async fn authenticate(
         let refused = "this route has no declared API scope and is refused";
         return Err(Error::permission_denied(refused).into());
     };
-    if access == Access::Public {
+    if access == Requires::Public {
         return Ok(next.run(request).await);
     }
     let token = bearer_token(request.headers()).ok_or_else(|| {
@@ -87,7 +87,7 @@ pub async fn audit_delegated(
             .map_or("", MatchedPath::as_str)
     );
     let scope = match request.extensions().get::<RouteAccess>() {
-        Some(RouteAccess(Access::Scope(scope))) => Some(scope.to_string()),
+        Some(RouteAccess(Requires::Scope(scope))) => Some(scope.to_string()),
         _ => None,
     };
     let pending = state
@@ -112,7 +112,7 @@ pub async fn audit_delegated(
 /// Refuses a token without the API scope the route declared.
 pub async fn check_scope(request: Request, next: Next) -> Result<Response, ApiError> {
     let required = match request.extensions().get::<RouteAccess>() {
-        Some(RouteAccess(Access::Scope(scope))) => Some(*scope),
+        Some(RouteAccess(Requires::Scope(scope))) => Some(*scope),
         _ => None,
     };
     if let (Some(scope), Some(caller)) = (required, request.extensions().get::<Caller>())

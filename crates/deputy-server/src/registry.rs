@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 /// What a route requires of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub enum Requires {
     /// No credential: health, discovery, key sets, and the token endpoint (which authenticates by its own rules).
     Public,
     /// Any valid token, whatever its scopes (SCIM `Me`, which Databricks allows under every scope).
@@ -19,11 +19,11 @@ pub enum Access {
 /// `(method, path pattern) -> access`, the single source of truth for API scopes.
 #[derive(Debug, Default, Clone)]
 pub struct RouteRegistry {
-    routes: HashMap<(Method, &'static str), Access>,
+    routes: HashMap<(Method, &'static str), Requires>,
 }
 
 impl RouteRegistry {
-    pub fn access(&self, method: &Method, path: &str) -> Option<Access> {
+    pub fn access(&self, method: &Method, path: &str) -> Option<Requires> {
         // HEAD is answered by GET routes, so it needs what GET needs.
         let method = if method == Method::HEAD {
             &Method::GET
@@ -38,12 +38,12 @@ impl RouteRegistry {
         &mut self,
         method: Method,
         path: &'static str,
-        access: Access,
-    ) -> Option<Access> {
+        access: Requires,
+    ) -> Option<Requires> {
         self.routes.insert((method, path), access)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&Method, &'static str, Access)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Method, &'static str, Requires)> {
         self.routes
             .iter()
             .map(|((method, path), access)| (method, *path, *access))

@@ -1,8 +1,12 @@
-//! The state every handler shares: cheap to clone, one `Arc` inside.
+//! The state every handler shares: cheap to clone, one `Arc` inside. Handlers take only the services they use,
+//! as sub-states (`State<Arc<Access>>`, `State<Arc<Warehouse>>`, ...) through axum's `FromRef`; the whole
+//! `AppState` is for the layers and the in-process public API, which need the route table.
 
 use crate::registry::RouteRegistry;
 use axum::Router;
+use axum::extract::FromRef;
 use deputy_access::Access;
+use deputy_connections::http::Upstreams;
 use deputy_serving::Serving;
 use deputy_vector_search::VectorSearch;
 use deputy_warehouse::Warehouse;
@@ -20,7 +24,7 @@ struct Shared {
     warehouse: Arc<Warehouse>,
     serving: Arc<Serving>,
     vector_search: Arc<VectorSearch>,
-    upstreams: deputy_connections::http::Upstreams,
+    upstreams: Arc<Upstreams>,
 }
 
 /// Everything `AppState::new` assembles.
@@ -33,7 +37,7 @@ pub struct StateParts {
     pub serving: Arc<Serving>,
     pub vector_search: Arc<VectorSearch>,
     /// The outbound HTTP client of HTTP connections.
-    pub upstreams: deputy_connections::http::Upstreams,
+    pub upstreams: Arc<Upstreams>,
 }
 
 impl AppState {
@@ -61,23 +65,18 @@ impl AppState {
         &self.inner.serving
     }
 
-    /// Deployed agents' worker processes and the on-behalf-of switch.
-    pub fn agents(&self) -> &deputy_agents::AgentHost {
-        self.inner.serving.agents()
-    }
-
     /// The warehouses' statement runtime and the SQL engine under it.
     pub fn warehouse(&self) -> &Arc<Warehouse> {
         &self.inner.warehouse
     }
 
     /// Vector-search endpoints and indexes.
-    pub fn vector_search(&self) -> &VectorSearch {
+    pub fn vector_search(&self) -> &Arc<VectorSearch> {
         &self.inner.vector_search
     }
 
     /// Outbound calls through HTTP connections, with their OAuth token cache.
-    pub fn upstreams(&self) -> &deputy_connections::http::Upstreams {
+    pub fn upstreams(&self) -> &Arc<Upstreams> {
         &self.inner.upstreams
     }
 
@@ -90,3 +89,20 @@ impl AppState {
         &self.inner.registry
     }
 }
+
+/// One `FromRef` per service, so a handler names in its signature exactly what it touches.
+macro_rules! sub_state {
+    ($service:ty, $accessor:ident) => {
+        impl FromRef<AppState> for Arc<$service> {
+            fn from_ref(state: &AppState) -> Arc<$service> {
+                state.$accessor().clone()
+            }
+        }
+    };
+}
+
+sub_state!(Access, access);
+sub_state!(Warehouse, warehouse);
+sub_state!(Serving, serving);
+sub_state!(VectorSearch, vector_search);
+sub_state!(Upstreams, upstreams);

@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use deputy_core::{ApiScope, ScopeSet};
 use deputy_server::prepare;
-use deputy_server::routes::Access;
+use deputy_server::routes::Requires;
 use deputy_tokens::AccessClaims;
 use serde_json::{Value, json};
 use support::{BASE_URL, Harness, SCIM, harness, now, payload};
@@ -556,7 +556,7 @@ fn sample_path(path: &str) -> String {
 #[tokio::test]
 async fn every_route_enforces_its_declared_scope() {
     let h = harness().await;
-    let routes: Vec<(Method, &str, Access)> = h
+    let routes: Vec<(Method, &str, Requires)> = h
         .state
         .registry()
         .iter()
@@ -570,7 +570,7 @@ async fn every_route_enforces_its_declared_scope() {
     let mut scoped = 0;
     for (method, path, access) in routes {
         let uri = sample_path(path);
-        if access != Access::Public {
+        if access != Requires::Public {
             let anonymous = h.call(method.clone(), &uri, None, Some(json!({}))).await;
             assert_eq!(
                 anonymous.status,
@@ -578,7 +578,7 @@ async fn every_route_enforces_its_declared_scope() {
                 "{method} {path}"
             );
         }
-        if let Access::Scope(scope) = access {
+        if let Requires::Scope(scope) = access {
             scoped += 1;
             let all_but_one: ScopeSet = ApiScope::ALL.into_iter().filter(|s| *s != scope).collect();
             let token = h.sign(&h.claims_for("admin", all_but_one));

@@ -25,7 +25,7 @@ use deputy_authz::{
 };
 use deputy_catalog::{namespace_of, object_type_of, principal_id, securable_ref};
 use deputy_core::{ApiScope, ScopeSet};
-use deputy_sql::{CancellationToken, Session};
+use deputy_sql::Session;
 use deputy_store::catalog::{NewSecurable, SecurableRecord, WorkspaceObjectRecord};
 use deputy_store::specs::TableSpec;
 use deputy_store::{Identity, PrincipalId, Store};
@@ -934,18 +934,6 @@ pub async fn create_index(
 
 // ---- delta sync: reading the source table -----------------------------------------------------------------------
 
-fn quote(identifier: &str) -> String {
-    format!("`{}`", identifier.replace('`', "``"))
-}
-
-fn quote_name(full_name: &str) -> String {
-    full_name
-        .split('.')
-        .map(quote)
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
 /// A SQL session with `owner`'s privileges in which `current_user()` and `is_account_group_member()` see `user`
 /// and its `groups`: definer's rights for the data, the user for the policies.
 fn owner_session(
@@ -967,48 +955,6 @@ fn owner_session(
 }
 
 /// Runs `sql` in `session` and returns its rows as JSON objects with native cells.
-async fn sql_rows(state: &VectorSearch, session: &Session, sql: &str) -> Result<Vec<Value>, Error> {
-    let result = state
-        .warehouse()
-        .engine()
-        .execute(session, sql, &[], CancellationToken::new())
-        .await
-        .map_err(|error| {
-            Error::invalid_parameter(format!("reading the source table failed: {error}"))
-        })?;
-    let columns = result.columns();
-    let rows = result.data_array().map_err(Error::internal)?;
-    Ok(rows
-        .into_iter()
-        .map(|cells| {
-            let row: Map<String, Value> = columns
-                .iter()
-                .zip(cells)
-                .map(|(column, cell)| (column.name.clone(), native_cell(column.type_name, cell)))
-                .collect();
-            Value::Object(row)
-        })
-        .collect())
-}
-
-/// A statement-result cell (text) as the JSON value of its type.
-fn native_cell(type_name: &str, cell: Option<String>) -> Value {
-    let Some(text) = cell else {
-        return Value::Null;
-    };
-    let parsed = match type_name {
-        "BYTE" | "SHORT" | "INT" | "LONG" => text.parse::<i64>().ok().map(Value::from),
-        "FLOAT" | "DOUBLE" | "DECIMAL" => text
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map(Value::Number),
-        "BOOLEAN" => text.parse::<bool>().ok().map(Value::Bool),
-        _ => None,
-    };
-    parsed.unwrap_or(Value::String(text))
-}
-
 /// The source table's rows, read as the index owner, with embeddings computed for a source column.
 async fn read_source(
     state: &VectorSearch,
@@ -1029,24 +975,20 @@ async fn read_source(
         .as_ref()
         .and(spec.config.vector.as_ref())
         .map(|vector| vector.column.as_str());
-    let columns: Vec<String> = spec
+    let columns: Vec<&str> = spec
         .config
         .columns
         .iter()
-        .filter(|column| Some(column.as_str()) != generated)
-        .map(|column| quote(column))
+        .map(String::as_str)
+        .filter(|column| Some(*column) != generated)
         .collect();
-    let projection = if columns.is_empty() {
-        "*".to_owned()
-    } else {
-        columns.join(", ")
-    };
-    let mut rows = sql_rows(
-        state,
-        &session,
-        &format!("SELECT {projection} FROM {}", quote_name(table)),
-    )
-    .await?;
+    let mut rows: Vec<Value> = state
+        .warehouse()
+        .scan(&session, table, &columns)
+        .await?
+        .into_iter()
+        .map(Value::Object)
+        .collect();
     if let (Some(source), Some(vector)) = (&spec.embedding, &spec.config.vector) {
         let texts: Vec<String> = rows
             .iter()
@@ -1102,15 +1044,13 @@ async fn row_filter_allow_set(
         return Ok(None);
     }
     let session = owner_session(state, record.owner_id, &caller.identity, &caller.groups);
-    let sql = format!(
-        "SELECT {} FROM {}",
-        quote(&spec.primary_key),
-        quote_name(table)
-    );
-    let rows = sql_rows(state, &session, &sql).await?;
+    let rows = state
+        .warehouse()
+        .scan(&session, table, &[spec.primary_key.as_str()])
+        .await?;
     Ok(Some(
         rows.iter()
-            .filter_map(|row| key_of(&row[&spec.primary_key]))
+            .filter_map(|row| row.get(&spec.primary_key).and_then(key_of))
             .collect(),
     ))
 }

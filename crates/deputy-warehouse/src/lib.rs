@@ -10,6 +10,8 @@
 //!   user's grants, row filters and column masks bound every statement.
 //! - A statement that changed the catalog publishes the change before its result is visible.
 
+mod scan;
+
 use deputy_access::{Access, Caller, Error};
 use deputy_authz::{PermissionLevel, WorkspaceObjectKind, WorkspaceObjectRef};
 use deputy_core::{ApiScope, ScopeSet};
@@ -125,11 +127,6 @@ impl Warehouse {
             sql,
             statements: Mutex::default(),
         }
-    }
-
-    /// The engine itself, for services that read tables through a session of their own (vector-search sync).
-    pub fn engine(&self) -> &SqlEngine {
-        &self.sql
     }
 
     /// The warehouse must exist and be visible to the caller (else it is not found), and the caller needs CAN_USE on

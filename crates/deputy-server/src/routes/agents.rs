@@ -6,12 +6,12 @@
 //! then publishes the endpoint. Only admins deploy (the agent is a program on the server's disk); deploying to an
 //! existing agent endpoint replaces its agent (CAN_MANAGE needed too).
 
-use super::{Access, ApiRouter};
+use super::{ApiRouter, Requires};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Authenticated};
-use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Query, State};
+use deputy_access::Access;
 use deputy_access::Error;
 use deputy_access::credentials::Caller;
 use deputy_agents::definition::{AgentKind, read_definition};
@@ -21,28 +21,34 @@ use deputy_agents::{
 };
 use deputy_authz::{PermissionLevel, SecurableKind};
 use deputy_core::ApiScope;
+use deputy_serving::Serving;
 use deputy_store::catalog::{GrantChange, WorkspaceObjectRecord};
 use deputy_store::{IdentityKind, NewIdentity, PrincipalId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub fn routes(router: ApiRouter) -> ApiRouter {
     router
         .post(
             "/api/2.0/deputy/agents",
-            Access::Scope(ApiScope::ServingEndpoints),
+            Requires::Scope(ApiScope::ServingEndpoints),
             deploy,
         )
-        .get("/api/2.0/deputy/settings", Access::Authenticated, settings)
+        .get(
+            "/api/2.0/deputy/settings",
+            Requires::Authenticated,
+            settings,
+        )
         .patch(
             "/api/2.0/deputy/settings",
-            Access::Scope(ApiScope::SettingsWorkspaceConf),
+            Requires::Scope(ApiScope::SettingsWorkspaceConf),
             change_settings,
         )
         .get(
             "/api/2.0/deputy/audit",
-            Access::Scope(ApiScope::DeputyAudit),
+            Requires::Scope(ApiScope::DeputyAudit),
             audit,
         )
 }
@@ -63,7 +69,8 @@ struct DeployRequest {
 const MAX_WORKERS: usize = 16;
 
 async fn deploy(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
+    State(serving): State<Arc<Serving>>,
     Authenticated(caller): Authenticated,
     ApiJson(request): ApiJson<DeployRequest>,
 ) -> Result<Json<Value>, ApiError> {
@@ -75,9 +82,9 @@ async fn deploy(
     let definition = read_definition(&source, &request.user_scopes, &request.system_resources)
         .map_err(|error| Error::invalid_parameter(error.0))?;
 
-    let existing = existing_agent_endpoint(&state, &caller, &name).await?;
+    let existing = existing_agent_endpoint(&serving, &caller, &name).await?;
     for resource in &definition.system_resources {
-        check_deployer_holds(&state, &caller, resource).await?;
+        check_deployer_holds(&access, &caller, resource).await?;
     }
 
     let endpoint_id = existing.as_ref().map_or_else(
@@ -85,16 +92,15 @@ async fn deploy(
         |(record, _)| record.object_id.clone(),
     );
     let principal = match &existing {
-        Some((_, agent)) => state
-            .access()
+        Some((_, agent)) => access
             .directory()
             .find(IdentityKind::ServicePrincipal, &agent.service_principal)
             .cloned()
             .ok_or_else(|| Error::internal("the endpoint's service principal is missing"))?,
-        None => create_agent_principal(&state, &name).await?,
+        None => create_agent_principal(&access, &name).await?,
     };
 
-    let deployment = state.agents().new_deployment_dir(&endpoint_id);
+    let deployment = serving.agents().new_deployment_dir(&endpoint_id);
     let file_name = source
         .file_name()
         .map_or_else(|| "agent".into(), |name| name.to_owned());
@@ -113,19 +119,19 @@ async fn deploy(
 
     let mut granted = Ok(());
     for resource in &definition.system_resources {
-        granted = grant_to_agent(&state, principal.id, resource).await;
+        granted = grant_to_agent(&access, principal.id, resource).await;
         if granted.is_err() {
             break;
         }
     }
-    state.access().publish().await?;
+    access.publish().await?;
     granted?;
 
-    prove_it_starts(&state, &endpoint_id, &agent, &deployment).await?;
+    prove_it_starts(&serving, &endpoint_id, &agent, &deployment).await?;
 
     let spec = deputy_serving::EndpointSpec::Agent(agent);
     let record = publish_endpoint(
-        &state,
+        &access,
         &caller,
         existing.map(|(record, _)| record),
         &name,
@@ -133,9 +139,9 @@ async fn deploy(
         &spec,
     )
     .await?;
-    state.agents().stop(&endpoint_id);
+    serving.agents().stop(&endpoint_id);
     Ok(Json(super::serving::render_endpoint(
-        &state, &caller, &record, &spec,
+        &access, &serving, &caller, &record, &spec,
     )))
 }
 
@@ -162,13 +168,12 @@ fn source_and_workers(
 /// The agent endpoint a redeploy replaces, if `name` exists: redeploying needs CAN_MANAGE on it, and it must serve
 /// an agent.
 async fn existing_agent_endpoint(
-    state: &AppState,
+    serving: &Arc<Serving>,
     caller: &Caller,
     name: &str,
 ) -> Result<Option<(WorkspaceObjectRecord, DeployedAgent)>, Error> {
     let found =
-        deputy_serving::endpoint_by_name(state.serving(), caller, name, PermissionLevel::CanManage)
-            .await;
+        deputy_serving::endpoint_by_name(serving, caller, name, PermissionLevel::CanManage).await;
     match found {
         Ok((record, deputy_serving::EndpointSpec::Agent(agent))) => Ok(Some((record, agent))),
         Ok(_) => Err(Error::already_exists(format!(
@@ -182,7 +187,7 @@ async fn existing_agent_endpoint(
 /// The new agent must start before it replaces anything: a broken agent fails the deploy, not the endpoint. A
 /// declarative agent has no worker; its file was checked when it was read.
 async fn prove_it_starts(
-    state: &AppState,
+    serving: &Arc<Serving>,
     endpoint_id: &str,
     agent: &DeployedAgent,
     deployment: &std::path::Path,
@@ -191,12 +196,12 @@ async fn prove_it_starts(
         return Ok(());
     }
     let candidate = format!("{endpoint_id}.candidate");
-    deputy_serving::refresh_system_token(state.serving(), &candidate, agent)?;
-    let started = match state.agents().pool(&candidate, agent) {
+    deputy_serving::refresh_system_token(serving, &candidate, agent)?;
+    let started = match serving.agents().pool(&candidate, agent) {
         Some((pool, _)) => pool.warm_up().await.map_err(|error| error.to_string()),
         None => Err("the agent has no worker to start".to_owned()),
     };
-    state.agents().stop(&candidate);
+    serving.agents().stop(&candidate);
     if let Err(error) = started {
         let _ = std::fs::remove_dir_all(deployment);
         return Err(Error::invalid_parameter(format!(
@@ -209,7 +214,7 @@ async fn prove_it_starts(
 /// Stores the endpoint's new spec (replacing the agent of an existing endpoint, or creating the endpoint with the
 /// deployer as its manager) and publishes it.
 async fn publish_endpoint(
-    state: &AppState,
+    access: &Arc<Access>,
     caller: &Caller,
     existing: Option<WorkspaceObjectRecord>,
     name: &str,
@@ -219,8 +224,7 @@ async fn publish_endpoint(
     let spec_text = serde_json::to_string(spec).map_err(Error::internal)?;
     Ok(match existing {
         Some(mut record) => {
-            state
-                .access()
+            access
                 .store()
                 .update_workspace_object_spec(
                     deputy_serving::serving_object_type(),
@@ -228,7 +232,7 @@ async fn publish_endpoint(
                     &spec_text,
                 )
                 .await?;
-            state.access().publish().await?;
+            access.publish().await?;
             record.spec = spec_text;
             record
         }
@@ -241,8 +245,7 @@ async fn publish_endpoint(
                 spec: spec_text,
                 created_at: deputy_access::clock::now_millis(),
             };
-            state
-                .access()
+            access
                 .create_workspace_object(record.clone(), PermissionLevel::CanManage)
                 .await?;
             record
@@ -251,7 +254,7 @@ async fn publish_endpoint(
 }
 
 async fn create_agent_principal(
-    state: &AppState,
+    access: &Arc<Access>,
     endpoint: &str,
 ) -> Result<deputy_store::Identity, Error> {
     let identity = NewIdentity {
@@ -263,21 +266,18 @@ async fn create_agent_principal(
         external_id: None,
         active: true,
     };
-    let created = state
-        .access()
+    let created = access
         .store()
         .create_identity(identity, deputy_access::clock::now_millis())
         .await;
     let joined = match &created {
         Ok(principal) => {
-            let users = state
-                .access()
+            let users = access
                 .directory()
                 .find(IdentityKind::Group, deputy_access::directory::USERS_GROUP)
                 .map(|group| group.id);
             match users {
-                Some(users) => state
-                    .access()
+                Some(users) => access
                     .store()
                     .add_group_member(users, principal.id)
                     .await
@@ -287,19 +287,19 @@ async fn create_agent_principal(
         }
         Err(_) => Ok(()),
     };
-    state.access().publish().await?;
+    access.publish().await?;
     joined?;
     Ok(created?)
 }
 
 /// The deployer hands the agent rights they hold themselves, never more.
 async fn check_deployer_holds(
-    state: &AppState,
+    access: &Arc<Access>,
     caller: &Caller,
     resource: &SystemResource,
 ) -> Result<(), Error> {
     let (decision, scope) =
-        deputy_serving::resource_decision(state.access(), caller, resource, None).await?;
+        deputy_serving::resource_decision(access, caller, resource, None).await?;
     if decision.is_allowed() {
         return Ok(());
     }
@@ -317,13 +317,12 @@ async fn check_deployer_holds(
 }
 
 async fn grant_to_agent(
-    state: &AppState,
+    access: &Arc<Access>,
     principal: PrincipalId,
     resource: &SystemResource,
 ) -> Result<(), Error> {
-    match deputy_serving::need_of(state.access(), resource).await? {
-        deputy_serving::Need::Object { object, level, .. } => Ok(state
-            .access()
+    match deputy_serving::need_of(access, resource).await? {
+        deputy_serving::Need::Object { object, level, .. } => Ok(access
             .store()
             .set_object_acl(
                 deputy_catalog::object_type_of(object.kind()),
@@ -353,8 +352,7 @@ async fn grant_to_agent(
                 grants.push((SecurableKind::Catalog, parts[0].to_owned(), "USE_CATALOG"));
             }
             for (kind, full_name, privilege) in grants {
-                let record = state
-                    .access()
+                let record = access
                     .store()
                     .find_securable(deputy_catalog::namespace_of(kind), &full_name)
                     .await?
@@ -368,25 +366,21 @@ async fn grant_to_agent(
                     add: vec![privilege.to_owned()],
                     remove: Vec::new(),
                 };
-                state
-                    .access()
-                    .store()
-                    .change_grants(record.id, &[change])
-                    .await?;
+                access.store().change_grants(record.id, &[change]).await?;
             }
             Ok(())
         }
     }
 }
 
-async fn settings(State(state): State<AppState>) -> Json<Value> {
-    Json(current_settings(&state))
+async fn settings(State(serving): State<Arc<Serving>>) -> Json<Value> {
+    Json(current_settings(&serving))
 }
 
-fn current_settings(state: &AppState) -> Value {
+fn current_settings(serving: &Arc<Serving>) -> Value {
     json!({
-        OBO_SETTING: state.agents().obo_enabled(),
-        CONSENT_SETTING: state.agents().consent_required(),
+        OBO_SETTING: serving.agents().obo_enabled(),
+        CONSENT_SETTING: serving.agents().consent_required(),
     })
 }
 
@@ -401,29 +395,28 @@ struct SettingsChange {
 
 /// Turns on-behalf-of-user access, and the consent it requires, on or off for every agent (admins only).
 async fn change_settings(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
+    State(serving): State<Arc<Serving>>,
     Authenticated(caller): Authenticated,
     ApiJson(change): ApiJson<SettingsChange>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let flag = |on: bool| if on { "true" } else { "false" };
     if let Some(enabled) = change.obo_enabled {
-        state
-            .access()
+        access
             .store()
             .set_setting(OBO_SETTING, flag(enabled))
             .await?;
-        state.agents().set_obo_enabled(enabled);
+        serving.agents().set_obo_enabled(enabled);
     }
     if let Some(required) = change.consent_required {
-        state
-            .access()
+        access
             .store()
             .set_setting(CONSENT_SETTING, flag(required))
             .await?;
-        state.agents().set_consent_required(required);
+        serving.agents().set_consent_required(required);
     }
-    Ok(Json(current_settings(&state)))
+    Ok(Json(current_settings(&serving)))
 }
 
 #[derive(Deserialize)]
@@ -434,14 +427,13 @@ struct AuditQuery {
 
 /// Audit events after a sequence number, oldest first (admins only).
 async fn audit(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let events = state
-        .access()
+    let events = access
         .store()
         .audit_events_after(query.after.unwrap_or(0), limit)
         .await?;

@@ -6,22 +6,24 @@
 //! lists the caller's consents, `DELETE .../{endpoint_name}` withdraws one. **Only the user themselves can consent:**
 //! a delegated token (one that names an actor) is refused, so an agent can never consent for its user.
 
-use super::{Access, ApiRouter};
+use super::{ApiRouter, Requires};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Authenticated};
-use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
+use deputy_access::Access;
 use deputy_access::Error;
 use deputy_access::credentials::{Caller, Credential};
 use deputy_authz::PermissionLevel;
 use deputy_core::ApiScope;
+use deputy_serving::Serving;
 use deputy_store::Consent;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 pub fn routes(router: ApiRouter) -> ApiRouter {
-    let serving = Access::Scope(ApiScope::ServingEndpoints);
+    let serving = Requires::Scope(ApiScope::ServingEndpoints);
     router
         .post("/api/2.0/deputy/consents", serving, give)
         .get("/api/2.0/deputy/consents", serving, list)
@@ -47,7 +49,8 @@ fn refuse_delegated(caller: &Caller) -> Result<(), Error> {
 }
 
 async fn give(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
+    State(serving): State<Arc<Serving>>,
     Authenticated(caller): Authenticated,
     ApiJson(request): ApiJson<ConsentRequest>,
 ) -> Result<Json<Value>, ApiError> {
@@ -55,13 +58,9 @@ async fn give(
     let name = request
         .endpoint_name
         .ok_or_else(|| Error::invalid_parameter("`endpoint_name` is required"))?;
-    let (record, spec) = deputy_serving::endpoint_by_name(
-        state.serving(),
-        &caller,
-        &name,
-        PermissionLevel::CanQuery,
-    )
-    .await?;
+    let (record, spec) =
+        deputy_serving::endpoint_by_name(&serving, &caller, &name, PermissionLevel::CanQuery)
+            .await?;
     let deputy_serving::EndpointSpec::Agent(agent) = spec else {
         return Err(ApiError(Error::invalid_parameter(format!(
             "`{name}` is not an agent: only agents act on behalf of users"
@@ -73,21 +72,16 @@ async fn give(
         scopes: agent.user_scopes.clone(),
         granted_ms: deputy_access::clock::now_millis(),
     };
-    state.access().store().put_consent(&consent).await?;
+    access.store().put_consent(&consent).await?;
     Ok(Json(render(&record.name, &consent)))
 }
 
 async fn list(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    let consents = state
-        .access()
-        .store()
-        .consents_of(caller.identity.id)
-        .await?;
-    let endpoints = state
-        .access()
+    let consents = access.store().consents_of(caller.identity.id).await?;
+    let endpoints = access
         .store()
         .list_workspace_objects(deputy_serving::serving_object_type())
         .await?;
@@ -104,16 +98,16 @@ async fn list(
 }
 
 async fn withdraw(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
+    State(serving): State<Arc<Serving>>,
     Authenticated(caller): Authenticated,
     Path(endpoint_name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     refuse_delegated(&caller)?;
     // Withdrawing needs no right on the endpoint: a user may always take back what they gave.
-    let withdrawn = match deputy_serving::endpoint_record(state.serving(), &endpoint_name).await? {
+    let withdrawn = match deputy_serving::endpoint_record(&serving, &endpoint_name).await? {
         Some(record) => {
-            state
-                .access()
+            access
                 .store()
                 .delete_consent(caller.identity.id, &record.object_id)
                 .await?

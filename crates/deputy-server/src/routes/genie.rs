@@ -9,13 +9,13 @@
 //! SDK's `update_space` and `trash_space` call them). Conversations and messages belong to the user who started
 //! them: anyone else is told they do not exist. Every route needs the `dashboards.genie` scope.
 
-use super::{Access, ApiRouter};
+use super::{ApiRouter, Requires};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, Authenticated};
 use crate::routes::statements;
-use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
+use deputy_access::Access;
 use deputy_access::Error;
 use deputy_access::credentials::Caller;
 use deputy_access::error::decode_stored;
@@ -23,13 +23,15 @@ use deputy_authz::{Action, PermissionLevel, WorkspaceObjectKind, WorkspaceObject
 use deputy_catalog::object_type_of;
 use deputy_core::ApiScope;
 use deputy_genie::{ChatModel, Example, Genie, MessageOutcome, Question, SpaceSpec, new_id};
+use deputy_serving::Serving;
 use deputy_store::catalog::WorkspaceObjectRecord;
 use deputy_store::genie::{ConversationRecord, MessageRecord};
+use deputy_warehouse::Warehouse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-const GENIE: Access = Access::Scope(ApiScope::DashboardsGenie);
+const GENIE: Requires = Requires::Scope(ApiScope::DashboardsGenie);
 const SPACE: &str = "/api/2.0/genie/spaces/{space_id}";
 const CONVERSATION: &str = "/api/2.0/genie/spaces/{space_id}/conversations/{conversation_id}";
 const MESSAGE: &str =
@@ -38,7 +40,7 @@ const MESSAGE: &str =
 const MAX_PAGE_SIZE: usize = 100;
 
 /// The serving endpoints' models, as Genie's chat model.
-struct ServingChat(AppState);
+struct ServingChat(Arc<Serving>);
 
 #[async_trait::async_trait]
 impl ChatModel for ServingChat {
@@ -47,16 +49,16 @@ impl ChatModel for ServingChat {
         endpoint: &WorkspaceObjectRecord,
         request: deputy_models::types::ChatCompletionRequest,
     ) -> Result<deputy_models::types::ChatCompletionResponse, Error> {
-        deputy_serving::chat_on_endpoint(self.0.serving(), endpoint, request).await
+        deputy_serving::chat_on_endpoint(&self.0, endpoint, request).await
     }
 }
 
 /// Genie for one request: the kernel, the statement runtime and the serving endpoints' models.
-fn genie(state: &AppState) -> Arc<Genie> {
+fn genie(access: &Arc<Access>, warehouse: &Arc<Warehouse>, serving: &Arc<Serving>) -> Arc<Genie> {
     Arc::new(Genie::new(
-        state.access().clone(),
-        state.warehouse().clone(),
-        Arc::new(ServingChat(state.clone())),
+        access.clone(),
+        warehouse.clone(),
+        Arc::new(ServingChat(serving.clone())),
     ))
 }
 
@@ -131,19 +133,18 @@ struct Space {
 
 /// The space if the caller holds `level` on it; a space the caller cannot view does not exist for them.
 async fn find_space(
-    state: &AppState,
+    access: &Arc<Access>,
     caller: &Caller,
     space_id: &str,
     level: PermissionLevel,
 ) -> Result<Space, Error> {
     let missing = || Error::not_found(format!("Genie space `{space_id}` does not exist"));
-    let record = state
-        .access()
+    let record = access
         .store()
         .get_workspace_object(object_type(), space_id)
         .await?
         .ok_or_else(missing)?;
-    state.access().authorize_workspace_object(
+    access.authorize_workspace_object(
         caller,
         ApiScope::DashboardsGenie,
         WorkspaceObjectRef::new(WorkspaceObjectKind::GenieSpace, space_id),
@@ -154,7 +155,7 @@ async fn find_space(
     Ok(Space { record, spec })
 }
 
-fn render_space(state: &AppState, space: &Space) -> Value {
+fn render_space(access: &Arc<Access>, space: &Space) -> Value {
     let spec = &space.spec;
     json!({
         "space_id": space.record.object_id,
@@ -166,7 +167,7 @@ fn render_space(state: &AppState, space: &Space) -> Value {
         "examples": spec.examples.iter().map(|e| json!({ "question": e.question, "sql": e.sql })).collect::<Vec<_>>(),
         "sample_questions": spec.examples.iter().map(|e| e.question.clone()).collect::<Vec<_>>(),
         "serving_endpoint_id": spec.serving_endpoint_id,
-        "creator_name": state.access().directory().get(space.record.owner_id).map(|owner| owner.name.clone()),
+        "creator_name": access.directory().get(space.record.owner_id).map(|owner| owner.name.clone()),
         "created_timestamp": space.record.created_at,
         "last_updated_timestamp": spec.updated_at,
     })
@@ -288,9 +289,8 @@ impl SpaceInput {
 }
 
 /// The space in the export form `get_space(include_serialized_space=True)` returns.
-async fn serialized(state: &AppState, spec: &SpaceSpec) -> Result<String, Error> {
-    let endpoint = state
-        .access()
+async fn serialized(access: &Arc<Access>, spec: &SpaceSpec) -> Result<String, Error> {
+    let endpoint = access
         .store()
         .get_workspace_object(
             deputy_serving::serving_object_type(),
@@ -343,7 +343,9 @@ struct ExampleInput {
 /// warehouse, CAN_QUERY on a chat-model endpoint, SELECT on every table (a space cannot expose, even by name, a
 /// table its author cannot read).
 async fn apply(
-    state: &AppState,
+    access: &Arc<Access>,
+    warehouse: &Arc<Warehouse>,
+    serving: &Arc<Serving>,
     caller: &Caller,
     spec: &mut SpaceSpec,
     input: SpaceInput,
@@ -364,9 +366,7 @@ async fn apply(
         spec.instructions = Some(instructions);
     }
     if let Some(warehouse_id) = input.warehouse_id {
-        state
-            .warehouse()
-            .authorize_warehouse(caller, &warehouse_id, ApiScope::DashboardsGenie)?;
+        warehouse.authorize_warehouse(caller, &warehouse_id, ApiScope::DashboardsGenie)?;
         spec.warehouse_id = warehouse_id;
     }
     if let Some(tables) = input.table_identifiers {
@@ -375,7 +375,8 @@ async fn apply(
                 "`table_identifiers` must name at least one table",
             ));
         }
-        spec.table_identifiers = readable_tables(state, caller, tables).await?;
+        spec.table_identifiers =
+            readable_tables(access, warehouse, serving, caller, tables).await?;
     }
     if let Some(examples) = input.examples {
         spec.examples = examples
@@ -393,13 +394,9 @@ async fn apply(
             .collect::<Result<_, _>>()?;
     }
     if let Some(endpoint) = input.serving_endpoint_name {
-        let (record, _) = deputy_serving::endpoint_by_name(
-            state.serving(),
-            caller,
-            &endpoint,
-            PermissionLevel::CanQuery,
-        )
-        .await?;
+        let (record, _) =
+            deputy_serving::endpoint_by_name(serving, caller, &endpoint, PermissionLevel::CanQuery)
+                .await?;
         deputy_serving::chat_model_spec(&record)?;
         spec.serving_endpoint_id = record.object_id;
     }
@@ -410,19 +407,21 @@ async fn apply(
 /// The space's tables, lowercased, after checking the editor may read each: a space cannot expose, even by name, a
 /// table its author cannot read.
 async fn readable_tables(
-    state: &AppState,
+    access: &Arc<Access>,
+    warehouse: &Arc<Warehouse>,
+    serving: &Arc<Serving>,
     caller: &Caller,
     tables: Vec<String>,
 ) -> Result<Vec<String>, Error> {
     let mut names = Vec::with_capacity(tables.len());
     for name in tables {
-        let securable = match deputy_genie::find_table(&genie(state), &name).await? {
-            Some((_, securable)) => securable,
-            // The engine then answers "does not exist", as for any name the caller may not know.
-            None => deputy_authz::SecurableRef::new(deputy_authz::SecurableKind::Table, &name),
-        };
-        state
-            .access()
+        let securable =
+            match deputy_genie::find_table(&genie(access, warehouse, serving), &name).await? {
+                Some((_, securable)) => securable,
+                // The engine then answers "does not exist", as for any name the caller may not know.
+                None => deputy_authz::SecurableRef::new(deputy_authz::SecurableKind::Table, &name),
+            };
+        access
             .authorize(
                 caller,
                 ApiScope::DashboardsGenie,
@@ -438,7 +437,9 @@ async fn readable_tables(
 
 /// Creates a space; the creator gets CAN_MANAGE.
 async fn create_space(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
+    State(warehouse): State<Arc<Warehouse>>,
+    State(serving): State<Arc<Serving>>,
     Authenticated(caller): Authenticated,
     ApiJson(input): ApiJson<SpaceInput>,
 ) -> Result<Json<Value>, ApiError> {
@@ -468,7 +469,7 @@ async fn create_space(
         serving_endpoint_id: String::new(),
         updated_at: 0,
     };
-    apply(&state, &caller, &mut spec, input).await?;
+    apply(&access, &warehouse, &serving, &caller, &mut spec, input).await?;
     let space_id = new_id();
     let record = WorkspaceObjectRecord {
         object_type: object_type().into(),
@@ -479,11 +480,10 @@ async fn create_space(
         spec: serde_json::to_string(&spec).map_err(Error::internal)?,
         created_at: spec.updated_at,
     };
-    state
-        .access()
+    access
         .create_workspace_object(record.clone(), PermissionLevel::CanManage)
         .await?;
-    Ok(Json(render_space(&state, &Space { record, spec })))
+    Ok(Json(render_space(&access, &Space { record, spec })))
 }
 
 #[derive(Deserialize)]
@@ -511,20 +511,18 @@ impl PageQuery {
 }
 
 async fn list_spaces(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let (offset, size) = page.window()?;
-    let visible: Vec<WorkspaceObjectRecord> = state
-        .access()
+    let visible: Vec<WorkspaceObjectRecord> = access
         .store()
         .list_workspace_objects(object_type())
         .await?
         .into_iter()
         .filter(|record| {
-            state
-                .access()
+            access
                 .decide(
                     &caller,
                     ApiScope::DashboardsGenie,
@@ -537,7 +535,7 @@ async fn list_spaces(
     for record in visible.iter().skip(offset).take(size) {
         let spec = serde_json::from_str(&record.spec).map_err(Error::internal)?;
         spaces.push(render_space(
-            &state,
+            &access,
             &Space {
                 record: record.clone(),
                 spec,
@@ -559,7 +557,7 @@ struct GetSpaceQuery {
 
 /// The space; with `include_serialized_space=true` also its export, which needs CAN_EDIT as on Databricks.
 async fn get_space(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path(space_id): Path<String>,
     ApiQuery(query): ApiQuery<GetSpaceQuery>,
@@ -568,43 +566,51 @@ async fn get_space(
         true => PermissionLevel::CanEdit,
         false => PermissionLevel::CanView,
     };
-    let space = find_space(&state, &caller, &space_id, level).await?;
-    let mut body = render_space(&state, &space);
+    let space = find_space(&access, &caller, &space_id, level).await?;
+    let mut body = render_space(&access, &space);
     if query.include_serialized_space {
-        body["serialized_space"] = json!(serialized(&state, &space.spec).await?);
+        body["serialized_space"] = json!(serialized(&access, &space.spec).await?);
     }
     Ok(Json(body))
 }
 
 async fn update_space(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
+    State(warehouse): State<Arc<Warehouse>>,
+    State(serving): State<Arc<Serving>>,
     Authenticated(caller): Authenticated,
     Path(space_id): Path<String>,
     ApiJson(input): ApiJson<SpaceInput>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut space = find_space(&state, &caller, &space_id, PermissionLevel::CanEdit).await?;
-    apply(&state, &caller, &mut space.spec, input).await?;
+    let mut space = find_space(&access, &caller, &space_id, PermissionLevel::CanEdit).await?;
+    apply(
+        &access,
+        &warehouse,
+        &serving,
+        &caller,
+        &mut space.spec,
+        input,
+    )
+    .await?;
     let spec = serde_json::to_string(&space.spec).map_err(Error::internal)?;
-    state
-        .access()
+    access
         .store()
         .update_workspace_object_spec(object_type(), &space_id, &spec)
         .await?;
-    Ok(Json(render_space(&state, &space)))
+    Ok(Json(render_space(&access, &space)))
 }
 
 async fn delete_space(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path(space_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    find_space(&state, &caller, &space_id, PermissionLevel::CanManage).await?;
-    let deleted = state
-        .access()
+    find_space(&access, &caller, &space_id, PermissionLevel::CanManage).await?;
+    let deleted = access
         .store()
         .delete_workspace_object(object_type(), &space_id)
         .await;
-    state.access().publish().await?;
+    access.publish().await?;
     deleted?;
     Ok(Json(json!({})))
 }
@@ -623,24 +629,27 @@ fn question_text(input: AskInput) -> Result<String, Error> {
 }
 
 /// The space a question is asked in: CAN_RUN on it, and CAN_USE on its warehouse, which runs the SQL as the asker.
-async fn runnable_space(state: &AppState, caller: &Caller, space_id: &str) -> Result<Space, Error> {
-    let space = find_space(state, caller, space_id, PermissionLevel::CanRun).await?;
-    state.warehouse().authorize_warehouse(
-        caller,
-        &space.spec.warehouse_id,
-        ApiScope::DashboardsGenie,
-    )?;
+async fn runnable_space(
+    access: &Arc<Access>,
+    warehouse: &Arc<Warehouse>,
+    caller: &Caller,
+    space_id: &str,
+) -> Result<Space, Error> {
+    let space = find_space(access, caller, space_id, PermissionLevel::CanRun).await?;
+    warehouse.authorize_warehouse(caller, &space.spec.warehouse_id, ApiScope::DashboardsGenie)?;
     Ok(space)
 }
 
 async fn start_conversation(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
+    State(warehouse): State<Arc<Warehouse>>,
+    State(serving): State<Arc<Serving>>,
     Authenticated(caller): Authenticated,
     Path(space_id): Path<String>,
     ApiJson(input): ApiJson<AskInput>,
 ) -> Result<Json<Value>, ApiError> {
     let content = question_text(input)?;
-    let space = runnable_space(&state, &caller, &space_id).await?;
+    let space = runnable_space(&access, &warehouse, &caller, &space_id).await?;
     let now = deputy_access::clock::now_millis();
     let conversation = ConversationRecord {
         conversation_id: new_id(),
@@ -651,14 +660,21 @@ async fn start_conversation(
         updated_at: now,
     };
     let message = new_message(&conversation.conversation_id, content, now);
-    audit_question(&state, &caller, &space_id, &message).await?;
-    state
-        .access()
+    audit_question(&access, &warehouse, &serving, &caller, &space_id, &message).await?;
+    access
         .store()
         .create_conversation(&conversation, &message)
         .await?;
     let rendered_message = render_message(&space_id, &conversation, &message)?;
-    ask(&state, caller, space, message, Vec::new());
+    ask(
+        &access,
+        &warehouse,
+        &serving,
+        caller,
+        space,
+        message,
+        Vec::new(),
+    );
     Ok(Json(json!({
         "conversation_id": conversation.conversation_id,
         "message_id": rendered_message["message_id"],
@@ -668,24 +684,28 @@ async fn start_conversation(
 }
 
 async fn create_message(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
+    State(warehouse): State<Arc<Warehouse>>,
+    State(serving): State<Arc<Serving>>,
     Authenticated(caller): Authenticated,
     Path((space_id, conversation_id)): Path<(String, String)>,
     ApiJson(input): ApiJson<AskInput>,
 ) -> Result<Json<Value>, ApiError> {
     let content = question_text(input)?;
-    let space = runnable_space(&state, &caller, &space_id).await?;
-    let conversation = own_conversation(&state, &caller, &space_id, &conversation_id).await?;
-    let history = state.access().store().messages_of(&conversation_id).await?;
+    let space = runnable_space(&access, &warehouse, &caller, &space_id).await?;
+    let conversation = own_conversation(&access, &caller, &space_id, &conversation_id).await?;
+    let history = access.store().messages_of(&conversation_id).await?;
     let message = new_message(
         &conversation_id,
         content,
         deputy_access::clock::now_millis(),
     );
-    audit_question(&state, &caller, &space_id, &message).await?;
-    state.access().store().add_message(&message).await?;
+    audit_question(&access, &warehouse, &serving, &caller, &space_id, &message).await?;
+    access.store().add_message(&message).await?;
     let rendered = render_message(&space_id, &conversation, &message)?;
-    ask(&state, caller, space, message, history);
+    ask(
+        &access, &warehouse, &serving, caller, space, message, history,
+    );
     Ok(Json(rendered))
 }
 
@@ -703,21 +723,30 @@ fn new_message(conversation_id: &str, content: String, now: i64) -> MessageRecor
 
 /// Every question is audited, durably, before it is answered: who asked (and through which agents), in which space.
 async fn audit_question(
-    state: &AppState,
+    access: &Arc<Access>,
+    warehouse: &Arc<Warehouse>,
+    serving: &Arc<Serving>,
     caller: &Caller,
     space_id: &str,
     message: &MessageRecord,
 ) -> Result<(), Error> {
-    let event = deputy_genie::question_event(&genie(state), caller, space_id, "genie.question")
-        .allowed(format!(
-            "{} may run the space and asked: {}",
-            caller.identity.name, message.content
-        ));
-    state.access().record(&[event]).await
+    let event = deputy_genie::question_event(
+        &genie(access, warehouse, serving),
+        caller,
+        space_id,
+        "genie.question",
+    )
+    .allowed(format!(
+        "{} may run the space and asked: {}",
+        caller.identity.name, message.content
+    ));
+    access.record(&[event]).await
 }
 
 fn ask(
-    state: &AppState,
+    access: &Arc<Access>,
+    warehouse: &Arc<Warehouse>,
+    serving: &Arc<Serving>,
     caller: Caller,
     space: Space,
     message: MessageRecord,
@@ -730,18 +759,17 @@ fn ask(
         message,
         history,
     };
-    deputy_genie::spawn_answer(&genie(state), caller, question);
+    deputy_genie::spawn_answer(&genie(access, warehouse, serving), caller, question);
 }
 
 /// The caller's conversation in this space; anyone else's, or one in another space, does not exist.
 async fn own_conversation(
-    state: &AppState,
+    access: &Arc<Access>,
     caller: &Caller,
     space_id: &str,
     conversation_id: &str,
 ) -> Result<ConversationRecord, Error> {
-    state
-        .access()
+    access
         .store()
         .get_conversation(conversation_id)
         .await?
@@ -753,14 +781,13 @@ async fn own_conversation(
 
 /// The caller's message, found through its conversation.
 async fn own_message(
-    state: &AppState,
+    access: &Arc<Access>,
     caller: &Caller,
     (space_id, conversation_id, message_id): (&str, &str, &str),
 ) -> Result<(ConversationRecord, MessageRecord), Error> {
-    find_space(state, caller, space_id, PermissionLevel::CanRun).await?;
-    let conversation = own_conversation(state, caller, space_id, conversation_id).await?;
-    let message = state
-        .access()
+    find_space(access, caller, space_id, PermissionLevel::CanRun).await?;
+    let conversation = own_conversation(access, caller, space_id, conversation_id).await?;
+    let message = access
         .store()
         .get_message(message_id)
         .await?
@@ -852,28 +879,27 @@ fn render_message(
 }
 
 async fn get_message(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path((space_id, conversation_id, message_id)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let (conversation, message) =
-        own_message(&state, &caller, (&space_id, &conversation_id, &message_id)).await?;
+        own_message(&access, &caller, (&space_id, &conversation_id, &message_id)).await?;
     outcome_of(&message)?;
     Ok(Json(render_message(&space_id, &conversation, &message)?))
 }
 
 async fn list_conversations(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path(space_id): Path<String>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    find_space(&state, &caller, &space_id, PermissionLevel::CanRun).await?;
+    find_space(&access, &caller, &space_id, PermissionLevel::CanRun).await?;
     let (offset, size) = page.window()?;
     let to_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     // One more than the page, to know whether another page follows.
-    let mut conversations = state
-        .access()
+    let mut conversations = access
         .store()
         .list_conversations(
             &space_id,
@@ -899,15 +925,15 @@ async fn list_conversations(
 
 /// The caller's conversation's messages, oldest first, by page.
 async fn list_messages(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path((space_id, conversation_id)): Path<(String, String)>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    find_space(&state, &caller, &space_id, PermissionLevel::CanRun).await?;
-    let conversation = own_conversation(&state, &caller, &space_id, &conversation_id).await?;
+    find_space(&access, &caller, &space_id, PermissionLevel::CanRun).await?;
+    let conversation = own_conversation(&access, &caller, &space_id, &conversation_id).await?;
     let (offset, size) = page.window()?;
-    let messages = state.access().store().messages_of(&conversation_id).await?;
+    let messages = access.store().messages_of(&conversation_id).await?;
     let mut body = json!({
         "messages": messages
             .iter()
@@ -923,23 +949,21 @@ async fn list_messages(
 }
 
 async fn delete_conversation(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path((space_id, conversation_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    find_space(&state, &caller, &space_id, PermissionLevel::CanRun).await?;
-    own_conversation(&state, &caller, &space_id, &conversation_id).await?;
-    state
-        .access()
-        .store()
-        .delete_conversation(&conversation_id)
-        .await?;
+    find_space(&access, &caller, &space_id, PermissionLevel::CanRun).await?;
+    own_conversation(&access, &caller, &space_id, &conversation_id).await?;
+    access.store().delete_conversation(&conversation_id).await?;
     Ok(Json(json!({})))
 }
 
 /// `{"statement_response": StatementResponse}` of the message's query attachment `attachment_id`.
 async fn attachment_query_result(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
+    State(warehouse): State<Arc<Warehouse>>,
+    State(serving): State<Arc<Serving>>,
     Authenticated(caller): Authenticated,
     Path((space_id, conversation_id, message_id, attachment_id)): Path<(
         String,
@@ -953,12 +977,23 @@ async fn attachment_query_result(
         conversation_id.as_str(),
         message_id.as_str(),
     );
-    query_result(&state, &caller, ids, Some(&attachment_id), false).await
+    query_result(
+        &access,
+        &warehouse,
+        &serving,
+        &caller,
+        ids,
+        Some(&attachment_id),
+        false,
+    )
+    .await
 }
 
 /// The deprecated form without an attachment id: the message's query attachment.
 async fn message_query_result(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
+    State(warehouse): State<Arc<Warehouse>>,
+    State(serving): State<Arc<Serving>>,
     Authenticated(caller): Authenticated,
     Path((space_id, conversation_id, message_id)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
@@ -967,12 +1002,14 @@ async fn message_query_result(
         conversation_id.as_str(),
         message_id.as_str(),
     );
-    query_result(&state, &caller, ids, None, false).await
+    query_result(&access, &warehouse, &serving, &caller, ids, None, false).await
 }
 
 /// Runs the attachment's SQL again as the caller, now, and answers its result.
 async fn execute_attachment_query(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
+    State(warehouse): State<Arc<Warehouse>>,
+    State(serving): State<Arc<Serving>>,
     Authenticated(caller): Authenticated,
     Path((space_id, conversation_id, message_id, attachment_id)): Path<(
         String,
@@ -986,20 +1023,31 @@ async fn execute_attachment_query(
         conversation_id.as_str(),
         message_id.as_str(),
     );
-    query_result(&state, &caller, ids, Some(&attachment_id), true).await
+    query_result(
+        &access,
+        &warehouse,
+        &serving,
+        &caller,
+        ids,
+        Some(&attachment_id),
+        true,
+    )
+    .await
 }
 
 /// The result of a message's query. A statement that is no longer remembered (results expire, and a restart forgets
 /// them) or `rerun` runs the SQL again as the caller, with today's grants and filters, and the attachment then
 /// names the new statement.
 async fn query_result(
-    state: &AppState,
+    access: &Arc<Access>,
+    warehouse: &Arc<Warehouse>,
+    serving: &Arc<Serving>,
     caller: &Caller,
     ids: (&str, &str, &str),
     attachment_id: Option<&str>,
     rerun: bool,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, message) = own_message(state, caller, ids).await?;
+    let (_, message) = own_message(access, caller, ids).await?;
     let mut outcome = outcome_of(&message)?;
     let missing = || {
         Error::not_found(format!(
@@ -1020,8 +1068,7 @@ async fn query_result(
         .as_deref()
         .filter(|_| !rerun)
         .and_then(|id| {
-            state
-                .warehouse()
+            warehouse
                 .owned(id, caller.identity.id)
                 .ok()
                 .map(|entry| (id.to_owned(), entry))
@@ -1029,13 +1076,13 @@ async fn query_result(
     let (statement_id, entry) = match remembered {
         Some(found) => found,
         None => {
-            runnable_space(state, caller, ids.0).await?;
-            let (id, entry) = deputy_genie::run_statement(&genie(state), caller, &query.sql);
+            runnable_space(access, warehouse, caller, ids.0).await?;
+            let (id, entry) =
+                deputy_genie::run_statement(&genie(access, warehouse, serving), caller, &query.sql);
             entry.finished().await;
             query.statement_id = Some(id.clone());
             let stored = serde_json::to_string(&outcome).map_err(Error::internal)?;
-            state
-                .access()
+            access
                 .store()
                 .update_message(
                     &message.message_id,

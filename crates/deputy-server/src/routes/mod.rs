@@ -1,7 +1,7 @@
 //! Every route of the server, each registered together with the access it needs (enforced by
 //! [`crate::middleware`]).
 //!
-//! **Invariant:** a route can only be added through [`ApiRouter`], which records its [`Access`] in the
+//! **Invariant:** a route can only be added through [`ApiRouter`], which records its [`Requires`] in the
 //! [`RouteRegistry`] in the same call; the authentication layer refuses any matched route missing from the registry
 //! (fail closed). So the registry is, by construction, the complete map of routes to scopes.
 
@@ -21,7 +21,7 @@ pub mod vector_search;
 pub mod warehouses;
 pub mod well_known;
 
-pub use crate::registry::{Access, RouteRegistry};
+pub use crate::registry::{Requires, RouteRegistry};
 use crate::state::AppState;
 use axum::Router;
 use axum::handler::Handler;
@@ -36,7 +36,7 @@ pub struct ApiRouter {
 
 macro_rules! method_adder {
     ($name:ident, $method:expr, $routing:ident) => {
-        pub fn $name<H, T>(self, path: &'static str, access: Access, handler: H) -> ApiRouter
+        pub fn $name<H, T>(self, path: &'static str, access: Requires, handler: H) -> ApiRouter
         where
             H: Handler<T, AppState>,
             T: 'static,
@@ -64,7 +64,7 @@ impl ApiRouter {
         mut self,
         method: Method,
         path: &'static str,
-        access: Access,
+        access: Requires,
         route: MethodRouter<AppState>,
     ) -> ApiRouter {
         let previous = self.registry.declare(method.clone(), path, access);
@@ -87,7 +87,7 @@ impl Default for ApiRouter {
 
 /// All routes of the server.
 pub fn api_routes() -> ApiRouter {
-    let router = ApiRouter::new().get("/healthz", Access::Public, health);
+    let router = ApiRouter::new().get("/healthz", Requires::Public, health);
     let router = well_known::routes(router);
     let router = oauth::routes(router);
     let router = scim::routes(router);

@@ -1,16 +1,16 @@
 //! The OAuth endpoints: token (client credentials, RFC 8693 token exchange), revocation (RFC 7009) and introspection
 //! (RFC 7662). Errors use the RFC 6749 body, not the Databricks one, because OAuth clients parse that.
 
-use super::{Access, ApiRouter};
+use super::{ApiRouter, Requires};
 use crate::error::OAuthError;
 use crate::extract::{Authenticated, parse_form};
-use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use deputy_access::Access;
 use deputy_access::clock::{now_millis, now_seconds};
 use deputy_access::credentials::{
     ACCESS_TOKEN_LIFETIME_SECONDS, Caller, Credential, EXCHANGED_TOKEN_LIFETIME_SECONDS,
@@ -20,6 +20,7 @@ use deputy_store::{Identity, IdentityKind};
 use deputy_tokens::{AccessClaims, Actor, ExchangeRequest, ScopeMode, SecretHash};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -29,9 +30,9 @@ const TOKEN_TYPE_PAT: &str = "urn:databricks:params:oauth:token-type:personal-ac
 
 pub fn routes(router: ApiRouter) -> ApiRouter {
     router
-        .post("/oidc/v1/token", Access::Public, token)
-        .post("/oidc/v1/revoke", Access::Public, revoke)
-        .post("/oidc/v1/introspect", Access::Authenticated, introspect)
+        .post("/oidc/v1/token", Requires::Public, token)
+        .post("/oidc/v1/revoke", Requires::Public, revoke)
+        .post("/oidc/v1/introspect", Requires::Authenticated, introspect)
 }
 
 #[derive(Deserialize, Default)]
@@ -68,16 +69,16 @@ impl<S: Send + Sync> FromRequest<S> for FormBody {
 }
 
 async fn token(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     headers: HeaderMap,
     FormBody(body): FormBody,
 ) -> Result<Response, OAuthError> {
     let form: TokenForm =
         parse_form(&body).map_err(|error| OAuthError::new("invalid_request", error))?;
-    let client = authenticate_client(&state, &headers, &form).await?;
+    let client = authenticate_client(&access, &headers, &form).await?;
     let claims = match form.grant_type.as_deref() {
-        Some(GRANT_CLIENT_CREDENTIALS) => client_credentials(&state, client, &form)?,
-        Some(GRANT_TOKEN_EXCHANGE) => token_exchange(&state, client, &form).await?,
+        Some(GRANT_CLIENT_CREDENTIALS) => client_credentials(&access, client, &form)?,
+        Some(GRANT_TOKEN_EXCHANGE) => token_exchange(&access, client, &form).await?,
         Some(other) => {
             return Err(OAuthError::new(
                 "unsupported_grant_type",
@@ -86,8 +87,7 @@ async fn token(
         }
         None => return Err(OAuthError::new("invalid_request", "missing `grant_type`")),
     };
-    let access_token = state
-        .access()
+    let access_token = access
         .credentials()
         .sign(&claims)
         .map_err(OAuthError::server_error)?;
@@ -110,7 +110,7 @@ async fn token(
 /// Checks client credentials from HTTP Basic or the form. `None` when the request carries none (allowed for token
 /// exchange, where the subject token is the proof); any credentials that are present must be right.
 async fn authenticate_client(
-    state: &AppState,
+    access: &Arc<Access>,
     headers: &HeaderMap,
     form: &TokenForm,
 ) -> Result<Option<Identity>, OAuthError> {
@@ -122,8 +122,7 @@ async fn authenticate_client(
         },
     };
     let refused = || OAuthError::new("invalid_client", "client authentication failed");
-    let principal = state
-        .access()
+    let principal = access
         .store()
         .find_identity(IdentityKind::ServicePrincipal, &client_id)
         .await?
@@ -132,11 +131,7 @@ async fn authenticate_client(
         return Err(refused());
     }
     let now = now_millis();
-    let secrets = state
-        .access()
-        .store()
-        .list_client_secrets(principal.id)
-        .await?;
+    let secrets = access.store().list_client_secrets(principal.id).await?;
     let matches = secrets.iter().any(|stored| {
         (stored.expires_at < 0 || stored.expires_at > now)
             && SecretHash::from_hex(&stored.secret_hash).is_ok_and(|hash| hash.matches(&secret))
@@ -188,7 +183,7 @@ fn requested_scopes(form: &TokenForm) -> Result<Option<ScopeSet>, OAuthError> {
 }
 
 fn client_credentials(
-    state: &AppState,
+    access: &Arc<Access>,
     client: Option<Identity>,
     form: &TokenForm,
 ) -> Result<AccessClaims, OAuthError> {
@@ -201,7 +196,7 @@ fn client_credentials(
             "Invalid scope: no API scope requested",
         ));
     }
-    let credentials = state.access().credentials();
+    let credentials = access.credentials();
     let mut claims = AccessClaims::issue(
         &credentials.issuer(),
         &credentials.audience(),
@@ -216,7 +211,7 @@ fn client_credentials(
 }
 
 async fn token_exchange(
-    state: &AppState,
+    access: &Arc<Access>,
     client: Option<Identity>,
     form: &TokenForm,
 ) -> Result<AccessClaims, OAuthError> {
@@ -229,10 +224,9 @@ async fn token_exchange(
             format!("cannot issue tokens of type `{requested}`"),
         ));
     }
-    let audience = state.access().credentials().audience();
+    let audience = access.credentials().audience();
     for target in [&form.audience, &form.resource].into_iter().flatten() {
-        if target.trim_end_matches('/') != audience
-            && *target != state.access().workspace_id().to_string()
+        if target.trim_end_matches('/') != audience && *target != access.workspace_id().to_string()
         {
             return Err(OAuthError::new(
                 "invalid_target",
@@ -245,13 +239,13 @@ async fn token_exchange(
         .as_deref()
         .ok_or_else(|| OAuthError::new("invalid_request", "missing `subject_token`"))?;
     check_token_type(form.subject_token_type.as_deref(), "subject_token_type")?;
-    let subject = authenticate_for_exchange(state, subject_token, "subject").await?;
+    let subject = authenticate_for_exchange(access, subject_token, "subject").await?;
 
     let actor = match form.actor_token.as_deref() {
         None => None,
         Some(actor_token) => {
             check_token_type(form.actor_token_type.as_deref(), "actor_token_type")?;
-            let actor = authenticate_for_exchange(state, actor_token, "actor").await?;
+            let actor = authenticate_for_exchange(access, actor_token, "actor").await?;
             Some(Actor {
                 sub: actor.subject().to_owned(),
                 act: actor.actor().map(Box::new),
@@ -266,7 +260,7 @@ async fn token_exchange(
         mode: ScopeMode::RefuseWider,
     };
     deputy_tokens::exchange(
-        &state.access().credentials().subject_claims(&subject),
+        &access.credentials().subject_claims(&subject),
         &request,
         now_seconds(),
         EXCHANGED_TOKEN_LIFETIME_SECONDS,
@@ -289,12 +283,11 @@ fn check_token_type(token_type: Option<&str>, field: &str) -> Result<(), OAuthEr
 }
 
 async fn authenticate_for_exchange(
-    state: &AppState,
+    access: &Arc<Access>,
     token: &str,
     role: &str,
 ) -> Result<Caller, OAuthError> {
-    state
-        .access()
+    access
         .credentials()
         .authenticate(token)
         .await
@@ -314,7 +307,7 @@ struct RevokeForm {
 /// RFC 7009: presenting a token is enough to revoke it. The answer is 200 whether or not the token was valid, so the
 /// endpoint tells an attacker nothing.
 async fn revoke(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     FormBody(body): FormBody,
 ) -> Result<Response, OAuthError> {
     let form: RevokeForm =
@@ -322,12 +315,12 @@ async fn revoke(
     let token = form
         .token
         .ok_or_else(|| OAuthError::new("invalid_request", "missing `token`"))?;
-    revoke_token(&state, &token).await?;
+    revoke_token(&access, &token).await?;
     Ok(Json(json!({})).into_response())
 }
 
-async fn revoke_token(state: &AppState, token: &str) -> Result<(), OAuthError> {
-    let credentials = state.access().credentials();
+async fn revoke_token(access: &Arc<Access>, token: &str) -> Result<(), OAuthError> {
+    let credentials = access.credentials();
     match credentials.authenticate(token).await {
         Ok(caller) => match caller.credential {
             Credential::AccessToken {
@@ -355,7 +348,7 @@ struct IntrospectForm {
 /// RFC 7662. Callers may introspect their own tokens; admins any token. Anything else reads as inactive, so the
 /// endpoint is no oracle for other principals' tokens.
 async fn introspect(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     FormBody(body): FormBody,
 ) -> Result<Json<Value>, OAuthError> {
@@ -365,7 +358,7 @@ async fn introspect(
         .token
         .ok_or_else(|| OAuthError::new("invalid_request", "missing `token`"))?;
     let inactive = Json(json!({ "active": false }));
-    let Ok(subject) = state.access().credentials().authenticate(&token).await else {
+    let Ok(subject) = access.credentials().authenticate(&token).await else {
         return Ok(inactive);
     };
     if subject.identity.id != caller.identity.id && !caller.is_admin() {
@@ -375,8 +368,8 @@ async fn introspect(
         "active": true,
         "sub": subject.subject(),
         "scope": subject.scopes.to_string(),
-        "iss": state.access().credentials().issuer(),
-        "aud": state.access().credentials().audience(),
+        "iss": access.credentials().issuer(),
+        "aud": access.credentials().audience(),
         "principal_type": match subject.identity.kind {
             IdentityKind::ServicePrincipal => "service_principal",
             _ => "user",

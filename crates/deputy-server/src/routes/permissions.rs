@@ -2,12 +2,12 @@
 //! endpoints, warehouses, vector-search endpoints, Genie spaces), and `why`, the engine's explanation of any
 //! decision.
 
-use super::{Access, ApiRouter};
+use super::{ApiRouter, Requires};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, Authenticated};
-use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
+use deputy_access::Access;
 use deputy_access::Error;
 use deputy_access::credentials::Caller;
 use deputy_authz::{
@@ -19,8 +19,9 @@ use deputy_core::{ApiScope, ScopeSet};
 use deputy_store::{Identity, IdentityKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
-const ACCESS_CONTROL: Access = Access::Scope(ApiScope::IamAccessControl);
+const ACCESS_CONTROL: Requires = Requires::Scope(ApiScope::IamAccessControl);
 
 pub fn routes(router: ApiRouter) -> ApiRouter {
     router
@@ -44,13 +45,13 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
             ACCESS_CONTROL,
             permission_levels,
         )
-        .get("/api/2.0/deputy/authz/why", Access::Authenticated, why)
+        .get("/api/2.0/deputy/authz/why", Requires::Authenticated, why)
 }
 
 /// The object named by the path, if the caller may at least see it (the lowest level of its kind); otherwise it
 /// reads as not found.
 fn visible_object(
-    state: &AppState,
+    access: &Arc<Access>,
     caller: &Caller,
     object_type: &str,
     object_id: &str,
@@ -67,8 +68,7 @@ fn visible_object(
         object: object.clone(),
         level: lowest,
     };
-    match state
-        .access()
+    match access
         .decide(caller, ApiScope::IamAccessControl, action)
         .is_allowed()
     {
@@ -89,14 +89,13 @@ fn principal_field(identity: &Identity) -> &'static str {
 
 /// The permissions-API view of an object: each principal with a direct entry, plus the admins group's `CAN_MANAGE`
 /// inherited from the workspace root.
-async fn render(state: &AppState, object: &WorkspaceObjectRef) -> Result<Value, Error> {
+async fn render(access: &Arc<Access>, object: &WorkspaceObjectRef) -> Result<Value, Error> {
     let object_type = object_type_of(object.kind());
-    let directory = state.access().directory();
-    let snapshot = state.access().snapshot();
+    let directory = access.directory();
+    let snapshot = access.snapshot();
     let mut entries = Vec::new();
     let admins = directory.find(IdentityKind::Group, deputy_access::directory::ADMINS_GROUP);
-    let mut principals: Vec<Identity> = state
-        .access()
+    let mut principals: Vec<Identity> = access
         .store()
         .object_acl(object_type, object.id())
         .await?
@@ -139,12 +138,12 @@ async fn render(state: &AppState, object: &WorkspaceObjectRef) -> Result<Value, 
 }
 
 async fn get_permissions(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path((object_type, object_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let object = visible_object(&state, &caller, &object_type, &object_id)?;
-    Ok(Json(render(&state, &object).await?))
+    let object = visible_object(&access, &caller, &object_type, &object_id)?;
+    Ok(Json(render(&access, &object).await?))
 }
 
 #[derive(Deserialize)]
@@ -162,21 +161,19 @@ struct AccessControlEntry {
 }
 
 async fn set_permissions(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path((object_type, object_id)): Path<(String, String)>,
     ApiJson(body): ApiJson<SetPermissions>,
     replace: bool,
 ) -> Result<Json<Value>, ApiError> {
-    let object = visible_object(&state, &caller, &object_type, &object_id)?;
+    let object = visible_object(&access, &caller, &object_type, &object_id)?;
     let manage = Action::UseWorkspaceObject {
         object: object.clone(),
         level: PermissionLevel::CanManage,
     };
-    state
-        .access()
-        .authorize(&caller, ApiScope::IamAccessControl, manage)?;
-    let directory = state.access().directory();
+    access.authorize(&caller, ApiScope::IamAccessControl, manage)?;
+    let directory = access.directory();
     let mut entries = Vec::with_capacity(body.access_control_list.len());
     for entry in body.access_control_list {
         let (kind, name) = match (
@@ -209,14 +206,13 @@ async fn set_permissions(
         entries.push((principal.id, level.wire_name().to_owned()));
     }
     let object_type = object_type_of(object.kind());
-    let outcome = state
-        .access()
+    let outcome = access
         .store()
         .set_object_acl(object_type, object.id(), &entries, replace)
         .await;
-    state.access().publish().await?;
+    access.publish().await?;
     outcome?;
-    Ok(Json(render(&state, &object).await?))
+    Ok(Json(render(&access, &object).await?))
 }
 
 fn level_names(kind: WorkspaceObjectKind) -> Vec<&'static str> {
@@ -227,11 +223,11 @@ fn level_names(kind: WorkspaceObjectKind) -> Vec<&'static str> {
 }
 
 async fn permission_levels(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path((object_type, object_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let object = visible_object(&state, &caller, &object_type, &object_id)?;
+    let object = visible_object(&access, &caller, &object_type, &object_id)?;
     let levels: Vec<Value> = object
         .kind()
         .levels()
@@ -268,11 +264,11 @@ struct WhyQuery {
 /// Explains the decision the engine would make for `principal` doing `action` on `securable`, for a token holding
 /// every scope (scopes belong to tokens, not principals). Admins may ask about anyone; others about themselves.
 async fn why(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     ApiQuery(query): ApiQuery<WhyQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let directory = state.access().directory();
+    let directory = access.directory();
     let principal = [
         IdentityKind::User,
         IdentityKind::ServicePrincipal,
@@ -319,7 +315,7 @@ async fn why(
         required_scope: ApiScope::CatalogGrants,
         action,
     };
-    let decision = decide(&request, &state.access().snapshot());
+    let decision = decide(&request, &access.snapshot());
     Ok(Json(json!({
         "principal": principal.name,
         "allowed": decision.is_allowed(),

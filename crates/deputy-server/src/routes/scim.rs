@@ -1,12 +1,12 @@
 //! SCIM 2.0 identities as the Databricks SDK calls them: `Me`, `Users`, `Groups`, `ServicePrincipals`, and the
 //! OAuth secrets of service principals. Anyone with the `iam.scim` scope may read; only admins may write.
 
-use super::{Access, ApiRouter};
+use super::{ApiRouter, Requires};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, Authenticated};
-use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
+use deputy_access::Access;
 use deputy_access::Error;
 use deputy_access::clock::now_millis;
 use deputy_core::ApiScope;
@@ -15,9 +15,10 @@ use deputy_store::{
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
-const SCIM: Access = Access::Scope(ApiScope::IamScim);
-const SECRETS: Access = Access::Scope(ApiScope::SettingsTokenManagement);
+const SCIM: Requires = Requires::Scope(ApiScope::IamScim);
+const SECRETS: Requires = Requires::Scope(ApiScope::SettingsTokenManagement);
 const LIST_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 /// The SDK asks for 10,000 per page; larger requests are served in pages of this size.
 const MAX_PAGE: i64 = 10_000;
@@ -31,12 +32,12 @@ macro_rules! scim_collection {
             .get(
                 concat!("/api/2.0/preview/scim/v2/", $resource),
                 SCIM,
-                |state: State<AppState>, query| list(state, query, $kind),
+                |state: State<Arc<Access>>, query| list(state, query, $kind),
             )
             .post(
                 concat!("/api/2.0/preview/scim/v2/", $resource),
                 SCIM,
-                |state: State<AppState>, caller, body| async move {
+                |state: State<Arc<Access>>, caller, body| async move {
                     let shared = state.0.clone();
                     publish(&shared, create(state, caller, body, $kind).await).await
                 },
@@ -44,12 +45,12 @@ macro_rules! scim_collection {
             .get(
                 concat!("/api/2.0/preview/scim/v2/", $resource, "/{id}"),
                 SCIM,
-                |state: State<AppState>, id| get_one(state, id, $kind),
+                |state: State<Arc<Access>>, id| get_one(state, id, $kind),
             )
             .put(
                 concat!("/api/2.0/preview/scim/v2/", $resource, "/{id}"),
                 SCIM,
-                |state: State<AppState>, caller, id, body| async move {
+                |state: State<Arc<Access>>, caller, id, body| async move {
                     let shared = state.0.clone();
                     publish(&shared, replace(state, caller, id, body, $kind).await).await
                 },
@@ -57,7 +58,7 @@ macro_rules! scim_collection {
             .patch(
                 concat!("/api/2.0/preview/scim/v2/", $resource, "/{id}"),
                 SCIM,
-                |state: State<AppState>, caller, id, body| async move {
+                |state: State<Arc<Access>>, caller, id, body| async move {
                     let shared = state.0.clone();
                     publish(&shared, patch(state, caller, id, body, $kind).await).await
                 },
@@ -65,7 +66,7 @@ macro_rules! scim_collection {
             .delete(
                 concat!("/api/2.0/preview/scim/v2/", $resource, "/{id}"),
                 SCIM,
-                |state: State<AppState>, caller, id| async move {
+                |state: State<Arc<Access>>, caller, id| async move {
                     let shared = state.0.clone();
                     publish(&shared, delete(state, caller, id, $kind).await).await
                 },
@@ -76,15 +77,15 @@ macro_rules! scim_collection {
 /// Publishes identity writes to the in-memory directory before answering, whether the handler succeeded or not: a
 /// PATCH whose second operation fails has still committed its first.
 async fn publish(
-    state: &AppState,
+    access: &Arc<Access>,
     outcome: Result<Json<Value>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    state.access().publish().await?;
+    access.publish().await?;
     outcome
 }
 
 pub fn routes(router: ApiRouter) -> ApiRouter {
-    let router = router.get("/api/2.0/preview/scim/v2/Me", Access::Authenticated, me);
+    let router = router.get("/api/2.0/preview/scim/v2/Me", Requires::Authenticated, me);
     let router = scim_collection!(router, "Users", IdentityKind::User);
     let router = scim_collection!(router, "Groups", IdentityKind::Group);
     let router = scim_collection!(router, "ServicePrincipals", IdentityKind::ServicePrincipal);
@@ -139,8 +140,8 @@ fn reference(identity: &Identity) -> Value {
 }
 
 /// The SCIM representation, with the groups (and for groups, the members) that make it up.
-async fn render(state: &AppState, identity: &Identity) -> Result<Value, Error> {
-    let store = state.access().store();
+async fn render(access: &Arc<Access>, identity: &Identity) -> Result<Value, Error> {
+    let store = access.store();
     let groups: Vec<Value> = store
         .direct_groups(identity.id)
         .await?
@@ -192,17 +193,14 @@ async fn render(state: &AppState, identity: &Identity) -> Result<Value, Error> {
 /// reads `Me` into a `User`, and code uses `current_user.me().user_name` as the caller's name. The
 /// `X-Databricks-Org-Id` header is where the SDK's `get_workspace_id()` looks when it has no workspace id configured.
 async fn me(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
 ) -> Result<([(&'static str, String); 1], Json<Value>), ApiError> {
-    let mut body = render(&state, &caller.identity).await?;
+    let mut body = render(&access, &caller.identity).await?;
     if caller.identity.kind == IdentityKind::ServicePrincipal {
         body["userName"] = json!(caller.identity.name);
     }
-    let org_id = [(
-        "x-databricks-org-id",
-        state.access().workspace_id().to_string(),
-    )];
+    let org_id = [("x-databricks-org-id", access.workspace_id().to_string())];
     Ok((org_id, Json(body)))
 }
 
@@ -216,7 +214,7 @@ struct ListQuery {
 
 /// Lists one page. Past the end the page is empty, which is what ends the SDK's paging loop.
 async fn list(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     ApiQuery(query): ApiQuery<ListQuery>,
     kind: IdentityKind,
 ) -> Result<Json<Value>, ApiError> {
@@ -231,8 +229,7 @@ async fn list(
     let (page, total) = match filter {
         Some((attribute, value)) if attribute.eq_ignore_ascii_case("id") => {
             let found = match value.parse::<i64>() {
-                Ok(id) => state
-                    .access()
+                Ok(id) => access
                     .store()
                     .get_identity(PrincipalId(id))
                     .await?
@@ -254,23 +251,13 @@ async fn list(
                 FilterTarget::Name => store_query.name_equals = Some(value),
                 FilterTarget::DisplayName => store_query.display_name_equals = Some(value),
             }
-            state
-                .access()
-                .store()
-                .list_identities(kind, &store_query)
-                .await?
+            access.store().list_identities(kind, &store_query).await?
         }
-        None => {
-            state
-                .access()
-                .store()
-                .list_identities(kind, &store_query)
-                .await?
-        }
+        None => access.store().list_identities(kind, &store_query).await?,
     };
     let mut resources = Vec::with_capacity(page.len());
     for identity in &page {
-        resources.push(render(&state, identity).await?);
+        resources.push(render(&access, identity).await?);
     }
     Ok(Json(json!({
         "Resources": resources,
@@ -327,11 +314,10 @@ fn parse_filter(filter: &str) -> Result<(String, String), Error> {
     Ok((attribute.to_owned(), value.to_owned()))
 }
 
-async fn load(state: &AppState, id: &str, kind: IdentityKind) -> Result<Identity, Error> {
+async fn load(access: &Arc<Access>, id: &str, kind: IdentityKind) -> Result<Identity, Error> {
     let missing = || Error::not_found(format!("{} `{id}` does not exist", noun(kind)));
     let id = id.parse::<i64>().map_err(|_| missing())?;
-    state
-        .access()
+    access
         .store()
         .get_identity(PrincipalId(id))
         .await?
@@ -340,12 +326,12 @@ async fn load(state: &AppState, id: &str, kind: IdentityKind) -> Result<Identity
 }
 
 async fn get_one(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Path(id): Path<String>,
     kind: IdentityKind,
 ) -> Result<Json<Value>, ApiError> {
-    let identity = load(&state, &id, kind).await?;
-    Ok(Json(render(&state, &identity).await?))
+    let identity = load(&access, &id, kind).await?;
+    Ok(Json(render(&access, &identity).await?))
 }
 
 fn text(body: &Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
@@ -458,7 +444,7 @@ fn identity_fields(
 
 /// Reads `[{"value": "<id>"}, ...]` into principal ids that must exist.
 async fn referenced_ids(
-    state: &AppState,
+    access: &Arc<Access>,
     value: &Value,
     field: &str,
 ) -> Result<Vec<Identity>, Error> {
@@ -478,13 +464,7 @@ async fn referenced_ids(
             Error::invalid_parameter(format!("each entry of `{field}` needs a `value`"))
         })?;
         let found = match id.parse::<i64>() {
-            Ok(number) => {
-                state
-                    .access()
-                    .store()
-                    .get_identity(PrincipalId(number))
-                    .await?
-            }
+            Ok(number) => access.store().get_identity(PrincipalId(number)).await?,
             Err(_) => None,
         };
         identities.push(found.ok_or_else(|| {
@@ -494,8 +474,8 @@ async fn referenced_ids(
     Ok(identities)
 }
 
-async fn groups_from(state: &AppState, value: &Value) -> Result<Vec<Identity>, Error> {
-    let groups = referenced_ids(state, value, "groups").await?;
+async fn groups_from(access: &Arc<Access>, value: &Value) -> Result<Vec<Identity>, Error> {
+    let groups = referenced_ids(access, value, "groups").await?;
     match groups
         .iter()
         .find(|group| group.kind != IdentityKind::Group)
@@ -509,11 +489,11 @@ async fn groups_from(state: &AppState, value: &Value) -> Result<Vec<Identity>, E
 }
 
 async fn members_from(
-    state: &AppState,
+    access: &Arc<Access>,
     group: Option<&Identity>,
     value: &Value,
 ) -> Result<Vec<Identity>, Error> {
-    let members = referenced_ids(state, value, "members").await?;
+    let members = referenced_ids(access, value, "members").await?;
     if let Some(group) = group
         && members.iter().any(|member| member.id == group.id)
     {
@@ -534,7 +514,7 @@ fn object(body: Value) -> Result<Map<String, Value>, Error> {
 }
 
 async fn create(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<Value>,
     kind: IdentityKind,
@@ -544,11 +524,11 @@ async fn create(
     let fields = identity_fields(kind, &body, None)?;
     // Resolve every reference before writing anything, so a bad reference leaves no half-created identity.
     let members = match (kind, body.get("members")) {
-        (IdentityKind::Group, Some(value)) => members_from(&state, None, value).await?,
+        (IdentityKind::Group, Some(value)) => members_from(&access, None, value).await?,
         _ => Vec::new(),
     };
     let groups = match body.get("groups") {
-        Some(value) if kind != IdentityKind::Group => groups_from(&state, value).await?,
+        Some(value) if kind != IdentityKind::Group => groups_from(&access, value).await?,
         _ => Vec::new(),
     };
     let new = NewIdentity {
@@ -560,72 +540,56 @@ async fn create(
         external_id: fields.external_id,
         active: fields.active,
     };
-    let identity = state
-        .access()
-        .store()
-        .create_identity(new, now_millis())
-        .await?;
+    let identity = access.store().create_identity(new, now_millis()).await?;
     if kind != IdentityKind::Group
-        && let Some(users) = state
-            .access()
+        && let Some(users) = access
             .directory()
             .find(IdentityKind::Group, deputy_access::directory::USERS_GROUP)
     {
-        state
-            .access()
+        access
             .store()
             .add_group_member(users.id, identity.id)
             .await?;
     }
     let member_ids: Vec<PrincipalId> = members.iter().map(|member| member.id).collect();
     if !member_ids.is_empty() {
-        state
-            .access()
+        access
             .store()
             .set_group_members(identity.id, &member_ids)
             .await?;
     }
     for group in &groups {
-        state
-            .access()
+        access
             .store()
             .add_group_member(group.id, identity.id)
             .await?;
     }
-    Ok(Json(render(&state, &identity).await?))
+    Ok(Json(render(&access, &identity).await?))
 }
 
 async fn replace(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Value>,
     kind: IdentityKind,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let current = load(&state, &id, kind).await?;
+    let current = load(&access, &id, kind).await?;
     let body = object(body)?;
     let fields = identity_fields(kind, &body, Some(&current))?;
     let members = match (kind, body.get("members")) {
         (IdentityKind::Group, Some(value)) => {
-            Some(members_from(&state, Some(&current), value).await?)
+            Some(members_from(&access, Some(&current), value).await?)
         }
         _ => None,
     };
-    let updated = state
-        .access()
-        .store()
-        .update_identity(current.id, fields)
-        .await?;
+    let updated = access.store().update_identity(current.id, fields).await?;
     if let Some(members) = members {
         let ids: Vec<PrincipalId> = members.iter().map(|member| member.id).collect();
-        state
-            .access()
-            .store()
-            .set_group_members(updated.id, &ids)
-            .await?;
+        access.store().set_group_members(updated.id, &ids).await?;
     }
-    Ok(Json(render(&state, &updated).await?))
+    Ok(Json(render(&access, &updated).await?))
 }
 
 #[derive(Deserialize)]
@@ -642,25 +606,25 @@ struct PatchOperation {
 }
 
 async fn patch(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<PatchRequest>,
     kind: IdentityKind,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let mut identity = load(&state, &id, kind).await?;
+    let mut identity = load(&access, &id, kind).await?;
     for operation in &request.operations {
-        identity = apply_patch(&state, identity, operation).await?;
+        identity = apply_patch(&access, identity, operation).await?;
     }
-    Ok(Json(render(&state, &identity).await?))
+    Ok(Json(render(&access, &identity).await?))
 }
 
 /// Applies one SCIM PATCH operation. Supported: `add`/`remove`/`replace` of `members` (groups) and `groups`
 /// (users, service principals), `remove` with the `members[value eq "id"]` form, and `replace` (or `add`) of the
 /// scalar attributes, with a path or as a value object without one.
 async fn apply_patch(
-    state: &AppState,
+    access: &Arc<Access>,
     identity: Identity,
     operation: &PatchOperation,
 ) -> Result<Identity, Error> {
@@ -688,7 +652,7 @@ async fn apply_patch(
                 path: Some(attribute),
                 value: Some(value),
             };
-            identity = Box::pin(apply_patch(state, identity, &single)).await?;
+            identity = Box::pin(apply_patch(access, identity, &single)).await?;
         }
         return Ok(identity);
     };
@@ -704,8 +668,7 @@ async fn apply_patch(
         let member = member_id
             .parse::<i64>()
             .map_err(|_| Error::invalid_parameter("member ids are numeric"))?;
-        state
-            .access()
+        access
             .store()
             .remove_group_member(identity.id, PrincipalId(member))
             .await?;
@@ -714,15 +677,15 @@ async fn apply_patch(
     let value = operation.value.clone().unwrap_or(Value::Null);
     match path {
         "members" if identity.kind == IdentityKind::Group => {
-            patch_members(state, &identity, &op, &value).await?;
+            patch_members(access, &identity, &op, &value).await?;
             Ok(identity)
         }
         "groups" if identity.kind != IdentityKind::Group => {
-            patch_groups(state, &identity, &op, &value).await?;
+            patch_groups(access, &identity, &op, &value).await?;
             Ok(identity)
         }
         "active" | "displayName" | "userName" | "externalId" | "name.givenName"
-        | "name.familyName" => patch_scalar(state, identity, &op, path, value).await,
+        | "name.familyName" => patch_scalar(access, identity, &op, path, value).await,
         other => Err(Error::invalid_parameter(format!(
             "unsupported PATCH path `{other}`"
         ))),
@@ -731,7 +694,7 @@ async fn apply_patch(
 
 /// A PATCH of one scalar attribute (`active`, names, `externalId`): replaced or added, never removed.
 async fn patch_scalar(
-    state: &AppState,
+    access: &Arc<Access>,
     identity: Identity,
     op: &str,
     path: &str,
@@ -748,41 +711,31 @@ async fn patch_scalar(
     attributes.extend(current);
     set_attribute(&mut attributes, path, value);
     let fields = identity_fields(identity.kind, &attributes, Some(&identity))?;
-    Ok(state
-        .access()
-        .store()
-        .update_identity(identity.id, fields)
-        .await?)
+    Ok(access.store().update_identity(identity.id, fields).await?)
 }
 
 /// A PATCH of a group's `members`: add, remove, or replace them all.
 async fn patch_members(
-    state: &AppState,
+    access: &Arc<Access>,
     identity: &Identity,
     op: &str,
     value: &Value,
 ) -> Result<(), Error> {
-    let members = members_from(state, Some(identity), value).await?;
+    let members = members_from(access, Some(identity), value).await?;
     if op == "replace" {
         let ids: Vec<PrincipalId> = members.iter().map(|member| member.id).collect();
-        state
-            .access()
-            .store()
-            .set_group_members(identity.id, &ids)
-            .await?;
+        access.store().set_group_members(identity.id, &ids).await?;
     }
     for member in &members {
         match op {
             "add" => {
-                state
-                    .access()
+                access
                     .store()
                     .add_group_member(identity.id, member.id)
                     .await?
             }
             "remove" => {
-                state
-                    .access()
+                access
                     .store()
                     .remove_group_member(identity.id, member.id)
                     .await?
@@ -795,24 +748,22 @@ async fn patch_members(
 
 /// A PATCH of a user's or service principal's `groups`: join or leave them.
 async fn patch_groups(
-    state: &AppState,
+    access: &Arc<Access>,
     identity: &Identity,
     op: &str,
     value: &Value,
 ) -> Result<(), Error> {
-    let groups = groups_from(state, value).await?;
+    let groups = groups_from(access, value).await?;
     for group in &groups {
         match op {
             "remove" => {
-                state
-                    .access()
+                access
                     .store()
                     .remove_group_member(group.id, identity.id)
                     .await?
             }
             _ => {
-                state
-                    .access()
+                access
                     .store()
                     .add_group_member(group.id, identity.id)
                     .await?
@@ -882,13 +833,13 @@ fn set_attribute(attributes: &mut Map<String, Value>, path: &str, value: Value) 
 }
 
 async fn delete(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     kind: IdentityKind,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let identity = load(&state, &id, kind).await?;
+    let identity = load(&access, &id, kind).await?;
     if identity.id == caller.identity.id {
         return Err(ApiError(Error::invalid_parameter(
             "you cannot delete the principal you are authenticated as",
@@ -908,21 +859,20 @@ async fn delete(
             identity.name
         ))));
     }
-    state.access().store().delete_identity(identity.id).await?;
+    access.store().delete_identity(identity.id).await?;
     Ok(Json(json!({})))
 }
 
 /// A service principal addressed by its SCIM id or its application id.
-async fn load_service_principal(state: &AppState, id: &str) -> Result<Identity, Error> {
-    if let Some(found) = state
-        .access()
+async fn load_service_principal(access: &Arc<Access>, id: &str) -> Result<Identity, Error> {
+    if let Some(found) = access
         .store()
         .find_identity(IdentityKind::ServicePrincipal, id)
         .await?
     {
         return Ok(found);
     }
-    load(state, id, IdentityKind::ServicePrincipal).await
+    load(access, id, IdentityKind::ServicePrincipal).await
 }
 
 #[derive(Deserialize)]
@@ -935,13 +885,13 @@ struct CreateSecretRequest {
 const MAX_SECRET_LIFETIME_SECONDS: i64 = 730 * 24 * 3600;
 
 async fn create_secret(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<CreateSecretRequest>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let principal = load_service_principal(&state, &id).await?;
+    let principal = load_service_principal(&access, &id).await?;
     let lifetime = match request.lifetime.as_deref() {
         None => MAX_SECRET_LIFETIME_SECONDS,
         Some(text) => text
@@ -964,11 +914,7 @@ async fn create_secret(
         created_at: now,
         expires_at: now + lifetime * 1000,
     };
-    state
-        .access()
-        .store()
-        .insert_client_secret(record.clone())
-        .await?;
+    access.store().insert_client_secret(record.clone()).await?;
     let mut body = secret_json(&record);
     body["secret"] = json!(secret.expose());
     Ok(Json(body))
@@ -997,14 +943,13 @@ fn rfc3339(millis: i64) -> String {
 }
 
 async fn list_secrets(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let principal = load_service_principal(&state, &id).await?;
-    let secrets: Vec<Value> = state
-        .access()
+    let principal = load_service_principal(&access, &id).await?;
+    let secrets: Vec<Value> = access
         .store()
         .list_client_secrets(principal.id)
         .await?
@@ -1015,14 +960,13 @@ async fn list_secrets(
 }
 
 async fn delete_secret(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path((id, secret_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let principal = load_service_principal(&state, &id).await?;
-    match state
-        .access()
+    let principal = load_service_principal(&access, &id).await?;
+    match access
         .store()
         .delete_client_secret(principal.id, &secret_id)
         .await?

@@ -6,7 +6,7 @@
 //! Querying needs `CAN_QUERY` on the endpoint and the `serving.serving-endpoints` scope; seeing it `CAN_VIEW`;
 //! deleting it `CAN_MANAGE`. A provider key is stored with the endpoint and never returned or logged.
 
-use super::{Access, ApiRouter};
+use super::{ApiRouter, Requires};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Authenticated};
 use crate::state::AppState;
@@ -14,6 +14,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
+use deputy_access::Access;
 use deputy_access::Error;
 use deputy_access::credentials::Caller;
 use deputy_agents::DeployedAgent;
@@ -21,13 +22,14 @@ use deputy_agents::worker::{WorkerEvent, WorkerRequest};
 use deputy_authz::{Action, PermissionLevel, WorkspaceObjectKind, WorkspaceObjectRef};
 use deputy_core::ApiScope;
 use deputy_models::types::{ChatCompletionRequest, EmbeddingRequest};
+use deputy_serving::Serving;
 use deputy_store::catalog::WorkspaceObjectRecord;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 
-const SERVING: Access = Access::Scope(ApiScope::ServingEndpoints);
+const SERVING: Requires = Requires::Scope(ApiScope::ServingEndpoints);
 
 pub fn routes(router: ApiRouter) -> ApiRouter {
     router
@@ -60,7 +62,8 @@ enum Dialect {
 }
 
 pub fn render_endpoint(
-    state: &AppState,
+    access: &Arc<Access>,
+    serving: &Arc<Serving>,
     caller: &Caller,
     record: &WorkspaceObjectRecord,
     spec: &deputy_serving::EndpointSpec,
@@ -69,7 +72,7 @@ pub fn render_endpoint(
         deputy_serving::EndpointSpec::External { .. } | deputy_serving::EndpointSpec::Agent(_) => {
             true
         }
-        _ => deputy_models::installed_models(&state.serving().backends().models_dir).is_some(),
+        _ => deputy_models::installed_models(&serving.backends().models_dir).is_some(),
     };
     let entity = served_entity(record, spec, installed);
     let levels = [
@@ -81,8 +84,7 @@ pub fn render_endpoint(
     let permission_level = levels
         .into_iter()
         .find(|level| {
-            state
-                .access()
+            access
                 .decide(
                     caller,
                     ApiScope::ServingEndpoints,
@@ -97,7 +99,7 @@ pub fn render_endpoint(
     json!({
         "id": record.object_id,
         "name": record.name,
-        "creator": state.access().directory().get(record.owner_id).map(|owner| owner.name.clone()),
+        "creator": access.directory().get(record.owner_id).map(|owner| owner.name.clone()),
         "creation_timestamp": record.created_at,
         "last_updated_timestamp": record.created_at,
         "state": { "ready": if installed { "READY" } else { "NOT_READY" }, "config_update": "NOT_UPDATING" },
@@ -192,12 +194,13 @@ struct OpenAiInput {
 
 /// Creates an endpoint serving one external model; the creator gets `CAN_MANAGE`.
 async fn create(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
+    State(serving): State<Arc<Serving>>,
     Authenticated(caller): Authenticated,
     ApiJson(request): ApiJson<CreateRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let name = deputy_serving::validate_endpoint_name(request.name)?;
-    if deputy_serving::endpoint_by_name(state.serving(), &caller, &name, PermissionLevel::CanView)
+    if deputy_serving::endpoint_by_name(&serving, &caller, &name, PermissionLevel::CanView)
         .await
         .is_ok()
     {
@@ -260,20 +263,21 @@ async fn create(
         spec: serde_json::to_string(&spec).map_err(Error::internal)?,
         created_at: deputy_access::clock::now_millis(),
     };
-    state
-        .access()
+    access
         .create_workspace_object(record.clone(), PermissionLevel::CanManage)
         .await?;
-    Ok(Json(render_endpoint(&state, &caller, &record, &spec)))
+    Ok(Json(render_endpoint(
+        &access, &serving, &caller, &record, &spec,
+    )))
 }
 
 async fn list(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
+    State(serving): State<Arc<Serving>>,
     Authenticated(caller): Authenticated,
 ) -> Result<Json<Value>, ApiError> {
     let mut endpoints = Vec::new();
-    for record in state
-        .access()
+    for record in access
         .store()
         .list_workspace_objects(deputy_serving::serving_object_type())
         .await?
@@ -284,13 +288,13 @@ async fn list(
             object,
             level: PermissionLevel::CanView,
         };
-        if state
-            .access()
+        if access
             .decide(&caller, ApiScope::ServingEndpoints, view)
             .is_allowed()
         {
             endpoints.push(render_endpoint(
-                &state,
+                &access,
+                &serving,
                 &caller,
                 &record,
                 &deputy_serving::spec_of(&record)?,
@@ -301,36 +305,35 @@ async fn list(
 }
 
 async fn get(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
+    State(serving): State<Arc<Serving>>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (record, spec) =
-        deputy_serving::endpoint_by_name(state.serving(), &caller, &name, PermissionLevel::CanView)
+        deputy_serving::endpoint_by_name(&serving, &caller, &name, PermissionLevel::CanView)
             .await?;
-    Ok(Json(render_endpoint(&state, &caller, &record, &spec)))
+    Ok(Json(render_endpoint(
+        &access, &serving, &caller, &record, &spec,
+    )))
 }
 
 async fn delete(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
+    State(serving): State<Arc<Serving>>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (record, _) = deputy_serving::endpoint_by_name(
-        state.serving(),
-        &caller,
-        &name,
-        PermissionLevel::CanManage,
-    )
-    .await?;
-    let deleted = state
-        .access()
+    let (record, _) =
+        deputy_serving::endpoint_by_name(&serving, &caller, &name, PermissionLevel::CanManage)
+            .await?;
+    let deleted = access
         .store()
         .delete_workspace_object(deputy_serving::serving_object_type(), &record.object_id)
         .await;
-    state.serving().backends().forget(&record.object_id);
-    state.agents().stop(&record.object_id);
-    state.access().publish().await?;
+    serving.backends().forget(&record.object_id);
+    serving.agents().stop(&record.object_id);
+    access.publish().await?;
     deleted?;
     Ok(Json(json!({})))
 }
@@ -484,7 +487,7 @@ async fn invoke_agent(
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let (user_token, request_id) =
         deputy_serving::user_token_for_agent(state.serving(), caller, record, agent).await?;
-    let mut events = match state.agents().pool(&record.object_id, agent) {
+    let mut events = match state.serving().agents().pool(&record.object_id, agent) {
         // A declarative agent: Deputy runs its loop itself and reports as a worker does. The loop reads chat
         // messages, so a Responses-style request (`input`) is translated first, as the Python runtime does for
         // ChatAgents.

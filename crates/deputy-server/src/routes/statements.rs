@@ -3,22 +3,23 @@
 //! The call waits up to `wait_timeout` for the statement (`0s` answers at once with PENDING), then answers with the
 //! result, or with the statement id to poll.
 
-use super::{Access, ApiRouter};
+use super::{ApiRouter, Requires};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Authenticated};
-use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use deputy_access::Error;
 use deputy_access::ErrorCode;
 use deputy_core::ApiScope;
 use deputy_sql::StatementParameter;
+use deputy_warehouse::Warehouse;
 use deputy_warehouse::{INLINE_BYTE_CAP, Limits, Outcome, RenderedResult, StatementEntry};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::Duration;
 
-const EXECUTION: Access = Access::Scope(ApiScope::SqlStatementExecution);
+const EXECUTION: Requires = Requires::Scope(ApiScope::SqlStatementExecution);
 pub fn routes(router: ApiRouter) -> ApiRouter {
     router
         .post("/api/2.0/sql/statements", EXECUTION, execute)
@@ -82,7 +83,7 @@ fn wait_timeout(text: Option<&str>) -> Result<Duration, Error> {
 }
 
 async fn execute(
-    State(state): State<AppState>,
+    State(warehouse): State<Arc<Warehouse>>,
     Authenticated(caller): Authenticated,
     ApiJson(request): ApiJson<ExecuteRequest>,
 ) -> Result<Json<Value>, ApiError> {
@@ -130,7 +131,7 @@ async fn execute(
         rows: non_negative(request.row_limit, "row_limit")?,
         bytes: non_negative(request.byte_limit, "byte_limit")?.unwrap_or(INLINE_BYTE_CAP),
     };
-    let warehouse = state.warehouse();
+    let warehouse = &warehouse;
     warehouse.authorize_warehouse(&caller, &warehouse_id, ApiScope::SqlStatementExecution)?;
 
     let mut session = warehouse.session_of(&caller, caller.scopes);
@@ -198,20 +199,20 @@ fn chunk(result: &RenderedResult) -> Value {
 }
 
 async fn get_statement(
-    State(state): State<AppState>,
+    State(warehouse): State<Arc<Warehouse>>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let entry = state.warehouse().owned(&id, caller.identity.id)?;
+    let entry = warehouse.owned(&id, caller.identity.id)?;
     Ok(Json(render(&id, &entry)))
 }
 
 async fn get_chunk(
-    State(state): State<AppState>,
+    State(warehouse): State<Arc<Warehouse>>,
     Authenticated(caller): Authenticated,
     Path((id, chunk_index)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let entry = state.warehouse().owned(&id, caller.identity.id)?;
+    let entry = warehouse.owned(&id, caller.identity.id)?;
     let outcome = entry.current();
     match (outcome, chunk_index.as_str()) {
         (Some(Outcome::Succeeded { result }), "0") => Ok(Json(chunk(&result))),
@@ -226,10 +227,10 @@ async fn get_chunk(
 }
 
 async fn cancel(
-    State(state): State<AppState>,
+    State(warehouse): State<Arc<Warehouse>>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    state.warehouse().owned(&id, caller.identity.id)?.cancel();
+    warehouse.owned(&id, caller.identity.id)?.cancel();
     Ok(Json(json!({})))
 }

@@ -4,12 +4,12 @@
 //! A new token never holds a scope its creator's token lacks, and a delegated token (one with an `act` chain) cannot
 //! mint personal access tokens at all: an agent must not turn a short-lived, narrowed token into a long-lived one.
 
-use super::{Access, ApiRouter};
+use super::{ApiRouter, Requires};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, Authenticated};
-use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
+use deputy_access::Access;
 use deputy_access::Error;
 use deputy_access::credentials::{
     Caller, Credential, IssuedPersonalAccessToken, issue_personal_access_token,
@@ -18,9 +18,10 @@ use deputy_core::{ApiScope, ScopeSet};
 use deputy_store::{Identity, IdentityKind, PersonalAccessToken, PrincipalId};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
-const OWN: Access = Access::Scope(ApiScope::SettingsTokens);
-const MANAGE: Access = Access::Scope(ApiScope::SettingsTokenManagement);
+const OWN: Requires = Requires::Scope(ApiScope::SettingsTokens);
+const MANAGE: Requires = Requires::Scope(ApiScope::SettingsTokenManagement);
 
 pub fn routes(router: ApiRouter) -> ApiRouter {
     router
@@ -46,7 +47,7 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
         .post("/api/2.0/deputy/keys/rotate", MANAGE, rotate_signing_key)
         .get(
             "/api/2.0/deputy/token-info",
-            Access::Authenticated,
+            Requires::Authenticated,
             describe_caller_token,
         )
 }
@@ -98,13 +99,12 @@ fn token_info(token: &PersonalAccessToken) -> Value {
     })
 }
 
-async fn managed_token_info(state: &AppState, token: &PersonalAccessToken) -> Result<Value, Error> {
+async fn managed_token_info(
+    access: &Arc<Access>,
+    token: &PersonalAccessToken,
+) -> Result<Value, Error> {
     let mut info = token_info(token);
-    let creator = state
-        .access()
-        .store()
-        .get_identity(token.created_by)
-        .await?;
+    let creator = access.store().get_identity(token.created_by).await?;
     info["created_by_id"] = json!(token.created_by.0);
     info["created_by_username"] = json!(creator.map(|creator| creator.name));
     info["owner_id"] = json!(token.owner_id.0);
@@ -155,7 +155,7 @@ fn created(issued: IssuedPersonalAccessToken) -> Json<Value> {
 }
 
 async fn create_own(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     ApiJson(request): ApiJson<CreateRequest>,
 ) -> Result<Json<Value>, ApiError> {
@@ -163,7 +163,7 @@ async fn create_own(
     let comment = request.comment.unwrap_or_default();
     let owner = caller.identity.id;
     let issued = issue_personal_access_token(
-        state.access().store(),
+        access.store(),
         owner,
         owner,
         request.lifetime_seconds,
@@ -175,11 +175,10 @@ async fn create_own(
 }
 
 async fn list_own(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    let tokens = state
-        .access()
+    let tokens = access
         .store()
         .list_personal_access_tokens(Some(caller.identity.id))
         .await?;
@@ -194,7 +193,7 @@ struct DeleteRequest {
 }
 
 async fn delete_own(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     ApiJson(request): ApiJson<DeleteRequest>,
 ) -> Result<Json<Value>, ApiError> {
@@ -202,15 +201,13 @@ async fn delete_own(
         .token_id
         .ok_or_else(|| Error::invalid_parameter("`token_id` is required"))?;
     // Someone else's token reads as missing, so ids cannot be probed.
-    let owned = state
-        .access()
+    let owned = access
         .store()
         .get_personal_access_token(&token_id)
         .await?
         .filter(|t| t.owner_id == caller.identity.id);
     if owned.is_none()
-        || !state
-            .access()
+        || !access
             .credentials()
             .delete_personal_access_token(&token_id)
             .await?
@@ -229,15 +226,14 @@ struct ListAllQuery {
 }
 
 async fn list_all(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     ApiQuery(query): ApiQuery<ListAllQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let creator = match &query.created_by_username {
         Some(name) => Some(
-            state
-                .access()
+            access
                 .store()
                 .find_identity(IdentityKind::User, name)
                 .await?
@@ -246,22 +242,16 @@ async fn list_all(
         None => query.created_by_id.map(|id| Some(PrincipalId(id))),
     };
     let mut infos = Vec::new();
-    for token in state
-        .access()
-        .store()
-        .list_personal_access_tokens(None)
-        .await?
-    {
+    for token in access.store().list_personal_access_tokens(None).await? {
         if creator.is_none_or(|creator| creator == Some(token.created_by)) {
-            infos.push(managed_token_info(&state, &token).await?);
+            infos.push(managed_token_info(&access, &token).await?);
         }
     }
     Ok(Json(json!({ "token_infos": infos })))
 }
 
-async fn find_token(state: &AppState, token_id: &str) -> Result<PersonalAccessToken, Error> {
-    state
-        .access()
+async fn find_token(access: &Arc<Access>, token_id: &str) -> Result<PersonalAccessToken, Error> {
+    access
         .store()
         .get_personal_access_token(token_id)
         .await?
@@ -269,26 +259,25 @@ async fn find_token(state: &AppState, token_id: &str) -> Result<PersonalAccessTo
 }
 
 async fn get_any(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path(token_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let token = find_token(&state, &token_id).await?;
+    let token = find_token(&access, &token_id).await?;
     Ok(Json(
-        json!({ "token_info": managed_token_info(&state, &token).await? }),
+        json!({ "token_info": managed_token_info(&access, &token).await? }),
     ))
 }
 
 async fn delete_any(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path(token_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    find_token(&state, &token_id).await?;
-    state
-        .access()
+    find_token(&access, &token_id).await?;
+    access
         .credentials()
         .delete_personal_access_token(&token_id)
         .await?;
@@ -296,9 +285,8 @@ async fn delete_any(
 }
 
 /// The principal an on-behalf-of token is for: a service principal's application id, or any principal's SCIM id.
-async fn token_owner(state: &AppState, application_id: &str) -> Result<Identity, Error> {
-    if let Some(found) = state
-        .access()
+async fn token_owner(access: &Arc<Access>, application_id: &str) -> Result<Identity, Error> {
+    if let Some(found) = access
         .store()
         .find_identity(IdentityKind::ServicePrincipal, application_id)
         .await?
@@ -306,7 +294,7 @@ async fn token_owner(state: &AppState, application_id: &str) -> Result<Identity,
         return Ok(found);
     }
     let by_id = match application_id.parse::<i64>() {
-        Ok(id) => state.access().store().get_identity(PrincipalId(id)).await?,
+        Ok(id) => access.store().get_identity(PrincipalId(id)).await?,
         Err(_) => None,
     };
     by_id
@@ -319,7 +307,7 @@ async fn token_owner(state: &AppState, application_id: &str) -> Result<Identity,
 }
 
 async fn create_on_behalf_of(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     ApiJson(request): ApiJson<CreateRequest>,
 ) -> Result<Json<Value>, ApiError> {
@@ -328,11 +316,11 @@ async fn create_on_behalf_of(
         .application_id
         .as_deref()
         .ok_or_else(|| Error::invalid_parameter("`application_id` is required"))?;
-    let owner = token_owner(&state, application_id).await?;
+    let owner = token_owner(&access, application_id).await?;
     let scopes = scopes_for_new_token(&caller, request.scopes.as_deref())?;
     let comment = request.comment.unwrap_or_default();
     let issued = issue_personal_access_token(
-        state.access().store(),
+        access.store(),
         owner.id,
         caller.identity.id,
         request.lifetime_seconds,
@@ -344,10 +332,10 @@ async fn create_on_behalf_of(
 }
 
 async fn rotate_signing_key(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    let kid = state.access().credentials().rotate_signing_key().await?;
+    let kid = access.credentials().rotate_signing_key().await?;
     Ok(Json(json!({ "kid": kid })))
 }

@@ -6,12 +6,12 @@
 //! usage), changing or deleting needs ownership or `MANAGE`, granting is decided by `may_grant`. Lists show only what
 //! the caller may see. Every write is published (`AppState::changes_committed`) before the answer.
 
-use super::{Access, ApiRouter};
+use super::{ApiRouter, Requires};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, Authenticated};
-use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
+use deputy_access::Access;
 use deputy_access::Error;
 use deputy_access::ErrorCode;
 use deputy_access::clock::now_millis;
@@ -33,6 +33,7 @@ use deputy_store::specs::{
 use deputy_store::{Identity, IdentityKind};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
 const DEFAULT_PAGE: i64 = 1000;
 const MAX_PAGE: i64 = 10_000;
@@ -92,18 +93,18 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
     ]
     .into_iter()
     .fold(router, |router, (path, scope, kind)| {
-        item_routes(router, path, Access::Scope(scope), kind)
+        item_routes(router, path, Requires::Scope(scope), kind)
     })
 }
 
 /// Creating and listing each kind of securable.
 fn collection_routes(router: ApiRouter) -> ApiRouter {
-    let catalogs = Access::Scope(ApiScope::CatalogCatalogs);
-    let schemas = Access::Scope(ApiScope::CatalogSchemas);
-    let tables = Access::Scope(ApiScope::CatalogTables);
-    let functions = Access::Scope(ApiScope::CatalogFunctions);
-    let volumes = Access::Scope(ApiScope::CatalogVolumes);
-    let connections = Access::Scope(ApiScope::CatalogConnections);
+    let catalogs = Requires::Scope(ApiScope::CatalogCatalogs);
+    let schemas = Requires::Scope(ApiScope::CatalogSchemas);
+    let tables = Requires::Scope(ApiScope::CatalogTables);
+    let functions = Requires::Scope(ApiScope::CatalogFunctions);
+    let volumes = Requires::Scope(ApiScope::CatalogVolumes);
+    let connections = Requires::Scope(ApiScope::CatalogConnections);
     router
         .post("/api/2.1/unity-catalog/catalogs", catalogs, create_catalog)
         .get("/api/2.1/unity-catalog/catalogs", catalogs, |s, c, q| {
@@ -144,7 +145,7 @@ fn collection_routes(router: ApiRouter) -> ApiRouter {
 
 /// Grants and effective permissions on any securable.
 fn grant_routes(router: ApiRouter) -> ApiRouter {
-    let grants = Access::Scope(ApiScope::CatalogGrants);
+    let grants = Requires::Scope(ApiScope::CatalogGrants);
     router
         .get(
             "/api/2.1/unity-catalog/permissions/{securable_type}/{full_name}",
@@ -167,7 +168,7 @@ fn grant_routes(router: ApiRouter) -> ApiRouter {
 fn item_routes(
     router: ApiRouter,
     path: &'static str,
-    access: Access,
+    access: Requires,
     kind: SecurableKind,
 ) -> ApiRouter {
     router
@@ -204,12 +205,11 @@ fn not_found(kind: SecurableKind, full_name: &str) -> Error {
 
 /// Finds a stored securable of `kind` (a `table` lookup also finds views and vector indexes).
 async fn find(
-    state: &AppState,
+    access: &Arc<Access>,
     kind: SecurableKind,
     full_name: &str,
 ) -> Result<SecurableRecord, Error> {
-    let record = state
-        .access()
+    let record = access
         .store()
         .find_securable(namespace_of(kind), full_name)
         .await?;
@@ -218,15 +218,14 @@ async fn find(
 
 /// Loads a securable and checks that the caller may see its metadata; what the caller cannot see is not found.
 async fn visible(
-    state: &AppState,
+    access: &Arc<Access>,
     caller: &Caller,
     kind: SecurableKind,
     full_name: &str,
 ) -> Result<SecurableRecord, Error> {
-    let record = find(state, kind, full_name).await?;
+    let record = find(access, kind, full_name).await?;
     let reference = securable_ref(&record).map_err(Error::internal)?;
-    match state
-        .access()
+    match access
         .decide(caller, scope_of(kind), Action::ReadMetadata(reference))
         .is_allowed()
     {
@@ -235,9 +234,8 @@ async fn visible(
     }
 }
 
-fn principal_name(state: &AppState, id: deputy_store::PrincipalId) -> String {
-    state
-        .access()
+fn principal_name(access: &Arc<Access>, id: deputy_store::PrincipalId) -> String {
+    access
         .directory()
         .get(id)
         .map(|identity| identity.name.clone())
@@ -245,8 +243,8 @@ fn principal_name(state: &AppState, id: deputy_store::PrincipalId) -> String {
 }
 
 /// A principal named as on the wire: a user name, a group name or a service principal's application id.
-fn principal_by_name(state: &AppState, name: &str) -> Result<Identity, Error> {
-    let directory = state.access().directory();
+fn principal_by_name(access: &Arc<Access>, name: &str) -> Result<Identity, Error> {
+    let directory = access.directory();
     [
         IdentityKind::User,
         IdentityKind::Group,
@@ -258,10 +256,10 @@ fn principal_by_name(state: &AppState, name: &str) -> Result<Identity, Error> {
 }
 
 async fn published(
-    state: &AppState,
+    access: &Arc<Access>,
     outcome: Result<Json<Value>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    state.access().publish().await?;
+    access.publish().await?;
     outcome
 }
 
@@ -271,20 +269,24 @@ fn parse_json(text: &str) -> Value {
 
 // ---- rendering --------------------------------------------------------------------------------------------------
 
-fn render(state: &AppState, kind: SecurableKind, record: &SecurableRecord) -> Result<Value, Error> {
+fn render(
+    access: &Arc<Access>,
+    kind: SecurableKind,
+    record: &SecurableRecord,
+) -> Result<Value, Error> {
     let segments: Vec<&str> = record.full_name.split('.').collect();
     let name = segments.last().copied().unwrap_or_default();
     let mut body = json!({
         "name": name,
         "full_name": record.full_name,
-        "owner": principal_name(state, record.owner_id),
+        "owner": principal_name(access, record.owner_id),
         "comment": record.comment,
         "properties": parse_json(&record.properties),
         "metastore_id": METASTORE_NAME,
         "created_at": record.created_at,
-        "created_by": principal_name(state, record.created_by),
+        "created_by": principal_name(access, record.created_by),
         "updated_at": record.updated_at,
-        "updated_by": principal_name(state, record.updated_by),
+        "updated_by": principal_name(access, record.updated_by),
     });
     let id = record.id.0.to_string();
     match kind {
@@ -413,7 +415,7 @@ struct Creation {
 }
 
 async fn create(
-    state: &AppState,
+    access: &Arc<Access>,
     caller: &Caller,
     creation: Creation,
 ) -> Result<Json<Value>, ApiError> {
@@ -430,7 +432,7 @@ async fn create(
         Some(parent) => securable_ref(parent).map_err(Error::internal)?,
         None => SecurableRef::new(SecurableKind::Metastore, METASTORE_NAME),
     };
-    state.access().authorize(
+    access.authorize(
         caller,
         scope_of(kind),
         Action::CreateIn {
@@ -447,8 +449,7 @@ async fn create(
             )));
         }
     };
-    let record = state
-        .access()
+    let record = access
         .store()
         .create_securable(
             NewSecurable {
@@ -465,8 +466,8 @@ async fn create(
             now_millis(),
         )
         .await?;
-    state.access().publish().await?;
-    Ok(Json(render(state, kind, &record)?))
+    access.publish().await?;
+    Ok(Json(render(access, kind, &record)?))
 }
 
 fn require(value: Option<String>, field: &str) -> Result<String, Error> {
@@ -483,13 +484,13 @@ struct CreateCatalog {
 }
 
 async fn create_catalog(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<CreateCatalog>,
 ) -> Result<Json<Value>, ApiError> {
     let name = require(body.name, "name")?;
     create(
-        &state,
+        &access,
         &caller,
         Creation {
             kind: SecurableKind::Catalog,
@@ -512,16 +513,16 @@ struct CreateSchema {
 }
 
 async fn create_schema(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<CreateSchema>,
 ) -> Result<Json<Value>, ApiError> {
     let catalog_name = require(body.catalog_name, "catalog_name")?;
     let name = require(body.name, "name")?;
-    let parent = visible(&state, &caller, SecurableKind::Catalog, &catalog_name).await?;
+    let parent = visible(&access, &caller, SecurableKind::Catalog, &catalog_name).await?;
     let full_name = format!("{}.{name}", parent.full_name);
     create(
-        &state,
+        &access,
         &caller,
         Creation {
             kind: SecurableKind::Schema,
@@ -537,7 +538,7 @@ async fn create_schema(
 
 /// The parent schema of a three-level object named by `catalog_name` + `schema_name` + `name`.
 async fn schema_child(
-    state: &AppState,
+    access: &Arc<Access>,
     caller: &Caller,
     catalog_name: Option<String>,
     schema_name: Option<String>,
@@ -547,7 +548,7 @@ async fn schema_child(
     let schema_name = require(schema_name, "schema_name")?;
     let name = require(name, "name")?;
     let schema = visible(
-        state,
+        access,
         caller,
         SecurableKind::Schema,
         &format!("{catalog_name}.{schema_name}"),
@@ -583,12 +584,12 @@ struct ColumnInput {
 }
 
 async fn create_table(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<CreateTable>,
 ) -> Result<Json<Value>, ApiError> {
     let (schema, full_name) = schema_child(
-        &state,
+        &access,
         &caller,
         body.catalog_name,
         body.schema_name,
@@ -639,7 +640,7 @@ async fn create_table(
     };
     let spec = serde_json::to_string(&spec).map_err(Error::internal)?;
     create(
-        &state,
+        &access,
         &caller,
         Creation {
             kind,
@@ -692,7 +693,7 @@ struct FunctionParameterInput {
 }
 
 async fn create_function(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<CreateFunctionRequest>,
 ) -> Result<Json<Value>, ApiError> {
@@ -700,7 +701,7 @@ async fn create_function(
         .function_info
         .ok_or_else(|| Error::invalid_parameter("`function_info` is required"))?;
     let (schema, full_name) = schema_child(
-        &state,
+        &access,
         &caller,
         info.catalog_name,
         info.schema_name,
@@ -745,7 +746,7 @@ async fn create_function(
     };
     let spec = serde_json::to_string(&spec).map_err(Error::internal)?;
     create(
-        &state,
+        &access,
         &caller,
         Creation {
             kind: SecurableKind::Function,
@@ -784,12 +785,12 @@ struct CreateVolume {
 }
 
 async fn create_volume(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<CreateVolume>,
 ) -> Result<Json<Value>, ApiError> {
     let (schema, full_name) = schema_child(
-        &state,
+        &access,
         &caller,
         body.catalog_name,
         body.schema_name,
@@ -797,7 +798,7 @@ async fn create_volume(
     )
     .await?;
     create(
-        &state,
+        &access,
         &caller,
         Creation {
             kind: SecurableKind::Volume,
@@ -823,7 +824,7 @@ struct CreateConnection {
 }
 
 async fn create_connection(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<CreateConnection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -837,7 +838,7 @@ async fn create_connection(
     check_connection_options(&spec)?;
     let spec = serde_json::to_string(&spec).map_err(Error::internal)?;
     create(
-        &state,
+        &access,
         &caller,
         Creation {
             kind: SecurableKind::Connection,
@@ -864,22 +865,22 @@ fn check_connection_options(spec: &ConnectionSpec) -> Result<(), Error> {
 // ---- read ----------------------------------------------------------------------------------------------------------
 
 async fn get(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path(full_name): Path<String>,
     kind: SecurableKind,
 ) -> Result<Json<Value>, ApiError> {
-    let record = visible(&state, &caller, kind, &full_name).await?;
+    let record = visible(&access, &caller, kind, &full_name).await?;
     let kind = SecurableKind::from_name(&record.kind).unwrap_or(kind);
-    Ok(Json(render(&state, kind, &record)?))
+    Ok(Json(render(&access, kind, &record)?))
 }
 
 async fn table_exists(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path(full_name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let exists = visible(&state, &caller, SecurableKind::Table, &full_name)
+    let exists = visible(&access, &caller, SecurableKind::Table, &full_name)
         .await
         .is_ok();
     Ok(Json(json!({ "table_exists": exists })))
@@ -895,7 +896,7 @@ struct ListQuery {
 
 /// One page of the children of `parent` (or of the metastore), filtered to those the caller may see.
 async fn list_page(
-    state: &AppState,
+    access: &Arc<Access>,
     caller: &Caller,
     kinds: &[SecurableKind],
     parent: Option<&SecurableRecord>,
@@ -917,8 +918,8 @@ async fn list_page(
         after: query.page_token.clone().filter(|token| !token.is_empty()),
         limit,
     };
-    let records = state.access().store().list_securables(&page).await?;
-    let snapshot = state.access().snapshot();
+    let records = access.store().list_securables(&page).await?;
+    let snapshot = access.snapshot();
     let mut items = Vec::new();
     for record in &records {
         let Some(kind) = SecurableKind::from_name(&record.kind).filter(|kind| kinds.contains(kind))
@@ -931,13 +932,13 @@ async fn list_page(
         }
         let reference = securable_ref(record).map_err(Error::internal)?;
         let request = deputy_authz::AccessRequest {
-            principal: state.access().caller_principal(caller),
+            principal: access.caller_principal(caller),
             token_scopes: caller.scopes,
             required_scope: scope_of(kind),
             action: Action::ReadMetadata(reference),
         };
         if deputy_authz::decide(&request, &snapshot).is_allowed() {
-            items.push(render(state, kind, record)?);
+            items.push(render(access, kind, record)?);
         }
     }
     let next_page_token = match records.len() as i64 == limit {
@@ -951,7 +952,7 @@ async fn list_page(
 
 /// Catalogs and connections: the securables that hang off the metastore.
 async fn list_top_level(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     ApiQuery(query): ApiQuery<ListQuery>,
     kind: SecurableKind,
@@ -961,18 +962,18 @@ async fn list_top_level(
     } else {
         "connections"
     };
-    list_page(&state, &caller, &[kind], None, &query, key).await
+    list_page(&access, &caller, &[kind], None, &query, key).await
 }
 
 async fn list_schemas(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let catalog_name = require(query.catalog_name.clone(), "catalog_name")?;
-    let catalog = visible(&state, &caller, SecurableKind::Catalog, &catalog_name).await?;
+    let catalog = visible(&access, &caller, SecurableKind::Catalog, &catalog_name).await?;
     list_page(
-        &state,
+        &access,
         &caller,
         &[SecurableKind::Schema],
         Some(&catalog),
@@ -983,43 +984,43 @@ async fn list_schemas(
 }
 
 async fn list_tables(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let schema = parent_schema(&state, &caller, &query).await?;
+    let schema = parent_schema(&access, &caller, &query).await?;
     let kinds = [
         SecurableKind::Table,
         SecurableKind::View,
         SecurableKind::VectorIndex,
     ];
-    list_page(&state, &caller, &kinds, Some(&schema), &query, "tables").await
+    list_page(&access, &caller, &kinds, Some(&schema), &query, "tables").await
 }
 
 async fn list_in_schema(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     ApiQuery(query): ApiQuery<ListQuery>,
     kind: SecurableKind,
 ) -> Result<Json<Value>, ApiError> {
-    let schema = parent_schema(&state, &caller, &query).await?;
+    let schema = parent_schema(&access, &caller, &query).await?;
     let key = if kind == SecurableKind::Function {
         "functions"
     } else {
         "volumes"
     };
-    list_page(&state, &caller, &[kind], Some(&schema), &query, key).await
+    list_page(&access, &caller, &[kind], Some(&schema), &query, key).await
 }
 
 async fn parent_schema(
-    state: &AppState,
+    access: &Arc<Access>,
     caller: &Caller,
     query: &ListQuery,
 ) -> Result<SecurableRecord, Error> {
     let catalog_name = require(query.catalog_name.clone(), "catalog_name")?;
     let schema_name = require(query.schema_name.clone(), "schema_name")?;
     visible(
-        state,
+        access,
         caller,
         SecurableKind::Schema,
         &format!("{catalog_name}.{schema_name}"),
@@ -1039,19 +1040,19 @@ struct UpdateRequest {
 }
 
 async fn update(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path(full_name): Path<String>,
     ApiJson(body): ApiJson<UpdateRequest>,
     kind: SecurableKind,
 ) -> Result<Json<Value>, ApiError> {
-    let record = visible(&state, &caller, kind, &full_name).await?;
+    let record = visible(&access, &caller, kind, &full_name).await?;
     let kind = SecurableKind::from_name(&record.kind).unwrap_or(kind);
     let reference = securable_ref(&record).map_err(Error::internal)?;
     decision_result(may_grant(
-        state.access().caller_principal(&caller),
+        access.caller_principal(&caller),
         &reference,
-        &state.access().snapshot(),
+        &access.snapshot(),
     ))?;
     let mut changes = SecurableChanges::default();
     if let Some(new_name) = body.new_name.filter(|name| !name.is_empty()) {
@@ -1063,7 +1064,7 @@ async fn update(
         changes.full_name = Some(renamed);
     }
     if let Some(owner) = body.owner {
-        changes.owner_id = Some(principal_by_name(&state, &owner)?.id);
+        changes.owner_id = Some(principal_by_name(&access, &owner)?.id);
     }
     if let Some(comment) = body.comment {
         changes.comment = Some(Some(comment));
@@ -1087,17 +1088,16 @@ async fn update(
         check_connection_options(&spec)?;
         changes.spec = Some(serde_json::to_string(&spec).map_err(Error::internal)?);
     }
-    let outcome = state
-        .access()
+    let outcome = access
         .store()
         .update_securable(record.id, changes, caller.identity.id, now_millis())
         .await;
     let outcome = outcome
         .map_err(Error::from)
-        .and_then(|updated| render(&state, kind, &updated))
+        .and_then(|updated| render(&access, kind, &updated))
         .map(Json)
         .map_err(ApiError::from);
-    published(&state, outcome).await
+    published(&access, outcome).await
 }
 
 #[derive(Deserialize, Default)]
@@ -1106,18 +1106,18 @@ struct DeleteQuery {
 }
 
 async fn delete(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path(full_name): Path<String>,
     ApiQuery(query): ApiQuery<DeleteQuery>,
     kind: SecurableKind,
 ) -> Result<Json<Value>, ApiError> {
-    let record = visible(&state, &caller, kind, &full_name).await?;
+    let record = visible(&access, &caller, kind, &full_name).await?;
     let reference = securable_ref(&record).map_err(Error::internal)?;
     decision_result(may_grant(
-        state.access().caller_principal(&caller),
+        access.caller_principal(&caller),
         &reference,
-        &state.access().snapshot(),
+        &access.snapshot(),
     ))?;
     if matches!(kind, SecurableKind::Catalog | SecurableKind::Schema)
         && !query.force.unwrap_or(false)
@@ -1127,13 +1127,7 @@ async fn delete(
             limit: 1,
             ..SecurablePage::default()
         };
-        if !state
-            .access()
-            .store()
-            .list_securables(&children)
-            .await?
-            .is_empty()
-        {
+        if !access.store().list_securables(&children).await?.is_empty() {
             return Err(ApiError(Error::new(
                 ErrorCode::InvalidState,
                 format!(
@@ -1143,14 +1137,13 @@ async fn delete(
             )));
         }
     }
-    let outcome = state
-        .access()
+    let outcome = access
         .store()
         .delete_securable(record.id)
         .await
         .map(|()| Json(json!({})))
         .map_err(ApiError::from);
-    published(&state, outcome).await
+    published(&access, outcome).await
 }
 
 // ---- grants --------------------------------------------------------------------------------------------------------
@@ -1169,15 +1162,15 @@ struct GrantsQuery {
 }
 
 async fn direct_grants(
-    state: &AppState,
+    access: &Arc<Access>,
     record: &SecurableRecord,
     principal: Option<&str>,
 ) -> Result<Value, Error> {
     let mut by_principal: std::collections::BTreeMap<String, Vec<String>> =
         std::collections::BTreeMap::new();
-    for grant in state.access().store().grants_on(record.id).await? {
+    for grant in access.store().grants_on(record.id).await? {
         by_principal
-            .entry(principal_name(state, grant.principal_id))
+            .entry(principal_name(access, grant.principal_id))
             .or_default()
             .push(grant.privilege);
     }
@@ -1190,15 +1183,15 @@ async fn direct_grants(
 }
 
 async fn get_grants(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path((securable_type, full_name)): Path<(String, String)>,
     ApiQuery(query): ApiQuery<GrantsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let kind = securable_kind(&securable_type)?;
-    let record = visible(&state, &caller, kind, &full_name).await?;
+    let record = visible(&access, &caller, kind, &full_name).await?;
     Ok(Json(
-        direct_grants(&state, &record, query.principal.as_deref()).await?,
+        direct_grants(&access, &record, query.principal.as_deref()).await?,
     ))
 }
 
@@ -1238,57 +1231,52 @@ fn privileges(names: &[String], kind: SecurableKind) -> Result<Vec<String>, Erro
 }
 
 async fn update_grants(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path((securable_type, full_name)): Path<(String, String)>,
     ApiJson(body): ApiJson<UpdateGrants>,
 ) -> Result<Json<Value>, ApiError> {
     let kind = securable_kind(&securable_type)?;
-    let record = visible(&state, &caller, kind, &full_name).await?;
+    let record = visible(&access, &caller, kind, &full_name).await?;
     let stored_kind = SecurableKind::from_name(&record.kind).unwrap_or(kind);
     let reference = securable_ref(&record).map_err(Error::internal)?;
     decision_result(may_grant(
-        state.access().caller_principal(&caller),
+        access.caller_principal(&caller),
         &reference,
-        &state.access().snapshot(),
+        &access.snapshot(),
     ))?;
     let mut changes = Vec::with_capacity(body.changes.len());
     for change in body.changes {
         let principal = require(change.principal, "changes[].principal")?;
         changes.push(GrantChange {
-            principal_id: principal_by_name(&state, &principal)?.id,
+            principal_id: principal_by_name(&access, &principal)?.id,
             add: privileges(&change.add, stored_kind)?,
             remove: privileges(&change.remove, stored_kind)?,
         });
     }
-    state
-        .access()
-        .store()
-        .change_grants(record.id, &changes)
-        .await?;
-    state.access().publish().await?;
-    Ok(Json(direct_grants(&state, &record, None).await?))
+    access.store().change_grants(record.id, &changes).await?;
+    access.publish().await?;
+    Ok(Json(direct_grants(&access, &record, None).await?))
 }
 
 async fn get_effective(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path((securable_type, full_name)): Path<(String, String)>,
     ApiQuery(query): ApiQuery<GrantsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let kind = securable_kind(&securable_type)?;
-    let record = visible(&state, &caller, kind, &full_name).await?;
+    let record = visible(&access, &caller, kind, &full_name).await?;
     let reference = securable_ref(&record).map_err(Error::internal)?;
     // Whose privileges to show: the one asked for, or everyone granted anything on the securable or its ancestors.
     let principals: Vec<Identity> = match &query.principal {
-        Some(name) => vec![principal_by_name(&state, name)?],
+        Some(name) => vec![principal_by_name(&access, name)?],
         None => {
             let mut ids = std::collections::BTreeSet::new();
             let mut next = Some(record.clone());
             while let Some(current) = next {
                 ids.extend(
-                    state
-                        .access()
+                    access
                         .store()
                         .grants_on(current.id)
                         .await?
@@ -1296,17 +1284,17 @@ async fn get_effective(
                         .map(|grant| grant.principal_id),
                 );
                 next = match current.parent_id {
-                    Some(parent) => state.access().store().get_securable(parent).await?,
+                    Some(parent) => access.store().get_securable(parent).await?,
                     None => None,
                 };
             }
-            let directory = state.access().directory();
+            let directory = access.directory();
             ids.into_iter()
                 .filter_map(|id| directory.get(id).cloned())
                 .collect()
         }
     };
-    let snapshot = state.access().snapshot();
+    let snapshot = access.snapshot();
     let mut assignments = Vec::new();
     for principal in principals {
         let effective = effective_privileges(

@@ -3,25 +3,27 @@
 //! `deputy_vector_search`; these handlers only move its answers on and off the wire, and lend it the serving
 //! endpoints' models as its [`Embedder`].
 
-use super::{Access, ApiRouter};
+use super::{ApiRouter, Requires};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, Authenticated};
-use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use deputy_access::{Caller, Error};
 use deputy_core::ApiScope;
+use deputy_serving::Serving;
+use deputy_vector_search::VectorSearch;
 use deputy_vector_search::{
     CreateEndpoint, CreateIndex, DeleteData, Embedder, ListIndexes, NextPage, QueryRequest,
     ScanRequest, UpsertData,
 };
 use serde_json::Value;
+use std::sync::Arc;
 
-const ENDPOINTS: Access = Access::Scope(ApiScope::VectorSearchEndpoints);
-const INDEXES: Access = Access::Scope(ApiScope::VectorSearchIndexes);
+const ENDPOINTS: Requires = Requires::Scope(ApiScope::VectorSearchEndpoints);
+const INDEXES: Requires = Requires::Scope(ApiScope::VectorSearchIndexes);
 
 /// The serving endpoints' models, as vector search's embedder: each call decides as the caller, like a query.
-struct ServingEmbedder<'a>(&'a AppState);
+struct ServingEmbedder<'a>(&'a Serving);
 
 #[async_trait::async_trait]
 impl Embedder for ServingEmbedder<'_> {
@@ -31,7 +33,7 @@ impl Embedder for ServingEmbedder<'_> {
         endpoint_name: &str,
         texts: Vec<String>,
     ) -> Result<Vec<Vec<f32>>, Error> {
-        deputy_serving::embed_texts(self.0.serving(), caller, endpoint_name, texts).await
+        deputy_serving::embed_texts(self.0, caller, endpoint_name, texts).await
     }
 }
 
@@ -77,8 +79,8 @@ fn endpoint_routes(router: ApiRouter) -> ApiRouter {
 
 fn index_routes(router: ApiRouter) -> ApiRouter {
     router
-        .post("/api/2.0/vector-search/indexes", INDEXES, |s, c, b| {
-            create_index(s, c, None, b)
+        .post("/api/2.0/vector-search/indexes", INDEXES, |s, v, c, b| {
+            create_index(s, v, c, None, b)
         })
         .get("/api/2.0/vector-search/indexes", INDEXES, |s, c, q| {
             list_indexes(s, c, q, None)
@@ -86,7 +88,7 @@ fn index_routes(router: ApiRouter) -> ApiRouter {
         .post(
             "/api/2.0/vector-search/endpoints/{endpoint}/indexes",
             INDEXES,
-            |s, c, Path(endpoint): Path<String>, b| create_index(s, c, Some(endpoint), b),
+            |s, v, c, Path(endpoint): Path<String>, b| create_index(s, v, c, Some(endpoint), b),
         )
         .get(
             "/api/2.0/vector-search/endpoints/{endpoint}/indexes",
@@ -150,164 +152,169 @@ fn index_routes(router: ApiRouter) -> ApiRouter {
 }
 
 async fn create_endpoint(
-    State(state): State<AppState>,
+    State(vector_search): State<Arc<VectorSearch>>,
     Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<CreateEndpoint>,
 ) -> Answer {
-    let service = state.vector_search();
+    let service = &vector_search;
     Ok(Json(
         deputy_vector_search::create_endpoint(service, &caller, body).await?,
     ))
 }
 
 async fn list_endpoints(
-    State(state): State<AppState>,
+    State(vector_search): State<Arc<VectorSearch>>,
     Authenticated(caller): Authenticated,
 ) -> Answer {
     Ok(Json(
-        deputy_vector_search::list_endpoints(state.vector_search(), &caller).await?,
+        deputy_vector_search::list_endpoints(&vector_search, &caller).await?,
     ))
 }
 
 async fn get_endpoint(
-    State(state): State<AppState>,
+    State(vector_search): State<Arc<VectorSearch>>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
 ) -> Answer {
     Ok(Json(
-        deputy_vector_search::get_endpoint(state.vector_search(), &caller, name).await?,
+        deputy_vector_search::get_endpoint(&vector_search, &caller, name).await?,
     ))
 }
 
 async fn delete_endpoint(
-    State(state): State<AppState>,
+    State(vector_search): State<Arc<VectorSearch>>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
 ) -> Answer {
     Ok(Json(
-        deputy_vector_search::delete_endpoint(state.vector_search(), &caller, name).await?,
+        deputy_vector_search::delete_endpoint(&vector_search, &caller, name).await?,
     ))
 }
 
 async fn set_endpoint_state(
-    State(state): State<AppState>,
+    State(vector_search): State<Arc<VectorSearch>>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
     endpoint_state: &'static str,
 ) -> Answer {
-    let service = state.vector_search();
+    let service = &vector_search;
     let answer =
         deputy_vector_search::set_endpoint_state(service, &caller, name, endpoint_state).await?;
     Ok(Json(answer))
 }
 
 async fn create_index(
-    State(state): State<AppState>,
+    State(serving): State<Arc<Serving>>,
+    State(vector_search): State<Arc<VectorSearch>>,
     Authenticated(caller): Authenticated,
     endpoint: Option<String>,
     ApiJson(body): ApiJson<CreateIndex>,
 ) -> Answer {
-    let (service, embedder) = (state.vector_search(), ServingEmbedder(&state));
+    let (service, embedder) = (&vector_search, ServingEmbedder(&serving));
     let answer =
         deputy_vector_search::create_index(service, &caller, endpoint, body, &embedder).await?;
     Ok(Json(answer))
 }
 
 async fn list_indexes(
-    State(state): State<AppState>,
+    State(vector_search): State<Arc<VectorSearch>>,
     Authenticated(caller): Authenticated,
     ApiQuery(query): ApiQuery<ListIndexes>,
     endpoint: Option<String>,
 ) -> Answer {
-    let service = state.vector_search();
+    let service = &vector_search;
     Ok(Json(
         deputy_vector_search::list_indexes(service, &caller, query, endpoint).await?,
     ))
 }
 
 async fn get_index(
-    State(state): State<AppState>,
+    State(vector_search): State<Arc<VectorSearch>>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
 ) -> Answer {
     Ok(Json(
-        deputy_vector_search::get_index(state.vector_search(), &caller, name).await?,
+        deputy_vector_search::get_index(&vector_search, &caller, name).await?,
     ))
 }
 
 async fn delete_index(
-    State(state): State<AppState>,
+    State(vector_search): State<Arc<VectorSearch>>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
 ) -> Answer {
     Ok(Json(
-        deputy_vector_search::delete_index(state.vector_search(), &caller, name).await?,
+        deputy_vector_search::delete_index(&vector_search, &caller, name).await?,
     ))
 }
 
 async fn query(
-    State(state): State<AppState>,
+    State(serving): State<Arc<Serving>>,
+    State(vector_search): State<Arc<VectorSearch>>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
     ApiJson(request): ApiJson<QueryRequest>,
 ) -> Answer {
-    let (service, embedder) = (state.vector_search(), ServingEmbedder(&state));
+    let (service, embedder) = (&vector_search, ServingEmbedder(&serving));
     let answer = deputy_vector_search::query(service, &caller, name, request, &embedder).await?;
     Ok(Json(answer))
 }
 
 async fn query_next_page(
-    State(state): State<AppState>,
+    State(serving): State<Arc<Serving>>,
+    State(vector_search): State<Arc<VectorSearch>>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<NextPage>,
 ) -> Answer {
-    let (service, embedder) = (state.vector_search(), ServingEmbedder(&state));
+    let (service, embedder) = (&vector_search, ServingEmbedder(&serving));
     let answer =
         deputy_vector_search::query_next_page(service, &caller, name, body, &embedder).await?;
     Ok(Json(answer))
 }
 
 async fn scan(
-    State(state): State<AppState>,
+    State(vector_search): State<Arc<VectorSearch>>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<ScanRequest>,
 ) -> Answer {
     Ok(Json(
-        deputy_vector_search::scan(state.vector_search(), &caller, name, body).await?,
+        deputy_vector_search::scan(&vector_search, &caller, name, body).await?,
     ))
 }
 
 async fn upsert_data(
-    State(state): State<AppState>,
+    State(serving): State<Arc<Serving>>,
+    State(vector_search): State<Arc<VectorSearch>>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<UpsertData>,
 ) -> Answer {
-    let (service, embedder) = (state.vector_search(), ServingEmbedder(&state));
+    let (service, embedder) = (&vector_search, ServingEmbedder(&serving));
     let answer = deputy_vector_search::upsert_data(service, &caller, name, body, &embedder).await?;
     Ok(Json(answer))
 }
 
 async fn delete_data(
-    State(state): State<AppState>,
+    State(vector_search): State<Arc<VectorSearch>>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
     RawQuery(raw_query): RawQuery,
     ApiJson(body): ApiJson<DeleteData>,
 ) -> Answer {
-    let service = state.vector_search();
+    let service = &vector_search;
     let answer = deputy_vector_search::delete_data(service, &caller, name, raw_query, body).await?;
     Ok(Json(answer))
 }
 
 async fn sync(
-    State(state): State<AppState>,
+    State(serving): State<Arc<Serving>>,
+    State(vector_search): State<Arc<VectorSearch>>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
 ) -> Answer {
-    let (service, embedder) = (state.vector_search(), ServingEmbedder(&state));
+    let (service, embedder) = (&vector_search, ServingEmbedder(&serving));
     Ok(Json(
         deputy_vector_search::sync(service, &caller, name, &embedder).await?,
     ))

@@ -2,12 +2,12 @@
 //! warehouse is the same in-process DataFusion engine; a warehouse is the unit of access (`CAN_USE` to run
 //! statements) and carries the settings clients expect to read back.
 
-use super::{Access, ApiRouter};
+use super::{ApiRouter, Requires};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Authenticated};
-use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
+use deputy_access::Access;
 use deputy_access::Error;
 use deputy_access::credentials::Caller;
 use deputy_access::error::decode_stored;
@@ -16,8 +16,9 @@ use deputy_catalog::object_type_of;
 use deputy_core::ApiScope;
 use deputy_store::catalog::WorkspaceObjectRecord;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
-const WAREHOUSES: Access = Access::Scope(ApiScope::SqlWarehouses);
+const WAREHOUSES: Requires = Requires::Scope(ApiScope::SqlWarehouses);
 /// The settings a client may set and read back; anything else in a request is ignored, as unknown fields are.
 const SETTINGS: &[&str] = &[
     "cluster_size",
@@ -55,11 +56,10 @@ fn object_type() -> &'static str {
     object_type_of(WorkspaceObjectKind::Warehouse)
 }
 
-fn render(state: &AppState, record: &WorkspaceObjectRecord) -> Result<Value, Error> {
+fn render(access: &Arc<Access>, record: &WorkspaceObjectRecord) -> Result<Value, Error> {
     let spec: Map<String, Value> = decode_stored("warehouse spec", &record.spec)?;
     let setting = |key: &str, default: Value| spec.get(key).cloned().unwrap_or(default);
-    let host = state
-        .access()
+    let host = access
         .base_url()
         .split("://")
         .nth(1)
@@ -81,7 +81,7 @@ fn render(state: &AppState, record: &WorkspaceObjectRecord) -> Result<Value, Err
         "channel": setting("channel", json!({ "name": "CHANNEL_NAME_CURRENT" })),
         "num_clusters": 1,
         "num_active_sessions": 0,
-        "creator_name": state.access().directory().get(record.owner_id).map(|owner| owner.name.clone()),
+        "creator_name": access.directory().get(record.owner_id).map(|owner| owner.name.clone()),
         "health": { "status": "HEALTHY" },
         "odbc_params": {
             "hostname": host,
@@ -128,7 +128,7 @@ fn name_of(body: &Map<String, Value>) -> Result<Option<String>, Error> {
 
 /// Admins create warehouses; the creator owns it (`IS_OWNER`).
 async fn create(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Json<Value>, ApiError> {
@@ -145,8 +145,7 @@ async fn create(
         spec: Value::Object(spec).to_string(),
         created_at: deputy_access::clock::now_millis(),
     };
-    state
-        .access()
+    access
         .create_workspace_object(record, PermissionLevel::IsOwner)
         .await?;
     Ok(Json(json!({ "id": id })))
@@ -154,19 +153,18 @@ async fn create(
 
 /// The warehouse, if the caller may at least view it, after checking `level`.
 async fn authorized(
-    state: &AppState,
+    access: &Arc<Access>,
     caller: &Caller,
     id: &str,
     level: PermissionLevel,
 ) -> Result<WorkspaceObjectRecord, Error> {
     let missing = || Error::not_found(format!("warehouse `{id}` does not exist"));
-    let record = state
-        .access()
+    let record = access
         .store()
         .get_workspace_object(object_type(), id)
         .await?
         .ok_or_else(missing)?;
-    state.access().authorize_workspace_object(
+    access.authorize_workspace_object(
         caller,
         ApiScope::SqlWarehouses,
         WorkspaceObjectRef::new(WorkspaceObjectKind::Warehouse, id),
@@ -177,48 +175,42 @@ async fn authorized(
 }
 
 async fn list(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
 ) -> Result<Json<Value>, ApiError> {
     let mut warehouses = Vec::new();
-    for record in state
-        .access()
-        .store()
-        .list_workspace_objects(object_type())
-        .await?
-    {
+    for record in access.store().list_workspace_objects(object_type()).await? {
         let object = WorkspaceObjectRef::new(WorkspaceObjectKind::Warehouse, &record.object_id);
         let view = Action::UseWorkspaceObject {
             object,
             level: PermissionLevel::CanView,
         };
-        if state
-            .access()
+        if access
             .decide(&caller, ApiScope::SqlWarehouses, view)
             .is_allowed()
         {
-            warehouses.push(render(&state, &record)?);
+            warehouses.push(render(&access, &record)?);
         }
     }
     Ok(Json(json!({ "warehouses": warehouses })))
 }
 
 async fn get(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let record = authorized(&state, &caller, &id, PermissionLevel::CanView).await?;
-    Ok(Json(render(&state, &record)?))
+    let record = authorized(&access, &caller, &id, PermissionLevel::CanView).await?;
+    Ok(Json(render(&access, &record)?))
 }
 
 async fn edit(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Json<Value>, ApiError> {
-    let record = authorized(&state, &caller, &id, PermissionLevel::CanManage).await?;
+    let record = authorized(&access, &caller, &id, PermissionLevel::CanManage).await?;
     if name_of(&body)?.is_some_and(|name| name != record.name) {
         return Err(ApiError(Error::invalid_parameter(
             "renaming a warehouse is not supported",
@@ -226,8 +218,7 @@ async fn edit(
     }
     let mut spec: Map<String, Value> = decode_stored("warehouse spec", &record.spec)?;
     spec.extend(settings(&body)?);
-    state
-        .access()
+    access
         .store()
         .update_workspace_object_spec(object_type(), &id, &Value::Object(spec).to_string())
         .await?;
@@ -235,24 +226,23 @@ async fn edit(
 }
 
 async fn delete(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorized(&state, &caller, &id, PermissionLevel::CanManage).await?;
-    let deleted = state
-        .access()
+    authorized(&access, &caller, &id, PermissionLevel::CanManage).await?;
+    let deleted = access
         .store()
         .delete_workspace_object(object_type(), &id)
         .await;
-    state.access().publish().await?;
+    access.publish().await?;
     deleted?;
     Ok(Json(json!({})))
 }
 
 /// Starting needs `CAN_USE` (running a statement would start it anyway); stopping needs `CAN_MANAGE`.
 async fn set_running(
-    State(state): State<AppState>,
+    State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     running: bool,
@@ -262,14 +252,13 @@ async fn set_running(
     } else {
         PermissionLevel::CanManage
     };
-    let record = authorized(&state, &caller, &id, level).await?;
+    let record = authorized(&access, &caller, &id, level).await?;
     let mut spec: Map<String, Value> = decode_stored("warehouse spec", &record.spec)?;
     spec.insert(
         "state".into(),
         json!(if running { "RUNNING" } else { "STOPPED" }),
     );
-    state
-        .access()
+    access
         .store()
         .update_workspace_object_spec(object_type(), &id, &Value::Object(spec).to_string())
         .await?;

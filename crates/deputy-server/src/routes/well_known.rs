@@ -1,47 +1,48 @@
 //! Discovery documents: host metadata for the Databricks SDK, OAuth authorization-server metadata (RFC 8414), JWKS.
 
-use super::{Access, ApiRouter};
-use crate::state::AppState;
+use super::{ApiRouter, Requires};
 use axum::Json;
 use axum::extract::State;
+use deputy_access::Access;
 use deputy_core::ApiScope;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 pub fn routes(router: ApiRouter) -> ApiRouter {
     router
         .get(
             "/.well-known/databricks-config",
-            Access::Public,
+            Requires::Public,
             databricks_config,
         )
         .get(
             "/oidc/.well-known/oauth-authorization-server",
-            Access::Public,
+            Requires::Public,
             authorization_server,
         )
         .get(
             "/oidc/.well-known/openid-configuration",
-            Access::Public,
+            Requires::Public,
             authorization_server,
         )
-        .get("/oidc/v1/keys", Access::Public, keys)
+        .get("/oidc/v1/keys", Requires::Public, keys)
 }
 
 /// The SDK probes this before anything else; `oidc_endpoint` is how it finds the token endpoint for OAuth M2M, and
 /// `workspace_id` makes it send `X-Databricks-Workspace-Id`.
-async fn databricks_config(State(state): State<AppState>) -> Json<Value> {
+async fn databricks_config(State(access): State<Arc<Access>>) -> Json<Value> {
     Json(json!({
-        "oidc_endpoint": format!("{}/oidc", state.access().base_url()),
-        "workspace_id": state.access().workspace_id().to_string(),
+        "oidc_endpoint": format!("{}/oidc", access.base_url()),
+        "workspace_id": access.workspace_id().to_string(),
     }))
 }
 
-async fn authorization_server(State(state): State<AppState>) -> Json<Value> {
-    let oidc = format!("{}/oidc", state.access().base_url());
+async fn authorization_server(State(access): State<Arc<Access>>) -> Json<Value> {
+    let oidc = format!("{}/oidc", access.base_url());
     let mut scopes: Vec<&str> = vec![deputy_core::scopes::ALL_APIS];
     scopes.extend(ApiScope::ALL.iter().map(|scope| scope.name()));
     Json(json!({
-        "issuer": state.access().credentials().issuer(),
+        "issuer": access.credentials().issuer(),
         // Named because the SDK reads it, but interactive (U2M) login is not implemented: requests to it get 404.
         "authorization_endpoint": format!("{oidc}/v1/authorize"),
         "token_endpoint": format!("{oidc}/v1/token"),
@@ -58,6 +59,6 @@ async fn authorization_server(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-async fn keys(State(state): State<AppState>) -> Json<Value> {
-    Json(state.access().credentials().jwks())
+async fn keys(State(access): State<Arc<Access>>) -> Json<Value> {
+    Json(access.credentials().jwks())
 }
