@@ -9,9 +9,8 @@
 //!
 //! The credential is either a static `bearer_token` or OAuth client credentials (`client_id`, `client_secret`,
 //! `token_endpoint`, optional `oauth_scope`), whose access token is fetched and cached until a minute before it
-//! expires. Outbound HTTP is plain `http://` only: the workspace's reqwest is built without TLS. Connections to
-//! `https://` hosts can still be created (they are Unity Catalog metadata like any other), but a call through one is
-//! refused before anything is sent.
+//! expires. `https://` upstreams and token endpoints are verified with the system's roots and the operator's CA bundle
+//! (`deputy-outbound`).
 //!
 //! **Invariant:** a connection's credential only ever goes to the connection's own origin (and the client secret to
 //! its token endpoint); redirects are never followed, no proxy is used, and no credential is logged, rendered or shown
@@ -78,7 +77,7 @@ fn request_error(message: impl Into<String>) -> ConnectionError {
 /// An HTTP connection's options, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConnection {
-    /// `https://` hosts and token endpoints are stored but cannot be called (no TLS client).
+    /// `https://` (else `http://`).
     tls: bool,
     /// A lowercase DNS name, a dotted IPv4 address, or a bracketed IPv6 address.
     host: String,
@@ -199,16 +198,6 @@ impl HttpConnection {
         path: &str,
         params: &[(String, String)],
     ) -> Result<Url, ConnectionError> {
-        let token_over_tls = match &self.credential {
-            UpstreamCredential::OAuth(client) => client.token_endpoint.scheme() == "https",
-            _ => false,
-        };
-        if self.tls || token_over_tls {
-            return Err(options_error(
-                "it names an `https://` upstream or token endpoint, and this build has no TLS client; use an \
-                 `http://` upstream (for example a TLS-terminating proxy on the same host)",
-            ));
-        }
         let host = match sub_domain.filter(|label| !label.is_empty()) {
             None => self.host.clone(),
             Some(label) => {
@@ -227,12 +216,13 @@ impl HttpConnection {
             }
         };
         let relative = relative_path(path)?;
-        let text = format!("http://{host}:{}{}/{relative}", self.port, self.base_path);
+        let scheme = if self.tls { "https" } else { "http" };
+        let text = format!("{scheme}://{host}:{}{}/{relative}", self.port, self.base_path);
         let mut url = Url::parse(&text)
             .map_err(|error| request_error(format!("`path` does not make a URL: {error}")))?;
         // The URL parser has the last word on what the URL means; check that its reading is the one intended.
         let prefix = format!("{}/", self.base_path);
-        let same_origin = url.scheme() == "http"
+        let same_origin = url.scheme() == scheme
             && url.host_str() == Some(host.as_str())
             && url.port_or_known_default() == Some(self.port)
             && url.username().is_empty()
@@ -510,8 +500,8 @@ struct TokenResponse {
 }
 
 impl Upstreams {
-    pub fn new() -> Result<Upstreams, reqwest::Error> {
-        let client = reqwest::Client::builder()
+    pub fn new() -> Result<Upstreams, deputy_outbound::OutboundError> {
+        let client = deputy_outbound::client_builder()?
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -865,28 +855,14 @@ mod tests {
     }
 
     #[test]
-    fn https_connections_are_stored_but_never_called() {
+    fn https_connections_are_called_over_https_on_their_own_origin() {
         let secure = connection(&[("host", "https://api.example.com")]).unwrap();
         assert_eq!(secure.port, 443);
-        let error = secure.url(None, "/x", &[]).unwrap_err();
-        assert!(
-            matches!(error, ConnectionError::Options(_))
-                && error.to_string().contains("no TLS client")
-        );
-        let oauth = connection(&[
-            ("host", "http://api.example.com"),
-            ("client_id", "i"),
-            ("client_secret", "s"),
-            ("token_endpoint", "https://idp.example.com/token"),
-        ])
-        .unwrap();
-        assert!(
-            oauth
-                .url(None, "/x", &[])
-                .unwrap_err()
-                .to_string()
-                .contains("no TLS client")
-        );
+        let url = secure.url(None, "/x", &[]).unwrap();
+        assert_eq!(url.as_str(), "https://api.example.com/x");
+        assert!(secure.url(None, "//evil.example.com/x", &[]).is_err());
+        let plain = connection(&[("host", "http://api.example.com")]).unwrap();
+        assert_eq!(plain.url(None, "/x", &[]).unwrap().scheme(), "http");
     }
 
     #[test]

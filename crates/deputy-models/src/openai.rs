@@ -73,7 +73,8 @@ pub struct OpenAiCompatible {
 
 impl OpenAiCompatible {
     pub fn new(config: OpenAiConfig) -> Result<OpenAiCompatible, ModelError> {
-        let client = Client::builder()
+        let client = deputy_outbound::client_builder()
+            .map_err(|error| ModelError::Unavailable(error.to_string()))?
             .connect_timeout(config.timeout)
             .build()
             .map_err(|error| {
