@@ -57,12 +57,34 @@ impl AuditEntry {
         endpoint: Option<String>,
         api: &str,
     ) -> AuditEntry {
+        AuditEntry::started(
+            caller.identity.name.clone(),
+            request_id_of(caller),
+            actors,
+            endpoint,
+            api,
+        )
+    }
+
+    /// An event about `user_name` before any token of theirs exists (a token being issued to them), with no actors.
+    pub fn of_subject(user_name: impl Into<String>, api: &str) -> AuditEntry {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        AuditEntry::started(user_name.into(), request_id, Vec::new(), None, api)
+    }
+
+    fn started(
+        user_name: String,
+        request_id: String,
+        actors: Vec<String>,
+        endpoint: Option<String>,
+        api: &str,
+    ) -> AuditEntry {
         AuditEntry {
             event: AuditEvent {
                 seq: 0,
                 time_ms: crate::clock::now_millis(),
-                request_id: request_id_of(caller),
-                user_name: caller.identity.name.clone(),
+                request_id,
+                user_name,
                 actors,
                 endpoint,
                 api: api.to_owned(),

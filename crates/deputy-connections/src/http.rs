@@ -217,7 +217,10 @@ impl HttpConnection {
         };
         let relative = relative_path(path)?;
         let scheme = if self.tls { "https" } else { "http" };
-        let text = format!("{scheme}://{host}:{}{}/{relative}", self.port, self.base_path);
+        let text = format!(
+            "{scheme}://{host}:{}{}/{relative}",
+            self.port, self.base_path
+        );
         let mut url = Url::parse(&text)
             .map_err(|error| request_error(format!("`path` does not make a URL: {error}")))?;
         // The URL parser has the last word on what the URL means; check that its reading is the one intended.

@@ -44,9 +44,8 @@ pub fn client_builder_trusting(bundle: &Path) -> Result<reqwest::ClientBuilder, 
     if certificates.is_empty() {
         return Err(OutboundError::EmptyBundle(bundle.display().to_string()));
     }
-    Ok(certificates
-        .into_iter()
-        .fold(reqwest::Client::builder().tls_backend_rustls(), |builder, certificate| {
-            builder.add_root_certificate(certificate)
-        }))
+    Ok(certificates.into_iter().fold(
+        reqwest::Client::builder().tls_backend_rustls(),
+        |builder, certificate| builder.add_root_certificate(certificate),
+    ))
 }

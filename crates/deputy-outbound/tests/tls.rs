@@ -54,7 +54,9 @@ async fn serve_tls(config: ServerConfig) -> u16 {
                 let mut request = [0u8; 1024];
                 let _ = stream.read(&mut request).await;
                 let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello")
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+                    )
                     .await;
                 let _ = stream.shutdown().await;
             });
@@ -92,12 +94,16 @@ async fn https_works_with_the_ca_bundle_and_fails_without_it() {
 fn a_named_bundle_that_cannot_be_used_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let missing = deputy_outbound::client_builder_trusting(&dir.path().join("none.pem"));
-    assert!(matches!(missing, Err(deputy_outbound::OutboundError::Bundle { .. })));
+    assert!(matches!(
+        missing,
+        Err(deputy_outbound::OutboundError::Bundle { .. })
+    ));
     let empty = dir.path().join("empty.pem");
     std::fs::write(&empty, "not a certificate\n").unwrap();
     let refused = deputy_outbound::client_builder_trusting(&empty);
     assert!(matches!(
         refused,
-        Err(deputy_outbound::OutboundError::EmptyBundle(_) | deputy_outbound::OutboundError::Bundle { .. })
+        Err(deputy_outbound::OutboundError::EmptyBundle(_)
+            | deputy_outbound::OutboundError::Bundle { .. })
     ));
 }

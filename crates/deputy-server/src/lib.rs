@@ -127,6 +127,9 @@ pub async fn prepare(
     let upstreams = deputy_connections::http::Upstreams::new()
         .map(Arc::new)
         .map_err(|error| ServeError::Http(error.to_string()))?;
+    let federation = deputy_oidc::Federation::new(access.clone())
+        .map(Arc::new)
+        .map_err(|error| ServeError::Http(error.to_string()))?;
     let serving = Arc::new(deputy_serving::Serving::new(
         access.clone(),
         deputy_serving::ServingBackends::new(deputy_models::default_models_dir()),
@@ -142,6 +145,7 @@ pub async fn prepare(
         serving,
         vector_search,
         upstreams,
+        federation,
     });
     Ok((state, report))
 }

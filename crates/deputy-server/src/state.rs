@@ -7,6 +7,7 @@ use axum::Router;
 use axum::extract::FromRef;
 use deputy_access::Access;
 use deputy_connections::http::Upstreams;
+use deputy_oidc::Federation;
 use deputy_serving::Serving;
 use deputy_vector_search::VectorSearch;
 use deputy_warehouse::Warehouse;
@@ -25,6 +26,7 @@ struct Shared {
     serving: Arc<Serving>,
     vector_search: Arc<VectorSearch>,
     upstreams: Arc<Upstreams>,
+    federation: Arc<Federation>,
 }
 
 /// Everything `AppState::new` assembles.
@@ -38,6 +40,8 @@ pub struct StateParts {
     pub vector_search: Arc<VectorSearch>,
     /// The outbound HTTP client of HTTP connections.
     pub upstreams: Arc<Upstreams>,
+    /// Token federation: other issuers' JWTs exchanged under admins' policies.
+    pub federation: Arc<Federation>,
 }
 
 impl AppState {
@@ -51,6 +55,7 @@ impl AppState {
                 serving: parts.serving,
                 vector_search: parts.vector_search,
                 upstreams: parts.upstreams,
+                federation: parts.federation,
             }),
         }
     }
@@ -80,6 +85,11 @@ impl AppState {
         &self.inner.upstreams
     }
 
+    /// Token federation policies and the exchange of other issuers' JWTs.
+    pub fn federation(&self) -> &Arc<Federation> {
+        &self.inner.federation
+    }
+
     /// The routes without their layers and state; `crate::app` completes them.
     pub fn route_table(&self) -> &Router<AppState> {
         &self.inner.route_table
@@ -106,3 +116,4 @@ sub_state!(Warehouse, warehouse);
 sub_state!(Serving, serving);
 sub_state!(VectorSearch, vector_search);
 sub_state!(Upstreams, upstreams);
+sub_state!(Federation, federation);

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod consent;
+pub mod federation;
 pub mod genie;
 pub mod specs;
 mod sqlite;
@@ -26,13 +27,20 @@ use std::str::FromStr;
 pub use audit::{AuditEvent, AuditStore};
 pub use catalog::CatalogStore;
 pub use consent::{Consent, ConsentStore};
+pub use federation::{FederationPolicy, FederationStore};
 pub use genie::GenieStore;
 pub use sqlite::SqliteStore;
 
 /// Everything the server persists, behind one object.
-pub trait Store: MetadataStore + CatalogStore + AuditStore + GenieStore + ConsentStore {}
+pub trait Store:
+    MetadataStore + CatalogStore + AuditStore + GenieStore + ConsentStore + FederationStore
+{
+}
 
-impl<T: MetadataStore + CatalogStore + AuditStore + GenieStore + ConsentStore> Store for T {}
+impl<T> Store for T where
+    T: MetadataStore + CatalogStore + AuditStore + GenieStore + ConsentStore + FederationStore
+{
+}
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp in the store and on the Databricks wire.
 pub type EpochMillis = i64;

@@ -38,6 +38,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "consents",
         include_str!("../migrations/0010_consents.sql"),
     ),
+    (
+        11,
+        "federation policies",
+        include_str!("../migrations/0011_federation_policies.sql"),
+    ),
 ];
 
 /// The columns of `principals` that make an [`Identity`]; a macro so that statements stay `&'static str` literals,

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use deputy_sdk::{Config, WorkspaceClient};
 use serde_json::{Value, json};
 
-const SCIM: &str = "/api/2.0/preview/scim/v2";
+pub(crate) const SCIM: &str = "/api/2.0/preview/scim/v2";
 
 #[derive(Subcommand)]
 pub enum UsersCommand {
@@ -141,7 +141,7 @@ pub(crate) fn text(value: &Value) -> String {
     }
 }
 
-fn resources(value: &Value) -> Vec<Value> {
+pub(crate) fn resources(value: &Value) -> Vec<Value> {
     value["Resources"].as_array().cloned().unwrap_or_default()
 }
 
@@ -187,7 +187,7 @@ async fn resolve(client: &WorkspaceClient, name: &str, groups: bool) -> anyhow::
     bail!("no principal named `{name}`")
 }
 
-async fn require(
+pub(crate) async fn require(
     client: &WorkspaceClient,
     resource: &str,
     attribute: &str,
@@ -198,7 +198,7 @@ async fn require(
         .with_context(|| format!("no {resource} entry with {attribute} `{value}`"))
 }
 
-fn id_of(resource: &Value) -> String {
+pub(crate) fn id_of(resource: &Value) -> String {
     text(&resource["id"])
 }
 

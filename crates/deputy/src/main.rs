@@ -5,6 +5,7 @@ mod agent_commands;
 mod catalog_commands;
 mod client_commands;
 mod demo;
+mod federation_commands;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -52,6 +53,13 @@ enum Command {
     Tokens {
         #[command(subcommand)]
         command: client_commands::TokensCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Token federation: trust other issuers' JWTs (CI systems, clusters, identity providers) at the token endpoint.
+    Federation {
+        #[command(subcommand)]
+        command: federation_commands::FederationCommand,
         #[command(flatten)]
         connection: Connection,
     },
@@ -224,6 +232,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command,
             connection,
         } => client_commands::keys(command, &connection).await,
+        Command::Federation {
+            command,
+            connection,
+        } => federation_commands::federation(command, &connection).await,
         Command::Grants {
             command,
             connection,

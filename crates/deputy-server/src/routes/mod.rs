@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod consents;
 pub mod external_function;
+pub mod federation;
 pub mod genie;
 pub mod oauth;
 pub mod permissions;
@@ -100,10 +101,23 @@ pub fn api_routes() -> ApiRouter {
     let router = consents::routes(router);
     let router = vector_search::routes(router);
     let router = external_function::routes(router);
+    let router = federation::routes(router);
     let router = genie::routes(router);
     warehouses::routes(router)
 }
 
 async fn health() -> &'static str {
     "ok"
+}
+
+/// A time in milliseconds since the epoch as the RFC 3339 text Databricks' APIs answer (empty if out of range).
+pub(crate) fn rfc3339(millis: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(millis.div_euclid(1000))
+        .ok()
+        .and_then(|instant| {
+            instant
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }

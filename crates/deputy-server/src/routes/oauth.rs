@@ -16,6 +16,7 @@ use deputy_access::credentials::{
     ACCESS_TOKEN_LIFETIME_SECONDS, Caller, Credential, EXCHANGED_TOKEN_LIFETIME_SECONDS,
 };
 use deputy_core::ScopeSet;
+use deputy_oidc::Federation;
 use deputy_store::{Identity, IdentityKind};
 use deputy_tokens::{AccessClaims, Actor, ExchangeRequest, ScopeMode, SecretHash};
 use serde::Deserialize;
@@ -70,6 +71,7 @@ impl<S: Send + Sync> FromRequest<S> for FormBody {
 
 async fn token(
     State(access): State<Arc<Access>>,
+    State(federation): State<Arc<Federation>>,
     headers: HeaderMap,
     FormBody(body): FormBody,
 ) -> Result<Response, OAuthError> {
@@ -78,7 +80,7 @@ async fn token(
     let client = authenticate_client(&access, &headers, &form).await?;
     let claims = match form.grant_type.as_deref() {
         Some(GRANT_CLIENT_CREDENTIALS) => client_credentials(&access, client, &form)?,
-        Some(GRANT_TOKEN_EXCHANGE) => token_exchange(&access, client, &form).await?,
+        Some(GRANT_TOKEN_EXCHANGE) => token_exchange(&access, &federation, client, &form).await?,
         Some(other) => {
             return Err(OAuthError::new(
                 "unsupported_grant_type",
@@ -212,6 +214,7 @@ fn client_credentials(
 
 async fn token_exchange(
     access: &Arc<Access>,
+    federation: &Federation,
     client: Option<Identity>,
     form: &TokenForm,
 ) -> Result<AccessClaims, OAuthError> {
@@ -239,6 +242,11 @@ async fn token_exchange(
         .as_deref()
         .ok_or_else(|| OAuthError::new("invalid_request", "missing `subject_token`"))?;
     check_token_type(form.subject_token_type.as_deref(), "subject_token_type")?;
+    if form.subject_token_type.as_deref() == Some(TOKEN_TYPE_JWT)
+        && federation.is_foreign_jwt(subject_token)
+    {
+        return federated_exchange(federation, client, subject_token, form).await;
+    }
     let subject = authenticate_for_exchange(access, subject_token, "subject").await?;
 
     let actor = match form.actor_token.as_deref() {
@@ -266,6 +274,29 @@ async fn token_exchange(
         EXCHANGED_TOKEN_LIFETIME_SECONDS,
     )
     .map_err(|error| OAuthError::new(error.oauth_error_code(), error.to_string()))
+}
+
+/// Another issuer's JWT under a federation policy (the SDK's `env-oidc` and `file-oidc`). The JWT is the proof:
+/// `client_id` (authenticated or not) only chooses whose policies apply.
+async fn federated_exchange(
+    federation: &Federation,
+    client: Option<Identity>,
+    subject_token: &str,
+    form: &TokenForm,
+) -> Result<AccessClaims, OAuthError> {
+    if form.actor_token.is_some() {
+        return Err(OAuthError::new(
+            "invalid_request",
+            "a federated subject token cannot be exchanged with an actor token",
+        ));
+    }
+    let client_id = client
+        .map(|client| client.name)
+        .or_else(|| form.client_id.clone());
+    federation
+        .exchange(subject_token, client_id.as_deref(), requested_scopes(form)?)
+        .await
+        .map_err(|error| OAuthError::new(error.oauth_error_code(), error.to_string()))
 }
 
 fn check_token_type(token_type: Option<&str>, field: &str) -> Result<(), OAuthError> {

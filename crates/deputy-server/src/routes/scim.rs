@@ -1,7 +1,7 @@
 //! SCIM 2.0 identities as the Databricks SDK calls them: `Me`, `Users`, `Groups`, `ServicePrincipals`, and the
 //! OAuth secrets of service principals. Anyone with the `iam.scim` scope may read; only admins may write.
 
-use super::{ApiRouter, Requires};
+use super::{ApiRouter, Requires, rfc3339};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, Authenticated};
 use axum::Json;
@@ -928,18 +928,6 @@ fn secret_json(record: &ClientSecret) -> Value {
         "update_time": rfc3339(record.created_at),
         "expire_time": rfc3339(record.expires_at),
     })
-}
-
-/// Formats epoch milliseconds as an RFC 3339 UTC timestamp, the form the SDK's secret fields carry.
-fn rfc3339(millis: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(millis.div_euclid(1000))
-        .ok()
-        .and_then(|instant| {
-            instant
-                .format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 async fn list_secrets(
