@@ -118,8 +118,10 @@ async fn authenticate_client(
 ) -> Result<Option<Identity>, OAuthError> {
     let (client_id, secret) = match basic_credentials(headers)? {
         Some(pair) => pair,
+        // An empty secret is no secret: the SDK's federation flows send `client_secret=` with a client id that
+        // only chooses whose federation policies apply.
         None => match (&form.client_id, &form.client_secret) {
-            (Some(id), Some(secret)) => (id.clone(), secret.clone()),
+            (Some(id), Some(secret)) if !secret.is_empty() => (id.clone(), secret.clone()),
             _ => return Ok(None),
         },
     };
