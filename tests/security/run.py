@@ -1533,6 +1533,184 @@ def _(ctx):
 
 # ---- security decisions on stored data that is missing or does not parse fail closed -----------------------------
 
+FEDERATION = "token-federation"
+FEDERATION_AUDIENCE = "https://deputy.test/sec"
+
+
+class LoopbackIssuer:
+    """An OpenID issuer on loopback whose RSA key the suite holds: a discovery document (naming `named_issuer`, its
+    own URL by default) and a key set, served from a thread. What a CI system or identity provider publishes."""
+
+    def __init__(self, named_issuer=None):
+        import http.server
+        import threading
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = "sec-key-1"
+        issuer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                documents = {
+                    "/.well-known/openid-configuration": {"issuer": named_issuer or issuer.url,
+                                                          "jwks_uri": f"{issuer.url}/jwks"},
+                    "/jwks": {"keys": [issuer.jwk()]},
+                }
+                body = json.dumps(documents.get(self.path, {})).encode()
+                self.send_response(200 if self.path in documents else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def jwk(self) -> dict:
+        numbers = self.key.public_key().public_numbers()
+        as_bytes = lambda value: value.to_bytes((value.bit_length() + 7) // 8, "big")  # noqa: E731
+        return {"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid,
+                "n": b64url(as_bytes(numbers.n)), "e": b64url(as_bytes(numbers.e))}
+
+    def claims(self, **changes) -> dict:
+        now = int(time.time())
+        claims = {"iss": self.url, "aud": FEDERATION_AUDIENCE, "sub": "alice@example.com", "iat": now,
+                  "exp": now + 300}
+        claims.update(changes)
+        return claims
+
+    def sign(self, claims: dict, header=None, key=None) -> str:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        message = f"{b64json(header or {'alg': 'RS256', 'typ': 'JWT', 'kid': self.kid})}.{b64json(claims)}"
+        signature = (key or self.key).sign(message.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return f"{message}.{b64url(signature)}"
+
+
+def _federation(ctx) -> LoopbackIssuer:
+    """The suite's trusted issuer: an account-wide policy whose `sub` names a user (made once)."""
+    if not hasattr(ctx, "issuer"):
+        ctx.issuer = LoopbackIssuer()
+        account = expect_ok(ctx.api.get("/.well-known/databricks-config"), "config")["workspace_id"]
+        expect_ok(ctx.api.post(f"/api/2.0/accounts/{account}/federationPolicies", ctx.admin,
+                               {"oidc_policy": {"issuer": ctx.issuer.url, "audiences": [FEDERATION_AUDIENCE]}},
+                               params={"policy_id": "sec-federation"}), "federation policy")
+    return ctx.issuer
+
+
+def _federate(ctx, token: str, **extra) -> Reply:
+    return ctx.api.form("/oidc/v1/token", {"grant_type": GRANT_EXCHANGE, "subject_token": token,
+                                           "subject_token_type": TT_JWT, **extra})
+
+
+def _refused(ctx, token: str, phrase: str, status=400, error="invalid_grant") -> None:
+    expect_oauth_error(_federate(ctx, token), status, error, phrase)
+
+
+@case(FEDERATION, "control: a token of the trusted issuer becomes the user its subject names")
+def _(ctx):
+    issuer = _federation(ctx)
+    token = expect_ok(_federate(ctx, issuer.sign(issuer.claims())), "federated exchange")["access_token"]
+    me = expect_ok(ctx.api.get("/api/2.0/preview/scim/v2/Me", token), "me")
+    check(me["userName"] == "alice@example.com", f"federated as {me}")
+
+
+@case(FEDERATION, "alg none (unsigned token) is refused")
+def _(ctx):
+    issuer = _federation(ctx)
+    unsigned = f"{b64json({'alg': 'none', 'typ': 'JWT'})}.{b64json(issuer.claims())}."
+    _refused(ctx, unsigned, "malformed JWT")
+
+
+@case(FEDERATION, "HS256 signed with the issuer's public key as the shared secret is refused")
+def _(ctx):
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import serialization
+
+    issuer = _federation(ctx)
+    secret = issuer.key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+    message = f"{b64json({'alg': 'HS256', 'typ': 'JWT', 'kid': issuer.kid})}.{b64json(issuer.claims())}"
+    forged = f"{message}.{b64url(hmac.new(secret, message.encode(), hashlib.sha256).digest())}"
+    _refused(ctx, forged, "not accepted")
+
+
+@case(FEDERATION, "a token for another audience is refused")
+def _(ctx):
+    issuer = _federation(ctx)
+    _refused(ctx, issuer.sign(issuer.claims(aud="https://elsewhere.test")), "InvalidAudience")
+
+
+@case(FEDERATION, "an expired token is refused")
+def _(ctx):
+    issuer = _federation(ctx)
+    _refused(ctx, issuer.sign(issuer.claims(exp=int(time.time()) - 3600)), "ExpiredSignature")
+
+
+@case(FEDERATION, "a token signed by an unknown key (same key id, or another) is refused")
+def _(ctx):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    issuer = _federation(ctx)
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    _refused(ctx, issuer.sign(issuer.claims(), key=stranger), "InvalidSignature")
+    _refused(ctx, issuer.sign(issuer.claims(), header={"alg": "RS256", "kid": "sec-key-9"}, key=stranger),
+             "no key of the issuer")
+
+
+@case(FEDERATION, "a spoofed issuer URL (trailing slash, localhost for 127.0.0.1, another port) is not trusted")
+def _(ctx):
+    issuer = _federation(ctx)
+    port = int(issuer.url.rsplit(":", 1)[1])
+    for spoofed in [f"{issuer.url}/", f"http://localhost:{port}", f"http://127.0.0.1:{port + 1}"]:
+        _refused(ctx, issuer.sign(issuer.claims(iss=spoofed)), "no federation policy trusts issuer")
+
+
+@case(FEDERATION, "an issuer whose discovery document names another issuer (mix-up) is refused")
+def _(ctx):
+    real = _federation(ctx)
+    impostor = LoopbackIssuer(named_issuer=real.url)
+    account = expect_ok(ctx.api.get("/.well-known/databricks-config"), "config")["workspace_id"]
+    expect_ok(ctx.api.post(f"/api/2.0/accounts/{account}/federationPolicies", ctx.admin,
+                           {"oidc_policy": {"issuer": impostor.url, "audiences": [FEDERATION_AUDIENCE]}}),
+              "policy for the impostor")
+    _refused(ctx, impostor.sign(impostor.claims()), "discovery document names issuer")
+
+
+@case(FEDERATION, "a deactivated user cannot federate; a subject naming no user is refused")
+def _(ctx):
+    issuer = _federation(ctx)
+    _refused(ctx, issuer.sign(issuer.claims(sub="mallory@example.com")), "no active user")
+    carol = ctx.users["carol@example.com"]["id"]
+    expect_ok(ctx.api.patch(f"/api/2.0/preview/scim/v2/Users/{carol}", ctx.admin, {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "active", "value": False}]}), "deactivate carol")
+    try:
+        _refused(ctx, issuer.sign(issuer.claims(sub="carol@example.com")), "no active user")
+    finally:
+        expect_ok(ctx.api.patch(f"/api/2.0/preview/scim/v2/Users/{carol}", ctx.admin, {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "active", "value": True}]}), "reactivate carol")
+
+
+@case(FEDERATION, "only admins declare federation policies; plain http:// issuers off loopback are refused")
+def _(ctx):
+    account = expect_ok(ctx.api.get("/.well-known/databricks-config"), "config")["workspace_id"]
+    path = f"/api/2.0/accounts/{account}/federationPolicies"
+    expect_api_error(ctx.api.post(path, ctx.alice, {"oidc_policy": {"issuer": "https://evil.example"}}), 403,
+                     "PERMISSION_DENIED", "admin")
+    expect_api_error(ctx.api.post(path, ctx.admin, {"oidc_policy": {"issuer": "http://idp.example.com"}}), 400,
+                     "INVALID_PARAMETER_VALUE", "https://")
+
+
 FAIL_CLOSED = "stored-data-fails-closed"
 
 
@@ -1622,6 +1800,21 @@ def _(ctx):
     with StoredSpec(ctx, "sec.hr.secret", "{}}"):
         reply = ctx.api.get("/api/2.1/unity-catalog/tables/sec.hr.secret", ctx.admin)
         expect_api_error(reply, 500, "INTERNAL_ERROR", "internal error")
+
+
+@case(FAIL_CLOSED, "a federation policy whose stored audiences do not parse refuses the exchange (server_error)")
+def _(ctx):
+    issuer = _federation(ctx)
+    path = ctx.server.data_dir / "metadata.db"
+    with sqlite3.connect(path, timeout=30) as db:
+        original = db.execute("SELECT audiences FROM federation_policies WHERE policy_id = 'sec-federation'").fetchone()
+        check(original is not None, "the suite's federation policy is stored")
+        db.execute("UPDATE federation_policies SET audiences = 'not json' WHERE policy_id = 'sec-federation'")
+    try:
+        _refused(ctx, issuer.sign(issuer.claims()), "", status=500, error="server_error")
+    finally:
+        with sqlite3.connect(path, timeout=30) as db:
+            db.execute("UPDATE federation_policies SET audiences = ? WHERE policy_id = 'sec-federation'", original)
 
 
 # ---- durability of revocations across a restart (last: it restarts the server) ------------------------------------
