@@ -1,10 +1,14 @@
 //! Foundation figures on this machine: token validations/s in process, and over real HTTP on loopback the latency
-//! and throughput of token exchange and of an authenticated no-op request. Run with `cargo bench -p deputy-server`.
+//! and throughput of token exchange, of a federated exchange (another issuer's JWT, its keys cached) and of an
+//! authenticated no-op request. Run with `cargo bench -p deputy-server`.
 //!
 //! Client and server share the machine (and, here, the process), so the HTTP figures include the client's cost.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Bench code: a panic is a failed run.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +22,65 @@ struct Fixture {
     http: reqwest::Client,
     user_jwt: String,
     agent_jwt: String,
+    /// A JWT of the loopback issuer that a federation policy trusts.
+    federated_jwt: String,
+}
+
+const FEDERATION_AUDIENCE: &str = "https://deputy.bench";
+
+/// A trusted issuer on loopback whose Ed25519 key the bench holds: its discovery document and key set.
+async fn loopback_issuer(key: &SigningKey) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let discovery = json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/jwks") });
+    let jwks = json!({ "keys": [{
+        "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": "bench",
+        "x": URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes()),
+    }]});
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || async move { axum::Json(discovery) }),
+        )
+        .route(
+            "/jwks",
+            axum::routing::get(move || async move { axum::Json(jwks) }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    issuer
+}
+
+fn issuer_jwt(key: &SigningKey, issuer: &str, subject: &str) -> String {
+    let encode = |value: Value| URL_SAFE_NO_PAD.encode(value.to_string());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let input = format!(
+        "{}.{}",
+        encode(json!({ "alg": "EdDSA", "typ": "JWT", "kid": "bench" })),
+        encode(
+            json!({ "iss": issuer, "aud": FEDERATION_AUDIENCE, "sub": subject, "iat": now, "exp": now + 3600 })
+        ),
+    );
+    let signature = URL_SAFE_NO_PAD.encode(key.sign(input.as_bytes()).to_bytes());
+    format!("{input}.{signature}")
+}
+
+async fn federated_exchange(fixture: &Fixture) {
+    let body = form(
+        fixture,
+        &[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", &fixture.federated_jwt),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ],
+    )
+    .await;
+    assert!(body["access_token"].is_string());
 }
 
 async fn form(fixture: &Fixture, fields: &[(&str, &str)]) -> Value {
@@ -196,6 +259,7 @@ async fn run() {
         http: http.clone(),
         user_jwt: String::new(),
         agent_jwt: String::new(),
+        federated_jwt: String::new(),
     };
     let agent = form(
         &fixture,
@@ -224,6 +288,20 @@ async fn run() {
     .await;
     fixture.user_jwt = user_jwt["access_token"].as_str().unwrap().to_owned();
     fixture.agent_jwt = agent["access_token"].as_str().unwrap().to_owned();
+
+    let issuer_key = SigningKey::from_bytes(&[7; 32]);
+    let issuer = loopback_issuer(&issuer_key).await;
+    let account = state.access().workspace_id();
+    let policy = admin(
+        reqwest::Method::POST,
+        &format!("/api/2.0/accounts/{account}/federationPolicies"),
+    )
+    .json(&json!({ "oidc_policy": { "issuer": issuer, "audiences": [FEDERATION_AUDIENCE] } }))
+    .send()
+    .await
+    .unwrap();
+    assert!(policy.status().is_success());
+    fixture.federated_jwt = issuer_jwt(&issuer_key, &issuer, "alice@example.com");
 
     // First sight of a token: Ed25519 signature, header and claims checks. Distinct tokens defeat the cache.
     let validations = 5_000;
@@ -270,6 +348,12 @@ async fn run() {
         "token exchange over HTTP (subject+actor)",
         fixture.clone(),
         |f| async move { exchange(&f).await },
+    )
+    .await;
+    measure(
+        "federated token exchange over HTTP",
+        fixture.clone(),
+        |f| async move { federated_exchange(&f).await },
     )
     .await;
     measure(
