@@ -94,12 +94,12 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
         .get(
             "/api/2.0/genie/spaces/{space_id}/conversations/{conversation_id}/messages/{message_id}/attachments/{attachment_id}/query-result",
             GENIE,
-            attachment_query_result,
+            |a, w, s, c, p| attachment_query(a, w, s, c, p, false),
         )
         .post(
             "/api/2.0/genie/spaces/{space_id}/conversations/{conversation_id}/messages/{message_id}/attachments/{attachment_id}/execute-query",
             GENIE,
-            execute_attachment_query,
+            |a, w, s, c, p| attachment_query(a, w, s, c, p, true),
         )
         // Deprecated forms the older SDK calls and ai-bridge versions still use.
         .get(
@@ -110,7 +110,7 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
         .get(
             "/api/2.0/genie/spaces/{space_id}/conversations/{conversation_id}/messages/{message_id}/query-result/{attachment_id}",
             GENIE,
-            attachment_query_result,
+            |a, w, s, c, p| attachment_query(a, w, s, c, p, false),
         )
 }
 
@@ -959,8 +959,9 @@ async fn delete_conversation(
     Ok(Json(json!({})))
 }
 
-/// `{"statement_response": StatementResponse}` of the message's query attachment `attachment_id`.
-async fn attachment_query_result(
+/// `{"statement_response": StatementResponse}` of the message's query attachment `attachment_id`; with `rerun`
+/// (`execute-query`), its SQL runs again as the caller, now.
+async fn attachment_query(
     State(access): State<Arc<Access>>,
     State(warehouse): State<Arc<Warehouse>>,
     State(serving): State<Arc<Serving>>,
@@ -971,6 +972,7 @@ async fn attachment_query_result(
         String,
         String,
     )>,
+    rerun: bool,
 ) -> Result<Json<Value>, ApiError> {
     let ids = (
         space_id.as_str(),
@@ -984,7 +986,7 @@ async fn attachment_query_result(
         &caller,
         ids,
         Some(&attachment_id),
-        false,
+        rerun,
     )
     .await
 }
@@ -1003,36 +1005,6 @@ async fn message_query_result(
         message_id.as_str(),
     );
     query_result(&access, &warehouse, &serving, &caller, ids, None, false).await
-}
-
-/// Runs the attachment's SQL again as the caller, now, and answers its result.
-async fn execute_attachment_query(
-    State(access): State<Arc<Access>>,
-    State(warehouse): State<Arc<Warehouse>>,
-    State(serving): State<Arc<Serving>>,
-    Authenticated(caller): Authenticated,
-    Path((space_id, conversation_id, message_id, attachment_id)): Path<(
-        String,
-        String,
-        String,
-        String,
-    )>,
-) -> Result<Json<Value>, ApiError> {
-    let ids = (
-        space_id.as_str(),
-        conversation_id.as_str(),
-        message_id.as_str(),
-    );
-    query_result(
-        &access,
-        &warehouse,
-        &serving,
-        &caller,
-        ids,
-        Some(&attachment_id),
-        true,
-    )
-    .await
 }
 
 /// The result of a message's query. A statement that is no longer remembered (results expire, and a restart forgets
