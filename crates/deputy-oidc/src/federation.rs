@@ -67,10 +67,7 @@ impl Federation {
     /// Whether `token` is a JWT from another issuer than this server: the tokens [`Federation::exchange`] handles.
     /// Read without verification; only the choice of path depends on it.
     pub fn is_foreign_jwt(&self, token: &str) -> bool {
-        jsonwebtoken::dangerous::insecure_decode_claims::<UnverifiedIssuer>(token)
-            .ok()
-            .and_then(|claims| claims.iss)
-            .is_some_and(|issuer| issuer != self.access.credentials().issuer())
+        unverified_issuer(token).is_some_and(|issuer| issuer != self.access.credentials().issuer())
     }
 
     /// Exchanges a foreign JWT for the claims of a Deputy access token. `client_id` names the service principal
@@ -82,13 +79,9 @@ impl Federation {
         client_id: Option<&str>,
         scope: Option<ScopeSet>,
     ) -> Result<AccessClaims, FederationError> {
-        let issuer =
-            jsonwebtoken::dangerous::insecure_decode_claims::<UnverifiedIssuer>(subject_token)
-                .ok()
-                .and_then(|claims| claims.iss)
-                .ok_or_else(|| {
-                    FederationError::Refused("the subject token is not a JWT with an `iss`".into())
-                })?;
+        let issuer = unverified_issuer(subject_token).ok_or_else(|| {
+            FederationError::Refused("the subject token is not a JWT with an `iss`".into())
+        })?;
         let outcome = self.accept(&issuer, subject_token, client_id).await;
         let (subject_name, audit_outcome) = match &outcome {
             Ok((identity, policy)) => (
@@ -309,6 +302,13 @@ impl Federation {
             .await?;
         Ok(())
     }
+}
+
+/// A JWT's `iss`, read without verifying anything: only to choose the path and the policies to verify against.
+fn unverified_issuer(token: &str) -> Option<String> {
+    jsonwebtoken::dangerous::insecure_decode_claims::<UnverifiedIssuer>(token)
+        .ok()
+        .and_then(|claims| claims.iss)
 }
 
 /// Policy ids are path segments: lowercase letters, digits and hyphens, as Databricks allows.
