@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// How a worker process is started.
 #[derive(Debug, Clone)]
@@ -242,14 +242,18 @@ impl AgentPool {
         }
     }
 
-    /// Starts one worker now (instead of on the first request), so deploying reports a broken agent at once.
-    pub async fn warm_up(&self) -> Result<(), WorkerError> {
-        let permit = self
-            .permits
+    /// One of the pool's request slots: a worker serves one request at a time.
+    async fn acquire_permit(&self) -> Result<OwnedSemaphorePermit, WorkerError> {
+        self.permits
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| WorkerError::Busy)?;
+            .map_err(|_| WorkerError::Busy)
+    }
+
+    /// Starts one worker now (instead of on the first request), so deploying reports a broken agent at once.
+    pub async fn warm_up(&self) -> Result<(), WorkerError> {
+        let permit = self.acquire_permit().await?;
         let mut slot = self.take_slot();
         if slot.is_none() {
             slot = Some(Worker::spawn(&self.command, self.startup_timeout).await?);
@@ -279,12 +283,7 @@ impl AgentPool {
         self: &Arc<Self>,
         request: WorkerRequest,
     ) -> Result<mpsc::Receiver<WorkerEvent>, WorkerError> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| WorkerError::Busy)?;
+        let permit = self.acquire_permit().await?;
         let mut worker = match self.take_slot() {
             Some(worker) => worker,
             None => match Worker::spawn(&self.command, self.startup_timeout).await {

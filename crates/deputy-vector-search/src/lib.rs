@@ -701,12 +701,7 @@ pub async fn create_index(
         )));
     };
     let schema_name = format!("{catalog}.{schema}");
-    let parent = state
-        .access()
-        .store()
-        .find_securable(namespace_of(SecurableKind::Schema), &schema_name)
-        .await?
-        .ok_or_else(|| Error::not_found(format!("schema `{schema_name}` does not exist")))?;
+    let parent = existing(state, SecurableKind::Schema, &schema_name).await?;
     let parent_ref = securable_ref(&parent).map_err(Error::internal)?;
     state.access().authorize(
         caller,
@@ -768,12 +763,7 @@ pub async fn create_index(
             let table = columns_spec.source_table.clone().ok_or_else(|| {
                 Error::invalid_parameter("`delta_sync_index_spec.source_table` is required")
             })?;
-            let record = state
-                .access()
-                .store()
-                .find_securable(namespace_of(SecurableKind::Table), &table)
-                .await?
-                .ok_or_else(|| Error::not_found(format!("table `{table}` does not exist")))?;
+            let record = existing(state, SecurableKind::Table, &table).await?;
             let reference = securable_ref(&record).map_err(Error::internal)?;
             // The index owner reads the table on every sync: it must be allowed to.
             state.access().authorize(
@@ -930,6 +920,20 @@ pub async fn create_index(
             .success;
     }
     Ok(render_index(state, &record, &spec, rows))
+}
+
+/// The securable of `kind` named `name`, or "`kind` `name` does not exist".
+async fn existing(
+    state: &VectorSearch,
+    kind: SecurableKind,
+    name: &str,
+) -> Result<SecurableRecord, Error> {
+    state
+        .access()
+        .store()
+        .find_securable(namespace_of(kind), name)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("{} `{name}` does not exist", kind.name())))
 }
 
 // ---- delta sync: reading the source table -----------------------------------------------------------------------
