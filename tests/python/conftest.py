@@ -5,6 +5,7 @@ fresh data directory and a free loopback port; on teardown it is sent SIGTERM an
 tests graceful shutdown.
 """
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -57,7 +58,7 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def _free_loopback_port() -> int:
+def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -83,12 +84,14 @@ def _server_environment() -> dict:
     return environment
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory) -> Server:
+@contextlib.contextmanager
+def running_deputy(tmp_path_factory, port=None):
+    """A `deputy serve` on a fresh data directory and a loopback port (`port`, or a free one), for a `with` block.
+    The session's `server` is one; tests that change workspace-wide sign-in settings start their own."""
     binary = _deputy_binary()
     data_dir = tmp_path_factory.mktemp("deputy-data")
     log_path = tmp_path_factory.mktemp("deputy-log") / "server.log"
-    port = _free_loopback_port()
+    port = port or free_loopback_port()
     host = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -128,6 +131,12 @@ def server(tmp_path_factory) -> Server:
             assert code == 0, f"deputy exited with {code} after SIGTERM:\n{log_path.read_text()}"
         elif yielded:
             pytest.fail(f"deputy died during the tests with {process.returncode}:\n{log_path.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Server:
+    with running_deputy(tmp_path_factory) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -187,7 +187,7 @@ def sign_in(session: requests.Session, authorize_url: str, login: str, password:
     GETs `authorize_url` (an RP's login URL or the provider's authorization URL) and follows redirects to the
     provider's login form, submits `login` and `password`, then follows redirects (the consent step has no page)
     back to the relying party and on until a response that is not a redirect. A redirect whose target starts with
-    `stop_at` (e.g. a redirect_uri with no listener) is not followed: that redirect response is returned, and its
+    `stop_at` (a string or a tuple of them; e.g. a redirect_uri with no listener) is not followed: that redirect response is returned, and its
     Location carries the code. A wrong password returns the login form again (status 200).
     Redirects are followed with GET, as browsers do for 302/303.
     """

@@ -97,6 +97,37 @@ impl ApiScope {
         }
     }
 
+    /// What the scope lets an app do, in plain words for the person asked to approve it.
+    pub fn plain_words(self) -> &'static str {
+        match self {
+            ApiScope::IamScim => "see and manage users, groups and service principals",
+            ApiScope::IamAccessControl => "see and change who may use workspace objects",
+            ApiScope::SettingsTokens => "create and revoke your personal access tokens",
+            ApiScope::SettingsTokenManagement => "manage everyone's tokens and sign-in settings",
+            ApiScope::SettingsWorkspaceConf => "read and change workspace settings",
+            ApiScope::CatalogCatalogs => "see and manage catalogs",
+            ApiScope::CatalogSchemas => "see and manage schemas",
+            ApiScope::CatalogTables => "see tables and read their metadata",
+            ApiScope::CatalogFunctions => "see and run functions",
+            ApiScope::CatalogConnections => "use connections to outside services",
+            ApiScope::CatalogVolumes => "see and manage volumes",
+            ApiScope::CatalogGrants => "see and change grants on data",
+            ApiScope::ServingEndpoints => "query agents and models",
+            ApiScope::VectorSearchEndpoints => "see and manage vector-search endpoints",
+            ApiScope::VectorSearchIndexes => "search your vector indexes",
+            ApiScope::SqlWarehouses => "see and use SQL warehouses",
+            ApiScope::SqlStatementExecution => "run SQL and read the data you can read",
+            ApiScope::DashboardsGenie => "ask Genie spaces questions about your data",
+            ApiScope::AppsApps => "see and manage apps",
+            ApiScope::McpGenie => "use Genie through MCP tools",
+            ApiScope::McpFunctions => "run functions through MCP tools",
+            ApiScope::McpVectorSearch => "search vector indexes through MCP tools",
+            ApiScope::McpExternal => "use external MCP servers through connections",
+            ApiScope::McpSql => "run SQL through MCP tools",
+            ApiScope::DeputyAudit => "read the audit log of what was done",
+        }
+    }
+
     /// Looks up a dotted name. Aliases are not scopes: use [`ScopeSet::parse`] for those.
     pub fn from_name(name: &str) -> Option<ApiScope> {
         ApiScope::ALL.into_iter().find(|scope| scope.name() == name)

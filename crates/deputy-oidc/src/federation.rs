@@ -1,7 +1,7 @@
 //! Federation policies (declared by admins) and the exchange of a foreign JWT for a Deputy token.
 
 use crate::keys::{IssuerKeys, check_fetchable};
-use crate::verify::verify_foreign_jwt;
+use crate::verify::{Expected, verify_foreign_jwt};
 use deputy_access::clock::{now_millis, now_seconds};
 use deputy_access::credentials::{ACCESS_TOKEN_LIFETIME_SECONDS, Caller};
 use deputy_access::{Access, Error};
@@ -165,7 +165,7 @@ impl Federation {
         }
         let mut refusals = Vec::new();
         for policy in policies {
-            match verify_foreign_jwt(&self.keys, token, &policy).await {
+            match verify_foreign_jwt(&self.keys, token, &Expected::of_policy(&policy)).await {
                 Ok(claims) => {
                     let identity = match &service_principal {
                         Some(sp) => sp.clone(),

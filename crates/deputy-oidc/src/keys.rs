@@ -43,6 +43,15 @@ pub struct IssuerKeys {
 struct Discovery {
     issuer: String,
     jwks_uri: String,
+    authorization_endpoint: Option<String>,
+    token_endpoint: Option<String>,
+}
+
+/// Where a person signs in at an issuer, from its discovery document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInEndpoints {
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
 }
 
 impl IssuerKeys {
@@ -94,6 +103,34 @@ impl IssuerKeys {
     }
 
     async fn fetch(&self, issuer: &str) -> Result<JwkSet, KeyError> {
+        let discovery = self.discover(issuer).await?;
+        check_fetchable(&discovery.jwks_uri).map_err(KeyError::Fetch)?;
+        self.get_json(&discovery.jwks_uri).await
+    }
+
+    /// The issuer's authorization and token endpoints, read fresh from its discovery document (sign-ins are rare
+    /// enough not to need a cache, and a fresh read follows the provider's changes at once).
+    pub async fn sign_in_endpoints(&self, issuer: &str) -> Result<SignInEndpoints, KeyError> {
+        let discovery = self.discover(issuer).await?;
+        let endpoint = |url: Option<String>, name: &str| {
+            let url = url.ok_or_else(|| {
+                KeyError::Fetch(format!(
+                    "the discovery document of `{issuer}` has no {name}"
+                ))
+            })?;
+            check_fetchable(&url).map_err(KeyError::Fetch)?;
+            Ok(url)
+        };
+        Ok(SignInEndpoints {
+            authorization_endpoint: endpoint(
+                discovery.authorization_endpoint,
+                "authorization_endpoint",
+            )?,
+            token_endpoint: endpoint(discovery.token_endpoint, "token_endpoint")?,
+        })
+    }
+
+    async fn discover(&self, issuer: &str) -> Result<Discovery, KeyError> {
         let discovery_url = format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
@@ -106,8 +143,12 @@ impl IssuerKeys {
                 found: discovery.issuer,
             });
         }
-        check_fetchable(&discovery.jwks_uri).map_err(KeyError::Fetch)?;
-        self.get_json(&discovery.jwks_uri).await
+        Ok(discovery)
+    }
+
+    /// The HTTP client key sets are fetched with: verified TLS, no redirects, a short timeout.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, KeyError> {

@@ -6,7 +6,7 @@ use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use deputy_oidc::keys::{IssuerKeys, check_fetchable};
-use deputy_oidc::verify::verify_foreign_jwt;
+use deputy_oidc::verify::{Expected, verify_foreign_jwt};
 use deputy_store::{FederationPolicy, PrincipalId};
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
@@ -89,14 +89,20 @@ async fn a_token_of_the_trusted_issuer_is_accepted_and_every_deviation_refused()
         let keys = &keys;
         let policy = &policy;
         async move {
-            let error = verify_foreign_jwt(keys, &token, policy).await.unwrap_err();
+            let error = verify_foreign_jwt(keys, &token, &Expected::of_policy(policy))
+                .await
+                .unwrap_err();
             assert!(error.contains(phrase), "expected `{phrase}` in `{error}`");
         }
     };
 
-    let accepted = verify_foreign_jwt(&keys, &sign(&key, eddsa(), claims(&url)), &policy)
-        .await
-        .unwrap();
+    let accepted = verify_foreign_jwt(
+        &keys,
+        &sign(&key, eddsa(), claims(&url)),
+        &Expected::of_policy(&policy),
+    )
+    .await
+    .unwrap();
     assert_eq!(accepted["sub"], "ci-job");
 
     let mut expired = claims(&url);
@@ -140,10 +146,14 @@ async fn a_token_of_the_trusted_issuer_is_accepted_and_every_deviation_refused()
 
     let mut fixed_subject = policy.clone();
     fixed_subject.subject = Some("deploy-job".into());
-    let error = verify_foreign_jwt(&keys, &sign(&key, eddsa(), claims(&url)), &fixed_subject)
-        .await
-        .unwrap_err();
-    assert!(error.contains("not the policy's subject"), "{error}");
+    let error = verify_foreign_jwt(
+        &keys,
+        &sign(&key, eddsa(), claims(&url)),
+        &Expected::of_policy(&fixed_subject),
+    )
+    .await
+    .unwrap_err();
+    assert!(error.contains("not the expected subject"), "{error}");
 }
 
 #[tokio::test]
@@ -151,9 +161,13 @@ async fn a_discovery_document_naming_another_issuer_is_refused() {
     let key = SigningKey::from_bytes(&[7; 32]);
     let url = issuer(&key, Some("https://real-issuer.test")).await;
     let keys = IssuerKeys::new().unwrap();
-    let error = verify_foreign_jwt(&keys, &sign(&key, eddsa(), claims(&url)), &policy(&url))
-        .await
-        .unwrap_err();
+    let error = verify_foreign_jwt(
+        &keys,
+        &sign(&key, eddsa(), claims(&url)),
+        &Expected::of_policy(&policy(&url)),
+    )
+    .await
+    .unwrap_err();
     assert!(error.contains("discovery document names issuer"), "{error}");
 }
 
@@ -165,7 +179,7 @@ async fn an_unreachable_issuer_refuses_the_token() {
     let error = verify_foreign_jwt(
         &IssuerKeys::new().unwrap(),
         &sign(&key, eddsa(), claims(url)),
-        &policy(url),
+        &Expected::of_policy(&policy(url)),
     )
     .await
     .unwrap_err();

@@ -130,6 +130,9 @@ pub async fn prepare(
     let federation = deputy_oidc::Federation::new(access.clone())
         .map(Arc::new)
         .map_err(|error| ServeError::Http(error.to_string()))?;
+    let sign_in = deputy_signin::SignIn::new(access.clone())
+        .map(Arc::new)
+        .map_err(|error| ServeError::Http(error.to_string()))?;
     let serving = Arc::new(deputy_serving::Serving::new(
         access.clone(),
         deputy_serving::ServingBackends::new(deputy_models::default_models_dir()),
@@ -146,6 +149,7 @@ pub async fn prepare(
         vector_search,
         upstreams,
         federation,
+        sign_in,
     });
     Ok((state, report))
 }

@@ -9,6 +9,7 @@ use deputy_access::Access;
 use deputy_connections::http::Upstreams;
 use deputy_oidc::Federation;
 use deputy_serving::Serving;
+use deputy_signin::SignIn;
 use deputy_vector_search::VectorSearch;
 use deputy_warehouse::Warehouse;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ struct Shared {
     vector_search: Arc<VectorSearch>,
     upstreams: Arc<Upstreams>,
     federation: Arc<Federation>,
+    sign_in: Arc<SignIn>,
 }
 
 /// Everything `AppState::new` assembles.
@@ -42,6 +44,8 @@ pub struct StateParts {
     pub upstreams: Arc<Upstreams>,
     /// Token federation: other issuers' JWTs exchanged under admins' policies.
     pub federation: Arc<Federation>,
+    /// People signing in: the authorization endpoint, upstream providers, codes and refresh tokens.
+    pub sign_in: Arc<SignIn>,
 }
 
 impl AppState {
@@ -56,6 +60,7 @@ impl AppState {
                 vector_search: parts.vector_search,
                 upstreams: parts.upstreams,
                 federation: parts.federation,
+                sign_in: parts.sign_in,
             }),
         }
     }
@@ -90,6 +95,11 @@ impl AppState {
         &self.inner.federation
     }
 
+    /// Sign-in: OAuth apps, identity providers, the authorization endpoint's flow and its grants.
+    pub fn sign_in(&self) -> &Arc<SignIn> {
+        &self.inner.sign_in
+    }
+
     /// The routes without their layers and state; `crate::app` completes them.
     pub fn route_table(&self) -> &Router<AppState> {
         &self.inner.route_table
@@ -117,3 +127,4 @@ sub_state!(Serving, serving);
 sub_state!(VectorSearch, vector_search);
 sub_state!(Upstreams, upstreams);
 sub_state!(Federation, federation);
+sub_state!(SignIn, sign_in);

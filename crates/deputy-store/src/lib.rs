@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod consent;
 pub mod federation;
 pub mod genie;
+pub mod sign_in;
 pub mod specs;
 mod sqlite;
 mod sqlite_audit;
@@ -29,16 +30,32 @@ pub use catalog::CatalogStore;
 pub use consent::{Consent, ConsentStore};
 pub use federation::{FederationPolicy, FederationStore};
 pub use genie::GenieStore;
+pub use sign_in::{
+    AppConsent, AuthorizationCode, AuthorizationRequest, Grant, IdentityProvider, OAuthApp,
+    Presentation, SignInFamily, SignInStore, UpstreamLogin,
+};
 pub use sqlite::SqliteStore;
 
 /// Everything the server persists, behind one object.
 pub trait Store:
-    MetadataStore + CatalogStore + AuditStore + GenieStore + ConsentStore + FederationStore
+    MetadataStore
+    + CatalogStore
+    + AuditStore
+    + GenieStore
+    + ConsentStore
+    + FederationStore
+    + SignInStore
 {
 }
 
 impl<T> Store for T where
-    T: MetadataStore + CatalogStore + AuditStore + GenieStore + ConsentStore + FederationStore
+    T: MetadataStore
+        + CatalogStore
+        + AuditStore
+        + GenieStore
+        + ConsentStore
+        + FederationStore
+        + SignInStore
 {
 }
 

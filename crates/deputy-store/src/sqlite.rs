@@ -43,6 +43,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "federation policies",
         include_str!("../migrations/0011_federation_policies.sql"),
     ),
+    (
+        12,
+        "sign-in",
+        include_str!("../migrations/0012_sign_in.sql"),
+    ),
 ];
 
 /// The columns of `principals` that make an [`Identity`]; a macro so that statements stay `&'static str` literals,

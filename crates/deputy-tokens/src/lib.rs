@@ -24,6 +24,6 @@ pub use keys::{KeyError, KeyRing, PersistedKey};
 pub use random::RandomnessError;
 pub use secrets::{
     CLIENT_SECRET_PREFIX, PERSONAL_ACCESS_TOKEN_PREFIX, Secret, SecretHash, SecretHashError,
-    generate_client_secret, generate_personal_access_token, looks_like_jwt,
+    generate_client_secret, generate_personal_access_token, generate_secret, looks_like_jwt,
 };
 pub use token::{MAX_TOKEN_BYTES, TOKEN_TYPE, TokenError, TokenIssuer};

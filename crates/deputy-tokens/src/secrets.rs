@@ -89,15 +89,17 @@ impl fmt::Debug for SecretHash {
 
 /// A new personal access token (`dapi` + 64 hex digits) and the hash to store.
 pub fn generate_personal_access_token() -> Result<(Secret, SecretHash), RandomnessError> {
-    generate(PERSONAL_ACCESS_TOKEN_PREFIX)
+    generate_secret(PERSONAL_ACCESS_TOKEN_PREFIX)
 }
 
 /// A new OAuth client secret (`dose` + 64 hex digits) and the hash to store.
 pub fn generate_client_secret() -> Result<(Secret, SecretHash), RandomnessError> {
-    generate(CLIENT_SECRET_PREFIX)
+    generate_secret(CLIENT_SECRET_PREFIX)
 }
 
-fn generate(prefix: &str) -> Result<(Secret, SecretHash), RandomnessError> {
+/// A new secret of another kind (authorization codes, refresh tokens, sign-in handles): `prefix` + 64 hex digits,
+/// and the hash to store.
+pub fn generate_secret(prefix: &str) -> Result<(Secret, SecretHash), RandomnessError> {
     let plaintext = format!("{prefix}{}", hex::encode(random_bytes::<32>()?));
     let hash = SecretHash::of(&plaintext);
     Ok((Secret(plaintext), hash))

@@ -47,12 +47,7 @@ struct Owner {
 impl Owner {
     /// The service principal the path names (`None`: account-wide), after checking the account is this workspace.
     fn service_principal(&self, access: &Access) -> Result<Option<PrincipalId>, Error> {
-        if self.account_id != access.workspace_id().to_string() {
-            return Err(Error::not_found(format!(
-                "account `{}` does not exist (this workspace's account id is its workspace id)",
-                self.account_id
-            )));
-        }
+        super::check_account(access, &self.account_id)?;
         self.service_principal_id
             .as_deref()
             .map(|id| {

@@ -15,6 +15,8 @@ pub mod permissions;
 pub mod responses;
 pub mod scim;
 pub mod serving;
+pub mod sign_in;
+pub mod sign_in_admin;
 pub mod statements;
 pub mod tokens;
 pub mod unity_catalog;
@@ -102,12 +104,28 @@ pub fn api_routes() -> ApiRouter {
     let router = vector_search::routes(router);
     let router = external_function::routes(router);
     let router = federation::routes(router);
+    let router = sign_in::routes(router);
+    let router = sign_in_admin::routes(router);
     let router = genie::routes(router);
     warehouses::routes(router)
 }
 
 async fn health() -> &'static str {
     "ok"
+}
+
+/// Account-level paths (`/api/2.0/accounts/{account_id}/...`): Deputy's one workspace is its account, so the
+/// account id must be the workspace id.
+pub(crate) fn check_account(
+    access: &deputy_access::Access,
+    account_id: &str,
+) -> Result<(), deputy_access::Error> {
+    if account_id != access.workspace_id().to_string() {
+        return Err(deputy_access::Error::not_found(format!(
+            "account `{account_id}` does not exist (this workspace's account id is its workspace id)"
+        )));
+    }
+    Ok(())
 }
 
 /// A time in milliseconds since the epoch as the RFC 3339 text Databricks' APIs answer (empty if out of range).

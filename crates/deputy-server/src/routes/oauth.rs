@@ -1,5 +1,5 @@
-//! The OAuth endpoints: token (client credentials, RFC 8693 token exchange), revocation (RFC 7009) and introspection
-//! (RFC 7662). Errors use the RFC 6749 body, not the Databricks one, because OAuth clients parse that.
+//! The OAuth endpoints: token (client credentials, RFC 8693 token exchange, and for signed-in people the
+//! authorization code and refresh token grants), revocation (RFC 7009) and introspection (RFC 7662). Errors use the RFC 6749 body, not the Databricks one, because OAuth clients parse that.
 
 use super::{ApiRouter, Requires};
 use crate::error::OAuthError;
@@ -17,6 +17,7 @@ use deputy_access::credentials::{
 };
 use deputy_core::ScopeSet;
 use deputy_oidc::Federation;
+use deputy_signin::{CodeRedemption, RefreshRequest, SignIn};
 use deputy_store::{Identity, IdentityKind};
 use deputy_tokens::{AccessClaims, Actor, ExchangeRequest, ScopeMode, SecretHash};
 use serde::Deserialize;
@@ -24,6 +25,8 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
+pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
@@ -49,6 +52,10 @@ struct TokenForm {
     requested_token_type: Option<String>,
     audience: Option<String>,
     resource: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    refresh_token: Option<String>,
 }
 
 /// A form body whose rejections (too large, unreadable) are OAuth error bodies like every other answer here.
@@ -72,11 +79,17 @@ impl<S: Send + Sync> FromRequest<S> for FormBody {
 async fn token(
     State(access): State<Arc<Access>>,
     State(federation): State<Arc<Federation>>,
+    State(sign_in): State<Arc<SignIn>>,
     headers: HeaderMap,
     FormBody(body): FormBody,
 ) -> Result<Response, OAuthError> {
     let form: TokenForm =
         parse_form(&body).map_err(|error| OAuthError::new("invalid_request", error))?;
+    if let Some(grant @ (GRANT_AUTHORIZATION_CODE | GRANT_REFRESH_TOKEN)) =
+        form.grant_type.clone().as_deref()
+    {
+        return signed_in_grant(&sign_in, grant, &headers, form).await;
+    }
     let client = authenticate_client(&access, &headers, &form).await?;
     let claims = match form.grant_type.as_deref() {
         Some(GRANT_CLIENT_CREDENTIALS) => client_credentials(&access, client, &form)?,
@@ -102,11 +115,69 @@ async fn token(
     if form.grant_type.as_deref() == Some(GRANT_TOKEN_EXCHANGE) {
         body["issued_token_type"] = json!(TOKEN_TYPE_ACCESS_TOKEN);
     }
-    let mut response = Json(body).into_response();
+    Ok(no_store(Json(body)))
+}
+
+/// RFC 6749 §5.1: token responses are never cached.
+fn no_store(body: Json<Value>) -> Response {
+    let mut response = body.into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    response
+}
+
+/// The grants of signed-in people: the app is an OAuth app (not a service principal), authenticated by its secret
+/// if it is confidential and by PKCE if it is public.
+async fn signed_in_grant(
+    sign_in: &SignIn,
+    grant: &str,
+    headers: &HeaderMap,
+    form: TokenForm,
+) -> Result<Response, OAuthError> {
+    let (client_id, client_secret) = match basic_credentials(headers)? {
+        Some((id, secret)) => (Some(id), Some(secret)),
+        None => (
+            form.client_id,
+            form.client_secret.filter(|secret| !secret.is_empty()),
+        ),
+    };
+    let issued = match grant {
+        GRANT_AUTHORIZATION_CODE => {
+            sign_in
+                .redeem_code(CodeRedemption {
+                    client_id,
+                    client_secret,
+                    code: form.code,
+                    redirect_uri: form.redirect_uri,
+                    code_verifier: form.code_verifier,
+                    resource: form.resource,
+                })
+                .await
+        }
+        _ => {
+            sign_in
+                .refresh(RefreshRequest {
+                    client_id,
+                    client_secret,
+                    refresh_token: form.refresh_token,
+                    scope: form.scope,
+                    resource: form.resource,
+                })
+                .await
+        }
+    }
+    .map_err(|error| OAuthError::new(error.oauth_error_code(), error.to_string()))?;
+    let mut body = json!({
+        "access_token": issued.access_token,
+        "token_type": "Bearer",
+        "expires_in": issued.claims.exp - now_seconds(),
+        "scope": issued.claims.scope.to_string(),
+    });
+    if let Some(refresh_token) = &issued.refresh_token {
+        body["refresh_token"] = json!(refresh_token.expose());
+    }
+    Ok(no_store(Json(body)))
 }
 
 /// Checks client credentials from HTTP Basic or the form. `None` when the request carries none (allowed for token
@@ -341,6 +412,7 @@ struct RevokeForm {
 /// endpoint tells an attacker nothing.
 async fn revoke(
     State(access): State<Arc<Access>>,
+    State(sign_in): State<Arc<SignIn>>,
     FormBody(body): FormBody,
 ) -> Result<Response, OAuthError> {
     let form: RevokeForm =
@@ -348,7 +420,13 @@ async fn revoke(
     let token = form
         .token
         .ok_or_else(|| OAuthError::new("invalid_request", "missing `token`"))?;
-    revoke_token(&access, &token).await?;
+    let was_refresh_token = sign_in
+        .revoke_refresh_token(&token)
+        .await
+        .map_err(|error| OAuthError::new(error.oauth_error_code(), error.to_string()))?;
+    if !was_refresh_token {
+        revoke_token(&access, &token).await?;
+    }
     Ok(Json(json!({})).into_response())
 }
 

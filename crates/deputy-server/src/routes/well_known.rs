@@ -25,6 +25,16 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
             Requires::Public,
             authorization_server,
         )
+        .get(
+            "/.well-known/openid-configuration",
+            Requires::Public,
+            authorization_server,
+        )
+        .get(
+            "/.well-known/oauth-authorization-server",
+            Requires::Public,
+            authorization_server,
+        )
         .get("/oidc/v1/keys", Requires::Public, keys)
 }
 
@@ -39,21 +49,27 @@ async fn databricks_config(State(access): State<Arc<Access>>) -> Json<Value> {
 
 async fn authorization_server(State(access): State<Arc<Access>>) -> Json<Value> {
     let oidc = format!("{}/oidc", access.base_url());
-    let mut scopes: Vec<&str> = vec![deputy_core::scopes::ALL_APIS];
+    let mut scopes: Vec<&str> = vec![deputy_core::scopes::ALL_APIS, "offline_access"];
     scopes.extend(ApiScope::ALL.iter().map(|scope| scope.name()));
     Json(json!({
         "issuer": access.credentials().issuer(),
-        // Named because the SDK reads it, but interactive (U2M) login is not implemented: requests to it get 404.
         "authorization_endpoint": format!("{oidc}/v1/authorize"),
         "token_endpoint": format!("{oidc}/v1/token"),
         "jwks_uri": format!("{oidc}/v1/keys"),
         "revocation_endpoint": format!("{oidc}/v1/revoke"),
         "introspection_endpoint": format!("{oidc}/v1/introspect"),
         "grant_types_supported": [
+            "authorization_code",
+            "refresh_token",
             "client_credentials",
             "urn:ietf:params:oauth:grant-type:token-exchange",
         ],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        // RFC 9207: every authorization response names its issuer.
+        "authorization_response_iss_parameter_supported": true,
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "scopes_supported": scopes,
         "id_token_signing_alg_values_supported": ["EdDSA"],
     }))

@@ -1,0 +1,248 @@
+//! OAuth apps: the clients people sign in to. The public client `databricks-cli` (what the Databricks SDKs and CLI
+//! use by default) is preregistered by the store's migration; admins register others, in the shape of Databricks'
+//! custom app integrations.
+
+use crate::{SignIn, SignInError};
+use deputy_access::Error;
+use deputy_access::clock::now_millis;
+use deputy_access::credentials::Caller;
+use deputy_core::ScopeSet;
+use deputy_store::OAuthApp;
+use deputy_tokens::{Secret, SecretHash};
+
+/// An app as an admin registers it.
+#[derive(Debug, Clone, Default)]
+pub struct NewOAuthApp {
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    /// `None`: every API scope.
+    pub scopes: Option<String>,
+    pub confidential: bool,
+}
+
+/// A registered app, and its client secret when it is confidential (shown once).
+#[derive(Debug)]
+pub struct RegisteredApp {
+    pub app: OAuthApp,
+    pub client_secret: Option<Secret>,
+}
+
+/// Whether `presented` is one of the app's redirect URIs: compared exactly, except that a registered loopback URI
+/// (`http://localhost`, `http://127.0.0.1`, `http://[::1]`) matches the same URI on any port, because native apps
+/// listen on whatever port is free (RFC 8252 §7.3). Userinfo and fragments never match.
+pub fn redirect_allowed(app: &OAuthApp, presented: &str) -> bool {
+    if app
+        .redirect_uris
+        .iter()
+        .any(|registered| registered == presented)
+    {
+        return true;
+    }
+    let Ok(presented) = reqwest::Url::parse(presented) else {
+        return false;
+    };
+    if presented.scheme() != "http"
+        || !presented.username().is_empty()
+        || presented.password().is_some()
+        || presented.fragment().is_some()
+        || !is_loopback(&presented)
+    {
+        return false;
+    }
+    app.redirect_uris.iter().any(|registered| {
+        reqwest::Url::parse(registered).is_ok_and(|registered| {
+            registered.scheme() == "http"
+                && is_loopback(&registered)
+                && registered.host_str() == presented.host_str()
+                && registered.path() == presented.path()
+                && registered.query() == presented.query()
+        })
+    })
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        None => false,
+    }
+}
+
+fn check_redirect_uri(uri: &str) -> Result<(), Error> {
+    let url = reqwest::Url::parse(uri)
+        .map_err(|error| Error::invalid_parameter(format!("`{uri}` is not a URL: {error}")))?;
+    let acceptable = match url.scheme() {
+        "https" => true,
+        "http" => is_loopback(&url),
+        // Private-use schemes of native apps (RFC 8252 §7.1) name the app in reverse-domain form.
+        scheme => scheme.contains('.'),
+    };
+    if !acceptable || url.fragment().is_some() {
+        return Err(Error::invalid_parameter(format!(
+            "redirect URL `{uri}` must be https://, http:// on a loopback host, or a private-use scheme, without a fragment"
+        )));
+    }
+    Ok(())
+}
+
+impl SignIn {
+    pub async fn register_app(
+        &self,
+        caller: &Caller,
+        new: NewOAuthApp,
+    ) -> Result<RegisteredApp, Error> {
+        caller.require_admin()?;
+        if new.name.trim().is_empty() {
+            return Err(Error::invalid_parameter("`name` is required"));
+        }
+        if new.redirect_uris.is_empty() {
+            return Err(Error::invalid_parameter(
+                "at least one redirect URL is required",
+            ));
+        }
+        for uri in &new.redirect_uris {
+            check_redirect_uri(uri)?;
+        }
+        let scopes = match &new.scopes {
+            None => ScopeSet::all(),
+            Some(text) => ScopeSet::parse(text)
+                .map_err(|error| Error::invalid_parameter(format!("invalid scopes: {error}")))?,
+        };
+        let (client_secret, secret_hash) = match new.confidential {
+            true => {
+                let (secret, hash) =
+                    deputy_tokens::generate_client_secret().map_err(Error::internal)?;
+                (Some(secret), Some(hash.to_hex()))
+            }
+            false => (None, None),
+        };
+        let app = OAuthApp {
+            client_id: uuid::Uuid::new_v4().to_string(),
+            name: new.name,
+            redirect_uris: new.redirect_uris,
+            scopes: scopes.to_string(),
+            secret_hash,
+            trusted: false,
+            created_ms: now_millis(),
+        };
+        self.access.store().insert_oauth_app(&app).await?;
+        Ok(RegisteredApp { app, client_secret })
+    }
+
+    pub async fn apps(&self, caller: &Caller) -> Result<Vec<OAuthApp>, Error> {
+        caller.require_admin()?;
+        Ok(self.access.store().oauth_apps().await?)
+    }
+
+    pub async fn app(&self, caller: &Caller, client_id: &str) -> Result<OAuthApp, Error> {
+        caller.require_admin()?;
+        self.access
+            .store()
+            .oauth_app(client_id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("OAuth app `{client_id}` does not exist")))
+    }
+
+    pub async fn delete_app(&self, caller: &Caller, client_id: &str) -> Result<(), Error> {
+        caller.require_admin()?;
+        match self.access.store().delete_oauth_app(client_id).await? {
+            true => Ok(()),
+            false => Err(Error::not_found(format!(
+                "OAuth app `{client_id}` does not exist"
+            ))),
+        }
+    }
+
+    /// The app making a token request: it must exist, and a confidential app must prove its secret. A public app
+    /// has no secret; PKCE proves it is the app that started the sign-in.
+    pub(crate) async fn authenticate_app(
+        &self,
+        client_id: Option<&str>,
+        secret: Option<&str>,
+    ) -> Result<OAuthApp, SignInError> {
+        let refused = || SignInError::InvalidClient("client authentication failed".into());
+        let client_id = client_id
+            .ok_or_else(|| SignInError::InvalidClient("`client_id` is required".into()))?;
+        let app = self
+            .access
+            .store()
+            .oauth_app(client_id)
+            .await?
+            .ok_or_else(refused)?;
+        if let Some(stored) = &app.secret_hash {
+            let hash = SecretHash::from_hex(stored).map_err(SignInError::internal)?;
+            if !secret.is_some_and(|secret| hash.matches(secret)) {
+                return Err(refused());
+            }
+        }
+        Ok(app)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(uris: &[&str]) -> OAuthApp {
+        OAuthApp {
+            client_id: "c".into(),
+            name: "c".into(),
+            redirect_uris: uris.iter().map(|uri| uri.to_string()).collect(),
+            scopes: "all-apis".into(),
+            secret_hash: None,
+            trusted: false,
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn loopback_redirects_match_on_any_port() {
+        let cli = app(&["http://localhost:8020", "http://127.0.0.1/"]);
+        assert!(redirect_allowed(&cli, "http://localhost:8020"));
+        assert!(redirect_allowed(&cli, "http://localhost:53117/"));
+        assert!(redirect_allowed(&cli, "http://127.0.0.1:40000/"));
+        // Another path, host, scheme, userinfo or a fragment is not the registered URI.
+        assert!(!redirect_allowed(&cli, "http://localhost:8020/other"));
+        assert!(!redirect_allowed(&cli, "http://127.0.0.2:8020/"));
+        assert!(!redirect_allowed(&cli, "https://localhost:8020/"));
+        assert!(!redirect_allowed(&cli, "http://evil@localhost:8020/"));
+        assert!(!redirect_allowed(&cli, "http://localhost:8020/#fragment"));
+        assert!(!redirect_allowed(
+            &cli,
+            "http://localhost.evil.example:8020/"
+        ));
+    }
+
+    #[test]
+    fn other_redirects_match_exactly() {
+        let web = app(&["https://app.example.com/callback"]);
+        assert!(redirect_allowed(&web, "https://app.example.com/callback"));
+        assert!(!redirect_allowed(
+            &web,
+            "https://app.example.com/callback/extra"
+        ));
+        assert!(!redirect_allowed(
+            &web,
+            "https://app.example.com:8443/callback"
+        ));
+        assert!(!redirect_allowed(
+            &web,
+            "https://app.example.com/callback?next=https://evil.example"
+        ));
+        assert!(!redirect_allowed(
+            &web,
+            "https://app.example.com.evil.example/callback"
+        ));
+    }
+
+    #[test]
+    fn registered_redirect_urls_must_be_safe() {
+        assert!(check_redirect_uri("https://app.example.com/cb").is_ok());
+        assert!(check_redirect_uri("http://127.0.0.1/cb").is_ok());
+        assert!(check_redirect_uri("com.example.app:/cb").is_ok());
+        assert!(check_redirect_uri("http://app.example.com/cb").is_err());
+        assert!(check_redirect_uri("https://app.example.com/cb#frag").is_err());
+        assert!(check_redirect_uri("javascript:alert(1)").is_err());
+    }
+}

@@ -1,0 +1,78 @@
+//! The bootstrap admin's local password (argon2id), for a workspace that has no identity provider yet. No other
+//! user has a password: people sign in through the organisation's provider.
+
+use crate::{SignIn, SignInError};
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use deputy_access::Error;
+use deputy_access::bootstrap::ADMIN_USER;
+use deputy_access::clock::now_millis;
+use deputy_access::credentials::{Caller, Credential};
+use deputy_store::{Identity, IdentityKind};
+
+pub const MIN_PASSWORD_LENGTH: usize = 12;
+
+impl SignIn {
+    /// Sets the bootstrap admin's password; only that admin, signed in as themselves, may.
+    pub async fn set_local_password(&self, caller: &Caller, password: &str) -> Result<(), Error> {
+        let delegated = matches!(
+            &caller.credential,
+            Credential::AccessToken { actor: Some(_), .. }
+        );
+        if caller.identity.kind != IdentityKind::User
+            || caller.identity.name != ADMIN_USER
+            || delegated
+        {
+            return Err(Error::permission_denied(format!(
+                "only the bootstrap admin `{ADMIN_USER}`, as themselves, has a local password"
+            )));
+        }
+        if password.chars().count() < MIN_PASSWORD_LENGTH {
+            return Err(Error::invalid_parameter(format!(
+                "the password must have at least {MIN_PASSWORD_LENGTH} characters"
+            )));
+        }
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).map_err(Error::internal)?;
+        let salt = SaltString::encode_b64(&salt).map_err(Error::internal)?;
+        let hash = Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map_err(Error::internal)?
+            .to_string();
+        self.access
+            .store()
+            .set_local_password(caller.identity.id, &hash, now_millis())
+            .await?;
+        Ok(())
+    }
+
+    /// The bootstrap admin, if `user_name` is theirs and `password` matches. The same refusal for every mismatch,
+    /// so the form tells nothing about which part was wrong.
+    pub(crate) async fn check_local_password(
+        &self,
+        user_name: &str,
+        password: &str,
+    ) -> Result<Identity, SignInError> {
+        let refused = || SignInError::AccessDenied("wrong user name or password".into());
+        if !user_name.eq_ignore_ascii_case(ADMIN_USER) {
+            return Err(refused());
+        }
+        let store = self.access.store();
+        let admin = store
+            .find_identity(IdentityKind::User, ADMIN_USER)
+            .await?
+            .filter(|admin| admin.active)
+            .ok_or_else(refused)?;
+        let stored = store.local_password(admin.id).await?.ok_or_else(refused)?;
+        // A stored hash that does not parse matches nothing.
+        let matches = PasswordHash::new(&stored).is_ok_and(|hash| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        });
+        match matches {
+            true => Ok(admin),
+            false => Err(refused()),
+        }
+    }
+}
