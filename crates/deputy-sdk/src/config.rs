@@ -1,6 +1,7 @@
 //! Client settings from the environment or a `~/.databrickscfg` profile, as the Databricks SDKs read them.
 
 use crate::Credentials;
+use crate::login::{LoginError, TokenCache};
 use std::path::PathBuf;
 
 #[derive(Debug)]
@@ -14,9 +15,11 @@ pub enum ConfigError {
     #[error("no host: set DATABRICKS_HOST or `host` in profile `{0}`")]
     MissingHost(String),
     #[error(
-        "no credentials: set DATABRICKS_TOKEN, or DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET, or `token` in profile `{0}`"
+        "no credentials for {host}: sign in with `deputy login --host {host}`, or set DATABRICKS_TOKEN, or DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET, or `token` in profile `{profile}`"
     )]
-    MissingCredentials(String),
+    MissingCredentials { profile: String, host: String },
+    #[error("{0}")]
+    TokenCache(#[from] LoginError),
     #[error("could not read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -26,7 +29,8 @@ pub enum ConfigError {
 
 impl Config {
     /// Explicit values first, then `DATABRICKS_*` variables, then the profile (`DATABRICKS_CONFIG_PROFILE`, default
-    /// `DEFAULT`) in `DATABRICKS_CONFIG_FILE` (default `~/.databrickscfg`).
+    /// `DEFAULT`) in `DATABRICKS_CONFIG_FILE` (default `~/.databrickscfg`). With neither a token nor a client id and
+    /// secret, the tokens `deputy login` cached for the host ([`TokenCache::from_environment`]) are used.
     pub fn from_environment(
         host: Option<String>,
         token: Option<String>,
@@ -62,10 +66,30 @@ impl Config {
         let credentials = match (token, client_id, client_secret) {
             (Some(token), _, _) => Credentials::Token(token),
             (None, Some(id), Some(secret)) => Credentials::oauth(id, secret, "all-apis"),
-            _ => return Err(ConfigError::MissingCredentials(profile_name)),
+            _ => match signed_in(&host)? {
+                Some(credentials) => credentials,
+                None => {
+                    return Err(ConfigError::MissingCredentials {
+                        profile: profile_name,
+                        host: crate::login::normalize_host(&host),
+                    });
+                }
+            },
         };
         Ok(Config { host, credentials })
     }
+}
+
+/// The signed-in credentials for `host`, if `deputy login` cached tokens for it. No cache location (neither
+/// `DEPUTY_TOKEN_CACHE` nor `HOME`) means no sign-in; an unreadable cache is an error rather than a silent fallback.
+fn signed_in(host: &str) -> Result<Option<Credentials>, ConfigError> {
+    let cache = match TokenCache::from_environment() {
+        Ok(cache) => cache,
+        Err(LoginError::NoCachePath) => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    let signed_in = cache.get(host)?.is_some();
+    Ok(signed_in.then(|| Credentials::signed_in(host, cache)))
 }
 
 /// The `key = value` lines of one `[section]` of the config file; an absent file is an empty profile.

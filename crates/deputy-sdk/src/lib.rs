@@ -6,8 +6,10 @@
 
 pub mod agent;
 mod config;
+pub mod login;
 
 pub use config::{Config, ConfigError};
+pub use login::{CachedLogin, LoginError, TokenCache};
 
 use reqwest::Method;
 use serde::Serialize;
@@ -30,6 +32,13 @@ pub enum Credentials {
     /// Inside a Deputy (or Databricks) serving worker: the endpoint's own token, read from the file the platform
     /// rewrites before it expires (`$SERVING_CREDENTIALS_DIR/model-dependencies-oauth-token`).
     ServingSystem { token_file: std::path::PathBuf },
+    /// A person signed in with `deputy login`: the access token in the [`TokenCache`] entry for `host`, refreshed
+    /// through the token endpoint (and the cache rewritten) when it expires within a minute.
+    SignedIn {
+        host: String,
+        cache: TokenCache,
+        current: Mutex<Option<CachedLogin>>,
+    },
 }
 
 impl Credentials {
@@ -56,6 +65,15 @@ impl Credentials {
             cache: Mutex::new(None),
         }
     }
+
+    /// The signed-in strategy for `host`, with the tokens `deputy login` put in `cache`.
+    pub fn signed_in(host: impl Into<String>, cache: TokenCache) -> Credentials {
+        Credentials::SignedIn {
+            host: login::normalize_host(&host.into()),
+            cache,
+            current: Mutex::new(None),
+        }
+    }
 }
 
 impl std::fmt::Debug for Credentials {
@@ -72,6 +90,13 @@ impl std::fmt::Debug for Credentials {
                 write!(
                     f,
                     "Credentials::OAuthClientCredentials {{ client_id: {client_id:?}, .. }}"
+                )
+            }
+            Credentials::SignedIn { host, cache, .. } => {
+                write!(
+                    f,
+                    "Credentials::SignedIn {{ host: {host:?}, cache: {:?}, .. }}",
+                    cache.path()
                 )
             }
         }
@@ -328,6 +353,29 @@ impl WorkspaceClient {
                     access_token: access_token.clone(),
                     refresh_after,
                 });
+                Ok(access_token)
+            }
+            Credentials::SignedIn {
+                host,
+                cache,
+                current,
+            } => {
+                if let Some(cached) = current.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+                    && !cached.expires_within(login::REFRESH_MARGIN)
+                {
+                    return Ok(cached.access_token.clone());
+                }
+                // A client that follows no redirects: the refresh token goes to the token endpoint only.
+                let token_endpoint = format!("{}/oidc/v1/token", self.host);
+                let http = login::http_client();
+                let fresh = login::signed_in_token(&http, cache, host, &token_endpoint)
+                    .await
+                    .map_err(|error| match error {
+                        LoginError::Transport(error) => ApiError::Transport(error),
+                        other => ApiError::Credentials(other.to_string()),
+                    })?;
+                let access_token = fresh.access_token.clone();
+                *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(fresh);
                 Ok(access_token)
             }
         }

@@ -6,6 +6,7 @@ mod catalog_commands;
 mod client_commands;
 mod demo;
 mod federation_commands;
+mod login_command;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -28,6 +29,10 @@ enum Command {
     Serve(ServeArgs),
     /// Start a server on a demo data directory and walk through on-behalf-of token exchange.
     Demo(DemoArgs),
+    /// Sign in to a server in the browser; other commands then use the cached tokens for that host.
+    Login(login_command::LoginArgs),
+    /// Forget the cached tokens for a server and revoke its refresh token.
+    Logout(login_command::LogoutArgs),
     /// Users (SCIM).
     Users {
         #[command(subcommand)]
@@ -212,6 +217,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Demo(args) => demo::run(args.serve.server_config(), args.exit).await,
+        Command::Login(args) => login_command::login(args).await,
+        Command::Logout(args) => login_command::logout(args).await,
         Command::Users {
             command,
             connection,
