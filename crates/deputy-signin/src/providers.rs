@@ -98,6 +98,16 @@ impl SignIn {
         }
     }
 
+    async fn endpoints_of(
+        &self,
+        provider: &IdentityProvider,
+    ) -> Result<deputy_oidc::keys::SignInEndpoints, SignInError> {
+        self.keys
+            .sign_in_endpoints(&provider.issuer)
+            .await
+            .map_err(|error| SignInError::Internal(error.to_string()))
+    }
+
     /// Where to send the browser to sign in at `provider` for the request `request_id` (carried as `state`).
     pub(crate) async fn upstream_authorization_url(
         &self,
@@ -105,11 +115,7 @@ impl SignIn {
         request_id: &str,
         login: &UpstreamLogin,
     ) -> Result<String, SignInError> {
-        let endpoints = self
-            .keys
-            .sign_in_endpoints(&provider.issuer)
-            .await
-            .map_err(|error| SignInError::Internal(error.to_string()))?;
+        let endpoints = self.endpoints_of(provider).await?;
         let mut url =
             url::Url::parse(&endpoints.authorization_endpoint).map_err(SignInError::internal)?;
         let mut scope = String::from("openid email profile");
@@ -175,11 +181,7 @@ impl SignIn {
         code: &str,
         login: &UpstreamLogin,
     ) -> Result<String, SignInError> {
-        let endpoints = self
-            .keys
-            .sign_in_endpoints(&provider.issuer)
-            .await
-            .map_err(|error| SignInError::Internal(error.to_string()))?;
+        let endpoints = self.endpoints_of(provider).await?;
         // RFC 6749 §2.3.1: the client id and secret are form-encoded before they go into HTTP Basic.
         let encode =
             |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();

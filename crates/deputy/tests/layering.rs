@@ -32,7 +32,7 @@ const LAYERS: &[&[&str]] = &[
         "deputy-warehouse",
         "deputy-oidc",
     ],
-    &["deputy-serving"],
+    &["deputy-serving", "deputy-signin"],
     &["deputy-vector-search", "deputy-genie"],
     &["deputy-server", "deputy-sdk"],
     &["deputy", "deputy-load"],
