@@ -1817,6 +1817,11 @@ def _(ctx):
             db.execute("UPDATE federation_policies SET audiences = ? WHERE policy_id = 'sec-federation'", original)
 
 
+# ---- sign-in: the `sign-in` category lives in sign_in_cases.py, which imports its helpers from this module ------
+
+sys.modules.setdefault("run", sys.modules[__name__])
+import sign_in_cases  # noqa: E402,F401
+
 # ---- durability of revocations across a restart (last: it restarts the server) ------------------------------------
 
 RESTART = "restart"

@@ -106,6 +106,26 @@ impl OAuthError {
     }
 }
 
+/// A refused sign-in grant in RFC 6749 form; an internal failure is logged, and only its kind goes to the client.
+impl From<deputy_signin::SignInError> for OAuthError {
+    fn from(error: deputy_signin::SignInError) -> OAuthError {
+        match error {
+            deputy_signin::SignInError::Internal(cause) => OAuthError::server_error(cause),
+            refused => OAuthError::new(refused.oauth_error_code(), refused.to_string()),
+        }
+    }
+}
+
+/// A refused federated exchange in RFC 6749 form, as for sign-in grants.
+impl From<deputy_oidc::FederationError> for OAuthError {
+    fn from(error: deputy_oidc::FederationError) -> OAuthError {
+        match error {
+            deputy_oidc::FederationError::Internal(cause) => OAuthError::server_error(cause),
+            refused => OAuthError::new(refused.oauth_error_code(), refused.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let body = json!({ "error": self.error, "error_description": self.description });

@@ -545,7 +545,14 @@ impl SignIn {
         state: Option<&str>,
         error: &SignInError,
     ) -> String {
-        let description = error.to_string();
+        // An internal failure is logged here; the app only learns that there was one.
+        let description = match error {
+            SignInError::Internal(cause) => {
+                tracing::error!(%cause, "internal error in sign-in");
+                "internal error; see the server log".to_owned()
+            }
+            refused => refused.to_string(),
+        };
         self.redirect_with(
             redirect_uri,
             &[

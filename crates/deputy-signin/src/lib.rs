@@ -22,7 +22,8 @@
 //! - An ID token is accepted only from the configured issuer, signed with an asymmetric key it publishes, for
 //!   Deputy's client id, unexpired, carrying the nonce Deputy sent. A user name is a verified email or a configured
 //!   claim, never an opaque subject id. Disabled users are refused. Only groups marked IdP-managed are changed.
-//! - Every sign-in, refusal and grant is audited.
+//! - Every sign-in, refusal and grant is audited. Internal failures are logged; clients learn only that one happened.
+//! - At most [`password::MAX_FAILURES`] wrong local passwords per [`password::FAILURE_WINDOW`] are checked.
 
 pub mod apps;
 pub mod flow;
@@ -108,6 +109,7 @@ impl From<deputy_access::Error> for SignInError {
 pub struct SignIn {
     access: Arc<Access>,
     keys: IssuerKeys,
+    failed_logins: password::FailedLogins,
 }
 
 impl SignIn {
@@ -115,6 +117,7 @@ impl SignIn {
         Ok(SignIn {
             access,
             keys: IssuerKeys::new()?,
+            failed_logins: password::FailedLogins::default(),
         })
     }
 

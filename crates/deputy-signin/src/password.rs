@@ -9,8 +9,49 @@ use deputy_access::bootstrap::ADMIN_USER;
 use deputy_access::clock::now_millis;
 use deputy_access::credentials::{Caller, Credential};
 use deputy_store::{Identity, IdentityKind};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 pub const MIN_PASSWORD_LENGTH: usize = 12;
+/// At most this many wrong local passwords per [`FAILURE_WINDOW`]; then every attempt is refused until the oldest
+/// failure leaves the window, so the password cannot be guessed at argon2's speed indefinitely.
+pub const MAX_FAILURES: usize = 10;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Recent failed local sign-ins, in this process (each replica counts its own).
+#[derive(Default)]
+pub(crate) struct FailedLogins(Mutex<VecDeque<Instant>>);
+
+impl FailedLogins {
+    fn recent(&self) -> std::sync::MutexGuard<'_, VecDeque<Instant>> {
+        // A panic while holding the lock leaves a plain list behind; it is still consistent.
+        let mut failures = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        while failures
+            .front()
+            .is_some_and(|failed| failed.elapsed() >= FAILURE_WINDOW)
+        {
+            failures.pop_front();
+        }
+        failures
+    }
+
+    fn check(&self) -> Result<(), SignInError> {
+        match self.recent().len() >= MAX_FAILURES {
+            true => Err(SignInError::AccessDenied(
+                "too many wrong passwords; try again in a few minutes".into(),
+            )),
+            false => Ok(()),
+        }
+    }
+
+    fn record(&self) {
+        self.recent().push_back(Instant::now());
+    }
+}
 
 impl SignIn {
     /// Sets the bootstrap admin's password; only that admin, signed in as themselves, may.
@@ -47,8 +88,21 @@ impl SignIn {
     }
 
     /// The bootstrap admin, if `user_name` is theirs and `password` matches. The same refusal for every mismatch,
-    /// so the form tells nothing about which part was wrong.
+    /// so the form tells nothing about which part was wrong; past [`MAX_FAILURES`] recent ones, no check at all.
     pub(crate) async fn check_local_password(
+        &self,
+        user_name: &str,
+        password: &str,
+    ) -> Result<Identity, SignInError> {
+        self.failed_logins.check()?;
+        let checked = self.verify_local_password(user_name, password).await;
+        if let Err(SignInError::AccessDenied(_)) = &checked {
+            self.failed_logins.record();
+        }
+        checked
+    }
+
+    async fn verify_local_password(
         &self,
         user_name: &str,
         password: &str,

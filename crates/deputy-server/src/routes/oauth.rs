@@ -167,7 +167,7 @@ async fn signed_in_grant(
                 .await
         }
     }
-    .map_err(|error| OAuthError::new(error.oauth_error_code(), error.to_string()))?;
+    .map_err(OAuthError::from)?;
     let mut body = json!({
         "access_token": issued.access_token,
         "token_type": "Bearer",
@@ -369,7 +369,7 @@ async fn federated_exchange(
     federation
         .exchange(subject_token, client_id.as_deref(), requested_scopes(form)?)
         .await
-        .map_err(|error| OAuthError::new(error.oauth_error_code(), error.to_string()))
+        .map_err(OAuthError::from)
 }
 
 fn check_token_type(token_type: Option<&str>, field: &str) -> Result<(), OAuthError> {
@@ -423,7 +423,7 @@ async fn revoke(
     let was_refresh_token = sign_in
         .revoke_refresh_token(&token)
         .await
-        .map_err(|error| OAuthError::new(error.oauth_error_code(), error.to_string()))?;
+        .map_err(OAuthError::from)?;
     if !was_refresh_token {
         revoke_token(&access, &token).await?;
     }

@@ -267,16 +267,22 @@ fn redirect(url: &str) -> Response {
 }
 
 fn error_page(error: &SignInError) -> Response {
-    let status = match error {
-        SignInError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
+    let (status, description) = match error {
+        SignInError::Internal(cause) => {
+            tracing::error!(%cause, "internal error in sign-in");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; see the server log".to_owned(),
+            )
+        }
+        refused => (StatusCode::BAD_REQUEST, refused.to_string()),
     };
     let body = html! {
         h1 { "Sign-in failed" }
         p { "The app's request could not be completed, and you were not sent back to it." }
         dl {
             dt { "Error" } dd #error { (error.oauth_error_code()) }
-            dt { "Why" } dd #error_description { (error.to_string()) }
+            dt { "Why" } dd #error_description { (description) }
         }
     };
     page(status, "Sign-in failed", body)
