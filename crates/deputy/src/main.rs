@@ -7,6 +7,7 @@ mod client_commands;
 mod demo;
 mod federation_commands;
 mod login_command;
+mod sign_in_commands;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -65,6 +66,27 @@ enum Command {
     Federation {
         #[command(subcommand)]
         command: federation_commands::FederationCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Identity providers people sign in with (OpenID Connect), and the redirect URI to register at them.
+    Idp {
+        #[command(subcommand)]
+        command: sign_in_commands::IdpCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// OAuth apps (custom app integrations) that may sign people in and call the API as them.
+    OauthApps {
+        #[command(subcommand)]
+        command: sign_in_commands::OauthAppsCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// The bootstrap admin's local password, for signing in without an identity provider.
+    LocalPassword {
+        #[command(subcommand)]
+        command: sign_in_commands::LocalPasswordCommand,
         #[command(flatten)]
         connection: Connection,
     },
@@ -243,6 +265,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command,
             connection,
         } => federation_commands::federation(command, &connection).await,
+        Command::Idp {
+            command,
+            connection,
+        } => sign_in_commands::idp(command, &connection).await,
+        Command::OauthApps {
+            command,
+            connection,
+        } => sign_in_commands::oauth_apps(command, &connection).await,
+        Command::LocalPassword {
+            command,
+            connection,
+        } => sign_in_commands::local_password(command, &connection).await,
         Command::Grants {
             command,
             connection,
