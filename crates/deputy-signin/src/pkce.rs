@@ -44,8 +44,9 @@ mod tests {
 
     #[test]
     fn the_rfc_7636_example_verifies() {
-        let verifier = "dBjftJeZ4CVP-mB92K-uLMy4Ufa2E-fnCnaN8_1ydg";
-        let challenge = "E9Melhoa2OwvFr5XeUXs0BcHAdVVBi0jdMtbnFkoX-M";
+        // RFC 7636 Appendix B.
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
         assert_eq!(challenge_of(verifier), challenge);
         assert!(verifies(verifier, challenge));
         assert!(is_s256_challenge(challenge));
