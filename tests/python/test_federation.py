@@ -123,7 +123,7 @@ def test_tokens_the_policies_do_not_cover_are_refused(server, idp, setup):
     refused(exchange(server, ci_token), "InvalidAudience")
     # Another workload of the same issuer, for the same audience: the principal's policy fixes the subject.
     other_workload = idp.client_credentials_jwt("other-system", "other-secret", resource=CI_AUDIENCE)
-    refused(exchange(server, other_workload, client_id=setup["application_id"]), "not the policy's subject")
+    refused(exchange(server, other_workload, client_id=setup["application_id"]), "not the expected subject")
     # A person's token with a service principal named: only that principal's policies apply.
     refused(exchange(server, id_token_of(idp, "fed-alice", "alice-pw"), client_id=setup["application_id"]),
             "InvalidAudience")
