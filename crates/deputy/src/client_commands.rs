@@ -141,6 +141,11 @@ pub(crate) fn text(value: &Value) -> String {
     }
 }
 
+/// The items of a JSON array as text (an absent or non-array value has none).
+pub(crate) fn texts(value: &Value) -> Vec<String> {
+    value.as_array().into_iter().flatten().map(text).collect()
+}
+
 pub(crate) fn resources(value: &Value) -> Vec<Value> {
     value["Resources"].as_array().cloned().unwrap_or_default()
 }

@@ -3,7 +3,7 @@
 //! with it, every token the policy accepts becomes that service principal (workload identity federation).
 
 use crate::Connection;
-use crate::client_commands::{SCIM, client, id_of, print, require, resources, table, text};
+use crate::client_commands::{SCIM, client, id_of, print, require, resources, table, text, texts};
 use clap::Subcommand;
 use deputy_sdk::WorkspaceClient;
 use serde_json::{Value, json};
@@ -164,12 +164,7 @@ pub async fn federation(command: FederationCommand, connection: &Connection) -> 
 
 fn policy_row(policy: &Value) -> Vec<String> {
     let oidc = &policy["oidc_policy"];
-    let audiences: Vec<String> = oidc["audiences"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(text)
-        .collect();
+    let audiences: Vec<String> = texts(&oidc["audiences"]);
     vec![
         text(&policy["policy_id"]),
         text(&oidc["issuer"]),

@@ -3,7 +3,7 @@
 //! admin's password for signing in without a provider).
 
 use crate::Connection;
-use crate::client_commands::{client, print, table, text, urlencode};
+use crate::client_commands::{client, print, table, text, texts, urlencode};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use deputy_sdk::WorkspaceClient;
@@ -159,12 +159,7 @@ pub async fn idp(command: IdpCommand, connection: &Connection) -> anyhow::Result
 }
 
 fn provider_row(provider: &Value) -> Vec<String> {
-    let domains: Vec<String> = provider["allowed_domains"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(text)
-        .collect();
+    let domains: Vec<String> = texts(&provider["allowed_domains"]);
     vec![
         text(&provider["issuer"]),
         text(&provider["client_id"]),
@@ -280,13 +275,7 @@ pub async fn oauth_apps(command: OauthAppsCommand, connection: &Connection) -> a
 
 /// The words of a JSON array of strings, separated by spaces.
 fn words(value: &Value) -> String {
-    value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(text)
-        .collect::<Vec<_>>()
-        .join(" ")
+    texts(value).join(" ")
 }
 
 fn client_type(app: &Value) -> &'static str {

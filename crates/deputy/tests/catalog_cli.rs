@@ -6,55 +6,7 @@
 mod support;
 
 use serde_json::Value;
-use std::process::{Command, Output};
-use support::Server;
-
-struct Cli {
-    host: String,
-    token: String,
-}
-
-impl Cli {
-    fn run(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_deputy"));
-        for (name, _) in std::env::vars() {
-            if name.starts_with("DATABRICKS_") {
-                command.env_remove(name);
-            }
-        }
-        command
-            .args(args)
-            .env("DATABRICKS_HOST", &self.host)
-            .env("DATABRICKS_TOKEN", &self.token)
-            .env("DATABRICKS_CONFIG_FILE", "/nonexistent")
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .output()
-            .unwrap()
-    }
-
-    /// Runs a command that must succeed; returns its standard output.
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "deputy {args:?} failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        stdout
-    }
-
-    /// Runs a command that must fail; returns its standard error.
-    fn fails(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            !output.status.success(),
-            "deputy {args:?} succeeded: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
-        String::from_utf8_lossy(&output.stderr).into_owned()
-    }
-}
+use support::{Cli, Server};
 
 fn privileges_of(grants: &Value, principal: &str) -> Vec<String> {
     let mut privileges: Vec<String> = grants["privilege_assignments"]
@@ -71,16 +23,8 @@ fn privileges_of(grants: &Value, principal: &str) -> Vec<String> {
 
 #[test]
 fn catalog_grants_and_why_end_to_end() {
-    let data_dir = tempfile::tempdir().unwrap();
-    let server = Server::start(data_dir.path());
-    let token = std::fs::read_to_string(data_dir.path().join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let cli = Cli {
-        host: server.host(),
-        token,
-    };
+    let (data_dir, server) = Server::start_in_temp_dir();
+    let cli = Cli::as_admin(&server, data_dir.path());
     let bob = "bob@example.com";
     cli.ok(&["users", "create", bob]);
 

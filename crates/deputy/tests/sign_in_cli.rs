@@ -6,92 +6,14 @@
 
 mod support;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Output, Stdio};
-use support::Server;
-
-struct Cli {
-    host: String,
-    token: String,
-}
-
-impl Cli {
-    /// Runs `deputy` with `stdin` on standard input and `env` added to a scrubbed environment.
-    fn run_with(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_deputy"));
-        for (name, _) in std::env::vars() {
-            if name.starts_with("DATABRICKS_") || name.starts_with("DEPUTY_") {
-                command.env_remove(name);
-            }
-        }
-        command
-            .args(args)
-            .env("DATABRICKS_HOST", &self.host)
-            .env("DATABRICKS_TOKEN", &self.token)
-            .env("DATABRICKS_CONFIG_FILE", "/nonexistent")
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(stdin.as_bytes()).unwrap();
-        drop(input);
-        child.wait_with_output().unwrap()
-    }
-
-    fn ok_with(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> String {
-        let output = self.run_with(args, stdin, env);
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "deputy {args:?} failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        stdout
-    }
-
-    /// Runs a command that must succeed; returns its standard output.
-    fn ok(&self, args: &[&str]) -> String {
-        self.ok_with(args, "", &[])
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut args = args.to_vec();
-        args.extend(["--output", "json"]);
-        serde_json::from_str(&self.ok(&args)).unwrap()
-    }
-
-    /// Runs a command that must fail; returns its standard error.
-    fn fails_with(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> String {
-        let output = self.run_with(args, stdin, env);
-        assert!(
-            !output.status.success(),
-            "deputy {args:?} succeeded: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
-        String::from_utf8_lossy(&output.stderr).into_owned()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        self.fails_with(args, "", &[])
-    }
-}
+use support::{Cli, Server};
 
 fn start() -> (tempfile::TempDir, Server, Cli) {
-    let data_dir = tempfile::tempdir().unwrap();
-    let server = Server::start(data_dir.path());
-    let token = std::fs::read_to_string(data_dir.path().join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let cli = Cli {
-        host: server.host(),
-        token,
-    };
+    let (data_dir, server) = Server::start_in_temp_dir();
+    let cli = Cli::as_admin(&server, data_dir.path());
     (data_dir, server, cli)
 }
 

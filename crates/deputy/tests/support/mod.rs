@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
@@ -93,6 +93,13 @@ impl Server {
         }
     }
 
+    /// A server on a fresh temporary data directory (kept as long as the directory is).
+    pub fn start_in_temp_dir() -> (tempfile::TempDir, Server) {
+        let data_dir = tempfile::tempdir().unwrap();
+        let server = Server::start(data_dir.path());
+        (data_dir, server)
+    }
+
     pub fn host(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -108,5 +115,91 @@ impl Drop for Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The `deputy` binary as a client of one server, with a scrubbed environment (no developer profile or token).
+pub struct Cli {
+    pub host: String,
+    pub token: String,
+}
+
+impl Cli {
+    /// The bootstrap admin of `server`, whose token `deputy serve` wrote into `data_dir`.
+    pub fn as_admin(server: &Server, data_dir: &std::path::Path) -> Cli {
+        let token = std::fs::read_to_string(data_dir.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Cli {
+            host: server.host(),
+            token,
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, "", &[])
+    }
+
+    /// Runs `deputy` with `stdin` on standard input and `env` added to a scrubbed environment.
+    pub fn run_with(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_deputy"));
+        for (name, _) in std::env::vars() {
+            if name.starts_with("DATABRICKS_") || name.starts_with("DEPUTY_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .args(args)
+            .env("DATABRICKS_HOST", &self.host)
+            .env("DATABRICKS_TOKEN", &self.token)
+            .env("DATABRICKS_CONFIG_FILE", "/nonexistent")
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).unwrap();
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn ok_with(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> String {
+        let output = self.run_with(args, stdin, env);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "deputy {args:?} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+
+    /// Runs a command that must succeed; returns its standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.ok_with(args, "", &[])
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut args = args.to_vec();
+        args.extend(["--output", "json"]);
+        serde_json::from_str(&self.ok(&args)).unwrap()
+    }
+
+    /// Runs a command that must fail; returns its standard error.
+    pub fn fails_with(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> String {
+        let output = self.run_with(args, stdin, env);
+        assert!(
+            !output.status.success(),
+            "deputy {args:?} succeeded: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    pub fn fails(&self, args: &[&str]) -> String {
+        self.fails_with(args, "", &[])
     }
 }
