@@ -80,6 +80,14 @@ impl Caller {
         &self.identity.name
     }
 
+    /// Whether the caller's token names an actor: an agent acting for the subject, not the subject itself.
+    pub fn is_delegated(&self) -> bool {
+        matches!(
+            &self.credential,
+            Credential::AccessToken { actor: Some(_), .. }
+        )
+    }
+
     /// The actor chain of the caller's token: the agents acting for its subject, if any.
     pub fn actor(&self) -> Option<Actor> {
         match &self.credential {

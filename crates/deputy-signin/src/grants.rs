@@ -5,7 +5,7 @@ use crate::{REFRESH_TOKEN_LIFETIME_MS, SignIn, SignInError, pkce};
 use deputy_access::Error;
 use deputy_access::audit::AuditEntry;
 use deputy_access::clock::{now_millis, now_seconds};
-use deputy_access::credentials::{ACCESS_TOKEN_LIFETIME_SECONDS, Caller, Credential};
+use deputy_access::credentials::{ACCESS_TOKEN_LIFETIME_SECONDS, Caller};
 use deputy_core::ScopeSet;
 use deputy_store::{AppConsent, Grant, IdentityKind, OAuthApp, SignInFamily};
 use deputy_tokens::{AccessClaims, Secret, SecretHash};
@@ -337,7 +337,7 @@ impl SignIn {
 
 /// The user a consent list belongs to: only the user themselves, never an agent acting for them.
 fn own_user(caller: &Caller) -> Result<deputy_store::PrincipalId, Error> {
-    if let Credential::AccessToken { actor: Some(_), .. } = &caller.credential {
+    if caller.is_delegated() {
         return Err(Error::permission_denied(
             "an agent acting for a user cannot see or change the user's app approvals",
         ));

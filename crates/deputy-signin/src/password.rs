@@ -7,7 +7,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use deputy_access::Error;
 use deputy_access::bootstrap::ADMIN_USER;
 use deputy_access::clock::now_millis;
-use deputy_access::credentials::{Caller, Credential};
+use deputy_access::credentials::Caller;
 use deputy_store::{Identity, IdentityKind};
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -56,13 +56,9 @@ impl FailedLogins {
 impl SignIn {
     /// Sets the bootstrap admin's password; only that admin, signed in as themselves, may.
     pub async fn set_local_password(&self, caller: &Caller, password: &str) -> Result<(), Error> {
-        let delegated = matches!(
-            &caller.credential,
-            Credential::AccessToken { actor: Some(_), .. }
-        );
         if caller.identity.kind != IdentityKind::User
             || caller.identity.name != ADMIN_USER
-            || delegated
+            || caller.is_delegated()
         {
             return Err(Error::permission_denied(format!(
                 "only the bootstrap admin `{ADMIN_USER}`, as themselves, has a local password"

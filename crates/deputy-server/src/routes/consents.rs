@@ -13,7 +13,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use deputy_access::Access;
 use deputy_access::Error;
-use deputy_access::credentials::{Caller, Credential};
+use deputy_access::credentials::Caller;
 use deputy_authz::PermissionLevel;
 use deputy_core::ApiScope;
 use deputy_serving::Serving;
@@ -40,7 +40,7 @@ struct ConsentRequest {
 }
 
 fn refuse_delegated(caller: &Caller) -> Result<(), Error> {
-    if let Credential::AccessToken { actor: Some(_), .. } = &caller.credential {
+    if caller.is_delegated() {
         return Err(Error::permission_denied(
             "consent must be given by the user, not by an agent acting for them (this token names an actor)",
         ));

@@ -122,7 +122,7 @@ struct CreateRequest {
 /// The scopes a new token gets: those asked for (default: all of the creator's), refused if wider than the
 /// creator's own token.
 fn scopes_for_new_token(caller: &Caller, requested: Option<&[String]>) -> Result<ScopeSet, Error> {
-    if let Credential::AccessToken { actor: Some(_), .. } = caller.credential {
+    if caller.is_delegated() {
         return Err(Error::permission_denied(
             "personal access tokens cannot be created with a delegated (on-behalf-of) token",
         ));
