@@ -117,6 +117,8 @@ impl std::fmt::Debug for BearerToken {
 pub enum AuthenticationError {
     #[error("invalid access token: {0}")]
     InvalidAccessToken(#[from] deputy_tokens::TokenError),
+    #[error("the access token is for another resource ({0})")]
+    OtherResource(String),
     #[error("access token has been revoked")]
     Revoked,
     #[error("invalid personal access token")]
@@ -309,12 +311,28 @@ impl Credentials {
         Ok(())
     }
 
-    /// Resolves a bearer token (a JWT access token or a personal access token) to the caller it speaks for. A JWT
-    /// needs no database access: the principal and its groups come from the in-memory directory.
+    /// Resolves a bearer token (a JWT access token or a personal access token) to the caller it speaks for, for the
+    /// REST API: a token bound to one resource (RFC 8707) is refused. A JWT needs no database access: the principal
+    /// and its groups come from the in-memory directory.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, AuthenticationError> {
+        self.authenticate_at(token, None).await
+    }
+
+    /// As [`Credentials::authenticate`], at `resource` (the absolute URL of an MCP server): a token for the whole
+    /// API is accepted, and so is one bound to this resource or to a resource above it on the path (`…/functions/a/b`
+    /// covers `…/functions/a/b/f`); a token bound to any other resource is refused.
+    pub async fn authenticate_at(
+        &self,
+        token: &str,
+        resource: Option<&str>,
+    ) -> Result<Caller, AuthenticationError> {
         let directory = self.directory.current();
         if looks_like_jwt(token) {
             let claims = self.verify(token)?;
+            let audience = self.audience();
+            if claims.aud != audience && !resource.is_some_and(|url| covers(&claims.aud, url)) {
+                return Err(AuthenticationError::OtherResource(claims.aud));
+            }
             let identity = find_subject(&directory, &claims.sub)
                 .ok_or(AuthenticationError::InactivePrincipal)?;
             let credential = Credential::AccessToken {
@@ -513,4 +531,12 @@ fn find_subject<'a>(directory: &'a Directory, sub: &str) -> Option<&'a Identity>
         Err(_) => IdentityKind::User,
     };
     directory.find(kind, sub)
+}
+
+/// Whether a token bound to `bound` may be used at `resource`: the same URL, or `resource` under it on a path-segment
+/// boundary.
+fn covers(bound: &str, resource: &str) -> bool {
+    resource
+        .strip_prefix(bound)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }

@@ -11,9 +11,12 @@
 //! This crate has no store handle, so the dependency graph enforces it.
 
 use crate::declarative::{DeclarativeAgent, ToolSpec};
+pub use crate::public_api::{CallError, PublicApi};
+use crate::public_api::{
+    StatementRequest, function_call, function_parameters, run_statement, vector_hits,
+};
 use crate::worker::WorkerEvent;
 use deputy_access::{Caller, Error};
-use deputy_store::specs::FunctionParameterSpec;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -21,30 +24,6 @@ use tokio::sync::mpsc;
 /// A tool's output is cut to this many characters before the model sees it, so one large result cannot crowd the
 /// conversation out of the model's context.
 const MAX_TOOL_OUTPUT_CHARS: usize = 20_000;
-
-/// The server's REST API as the loop uses it; the server implements it in process on its route table.
-#[async_trait::async_trait]
-pub trait PublicApi: Send + Sync {
-    /// `POST path` with `body` and `Authorization: Bearer token`; the answer's body, or its Databricks error.
-    async fn post(&self, token: &str, path: &str, body: &Value) -> Result<Value, CallError>;
-
-    /// The declared parameters of a Unity Catalog function, asked only for a tool the acting principal was found to
-    /// hold `EXECUTE` on (the tool's token holds the SQL scope only, not the catalog's).
-    async fn function_parameters(
-        &self,
-        name: &str,
-    ) -> Result<Vec<FunctionParameterSpec>, CallError>;
-
-    /// Records that the model asked `acting`'s agent for `tool`, which it does not offer here; an error means the
-    /// refusal could not be recorded.
-    async fn refuse_tool(
-        &self,
-        acting: &Caller,
-        endpoint: &str,
-        tool: &str,
-        reason: &str,
-    ) -> Result<(), String>;
-}
 
 /// The request's messages, after the agent's instructions, with only the fields a chat model reads (ChatAgent
 /// messages also carry ids and attachments that OpenAI-compatible servers may refuse).
@@ -97,13 +76,6 @@ pub struct Run {
     pub skipped: Vec<Value>,
     pub tool_token: String,
     pub model_token: String,
-}
-
-/// An error answer of this server's API, as a tool reports it to the model.
-#[derive(Debug)]
-pub struct CallError {
-    pub error_code: String,
-    pub message: String,
 }
 
 impl Run {
@@ -355,7 +327,6 @@ impl Run {
         }
     }
 
-    /// Runs SQL through the statement-execution API and renders the rows for the model.
     async fn statement(
         &self,
         warehouse_id: &str,
@@ -363,44 +334,13 @@ impl Run {
         parameters: Vec<Value>,
         max_rows: u32,
     ) -> Result<String, CallError> {
-        let request = json!({
-            "statement": statement,
-            "warehouse_id": warehouse_id,
-            "parameters": parameters,
-            "wait_timeout": "50s",
-            "on_wait_timeout": "CANCEL",
-            "row_limit": max_rows,
-        });
-        let answer = self.call("/api/2.0/sql/statements", &request).await?;
-        match answer["status"]["state"].as_str() {
-            Some("SUCCEEDED") => {
-                let columns: Vec<Value> = answer["manifest"]["schema"]["columns"]
-                    .as_array()
-                    .map(|columns| {
-                        columns
-                            .iter()
-                            .map(|column| column["name"].clone())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Ok(json!({
-                    "columns": columns,
-                    "rows": answer["result"]["data_array"],
-                    "truncated": answer["manifest"]["truncated"],
-                })
-                .to_string())
-            }
-            state => Err(CallError {
-                error_code: answer["status"]["error"]["error_code"]
-                    .as_str()
-                    .unwrap_or("STATEMENT_FAILED")
-                    .to_owned(),
-                message: answer["status"]["error"]["message"].as_str().map_or_else(
-                    || format!("the statement ended {}", state.unwrap_or("unknown")),
-                    str::to_owned,
-                ),
-            }),
-        }
+        let request = StatementRequest {
+            warehouse_id,
+            statement,
+            parameters,
+            max_rows,
+        };
+        run_statement(self.api.as_ref(), &self.tool_token, &request).await
     }
 
     async fn call(&self, path: &str, body: &Value) -> Result<Value, CallError> {
@@ -418,37 +358,6 @@ fn truncate(mut output: String) -> String {
         output.push_str(" …(cut)");
     }
     output
-}
-
-/// A vector-search answer as a list of hits, each an object of the requested columns and the score.
-fn vector_hits(answer: &Value) -> Value {
-    let names: Vec<&str> = answer["manifest"]["columns"]
-        .as_array()
-        .map(|columns| {
-            columns
-                .iter()
-                .filter_map(|column| column["name"].as_str())
-                .collect()
-        })
-        .unwrap_or_default();
-    let rows = answer["result"]["data_array"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    Value::Array(
-        rows.iter()
-            .map(|row| {
-                let cells = row.as_array().cloned().unwrap_or_default();
-                Value::Object(
-                    names
-                        .iter()
-                        .zip(cells)
-                        .map(|(name, cell)| ((*name).to_owned(), cell))
-                        .collect(),
-                )
-            })
-            .collect(),
-    )
 }
 
 /// The author listed the tables the agent's queries may read: a query that is not read-only, or reads anything
@@ -481,55 +390,6 @@ fn check_tables(statement: &str, tables: &[String]) -> Result<(), CallError> {
                 .join(", ")
         ),
     })
-}
-
-/// The function's parameters as a JSON schema.
-fn function_parameters(parameters: &[FunctionParameterSpec]) -> Value {
-    let properties: Map<String, Value> = parameters
-        .iter()
-        .map(|parameter| {
-            let kind = match parameter.type_name.to_ascii_uppercase().as_str() {
-                "INT" | "LONG" | "SHORT" | "BYTE" => "integer",
-                "FLOAT" | "DOUBLE" | "DECIMAL" => "number",
-                "BOOLEAN" => "boolean",
-                _ => "string",
-            };
-            let mut schema = json!({ "type": kind });
-            if let Some(comment) = &parameter.comment {
-                schema["description"] = json!(comment);
-            }
-            (parameter.name.clone(), schema)
-        })
-        .collect();
-    let required: Vec<&str> = parameters
-        .iter()
-        .map(|parameter| parameter.name.as_str())
-        .collect();
-    json!({ "type": "object", "properties": properties, "required": required })
-}
-
-/// `SELECT catalog.schema.fn(:a, :b) AS result` and its named parameters, typed as the function declares them, from
-/// the model's arguments (a missing one is NULL).
-fn function_call(
-    input_params: &[FunctionParameterSpec],
-    name: &str,
-    arguments: &Value,
-) -> (String, Vec<Value>) {
-    let mut placeholders = Vec::new();
-    let mut parameters = Vec::new();
-    for parameter in input_params {
-        placeholders.push(format!(":{}", parameter.name));
-        let value = match &arguments[&parameter.name] {
-            Value::Null => Value::Null,
-            Value::String(text) => json!(text),
-            other => json!(other.to_string()),
-        };
-        parameters
-            .push(json!({ "name": parameter.name, "value": value, "type": parameter.type_text }));
-    }
-    // INVARIANT: `name` was checked to be three plain identifiers when the agent was deployed.
-    let statement = format!("SELECT {name}({}) AS result", placeholders.join(", "));
-    (statement, parameters)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 pub mod declarative;
 pub mod declarative_loop;
 pub mod definition;
+pub mod public_api;
 pub mod resources;
 pub mod worker;
 

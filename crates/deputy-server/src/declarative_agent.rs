@@ -4,24 +4,21 @@
 //! authentication, scope check, authorization and audit as any client's request. The loop itself is
 //! `deputy_agents::declarative_loop`.
 
+use crate::in_process::InProcessApi;
 use crate::state::AppState;
-use axum::body::Body;
-use axum::http::{Method, Request, header};
 use deputy_access::Access;
 use deputy_access::Error;
 use deputy_access::audit::AuditEntry;
 use deputy_access::credentials::Caller;
 use deputy_agents::DeployedAgent;
 use deputy_agents::declarative::{DeclarativeAgent, OnMissingAccess, ToolSpec, parse};
-use deputy_agents::declarative_loop::{CallError, PublicApi, Run, conversation};
+use deputy_agents::declarative_loop::{Run, conversation};
 use deputy_agents::worker::WorkerEvent;
 use deputy_core::{ApiScope, ScopeSet};
-use deputy_store::specs::FunctionParameterSpec;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tower::ServiceExt;
 
 /// One request's whole loop may run this long; the tokens it runs with live as long (the on-behalf-of token's
 /// lifetime is the same, see `routes::serving`).
@@ -74,7 +71,7 @@ pub async fn invoke(
         REQUEST_TIMEOUT_SECONDS,
     )?;
     let run = Run {
-        api: Arc::new(InProcessApi(state.clone())),
+        api: Arc::new(InProcessApi::new(state.clone())),
         endpoint: endpoint.to_owned(),
         acting,
         model: definition.model.clone(),
@@ -180,95 +177,4 @@ fn audit_event(endpoint: &str, acting: &Caller, api: &str, tool: &ToolSpec) -> A
                 .collect::<Vec<_>>()
                 .join(" "),
         )
-}
-
-/// This server's API for one declarative request: requests go through the whole application (router,
-/// authentication, audit of delegated calls, scope check, handler), exactly as a client's over HTTP would.
-struct InProcessApi(AppState);
-
-#[async_trait::async_trait]
-impl PublicApi for InProcessApi {
-    async fn post(&self, token: &str, path: &str, body: &Value) -> Result<Value, CallError> {
-        let state = &self.0;
-        let method = Method::POST;
-        let internal = |message: String| CallError {
-            error_code: "INTERNAL_ERROR".into(),
-            message,
-        };
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body.to_string()))
-            .map_err(|error| internal(error.to_string()))?;
-        let response = crate::app(state.clone())
-            .oneshot(request)
-            .await
-            .map_err(|error| internal(error.to_string()))?;
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), crate::MAX_BODY_BYTES)
-            .await
-            .map_err(|error| internal(error.to_string()))?;
-        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(answer);
-        }
-        Err(CallError {
-            error_code: answer["error_code"]
-                .as_str()
-                .unwrap_or("INTERNAL_ERROR")
-                .to_owned(),
-            message: answer["message"]
-                .as_str()
-                .map_or_else(|| format!("HTTP {}", status.as_u16()), str::to_owned),
-        })
-    }
-
-    async fn function_parameters(
-        &self,
-        name: &str,
-    ) -> Result<Vec<FunctionParameterSpec>, CallError> {
-        let state = &self.0;
-        let missing = || CallError {
-            error_code: "RESOURCE_DOES_NOT_EXIST".into(),
-            message: format!("function `{name}` does not exist"),
-        };
-        let namespace = deputy_catalog::namespace_of(deputy_authz::SecurableKind::Function);
-        let record = state
-            .access()
-            .store()
-            .find_securable(namespace, name)
-            .await
-            .map_err(|error| CallError {
-                error_code: "INTERNAL_ERROR".into(),
-                message: error.to_string(),
-            })?
-            .ok_or_else(missing)?;
-        let spec: deputy_store::specs::FunctionSpec =
-            serde_json::from_str(&record.spec).map_err(|_| missing())?;
-        Ok(spec.input_params)
-    }
-
-    async fn refuse_tool(
-        &self,
-        acting: &Caller,
-        endpoint: &str,
-        tool: &str,
-        reason: &str,
-    ) -> Result<(), String> {
-        let event = AuditEntry::new(
-            acting,
-            deputy_access::audit::actors_of(acting),
-            Some(endpoint.to_owned()),
-            "agent.tool-call",
-        )
-        .securable(format!("tool:{tool}"))
-        .denied(reason);
-        self.0
-            .access()
-            .record(&[event])
-            .await
-            .map_err(|error| error.message)
-    }
 }

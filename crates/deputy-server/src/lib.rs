@@ -10,6 +10,7 @@
 pub mod declarative_agent;
 pub mod error;
 mod extract;
+pub mod in_process;
 pub mod middleware;
 pub mod registry;
 pub mod routes;
@@ -162,7 +163,10 @@ pub fn app(state: AppState) -> NormalizePath<Router> {
     let router = state.route_table().clone();
     // Layers added later run first: authentication, then the delegated-call audit, then the scope check.
     let router = router
-        .route_layer(axum::middleware::from_fn(middleware::check_scope))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::check_scope,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::audit_delegated,

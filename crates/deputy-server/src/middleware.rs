@@ -9,7 +9,9 @@
 //! Handlers then decide on the objects they touch (`deputy_access::Access::authorize_object`).
 
 use crate::error::{ApiError, DeniedBecause};
+use crate::in_process::ToolOfResource;
 use crate::registry::Requires;
+use crate::routes::mcp;
 use crate::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
@@ -49,18 +51,43 @@ pub async fn authenticate(
     if access == Requires::Public {
         return Ok(next.run(request).await);
     }
-    let token = bearer_token(request.headers()).ok_or_else(|| {
-        Error::unauthenticated("no credentials: send `Authorization: Bearer <token>`")
-    })?;
-    let caller = state
-        .access()
-        .credentials()
-        .authenticate(token)
-        .await
-        .map_err(|error| match error {
-            AuthenticationError::Store(cause) => Error::internal(cause),
-            other => Error::unauthenticated(other.to_string()),
-        })?;
+    // The resource a token bound to one (RFC 8707) must cover: the MCP server asked, or the one whose tool makes
+    // this in-process request. Any other request accepts only tokens for the whole API.
+    let path = request.uri().path().to_owned();
+    let resource = match access {
+        Requires::McpServer => Some(format!("{}{path}", state.access().base_url())),
+        _ => request
+            .extensions()
+            .get::<ToolOfResource>()
+            .map(|tool| tool.0.clone()),
+    };
+    let authenticated = match bearer_token(request.headers()) {
+        None => Err(Error::unauthenticated(
+            "no credentials: send `Authorization: Bearer <token>`",
+        )),
+        Some(token) => state
+            .access()
+            .credentials()
+            .authenticate_at(token, resource.as_deref())
+            .await
+            .map_err(|error| match error {
+                AuthenticationError::Store(cause) => Error::internal(cause),
+                other => Error::unauthenticated(other.to_string()),
+            }),
+    };
+    let caller = match authenticated {
+        Ok(caller) => caller,
+        // An MCP client learns from the challenge where to get a token (RFC 9728).
+        Err(error) if access == Requires::McpServer && error.code == ErrorCode::Unauthenticated => {
+            let presented = bearer_token(request.headers()).is_some();
+            let kind = presented.then_some(("invalid_token", None));
+            return Ok(mcp::refused(
+                error,
+                mcp::challenge(state.access(), &path, kind),
+            ));
+        }
+        Err(error) => return Err(error.into()),
+    };
     request.extensions_mut().insert(caller);
     request.extensions_mut().insert(RouteAccess(access));
     Ok(next.run(request).await)
@@ -109,19 +136,43 @@ pub async fn audit_delegated(
     Ok(response)
 }
 
-/// Refuses a token without the API scope the route declared.
-pub async fn check_scope(request: Request, next: Next) -> Result<Response, ApiError> {
-    let required = match request.extensions().get::<RouteAccess>() {
-        Some(RouteAccess(Requires::Scope(scope))) => Some(*scope),
-        _ => None,
+/// Refuses a token without the API scope the route declared (on an MCP server: every scope its tools need, named
+/// in the challenge so the client can step up).
+pub async fn check_scope(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let (Some(RouteAccess(required)), Some(caller)) = (
+        request.extensions().get::<RouteAccess>(),
+        request.extensions().get::<Caller>(),
+    ) else {
+        return Ok(next.run(request).await);
     };
-    if let (Some(scope), Some(caller)) = (required, request.extensions().get::<Caller>())
-        && !caller.scopes.contains(scope)
-    {
-        return Err(Error::permission_denied(format!(
-            "the token does not hold the API scope `{scope}` that this API requires"
-        ))
-        .into());
+    match required {
+        Requires::Scope(scope) if !caller.scopes.contains(*scope) => {
+            return Err(Error::permission_denied(format!(
+                "the token does not hold the API scope `{scope}` that this API requires"
+            ))
+            .into());
+        }
+        Requires::McpServer => {
+            let path = request.uri().path();
+            if let Some(needed) = mcp::required_scopes(path)
+                && !needed.is_subset_of(caller.scopes)
+            {
+                let error = Error::permission_denied(format!(
+                    "the token does not hold every API scope this MCP server needs: `{needed}`"
+                ));
+                let challenge = mcp::challenge(
+                    state.access(),
+                    path,
+                    Some(("insufficient_scope", Some(needed))),
+                );
+                return Ok(mcp::refused(error, challenge));
+            }
+        }
+        _ => {}
     }
     Ok(next.run(request).await)
 }

@@ -14,6 +14,9 @@ pub enum Requires {
     Authenticated,
     /// A valid token holding this scope.
     Scope(ApiScope),
+    /// An MCP server (`/api/2.0/mcp/…`): a valid token for the whole API or bound to this server's resource
+    /// (RFC 8707), holding every scope the server's tools need (`deputy_mcp::ManagedServer::required_scopes`).
+    McpServer,
 }
 
 /// `(method, path pattern) -> access`, the single source of truth for API scopes.

@@ -6,7 +6,7 @@ use crate::apps::redirect_allowed;
 use crate::{CODE_LIFETIME_MS, SIGN_IN_LIFETIME_MS, SignIn, SignInError, pkce};
 use deputy_access::audit::AuditEntry;
 use deputy_access::clock::now_millis;
-use deputy_core::{ApiScope, ScopeSet};
+use deputy_core::{ApiScope, MCP_PATH_PREFIX, ScopeSet};
 use deputy_store::{
     AppConsent, AuthorizationCode, AuthorizationRequest, Grant, Identity, OAuthApp, SignInFamily,
     UpstreamLogin,
@@ -587,7 +587,8 @@ impl SignIn {
         url.to_string()
     }
 
-    /// An RFC 8707 resource must be this server or a resource on it (an MCP server path).
+    /// An RFC 8707 resource must be this server or one of its MCP servers (`/api/2.0/mcp/…`): the only paths that
+    /// accept a token bound to a resource.
     fn check_resource(&self, resource: &str) -> Result<(), SignInError> {
         let refused = || {
             SignInError::InvalidTarget(format!(
@@ -598,7 +599,13 @@ impl SignIn {
         let url = url::Url::parse(resource).map_err(|_| refused())?;
         let base = url::Url::parse(self.access.base_url()).map_err(|_| refused())?;
         let same_origin = url.origin() == base.origin();
-        if !same_origin || url.fragment().is_some() {
+        let path = url.path().trim_end_matches('/');
+        let on_this_server = path == base.path().trim_end_matches('/')
+            || path.starts_with(&format!(
+                "{}{MCP_PATH_PREFIX}",
+                base.path().trim_end_matches('/')
+            ));
+        if !same_origin || !on_this_server || url.query().is_some() || url.fragment().is_some() {
             return Err(refused());
         }
         Ok(())

@@ -154,8 +154,9 @@ impl TokenIssuer {
         Ok(token)
     }
 
-    /// Checks a token completely at time `now` (seconds since the epoch) and returns its claims. Revocation is the
-    /// caller's business (look the `jti` up after this succeeds).
+    /// Checks a token completely at time `now` (seconds since the epoch) and returns its claims. The audience is
+    /// this issuer's own, or a resource under it (RFC 8707: `{audience}/some/path`); where such a token may be used
+    /// is the caller's business, as is revocation (look the `jti` up after this succeeds).
     pub fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLarge);
@@ -230,7 +231,7 @@ impl TokenIssuer {
             return Err(TokenError::WrongIssuer);
         }
         let aud = wire.aud.ok_or(TokenError::MissingClaim("aud"))?;
-        if aud != self.audience {
+        if aud != self.audience && !is_resource_under(&aud, &self.audience) {
             return Err(TokenError::WrongAudience);
         }
         let sub = non_empty(wire.sub, "sub")?;
@@ -293,4 +294,12 @@ fn echo_safe(value: &str) -> String {
     } else {
         "(unprintable)".to_owned()
     }
+}
+
+/// Whether `resource` names a path under `audience` (`{audience}/…`, no query or fragment).
+fn is_resource_under(resource: &str, audience: &str) -> bool {
+    resource
+        .strip_prefix(audience)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|path| !path.is_empty() && !path.contains(['?', '#']))
 }

@@ -10,6 +10,7 @@ pub mod consents;
 pub mod external_function;
 pub mod federation;
 pub mod genie;
+pub mod mcp;
 pub mod oauth;
 pub mod permissions;
 pub mod responses;
@@ -107,6 +108,7 @@ pub fn api_routes() -> ApiRouter {
     let router = sign_in::routes(router);
     let router = sign_in_admin::routes(router);
     let router = genie::routes(router);
+    let router = mcp::routes(router);
     warehouses::routes(router)
 }
 

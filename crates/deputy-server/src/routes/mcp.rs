@@ -1,0 +1,151 @@
+//! The managed MCP servers' wire (`/api/2.0/mcp/…`, Streamable HTTP) and their OAuth profile: protected-resource
+//! metadata (RFC 9728) and the `WWW-Authenticate` challenges the authentication layer adds on these paths. The
+//! protocol and the tools are `deputy_mcp`'s; this module translates HTTP.
+
+use super::{ApiRouter, Requires};
+use crate::error::ApiError;
+use crate::extract::Authenticated;
+use crate::in_process::InProcessApi;
+use crate::state::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use deputy_access::{Access, Error, ErrorCode};
+use deputy_core::{MCP_PATH_PREFIX, ScopeSet};
+use deputy_mcp::{Managed, ManagedServer, McpHeaders, Reply};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+const SERVER: &str = "/api/2.0/mcp/{*server}";
+const METADATA_PREFIX: &str = "/.well-known/oauth-protected-resource";
+
+pub fn routes(router: ApiRouter) -> ApiRouter {
+    router
+        .post(SERVER, Requires::McpServer, serve)
+        // No server-initiated stream and no sessions: Streamable HTTP's answer to both is 405.
+        .get(SERVER, Requires::McpServer, not_offered)
+        .delete(SERVER, Requires::McpServer, not_offered)
+        .get(
+            "/.well-known/oauth-protected-resource/api/2.0/mcp/{*server}",
+            Requires::Public,
+            resource_metadata,
+        )
+}
+
+/// The scopes the MCP server at `path` needs, or `None` when the path names no server.
+pub(crate) fn required_scopes(path: &str) -> Option<ScopeSet> {
+    let server = path.strip_prefix(MCP_PATH_PREFIX)?;
+    ManagedServer::from_path(server).map(|server| server.required_scopes())
+}
+
+/// The `WWW-Authenticate` value of a refusal at `path`: the challenge, and where the resource's metadata is.
+pub(crate) fn challenge(
+    access: &Access,
+    path: &str,
+    error: Option<(&str, Option<ScopeSet>)>,
+) -> HeaderValue {
+    let metadata = format!("{}{METADATA_PREFIX}{path}", access.base_url());
+    let mut value = format!("Bearer resource_metadata=\"{metadata}\"");
+    if let Some((error, scopes)) = error {
+        value.push_str(&format!(", error=\"{error}\""));
+        if let Some(scopes) = scopes {
+            value.push_str(&format!(", scope=\"{scopes}\""));
+        }
+    }
+    // Every part is this server's URL (already a valid header) or a fixed word.
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+}
+
+/// An error answer carrying a challenge.
+pub(crate) fn refused(error: Error, challenge: HeaderValue) -> Response {
+    let mut response = ApiError(error).into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, challenge);
+    response
+}
+
+async fn serve(
+    State(state): State<AppState>,
+    Path(server): Path<String>,
+    Authenticated(caller): Authenticated,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Some(managed) = ManagedServer::from_path(&server) else {
+        return Err(no_server(&server).into());
+    };
+    let resource = format!("{}{MCP_PATH_PREFIX}{server}", state.access().base_url());
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let mcp_headers = McpHeaders {
+        protocol_version: header("mcp-protocol-version"),
+        method: header("mcp-method"),
+        name: header("mcp-name"),
+    };
+    let info = managed.info();
+    let tools = Managed {
+        server: managed,
+        access: state.access().clone(),
+        token: caller.bearer.0.clone(),
+        caller,
+        api: Arc::new(InProcessApi::for_resource(state.clone(), resource)),
+    };
+    Ok(
+        match deputy_mcp::handle(&tools, &info, &mcp_headers, &body).await {
+            Reply::Accepted => StatusCode::ACCEPTED.into_response(),
+            Reply::Json { status, body } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                (status, Json(body)).into_response()
+            }
+        },
+    )
+}
+
+async fn not_offered(Path(server): Path<String>) -> Result<Response, ApiError> {
+    if ManagedServer::from_path(&server).is_none() {
+        return Err(no_server(&server).into());
+    }
+    let message = "this MCP server answers POST only: no server-initiated stream, no sessions";
+    let mut response = ApiError(Error::new(ErrorCode::MethodNotAllowed, message)).into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    Ok(response)
+}
+
+/// RFC 9728 metadata of the MCP server at `/api/2.0/mcp/{server}`: Deputy is its authorization server, and the
+/// scopes it needs are all listed, so a client asks for them at once.
+async fn resource_metadata(
+    State(access): State<Arc<Access>>,
+    Path(server): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(managed) = ManagedServer::from_path(&server) else {
+        return Err(no_server(&server).into());
+    };
+    let scopes: Vec<&str> = managed
+        .required_scopes()
+        .iter()
+        .map(|scope| scope.name())
+        .collect();
+    Ok(Json(json!({
+        "resource": format!("{}{MCP_PATH_PREFIX}{server}", access.base_url()),
+        "resource_name": managed.info().name,
+        "authorization_servers": [access.credentials().issuer()],
+        "scopes_supported": scopes,
+        "bearer_methods_supported": ["header"],
+    })))
+}
+
+fn no_server(server: &str) -> Error {
+    Error::not_found(format!(
+        "no MCP server at `{MCP_PATH_PREFIX}{server}` (servers: sql, vector-search/{{catalog}}/{{schema}}[/{{index}}], \
+         genie/{{space_id}}, functions/{{catalog}}/{{schema}}[/{{function}}])"
+    ))
+}
