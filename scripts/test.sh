@@ -26,4 +26,6 @@ venv=${DEPUTY_TEST_VENV:-$root/.venv}
 # The attack suite and a short crash-safety run, each against its own fresh server.
 DEPUTY_BIN="$target_dir/debug/deputy" "$venv/bin/python" tests/security/run.py
 DEPUTY_BIN="$target_dir/debug/deputy" "$venv/bin/python" tests/security/crash.py --rounds 3
+# The MCP conformance suite and the Node.js 22 it needs, as its package-lock.json says (test_mcp_conformance.py).
+(cd tests/mcp-conformance && npm ci --no-audit --no-fund --silent)
 DEPUTY_BIN="$target_dir/debug/deputy" PYTHON="$venv/bin/python" bash tests/python/run.sh

@@ -108,7 +108,8 @@ pub async fn handle(
     let result = match (method, &era) {
         ("initialize", Era::Handshake) => Ok(initialize(info, &params)),
         ("server/discover", Era::Stateless) => Ok(discover(info)),
-        ("ping", _) => Ok(json!({})),
+        // 2026-07-28 removed `ping` with the session it kept alive.
+        ("ping", Era::Handshake) => Ok(json!({})),
         ("tools/list", _) => list_tools(server, &era).await,
         ("tools/call", _) => call_tool(server, &params).await,
         _ => Err((

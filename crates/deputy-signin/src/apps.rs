@@ -1,6 +1,7 @@
 //! OAuth apps: the clients people sign in to. The public client `databricks-cli` (what the Databricks SDKs and CLI
 //! use by default) is preregistered by the store's migration; admins register others, in the shape of Databricks'
-//! custom app integrations.
+//! custom app integrations; MCP clients register themselves (RFC 7591), as untrusted apps that every person
+//! approves at sign-in.
 
 use crate::{SignIn, SignInError};
 use deputy_access::Error;
@@ -9,6 +10,7 @@ use deputy_access::credentials::Caller;
 use deputy_core::ScopeSet;
 use deputy_store::OAuthApp;
 use deputy_tokens::{Secret, SecretHash};
+use serde::Deserialize;
 
 /// An app as an admin registers it.
 #[derive(Debug, Clone, Default)]
@@ -86,7 +88,96 @@ fn check_redirect_uri(uri: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// What a client sends to register itself (RFC 7591 §2), as far as Deputy reads it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ClientMetadata {
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    pub client_name: Option<String>,
+    /// `none` makes a public client; `client_secret_basic` (the default) or `client_secret_post` a confidential one.
+    pub token_endpoint_auth_method: Option<String>,
+    pub grant_types: Option<Vec<String>>,
+    pub response_types: Option<Vec<String>>,
+}
+
+/// The grants a self-registered client may use: the browser's code, and refreshing what it got.
+const REGISTRABLE_GRANTS: [&str; 2] = ["authorization_code", "refresh_token"];
+
 impl SignIn {
+    /// Registers a client that asked for itself (RFC 7591), with no credential: it is never trusted, so a person
+    /// approves every scope it asks for on the consent page, and it may ask for any scope (a step-up asks for more
+    /// than the first sign-in did). Redirect URIs are https or loopback http only.
+    pub async fn register_client(
+        &self,
+        metadata: ClientMetadata,
+    ) -> Result<RegisteredApp, SignInError> {
+        if metadata.redirect_uris.is_empty() {
+            return Err(SignInError::InvalidRedirectUri(
+                "at least one redirect URI is required".into(),
+            ));
+        }
+        for uri in &metadata.redirect_uris {
+            let web_or_loopback = reqwest::Url::parse(uri)
+                .is_ok_and(|url| url.scheme() == "https" || is_loopback(&url));
+            if !web_or_loopback {
+                return Err(SignInError::InvalidRedirectUri(format!(
+                    "`{uri}` must be an https:// URL or http:// on a loopback host"
+                )));
+            }
+            check_redirect_uri(uri)
+                .map_err(|error| SignInError::InvalidRedirectUri(error.message))?;
+        }
+        let unsupported = |what: &str, values: &Option<Vec<String>>, allowed: &[&str]| {
+            let odd: Vec<&String> = values
+                .iter()
+                .flatten()
+                .filter(|value| !allowed.contains(&value.as_str()))
+                .collect();
+            match odd.is_empty() {
+                true => Ok(()),
+                false => Err(SignInError::InvalidClientMetadata(format!(
+                    "unsupported {what}: {odd:?} (supported: {allowed:?})"
+                ))),
+            }
+        };
+        unsupported("grant_types", &metadata.grant_types, &REGISTRABLE_GRANTS)?;
+        unsupported("response_types", &metadata.response_types, &["code"])?;
+        let confidential = match metadata.token_endpoint_auth_method.as_deref() {
+            Some("none") => false,
+            None | Some("client_secret_basic" | "client_secret_post") => true,
+            Some(other) => {
+                return Err(SignInError::InvalidClientMetadata(format!(
+                    "token_endpoint_auth_method `{other}` is not supported (none, client_secret_basic, \
+                     client_secret_post)"
+                )));
+            }
+        };
+        let name = metadata
+            .client_name
+            .filter(|name| !name.trim().is_empty())
+            .unwrap_or_else(|| "an unnamed MCP client".into());
+        let (client_secret, secret_hash) = match confidential {
+            true => {
+                let (secret, hash) =
+                    deputy_tokens::generate_client_secret().map_err(SignInError::internal)?;
+                (Some(secret), Some(hash.to_hex()))
+            }
+            false => (None, None),
+        };
+        let app = OAuthApp {
+            client_id: uuid::Uuid::new_v4().to_string(),
+            // The consent page shows this name; it says who chose it.
+            name: format!("{name} (self-registered)"),
+            redirect_uris: metadata.redirect_uris,
+            scopes: ScopeSet::all().to_string(),
+            secret_hash,
+            trusted: false,
+            created_ms: now_millis(),
+        };
+        self.access.store().insert_oauth_app(&app).await?;
+        Ok(RegisteredApp { app, client_secret })
+    }
+
     pub async fn register_app(
         &self,
         caller: &Caller,

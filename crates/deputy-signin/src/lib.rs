@@ -68,6 +68,12 @@ pub enum SignInError {
     UnsupportedResponseType(String),
     #[error("{0}")]
     AccessDenied(String),
+    /// Dynamic client registration (RFC 7591): a redirect URI that may not be registered.
+    #[error("{0}")]
+    InvalidRedirectUri(String),
+    /// Dynamic client registration: other metadata that cannot be honoured.
+    #[error("{0}")]
+    InvalidClientMetadata(String),
     /// Deputy could not decide; the step is refused all the same.
     #[error("{0}")]
     Internal(String),
@@ -84,6 +90,8 @@ impl SignInError {
             SignInError::UnauthorizedClient(_) => "unauthorized_client",
             SignInError::UnsupportedResponseType(_) => "unsupported_response_type",
             SignInError::AccessDenied(_) => "access_denied",
+            SignInError::InvalidRedirectUri(_) => "invalid_redirect_uri",
+            SignInError::InvalidClientMetadata(_) => "invalid_client_metadata",
             SignInError::Internal(_) => "server_error",
         }
     }

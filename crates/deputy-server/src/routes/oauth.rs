@@ -17,6 +17,7 @@ use deputy_access::credentials::{
 };
 use deputy_core::ScopeSet;
 use deputy_oidc::Federation;
+use deputy_signin::apps::ClientMetadata;
 use deputy_signin::{CodeRedemption, RefreshRequest, SignIn};
 use deputy_store::{Identity, IdentityKind};
 use deputy_tokens::{AccessClaims, Actor, ExchangeRequest, ScopeMode, SecretHash};
@@ -37,6 +38,40 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
         .post("/oidc/v1/token", Requires::Public, token)
         .post("/oidc/v1/revoke", Requires::Public, revoke)
         .post("/oidc/v1/introspect", Requires::Authenticated, introspect)
+        .post("/oidc/v1/register", Requires::Public, register)
+}
+
+/// Dynamic client registration (RFC 7591), for MCP clients that have no client id here: `201` with the client's
+/// id (and its secret, once, for a confidential client), or an RFC 7591 error.
+async fn register(State(sign_in): State<Arc<SignIn>>, body: Bytes) -> Result<Response, OAuthError> {
+    let metadata: ClientMetadata = serde_json::from_slice(&body).map_err(|error| {
+        OAuthError::new(
+            "invalid_client_metadata",
+            format!("the body is not client metadata (RFC 7591): {error}"),
+        )
+    })?;
+    let registered = sign_in.register_client(metadata).await?;
+    let app = &registered.app;
+    let mut answer = json!({
+        "client_id": app.client_id,
+        "client_id_issued_at": app.created_ms / 1000,
+        "client_name": app.name,
+        "redirect_uris": app.redirect_uris,
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+        "scope": app.scopes,
+    });
+    if let Some(secret) = &registered.client_secret {
+        answer["client_secret"] = json!(secret.expose());
+        answer["client_secret_expires_at"] = json!(0);
+        answer["token_endpoint_auth_method"] = json!("client_secret_basic");
+    }
+    let mut response = (axum::http::StatusCode::CREATED, Json(answer)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 #[derive(Deserialize, Default)]

@@ -35,6 +35,12 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
             Requires::Public,
             authorization_server,
         )
+        // RFC 8414 §3.1's own location for the issuer `{base}/oidc`, where MCP clients look first.
+        .get(
+            "/.well-known/oauth-authorization-server/oidc",
+            Requires::Public,
+            authorization_server,
+        )
         .get("/oidc/v1/keys", Requires::Public, keys)
 }
 
@@ -58,6 +64,7 @@ async fn authorization_server(State(access): State<Arc<Access>>) -> Json<Value> 
         "jwks_uri": format!("{oidc}/v1/keys"),
         "revocation_endpoint": format!("{oidc}/v1/revoke"),
         "introspection_endpoint": format!("{oidc}/v1/introspect"),
+        "registration_endpoint": format!("{oidc}/v1/register"),
         "grant_types_supported": [
             "authorization_code",
             "refresh_token",
