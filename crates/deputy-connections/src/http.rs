@@ -245,6 +245,15 @@ impl HttpConnection {
         Ok(url)
     }
 
+    /// The connection's origin and base path exactly (`/` when there is none): where an MCP server behind it
+    /// answers.
+    pub fn base_url(&self) -> Result<Url, ConnectionError> {
+        let scheme = if self.tls { "https" } else { "http" };
+        let path = if self.base_path.is_empty() { "/" } else { &self.base_path };
+        Url::parse(&format!("{scheme}://{}:{}{path}", self.host, self.port))
+            .map_err(|error| options_error(format!("the connection makes no URL: {error}")))
+    }
+
     /// `METHOD origin/base_path/...` without the query string (which may carry the caller's secrets), for the audit.
     pub fn describe(url: &Url, method: &reqwest::Method) -> String {
         format!(

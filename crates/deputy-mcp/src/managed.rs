@@ -6,7 +6,7 @@
 //! audit apply exactly as they do to any client.
 
 use crate::protocol::ServerInfo;
-use crate::tools::{Tool, ToolError, ToolServer};
+use crate::tools::{Tool, ToolError, ToolServer, record_call};
 use deputy_access::{Access, Caller};
 use deputy_agents::public_api::{
     CallError, PublicApi, StatementRequest, function_call, function_parameters, run_statement,
@@ -186,18 +186,7 @@ impl ToolServer for Managed {
         arguments: &Map<String, Value>,
     ) -> Result<String, ToolError> {
         let outcome = self.run_tool(name, arguments).await;
-        // Every call is audited, run or refused; the REST calls a tool makes are audited on their own as well
-        // when an agent makes them for a user.
-        let entry = self
-            .access
-            .audit_entry(&self.caller, "mcp tools/call")
-            .securable(format!("mcp/{} tool:{name}", self.server.path()));
-        let event = match &outcome {
-            Ok(_) => entry.allowed(format!("{} ran tool `{name}`", self.caller.identity.name)),
-            Err(error) => entry.denied(error.to_string()),
-        };
-        self.access.record(&[event]).await.map_err(internal)?;
-        outcome
+        record_call(&self.access, &self.caller, &self.server.path(), name, outcome).await
     }
 }
 

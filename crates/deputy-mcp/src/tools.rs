@@ -1,5 +1,6 @@
 //! What an MCP server offers: tools, listed and called for one caller.
 
+use deputy_access::{Access, Caller};
 use serde_json::{Map, Value};
 
 /// A tool as `tools/list` describes it.
@@ -36,4 +37,27 @@ pub trait ToolServer: Send + Sync {
         name: &str,
         arguments: &Map<String, Value>,
     ) -> Result<String, ToolError>;
+}
+
+/// Audits a tool call, run or refused, and hands its outcome on; an event that cannot be written fails the call.
+/// The REST calls a tool makes are audited on their own as well when an agent makes them for a user.
+pub(crate) async fn record_call(
+    access: &Access,
+    caller: &Caller,
+    server: &str,
+    tool: &str,
+    outcome: Result<String, ToolError>,
+) -> Result<String, ToolError> {
+    let entry = access
+        .audit_entry(caller, "mcp tools/call")
+        .securable(format!("mcp/{server} tool:{tool}"));
+    let event = match &outcome {
+        Ok(_) => entry.allowed(format!("{} ran tool `{tool}`", caller.identity.name)),
+        Err(error) => entry.denied(error.to_string()),
+    };
+    access
+        .record(&[event])
+        .await
+        .map_err(|error| ToolError::Internal(error.to_string()))?;
+    outcome
 }

@@ -33,7 +33,7 @@ const LAYERS: &[&[&str]] = &[
         "deputy-oidc",
     ],
     &["deputy-serving", "deputy-signin"],
-    &["deputy-vector-search", "deputy-genie"],
+    &["deputy-vector-search", "deputy-genie", "deputy-mcp"],
     &["deputy-server", "deputy-sdk"],
     &["deputy", "deputy-load"],
 ];

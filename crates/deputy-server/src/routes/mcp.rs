@@ -14,7 +14,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use deputy_access::{Access, Error, ErrorCode};
 use deputy_core::{MCP_PATH_PREFIX, ScopeSet};
-use deputy_mcp::{Managed, ManagedServer, McpHeaders, Reply};
+use deputy_mcp::external::External;
+use deputy_mcp::{Managed, McpHeaders, McpServer, Reply, ToolServer};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -37,7 +38,7 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
 /// The scopes the MCP server at `path` needs, or `None` when the path names no server.
 pub(crate) fn required_scopes(path: &str) -> Option<ScopeSet> {
     let server = path.strip_prefix(MCP_PATH_PREFIX)?;
-    ManagedServer::from_path(server).map(|server| server.required_scopes())
+    McpServer::from_path(server).map(|server| server.required_scopes())
 }
 
 /// The `WWW-Authenticate` value of a refusal at `path`: the challenge, and where the resource's metadata is.
@@ -74,7 +75,7 @@ async fn serve(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let Some(managed) = ManagedServer::from_path(&server) else {
+    let Some(found) = McpServer::from_path(&server) else {
         return Err(no_server(&server).into());
     };
     let resource = format!("{}{MCP_PATH_PREFIX}{server}", state.access().base_url());
@@ -89,16 +90,22 @@ async fn serve(
         method: header("mcp-method"),
         name: header("mcp-name"),
     };
-    let info = managed.info();
-    let tools = Managed {
-        server: managed,
-        access: state.access().clone(),
-        token: caller.bearer.0.clone(),
-        caller,
-        api: Arc::new(InProcessApi::for_resource(state.clone(), resource)),
+    let info = found.info();
+    let access = state.access().clone();
+    let tools: Box<dyn ToolServer> = match found {
+        McpServer::Managed(managed) => Box::new(Managed {
+            server: managed,
+            access,
+            token: caller.bearer.0.clone(),
+            caller,
+            api: Arc::new(InProcessApi::for_resource(state.clone(), resource)),
+        }),
+        McpServer::External { connection } => Box::new(
+            External::open(access, state.upstreams().clone(), caller, &connection).await?,
+        ),
     };
     Ok(
-        match deputy_mcp::handle(&tools, &info, &mcp_headers, &body).await {
+        match deputy_mcp::handle(tools.as_ref(), &info, &mcp_headers, &body).await {
             Reply::Accepted => StatusCode::ACCEPTED.into_response(),
             Reply::Json { status, body } => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
@@ -109,7 +116,7 @@ async fn serve(
 }
 
 async fn not_offered(Path(server): Path<String>) -> Result<Response, ApiError> {
-    if ManagedServer::from_path(&server).is_none() {
+    if McpServer::from_path(&server).is_none() {
         return Err(no_server(&server).into());
     }
     let message = "this MCP server answers POST only: no server-initiated stream, no sessions";
@@ -126,17 +133,17 @@ async fn resource_metadata(
     State(access): State<Arc<Access>>,
     Path(server): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let Some(managed) = ManagedServer::from_path(&server) else {
+    let Some(found) = McpServer::from_path(&server) else {
         return Err(no_server(&server).into());
     };
-    let scopes: Vec<&str> = managed
+    let scopes: Vec<&str> = found
         .required_scopes()
         .iter()
         .map(|scope| scope.name())
         .collect();
     Ok(Json(json!({
         "resource": format!("{}{MCP_PATH_PREFIX}{server}", access.base_url()),
-        "resource_name": managed.info().name,
+        "resource_name": found.info().name,
         "authorization_servers": [access.credentials().issuer()],
         "scopes_supported": scopes,
         "bearer_methods_supported": ["header"],
@@ -146,6 +153,6 @@ async fn resource_metadata(
 fn no_server(server: &str) -> Error {
     Error::not_found(format!(
         "no MCP server at `{MCP_PATH_PREFIX}{server}` (servers: sql, vector-search/{{catalog}}/{{schema}}[/{{index}}], \
-         genie/{{space_id}}, functions/{{catalog}}/{{schema}}[/{{function}}])"
+         genie/{{space_id}}, functions/{{catalog}}/{{schema}}[/{{function}}], external/{{connection}})"
     ))
 }
