@@ -249,7 +249,11 @@ impl HttpConnection {
     /// answers.
     pub fn base_url(&self) -> Result<Url, ConnectionError> {
         let scheme = if self.tls { "https" } else { "http" };
-        let path = if self.base_path.is_empty() { "/" } else { &self.base_path };
+        let path = if self.base_path.is_empty() {
+            "/"
+        } else {
+            &self.base_path
+        };
         Url::parse(&format!("{scheme}://{}:{}{path}", self.host, self.port))
             .map_err(|error| options_error(format!("the connection makes no URL: {error}")))
     }

@@ -39,7 +39,11 @@ impl External {
     ) -> Result<External, Error> {
         let missing = || Error::not_found(format!("no external MCP server `{name}`"));
         let namespace = deputy_catalog::namespace_of(SecurableKind::Connection);
-        let record = access.store().find_securable(namespace, name).await?.ok_or_else(missing)?;
+        let record = access
+            .store()
+            .find_securable(namespace, name)
+            .await?
+            .ok_or_else(missing)?;
         access.authorize(
             &caller,
             ApiScope::CatalogConnections,
@@ -89,25 +93,40 @@ impl External {
         let (_, session) = self.post(&rpc_message(0, "initialize", init), None).await?;
         let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
         self.post(&initialized, session.as_deref()).await?;
-        let (answer, _) = self.post(&rpc_message(1, method, params), session.as_deref()).await?;
+        let (answer, _) = self
+            .post(&rpc_message(1, method, params), session.as_deref())
+            .await?;
         match answer {
             Some(answer) if answer.get("error").is_some() => Err(ToolError::Failed(format!(
                 "the external MCP server refused: {}",
                 answer["error"]["message"].as_str().unwrap_or("no message")
             ))),
             Some(answer) => Ok(answer["result"].clone()),
-            None => Err(ToolError::Failed("the external MCP server gave no answer".into())),
+            None => Err(ToolError::Failed(
+                "the external MCP server gave no answer".into(),
+            )),
         }
     }
 
     /// Posts one message; the JSON-RPC answer (from a JSON body or the first event of a stream) and the session id.
-    async fn post(&self, message: &Value, session: Option<&str>) -> Result<(Option<Value>, Option<String>), ToolError> {
-        let unreachable = |message: String| ToolError::Failed(format!("the external MCP server: {message}"));
-        let url = self.connection.base_url().map_err(|error| unreachable(format!("{error:?}")))?;
+    async fn post(
+        &self,
+        message: &Value,
+        session: Option<&str>,
+    ) -> Result<(Option<Value>, Option<String>), ToolError> {
+        let unreachable =
+            |message: String| ToolError::Failed(format!("the external MCP server: {message}"));
+        let url = self
+            .connection
+            .base_url()
+            .map_err(|error| unreachable(format!("{error:?}")))?;
         let mut headers = deputy_connections::http::request_headers(&Default::default())
             .map_err(|error| unreachable(format!("{error:?}")))?;
         let fixed = |value: &'static str| reqwest::header::HeaderValue::from_static(value);
-        headers.insert(reqwest::header::ACCEPT, fixed("application/json, text/event-stream"));
+        headers.insert(
+            reqwest::header::ACCEPT,
+            fixed("application/json, text/event-stream"),
+        );
         headers.insert("mcp-protocol-version", fixed(UPSTREAM_VERSION));
         if let Some(session) = session
             && let Ok(value) = reqwest::header::HeaderValue::from_str(session)
@@ -156,9 +175,15 @@ impl ToolServer for External {
             .collect())
     }
 
-    async fn call_tool(&self, name: &str, arguments: &Map<String, Value>) -> Result<String, ToolError> {
+    async fn call_tool(
+        &self,
+        name: &str,
+        arguments: &Map<String, Value>,
+    ) -> Result<String, ToolError> {
         let outcome = match self.allows(name) {
-            false => Err(ToolError::Unknown(format!("no tool `{name}` is offered to you here"))),
+            false => Err(ToolError::Unknown(format!(
+                "no tool `{name}` is offered to you here"
+            ))),
             true => {
                 let params = json!({ "name": name, "arguments": arguments });
                 self.request("tools/call", params).await.and_then(|result| {
@@ -170,7 +195,14 @@ impl ToolServer for External {
                 })
             }
         };
-        record_call(&self.access, &self.caller, &format!("external/{}", self.name), name, outcome).await
+        record_call(
+            &self.access,
+            &self.caller,
+            &format!("external/{}", self.name),
+            name,
+            outcome,
+        )
+        .await
     }
 }
 
@@ -210,7 +242,10 @@ mod tests {
     #[test]
     fn answers_come_as_json_or_as_the_first_event_of_a_stream() {
         let answer = json!({ "jsonrpc": "2.0", "id": 1, "result": {} });
-        assert_eq!(json_rpc_answer(answer.to_string().as_bytes()), Some(answer.clone()));
+        assert_eq!(
+            json_rpc_answer(answer.to_string().as_bytes()),
+            Some(answer.clone())
+        );
         let stream = format!("event: message\ndata: {answer}\n\n");
         assert_eq!(json_rpc_answer(stream.as_bytes()), Some(answer));
         assert_eq!(json_rpc_answer(b"event: ping\n\n"), None);

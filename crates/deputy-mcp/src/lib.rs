@@ -26,13 +26,17 @@ use deputy_core::{ApiScope, ScopeSet};
 pub enum McpServer {
     Managed(ManagedServer),
     /// `external/{connection}`: an external server behind a Unity Catalog connection ([`external::External`]).
-    External { connection: String },
+    External {
+        connection: String,
+    },
 }
 
 impl McpServer {
     pub fn from_path(path: &str) -> Option<McpServer> {
         match path.split_once('/') {
-            Some(("external", connection)) if !connection.is_empty() && !connection.contains('/') => {
+            Some(("external", connection))
+                if !connection.is_empty() && !connection.contains('/') =>
+            {
                 Some(McpServer::External {
                     connection: connection.to_owned(),
                 })

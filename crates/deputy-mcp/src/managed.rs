@@ -186,7 +186,14 @@ impl ToolServer for Managed {
         arguments: &Map<String, Value>,
     ) -> Result<String, ToolError> {
         let outcome = self.run_tool(name, arguments).await;
-        record_call(&self.access, &self.caller, &self.server.path(), name, outcome).await
+        record_call(
+            &self.access,
+            &self.caller,
+            &self.server.path(),
+            name,
+            outcome,
+        )
+        .await
     }
 }
 

@@ -496,3 +496,87 @@ async fn direct_access_writes_survive_a_restart() {
         .await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_delta_sync_index_shows_masked_columns_as_the_mask_shows_them_and_never_filters_on_them()
+{
+    let h = harness().await;
+    let warehouse = h.default_warehouse().await;
+    for statement in [
+        "CREATE CATALOG main",
+        "CREATE SCHEMA main.docs",
+        "CREATE TABLE main.docs.notes (id INT, body STRING, code STRING, emb STRING)",
+        "INSERT INTO main.docs.notes VALUES (1, 'alpha', 'A-1', '[1.0, 0.0]'), (2, 'beta', 'B-2', '[0.9, 0.1]')",
+        "CREATE FUNCTION main.docs.hide_code(code STRING) RETURNS STRING RETURN CASE WHEN current_user() = 'bob@example.com' THEN 'masked' ELSE code END",
+        "ALTER TABLE main.docs.notes ALTER COLUMN code SET MASK main.docs.hide_code",
+    ] {
+        h.admin_sql(&warehouse, statement).await;
+    }
+    create_endpoint(&h, "rag").await;
+    let created = h
+        .call(
+            Method::POST,
+            &format!("{VS}/indexes"),
+            Some(&h.admin_token),
+            Some(json!({
+                "name": "main.docs.notes_index", "endpoint_name": "rag", "primary_key": "id", "index_type": "DELTA_SYNC",
+                "delta_sync_index_spec": { "source_table": "main.docs.notes", "pipeline_type": "TRIGGERED",
+                    "embedding_vector_columns": [{ "name": "emb", "embedding_dimension": 2 }] },
+            })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let mut tokens = Vec::new();
+    for principal in ["alice@example.com", "bob@example.com"] {
+        tokens.push(h.new_user_token(principal, &["all-apis"]).await);
+        grant(&h, "catalog", "main", principal, &["USE_CATALOG"]).await;
+        grant(&h, "schema", "main.docs", principal, &["USE_SCHEMA"]).await;
+        grant(&h, "table", "main.docs.notes_index", principal, &["SELECT"]).await;
+    }
+    let (alice, bob) = (&tokens[0], &tokens[1]);
+    let path = format!("{VS}/indexes/main.docs.notes_index/query");
+    let body =
+        json!({ "query_vector": [1.0, 0.0], "columns": ["id", "body", "code"], "num_results": 2 });
+    let as_alice = h
+        .call(Method::POST, &path, Some(alice), Some(body.clone()))
+        .await;
+    assert_eq!(
+        as_alice.body["result"]["data_array"][0][2], "A-1",
+        "{}",
+        as_alice.body
+    );
+    let as_bob = h.call(Method::POST, &path, Some(bob), Some(body)).await;
+    assert_eq!(as_bob.status, StatusCode::OK, "{}", as_bob.body);
+    let rows = as_bob.body["result"]["data_array"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|row| row[2] == "masked" && row[1] != "masked"),
+        "{}",
+        as_bob.body
+    );
+
+    // Filtering on the hidden value would reveal it: refused for bob, allowed for alice.
+    let probe = json!({ "query_vector": [1.0, 0.0], "columns": ["id"], "filters_json": "{\"code\": \"A-1\"}" });
+    let refused = h
+        .call(Method::POST, &path, Some(bob), Some(probe.clone()))
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    let filtered = h.call(Method::POST, &path, Some(alice), Some(probe)).await;
+    assert_eq!(ids(&filtered.body), vec![json!(1)]);
+
+    let scan = h
+        .call(
+            Method::POST,
+            &format!("{VS}/indexes/main.docs.notes_index/scan"),
+            Some(bob),
+            Some(json!({ "num_results": 10 })),
+        )
+        .await;
+    assert_eq!(scan.status, StatusCode::OK, "{}", scan.body);
+    let text = scan.body.to_string();
+    assert!(
+        !text.contains("A-1") && !text.contains("B-2") && text.contains("masked"),
+        "{text}"
+    );
+}

@@ -10,9 +10,10 @@
 //! **Invariants**
 //! - An index in a schema the caller may not see into does not exist for the caller (404); otherwise a refusal names
 //!   the missing privilege.
-//! - Beyond Databricks: a DELTA_SYNC index over a table with a row filter answers each user only with rows the filter
-//!   admits for them (see [`row_filter_allow_set`]); when the source table or its stored spec is missing or
-//!   unreadable, the index refuses to answer rather than skip the filter.
+//! - Beyond Databricks: a DELTA_SYNC index over a table with a row filter or column masks answers each user only
+//!   with rows the filter admits for them and values as the masks show them (see [`ReaderView`]); a masked value
+//!   hidden from the user can be neither filtered on nor searched by; when the source table or its stored spec is
+//!   missing or unreadable, the index refuses to answer rather than skip the policy.
 //! - An index's securable is never left without its data: a failed creation deletes the securable again.
 
 use base64::Engine;
@@ -1012,24 +1013,102 @@ async fn read_source(
     Ok(rows)
 }
 
-/// For a DELTA_SYNC index whose source table has a row filter: the primary keys of the rows the filter admits for
-/// the querying user. The table is read with the index owner's privileges (the caller needs none on the table), but
-/// the filter's `current_user()` and `is_account_group_member()` see the caller; so an index never shows a user rows
-/// the table's policy hides from them. `None` when nothing restricts the rows.
-async fn row_filter_allow_set(
+/// What a DELTA_SYNC index's source-table policies let one reader see: the rows its row filter admits for them
+/// (`None`: every row), and the values of its masked columns as the masks show them to the reader, by primary key.
+/// The table is read with the index owner's privileges (the caller needs none on the table), but the policies'
+/// `current_user()` and `is_account_group_member()` see the caller; so an index never shows a user a row or a value
+/// the table's policy hides from them.
+#[derive(Default)]
+struct ReaderView {
+    allowed: Option<HashSet<String>>,
+    masked: HashMap<String, Map<String, Value>>,
+    /// Masked columns whose values differ, for this reader, from those the index holds: they may be neither filtered
+    /// on nor searched by.
+    hidden: Vec<String>,
+}
+
+impl ReaderView {
+    fn admits(&self, key: &str) -> bool {
+        self.allowed
+            .as_ref()
+            .is_none_or(|allowed| allowed.contains(key))
+    }
+
+    /// `column` of the row with primary key `key`, as this reader may see it.
+    fn value(&self, key: &str, column: &str, stored: Option<&Value>) -> Value {
+        match self.masked.get(key) {
+            Some(masked) if masked.contains_key(column) => masked[column].clone(),
+            // A masked column of a row the scan did not return (written since): nothing is shown, fail closed.
+            None if self.is_masked(column) => Value::Null,
+            _ => stored.cloned().unwrap_or(Value::Null),
+        }
+    }
+
+    fn is_masked(&self, column: &str) -> bool {
+        self.masked
+            .values()
+            .next()
+            .is_some_and(|row| row.contains_key(column))
+            || self.hidden.iter().any(|hidden| hidden == column)
+    }
+
+    /// Refuses a query that would rank or filter by a value hidden from the reader.
+    fn check_query(
+        &self,
+        spec: &IndexSpec,
+        kind: QueryKind,
+        filters: Option<&Value>,
+    ) -> Result<(), Error> {
+        // Embeddings are computed from the true text, so every query ranks by their source; full text ranks by the
+        // text columns.
+        let text_columns = match kind {
+            QueryKind::Ann => &[][..],
+            QueryKind::FullText | QueryKind::Hybrid => &spec.config.text_columns[..],
+        };
+        let ranked: Vec<&String> = text_columns
+            .iter()
+            .chain(spec.embedding.as_ref().map(|source| &source.column))
+            .collect();
+        if let Some(column) = self.hidden.iter().find(|hidden| ranked.contains(hidden)) {
+            return Err(Error::permission_denied(format!(
+                "the column `{column}` this index searches by is masked for you, so the index cannot be queried by you"
+            )));
+        }
+        let named: Vec<String> = match filters {
+            Some(Value::String(text)) => serde_json::from_str::<Map<String, Value>>(text)
+                .map(|object| object.keys().cloned().collect())
+                .unwrap_or_default(),
+            Some(Value::Object(object)) => object.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        // A filter key is a column, optionally followed by an operator (`price <`, `title LIKE`).
+        for key in &named {
+            let column = key.split_whitespace().next().unwrap_or_default();
+            if self.hidden.iter().any(|hidden| hidden == column) {
+                return Err(Error::permission_denied(format!(
+                    "the column `{column}` is masked for you and cannot be filtered on"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn reader_view(
     state: &VectorSearch,
     caller: &Caller,
     record: &SecurableRecord,
     spec: &IndexSpec,
-) -> Result<Option<Vec<String>>, Error> {
+    index: &SharedIndex,
+) -> Result<ReaderView, Error> {
     let Some(table) = spec
         .source_table
         .as_deref()
         .filter(|_| spec.is_delta_sync())
     else {
-        return Ok(None);
+        return Ok(ReaderView::default());
     };
-    // Fail closed: without its source table's stored policy, the index cannot know which rows that policy hides.
+    // Fail closed: without its source table's stored policy, the index cannot know what that policy hides.
     let source = state
         .access()
         .store()
@@ -1037,26 +1116,58 @@ async fn row_filter_allow_set(
         .await?
         .ok_or_else(|| {
             Error::invalid_state(format!(
-                "the source table `{table}` of this index no longer exists, so its row filter cannot be applied; \
-                 the index cannot be queried"
+                "the source table `{table}` of this index no longer exists, so its row filter and column masks \
+                 cannot be applied; the index cannot be queried"
             ))
         })?;
-    let has_filter = decode_stored::<TableSpec>("table spec", &source.spec)?
-        .row_filter
-        .is_some();
-    if !has_filter {
-        return Ok(None);
+    let table_spec = decode_stored::<TableSpec>("table spec", &source.spec)?;
+    let masked_columns: Vec<&str> = table_spec
+        .columns
+        .iter()
+        .filter(|column| column.mask.is_some())
+        .map(|column| column.name.as_str())
+        .collect();
+    let has_filter = table_spec.row_filter.is_some();
+    if !has_filter && masked_columns.is_empty() {
+        return Ok(ReaderView::default());
     }
     let session = owner_session(state, record.owner_id, &caller.identity, &caller.groups);
-    let rows = state
-        .warehouse()
-        .scan(&session, table, &[spec.primary_key.as_str()])
-        .await?;
-    Ok(Some(
-        rows.iter()
-            .filter_map(|row| row.get(&spec.primary_key).and_then(key_of))
-            .collect(),
-    ))
+    let mut wanted: Vec<&str> = vec![spec.primary_key.as_str()];
+    wanted.extend(
+        masked_columns
+            .iter()
+            .filter(|column| **column != spec.primary_key),
+    );
+    let rows = state.warehouse().scan(&session, table, &wanted).await?;
+    let mut view = ReaderView::default();
+    let index = read(index)?;
+    for mut row in rows {
+        let Some(key) = row.remove(&spec.primary_key).as_ref().and_then(key_of) else {
+            continue;
+        };
+        if !masked_columns.is_empty() {
+            let stored = index.row(&key).unwrap_or_default();
+            for (column, shown) in &row {
+                let differs = stored
+                    .get(column)
+                    .is_some_and(|value| !same_value(value, shown));
+                if differs && !view.hidden.contains(column) {
+                    view.hidden.push(column.clone());
+                }
+            }
+            view.masked.insert(key.clone(), row);
+        }
+        if has_filter {
+            view.allowed.get_or_insert_with(HashSet::new).insert(key);
+        }
+    }
+    Ok(view)
+}
+
+/// Whether a value read back from the table is the one the index holds (numbers may come back as text).
+fn same_value(stored: &Value, shown: &Value) -> bool {
+    stored == shown
+        || key_of(stored).is_some_and(|stored| key_of(shown).as_deref() == Some(stored.as_str()))
 }
 
 pub async fn sync(
@@ -1198,12 +1309,10 @@ pub async fn scan(
     body: ScanRequest,
 ) -> Result<Value, Error> {
     let (record, spec) = authorized_index(state, caller, &name, Action::ReadTable).await?;
-    let allow: Option<HashSet<String>> = row_filter_allow_set(state, caller, &record, &spec)
-        .await?
-        .map(|keys| keys.into_iter().collect());
     let limit = body.num_results.unwrap_or(100).clamp(1, MAX_NUM_RESULTS);
     let last = body.last_primary_key.as_ref().and_then(key_of);
     let index = state.vector_indexes().get(&record)?;
+    let view = reader_view(state, caller, &record, &spec, &index).await?;
     let index = read(&index)?;
     let mut rows = Vec::with_capacity(limit);
     let mut after = last;
@@ -1212,11 +1321,14 @@ pub async fn scan(
         let batch = index.scan(after.as_deref(), limit);
         let Some(last_row) = batch.last() else { break };
         after = last_row.get(&spec.primary_key).and_then(key_of);
-        rows.extend(batch.into_iter().filter(|row| {
-            allow.as_ref().is_none_or(|allow| {
-                row.get(&spec.primary_key)
-                    .and_then(key_of)
-                    .is_some_and(|key| allow.contains(&key))
+        rows.extend(batch.into_iter().filter_map(|row| {
+            let key = row.get(&spec.primary_key).and_then(key_of)?;
+            view.admits(&key).then(|| {
+                row.iter()
+                    .map(|(column, stored)| {
+                        (column.clone(), view.value(&key, column, Some(stored)))
+                    })
+                    .collect::<Map<String, Value>>()
             })
         }));
     }
@@ -1350,11 +1462,15 @@ async fn run_query(
             "give `query_vector`, or `query_text` for an index that computes its embeddings",
         ));
     }
-    let allowed_keys = row_filter_allow_set(state, caller, &record, &spec).await?;
     let index = state.vector_indexes().get(&record)?;
+    let view = reader_view(state, caller, &record, &spec, &index).await?;
+    view.check_query(&spec, kind, request.filters_json.as_ref())?;
     let index = read(&index)?;
     // Built under the same read lock as the query, so no write can come between.
-    let allow = allowed_keys.map(|keys| index.allow_set(keys.iter().map(String::as_str)));
+    let allow = view
+        .allowed
+        .as_ref()
+        .map(|keys| index.allow_set(keys.iter().map(String::as_str)));
     let filter = match &request.filters_json {
         None | Some(Value::Null) => Filter::default(),
         Some(Value::String(text)) => index.parse_filter(text).map_err(vector_error)?,
@@ -1380,9 +1496,22 @@ async fn run_query(
             score_threshold: request.score_threshold,
         })
         .map_err(vector_error)?;
+    // Databricks requires `columns`; without them Deputy answers every column but the embedding vector, which is
+    // what a tool (an MCP search, say) wants to show.
+    let vector_column = spec.config.vector.as_ref().map(|vector| vector.column.as_str());
     let columns = match request.columns.is_empty() {
-        true => vec![spec.primary_key.clone()],
+        true => spec
+            .config
+            .columns
+            .iter()
+            .filter(|column| Some(column.as_str()) != vector_column)
+            .cloned()
+            .collect(),
         false => request.columns.clone(),
+    };
+    let columns = match columns.is_empty() {
+        true => vec![spec.primary_key.clone()],
+        false => columns,
     };
     let data: Vec<Value> = hits
         .iter()
@@ -1390,7 +1519,7 @@ async fn run_query(
             let row = index.row(&hit.key).unwrap_or_default();
             let mut cells: Vec<Value> = columns
                 .iter()
-                .map(|column| row.get(column).cloned().unwrap_or(Value::Null))
+                .map(|column| view.value(&hit.key, column, row.get(column)))
                 .collect();
             cells.push(json!(hit.score));
             Value::Array(cells)

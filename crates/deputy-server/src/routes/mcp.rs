@@ -100,9 +100,9 @@ async fn serve(
             caller,
             api: Arc::new(InProcessApi::for_resource(state.clone(), resource)),
         }),
-        McpServer::External { connection } => Box::new(
-            External::open(access, state.upstreams().clone(), caller, &connection).await?,
-        ),
+        McpServer::External { connection } => {
+            Box::new(External::open(access, state.upstreams().clone(), caller, &connection).await?)
+        }
     };
     Ok(
         match deputy_mcp::handle(tools.as_ref(), &info, &mcp_headers, &body).await {
