@@ -9,31 +9,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Bench code: a panic is a failed run.
 
-use serde_json::{Value, json};
+mod support;
+
+use serde_json::json;
 use std::time::{Duration, Instant};
+use support::{Client, orders_workspace, report, sql};
 
 const QUESTIONS: usize = 300;
-const ROWS: usize = 1000;
 const SQL: &str =
     "SELECT region, SUM(amount) AS total FROM main.sales.orders GROUP BY region ORDER BY region";
 /// How often the client polls a message, as a tight client would.
 const POLL_EVERY: Duration = Duration::from_micros(500);
-
-fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * fraction).round() as usize]
-}
-
-fn report(name: &str, mut latencies: Vec<Duration>) -> Duration {
-    latencies.sort();
-    let p50 = percentile(&latencies, 0.50);
-    println!(
-        "{name:<52} p50 {:>8.2} ms  p99 {:>8.2} ms  ({} runs)",
-        p50.as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        latencies.len()
-    );
-    p50
-}
 
 /// The test double of an LLM provider: always the same SQL, no thinking time.
 async fn instant_model() -> String {
@@ -52,47 +38,6 @@ async fn instant_model() -> String {
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{address}/v1")
-}
-
-struct Client {
-    http: reqwest::Client,
-    host: String,
-}
-
-impl Client {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> Value {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.host))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert!(status.is_success(), "{path}: {body}");
-        body
-    }
-}
-
-async fn sql(client: &Client, warehouse: &str, token: &str, statement: &str) -> Value {
-    client
-        .send(
-            reqwest::Method::POST,
-            "/api/2.0/sql/statements",
-            token,
-            Some(
-                json!({ "statement": statement, "warehouse_id": warehouse, "wait_timeout": "30s" }),
-            ),
-        )
-        .await
 }
 
 /// One question as a tight client asks it: start, poll until COMPLETED, read the result.
@@ -140,75 +85,9 @@ fn main() {
 }
 
 async fn run() {
-    let data_dir = tempfile::tempdir().unwrap();
-    let config = deputy_server::ServerConfig {
-        data_dir: data_dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        public_url: None,
-    };
-    let server = deputy_server::bind(&config).await.unwrap();
-    let client = Client {
-        http: reqwest::Client::new(),
-        host: format!("http://{}", server.local_addr().unwrap()),
-    };
-    let admin = std::fs::read_to_string(&server.report.admin_token_path)
-        .unwrap()
-        .trim()
-        .to_owned();
-    tokio::spawn(server.run(std::future::pending()));
+    let (client, admin, alice, warehouse, _data_dir) = orders_workspace().await;
     let model = instant_model().await;
     use reqwest::Method;
-
-    let warehouse = client
-        .send(Method::GET, "/api/2.0/sql/warehouses", &admin, None)
-        .await["warehouses"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let user = client
-        .send(
-            Method::POST,
-            "/api/2.0/preview/scim/v2/Users",
-            &admin,
-            Some(json!({ "userName": "alice@example.com" })),
-        )
-        .await;
-    let alice = client
-        .send(
-            Method::POST,
-            "/api/2.0/token-management/on-behalf-of/tokens",
-            &admin,
-            Some(json!({ "application_id": user["id"] })),
-        )
-        .await["token_value"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let values: Vec<String> = (0..ROWS)
-        .map(|i| format!("({i}, '{}', {}.5)", ["EU", "US", "APAC"][i % 3], i % 97))
-        .collect();
-    for statement in [
-        "CREATE CATALOG main".to_owned(),
-        "CREATE SCHEMA main.sales".to_owned(),
-        "CREATE TABLE main.sales.orders (id INT, region STRING, amount DOUBLE)".to_owned(),
-        format!("INSERT INTO main.sales.orders VALUES {}", values.join(", ")),
-        "CREATE FUNCTION main.sales.not_apac(region STRING) RETURNS BOOLEAN RETURN region <> 'APAC'".to_owned(),
-        "ALTER TABLE main.sales.orders SET ROW FILTER main.sales.not_apac ON (region)".to_owned(),
-        "GRANT USE CATALOG ON CATALOG main TO `alice@example.com`".to_owned(),
-        "GRANT USE SCHEMA ON SCHEMA main.sales TO `alice@example.com`".to_owned(),
-        "GRANT SELECT ON TABLE main.sales.orders TO `alice@example.com`".to_owned(),
-    ] {
-        let done = sql(&client, &warehouse, &admin, &statement).await;
-        assert_eq!(done["status"]["state"], "SUCCEEDED", "{statement}: {done}");
-    }
-    client
-        .send(
-            Method::PATCH,
-            &format!("/api/2.0/permissions/warehouses/{warehouse}"),
-            &admin,
-            Some(json!({ "access_control_list": [{ "user_name": "alice@example.com", "permission_level": "CAN_USE" }] })),
-        )
-        .await;
     client
         .send(
             Method::POST,

@@ -1498,7 +1498,11 @@ async fn run_query(
         .map_err(vector_error)?;
     // Databricks requires `columns`; without them Deputy answers every column but the embedding vector, which is
     // what a tool (an MCP search, say) wants to show.
-    let vector_column = spec.config.vector.as_ref().map(|vector| vector.column.as_str());
+    let vector_column = spec
+        .config
+        .vector
+        .as_ref()
+        .map(|vector| vector.column.as_str());
     let columns = match request.columns.is_empty() {
         true => spec
             .config
