@@ -85,9 +85,10 @@ def _server_environment() -> dict:
 
 
 @contextlib.contextmanager
-def running_deputy(tmp_path_factory, port=None):
+def running_deputy(tmp_path_factory, port=None, extra_env=None):
     """A `deputy serve` on a fresh data directory and a loopback port (`port`, or a free one), for a `with` block.
-    The session's `server` is one; tests that change workspace-wide sign-in settings start their own."""
+    The session's `server` is one; tests that change workspace-wide sign-in settings start their own. `extra_env`
+    is added to the server's environment (after the `DEPUTY_*` variables of the test run are left out)."""
     binary = _deputy_binary()
     data_dir = tmp_path_factory.mktemp("deputy-data")
     log_path = tmp_path_factory.mktemp("deputy-log") / "server.log"
@@ -99,7 +100,7 @@ def running_deputy(tmp_path_factory, port=None):
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=_server_environment(),
+            env={**_server_environment(), **(extra_env or {})},
         )
     yielded = False
     try:

@@ -6,7 +6,7 @@
 //! for every resource, so the loop never has to guess what a tool may touch.
 
 use crate::resources::{DefinitionError, ResourceKind, SystemResource};
-use deputy_core::{ApiScope, ScopeSet};
+use deputy_core::{ApiScope, MCP_PATH_PREFIX, ScopeSet};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 
@@ -48,6 +48,7 @@ pub enum ToolSpec {
     Sql(SqlTool),
     Function(FunctionTool),
     Endpoint(EndpointTool),
+    Mcp(McpTool),
 }
 
 /// Searches a vector index with the model's query text.
@@ -102,6 +103,27 @@ pub struct EndpointTool {
     pub tool_name: Option<String>,
 }
 
+/// Calls one tool of an MCP server of this workspace (`/api/2.0/mcp/...`: a managed server or an external one behind
+/// a connection); the server lists and decides its tools for the acting identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpTool {
+    /// The server's path, `/api/2.0/mcp/functions/main/sales` for instance.
+    pub server: String,
+    /// The tool's name on that server.
+    pub tool: String,
+    pub description: String,
+    #[serde(default)]
+    pub tool_name: Option<String>,
+}
+
+impl McpTool {
+    /// The server's path below `deputy_core::MCP_PATH_PREFIX`.
+    pub fn server_below_prefix(&self) -> Option<&str> {
+        self.server.strip_prefix(MCP_PATH_PREFIX)
+    }
+}
+
 fn default_max_steps() -> u32 {
     5
 }
@@ -127,6 +149,7 @@ impl ToolSpec {
             ToolSpec::Sql(tool) => (&tool.tool_name, "query_sql".to_owned()),
             ToolSpec::Function(tool) => (&tool.tool_name, tool.name.replace('.', "__")),
             ToolSpec::Endpoint(tool) => (&tool.tool_name, format!("ask_{}", tool.name)),
+            ToolSpec::Mcp(tool) => (&tool.tool_name, tool.tool.clone()),
         };
         explicit.clone().unwrap_or(derived)
     }
@@ -137,6 +160,7 @@ impl ToolSpec {
             ToolSpec::Sql(tool) => &tool.description,
             ToolSpec::Function(tool) => &tool.description,
             ToolSpec::Endpoint(tool) => &tool.description,
+            ToolSpec::Mcp(tool) => &tool.description,
         }
     }
 
@@ -146,6 +170,11 @@ impl ToolSpec {
             ToolSpec::VectorIndex(_) => ApiScope::VectorSearchIndexes,
             ToolSpec::Sql(_) | ToolSpec::Function(_) => ApiScope::SqlStatementExecution,
             ToolSpec::Endpoint(_) => ApiScope::ServingEndpoints,
+            // Checked to be an MCP server's path when the agent was parsed.
+            ToolSpec::Mcp(tool) => tool
+                .server_below_prefix()
+                .and_then(deputy_core::mcp_scope_of)
+                .unwrap_or(ApiScope::McpExternal),
         }
     }
 
@@ -174,6 +203,8 @@ impl ToolSpec {
                 resource(ResourceKind::SqlWarehouse, &tool.warehouse_id),
             ],
             ToolSpec::Endpoint(tool) => vec![resource(ResourceKind::ServingEndpoint, &tool.name)],
+            // The MCP server decides on its own resources, at listing and at every call.
+            ToolSpec::Mcp(_) => Vec::new(),
         }
     }
 }
@@ -195,6 +226,16 @@ pub fn parse(text: &str) -> Result<(DeclarativeAgent, ScopeSet), DefinitionError
     let mut names = BTreeSet::new();
     for tool in &agent.tools {
         let name = tool.tool_name();
+        if let ToolSpec::Mcp(mcp) = tool
+            && mcp
+                .server_below_prefix()
+                .and_then(deputy_core::mcp_scope_of)
+                .is_none()
+        {
+            return invalid(format!(
+                "tool `{name}`: `server` must be the path of an MCP server of this workspace ({MCP_PATH_PREFIX}…)"
+            ));
+        }
         if !names.insert(name.clone()) {
             return invalid(format!(
                 "two tools are named `{name}`; give one a distinct `tool_name`"
@@ -234,6 +275,7 @@ pub fn parse(text: &str) -> Result<(DeclarativeAgent, ScopeSet), DefinitionError
                 }
             }
             ToolSpec::Function(function) => three_part_name(&name, "function", &function.name)?,
+            ToolSpec::Mcp(_) => {}
             ToolSpec::Endpoint(endpoint) => {
                 if endpoint.name.trim().is_empty() {
                     return invalid(format!(

@@ -10,7 +10,7 @@
 //! a request with a token, through the same authentication, scope check, authorization and audit as any client's.
 //! This crate has no store handle, so the dependency graph enforces it.
 
-use crate::declarative::{DeclarativeAgent, ToolSpec};
+use crate::declarative::{DeclarativeAgent, McpTool, ToolSpec};
 pub use crate::public_api::{CallError, PublicApi};
 use crate::public_api::{
     StatementRequest, function_call, function_parameters, run_statement, vector_hits,
@@ -231,6 +231,24 @@ impl Run {
             ToolSpec::Function(function) => {
                 function_parameters(&self.api.function_parameters(&function.name).await?)
             }
+            ToolSpec::Mcp(mcp) => {
+                let listed = self.mcp(mcp, "tools/list", json!({})).await?;
+                let found = listed["tools"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|offered| offered["name"] == mcp.tool.as_str());
+                let Some(found) = found else {
+                    return Err(CallError {
+                        error_code: "PERMISSION_DENIED".into(),
+                        message: format!(
+                            "the MCP server {} offers no tool `{}` to {}",
+                            mcp.server, mcp.tool, self.acting.identity.name
+                        ),
+                    });
+                };
+                found["inputSchema"].clone()
+            }
         };
         Ok(json!({
             "type": "function",
@@ -307,6 +325,24 @@ impl Run {
                 self.statement(&function.warehouse_id, &statement, parameters, 1)
                     .await
             }
+            ToolSpec::Mcp(mcp) => {
+                let params = json!({ "name": mcp.tool, "arguments": arguments });
+                let result = self.mcp(mcp, "tools/call", params).await?;
+                let text = result["content"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|block| block["text"].as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                match result["isError"].as_bool() {
+                    Some(true) => Err(CallError {
+                        error_code: "TOOL_FAILED".into(),
+                        message: text,
+                    }),
+                    _ => Ok(text),
+                }
+            }
             ToolSpec::Endpoint(target) => {
                 let request =
                     json!({ "messages": [{ "role": "user", "content": argument("query")? }] });
@@ -341,6 +377,19 @@ impl Run {
             max_rows,
         };
         run_statement(self.api.as_ref(), &self.tool_token, &request).await
+    }
+
+    /// One JSON-RPC request to an MCP server of this workspace, as the acting identity; its result.
+    async fn mcp(&self, tool: &McpTool, method: &str, params: Value) -> Result<Value, CallError> {
+        let message = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
+        let answer = self.call(&tool.server, &message).await?;
+        match answer.get("error") {
+            Some(error) => Err(CallError {
+                error_code: "MCP_ERROR".into(),
+                message: error["message"].as_str().unwrap_or("no message").to_owned(),
+            }),
+            None => Ok(answer["result"].clone()),
+        }
     }
 
     async fn call(&self, path: &str, body: &Value) -> Result<Value, CallError> {

@@ -83,23 +83,18 @@ impl ManagedServer {
     /// Every scope the server's tools need: the MCP server's own, and those of the REST calls its tools make. A token
     /// missing any of them is refused before anything is listed, with all of them named for a step-up.
     pub fn required_scopes(&self) -> ScopeSet {
-        let scopes: &[ApiScope] = match self {
-            ManagedServer::Sql => &[
-                ApiScope::McpSql,
-                ApiScope::SqlStatementExecution,
-                ApiScope::SqlWarehouses,
-            ],
-            ManagedServer::VectorSearch { .. } => {
-                &[ApiScope::McpVectorSearch, ApiScope::VectorSearchIndexes]
+        let rest: &[ApiScope] = match self {
+            ManagedServer::Sql => &[ApiScope::SqlStatementExecution, ApiScope::SqlWarehouses],
+            ManagedServer::VectorSearch { .. } => &[ApiScope::VectorSearchIndexes],
+            ManagedServer::Genie { .. } => &[ApiScope::DashboardsGenie],
+            ManagedServer::Functions { .. } => {
+                &[ApiScope::CatalogFunctions, ApiScope::SqlStatementExecution]
             }
-            ManagedServer::Genie { .. } => &[ApiScope::McpGenie, ApiScope::DashboardsGenie],
-            ManagedServer::Functions { .. } => &[
-                ApiScope::McpFunctions,
-                ApiScope::CatalogFunctions,
-                ApiScope::SqlStatementExecution,
-            ],
         };
-        scopes.iter().copied().collect()
+        deputy_core::mcp_scope_of(&self.path())
+            .into_iter()
+            .chain(rest.iter().copied())
+            .collect()
     }
 
     /// The server's path below `deputy_core::MCP_PATH_PREFIX`.

@@ -54,6 +54,11 @@ pub async fn authenticate(
     // The resource a token bound to one (RFC 8707) must cover: the MCP server asked, or the one whose tool makes
     // this in-process request. Any other request accepts only tokens for the whole API.
     let path = request.uri().path().to_owned();
+    // The router decodes `%2F` and `%73` in an MCP path before it picks the server, but the scope check reads the raw
+    // path: a server's path is only ever plain, so anything else is no server (fail closed).
+    if access == Requires::McpServer && path.contains('%') {
+        return Err(Error::not_found("no MCP server at a percent-encoded path").into());
+    }
     let resource = match access {
         Requires::McpServer => Some(format!("{}{path}", state.access().base_url())),
         _ => request
@@ -158,9 +163,10 @@ pub async fn check_scope(
         }
         Requires::McpServer => {
             let path = request.uri().path();
-            if let Some(needed) = mcp::required_scopes(path)
-                && !needed.is_subset_of(caller.scopes)
-            {
+            let Some(needed) = mcp::required_scopes(path) else {
+                return Err(Error::not_found(format!("no MCP server at `{path}`")).into());
+            };
+            if !needed.is_subset_of(caller.scopes) {
                 let error = Error::permission_denied(format!(
                     "the token does not hold every API scope this MCP server needs: `{needed}`"
                 ));

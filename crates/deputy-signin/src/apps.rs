@@ -80,9 +80,11 @@ fn check_redirect_uri(uri: &str) -> Result<(), Error> {
         // Private-use schemes of native apps (RFC 8252 §7.1) name the app in reverse-domain form.
         scheme => scheme.contains('.'),
     };
-    if !acceptable || url.fragment().is_some() {
+    let userinfo = !url.username().is_empty() || url.password().is_some();
+    if !acceptable || url.fragment().is_some() || userinfo {
         return Err(Error::invalid_parameter(format!(
-            "redirect URL `{uri}` must be https://, http:// on a loopback host, or a private-use scheme, without a fragment"
+            "redirect URL `{uri}` must be https://, http:// on a loopback host, or a private-use scheme, without a \
+             fragment or userinfo"
         )));
     }
     Ok(())
@@ -103,6 +105,79 @@ pub struct ClientMetadata {
 /// The grants a self-registered client may use: the browser's code, and refreshing what it got.
 const REGISTRABLE_GRANTS: [&str; 2] = ["authorization_code", "refresh_token"];
 
+/// The most a client's metadata document may weigh.
+const MAX_METADATA_DOCUMENT_BYTES: usize = 64 * 1024;
+
+/// An error with the errors that caused it (a TLS failure under a request error, say).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
+    text
+}
+
+/// What a client that registers itself may ask for, whichever way it registers (RFC 7591 or a metadata document):
+/// redirect URIs on https or loopback http only, and only the browser's grants.
+fn check_self_registered(metadata: &ClientMetadata) -> Result<(), SignInError> {
+    if metadata.redirect_uris.is_empty() {
+        return Err(SignInError::InvalidRedirectUri(
+            "at least one redirect URI is required".into(),
+        ));
+    }
+    for uri in &metadata.redirect_uris {
+        let web_or_loopback =
+            reqwest::Url::parse(uri).is_ok_and(|url| url.scheme() == "https" || is_loopback(&url));
+        if !web_or_loopback {
+            return Err(SignInError::InvalidRedirectUri(format!(
+                "`{uri}` must be an https:// URL or http:// on a loopback host"
+            )));
+        }
+        check_redirect_uri(uri).map_err(|error| SignInError::InvalidRedirectUri(error.message))?;
+    }
+    let unsupported = |what: &str, values: &Option<Vec<String>>, allowed: &[&str]| {
+        let odd: Vec<&String> = values
+            .iter()
+            .flatten()
+            .filter(|value| !allowed.contains(&value.as_str()))
+            .collect();
+        match odd.is_empty() {
+            true => Ok(()),
+            false => Err(SignInError::InvalidClientMetadata(format!(
+                "unsupported {what}: {odd:?} (supported: {allowed:?})"
+            ))),
+        }
+    };
+    unsupported("grant_types", &metadata.grant_types, &REGISTRABLE_GRANTS)?;
+    unsupported("response_types", &metadata.response_types, &["code"])
+}
+
+/// Whether a client id is the URL of a Client ID Metadata Document: https, a path, nothing the URL parser would
+/// rewrite (dot segments), no query, fragment or userinfo.
+pub fn is_metadata_document_url(client_id: &str) -> bool {
+    reqwest::Url::parse(client_id).is_ok_and(|url| {
+        url.scheme() == "https"
+            && url.as_str() == client_id
+            && url.path() != "/"
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && url.username().is_empty()
+            && url.password().is_none()
+    })
+}
+
+/// A Client ID Metadata Document as Deputy reads it: the registration fields, and the two that decide whether it
+/// describes a public client.
+#[derive(Debug, Deserialize)]
+struct MetadataDocument {
+    client_id: String,
+    #[serde(flatten)]
+    metadata: ClientMetadata,
+    client_secret: Option<String>,
+}
+
 impl SignIn {
     /// Registers a client that asked for itself (RFC 7591), with no credential: it is never trusted, so a person
     /// approves every scope it asks for on the consent page, and it may ask for any scope (a step-up asks for more
@@ -111,37 +186,7 @@ impl SignIn {
         &self,
         metadata: ClientMetadata,
     ) -> Result<RegisteredApp, SignInError> {
-        if metadata.redirect_uris.is_empty() {
-            return Err(SignInError::InvalidRedirectUri(
-                "at least one redirect URI is required".into(),
-            ));
-        }
-        for uri in &metadata.redirect_uris {
-            let web_or_loopback = reqwest::Url::parse(uri)
-                .is_ok_and(|url| url.scheme() == "https" || is_loopback(&url));
-            if !web_or_loopback {
-                return Err(SignInError::InvalidRedirectUri(format!(
-                    "`{uri}` must be an https:// URL or http:// on a loopback host"
-                )));
-            }
-            check_redirect_uri(uri)
-                .map_err(|error| SignInError::InvalidRedirectUri(error.message))?;
-        }
-        let unsupported = |what: &str, values: &Option<Vec<String>>, allowed: &[&str]| {
-            let odd: Vec<&String> = values
-                .iter()
-                .flatten()
-                .filter(|value| !allowed.contains(&value.as_str()))
-                .collect();
-            match odd.is_empty() {
-                true => Ok(()),
-                false => Err(SignInError::InvalidClientMetadata(format!(
-                    "unsupported {what}: {odd:?} (supported: {allowed:?})"
-                ))),
-            }
-        };
-        unsupported("grant_types", &metadata.grant_types, &REGISTRABLE_GRANTS)?;
-        unsupported("response_types", &metadata.response_types, &["code"])?;
+        check_self_registered(&metadata)?;
         let confidential = match metadata.token_endpoint_auth_method.as_deref() {
             Some("none") => false,
             None | Some("client_secret_basic" | "client_secret_post") => true,
@@ -176,6 +221,95 @@ impl SignIn {
         };
         self.access.store().insert_oauth_app(&app).await?;
         Ok(RegisteredApp { app, client_secret })
+    }
+
+    /// The app a Client ID Metadata Document describes, read afresh from its URL at every sign-in (the client's
+    /// current document is the truth) and kept as an untrusted public app: a person approves every scope it asks
+    /// for. A document that changed replaces the stored app, and with it the consents given to the old one.
+    pub async fn client_from_metadata_document(&self, url: &str) -> Result<OAuthApp, SignInError> {
+        let refused = |why: String| {
+            SignInError::InvalidClient(format!("the client metadata document `{url}`: {why}"))
+        };
+        let mut response = self
+            .keys
+            .http()
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|error| refused(format!("cannot be fetched: {}", with_causes(&error))))?;
+        if !response.status().is_success() {
+            return Err(refused(format!(
+                "its server answered HTTP {}",
+                response.status().as_u16()
+            )));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|error| refused(format!("cannot be read: {error}")))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_METADATA_DOCUMENT_BYTES {
+                return Err(refused(format!(
+                    "it is over {MAX_METADATA_DOCUMENT_BYTES} bytes"
+                )));
+            }
+        }
+        let document: MetadataDocument = serde_json::from_slice(&body)
+            .map_err(|error| refused(format!("it is not client metadata: {error}")))?;
+        if document.client_id != url {
+            return Err(refused(format!(
+                "it names another client id, `{}`",
+                document.client_id
+            )));
+        }
+        let public = matches!(
+            document.metadata.token_endpoint_auth_method.as_deref(),
+            None | Some("none")
+        );
+        if document.client_secret.is_some() || !public {
+            return Err(refused(
+                "it must describe a public client (`token_endpoint_auth_method` none, no secret)"
+                    .into(),
+            ));
+        }
+        check_self_registered(&document.metadata).map_err(|error| refused(error.to_string()))?;
+        let host = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|parsed| parsed.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        let name = document
+            .metadata
+            .client_name
+            .filter(|name| !name.trim().is_empty())
+            .unwrap_or_else(|| "an unnamed client".into());
+        let app = OAuthApp {
+            client_id: url.to_owned(),
+            // The consent page shows this name; the host says who vouches for it.
+            name: format!("{name} (from {host})"),
+            redirect_uris: document.metadata.redirect_uris,
+            scopes: ScopeSet::all().to_string(),
+            secret_hash: None,
+            trusted: false,
+            created_ms: now_millis(),
+        };
+        let store = self.access.store();
+        match store.oauth_app(url).await? {
+            Some(stored)
+                if stored.name == app.name && stored.redirect_uris == app.redirect_uris =>
+            {
+                Ok(stored)
+            }
+            stored => {
+                if stored.is_some() {
+                    store.delete_oauth_app(url).await?;
+                }
+                store.insert_oauth_app(&app).await?;
+                Ok(app)
+            }
+        }
     }
 
     pub async fn register_app(
@@ -325,6 +459,26 @@ mod tests {
             &web,
             "https://app.example.com.evil.example/callback"
         ));
+    }
+
+    #[test]
+    fn only_plain_https_urls_with_a_path_are_metadata_document_client_ids() {
+        assert!(is_metadata_document_url(
+            "https://app.example/oauth/client.json"
+        ));
+        for id in [
+            "databricks-cli",
+            "https://app.example",
+            "https://app.example/",
+            "http://app.example/client.json",
+            "https://app.example/client.json?v=1",
+            "https://app.example/client.json#x",
+            "https://user@app.example/client.json",
+            "https://app.example/a/../client.json",
+            "https://APP.example/client.json",
+        ] {
+            assert!(!is_metadata_document_url(id), "{id}");
+        }
     }
 
     #[test]

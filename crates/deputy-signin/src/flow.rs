@@ -2,7 +2,7 @@
 //! upstream (or with the bootstrap admin's password); approves what the app asks for unless it is trusted or
 //! already approved; and is sent back to the app with a code, `state` and `iss` (RFC 9207).
 
-use crate::apps::redirect_allowed;
+use crate::apps::{is_metadata_document_url, redirect_allowed};
 use crate::{CODE_LIFETIME_MS, SIGN_IN_LIFETIME_MS, SignIn, SignInError, pkce};
 use deputy_access::audit::AuditEntry;
 use deputy_access::clock::now_millis;
@@ -131,17 +131,23 @@ impl SignIn {
             .client_id
             .as_deref()
             .ok_or_else(|| page(SignInError::InvalidRequest("missing `client_id`".into())))?;
-        let app = self
-            .access
-            .store()
-            .oauth_app(client_id)
-            .await
-            .map_err(|error| page(error.into()))?
-            .ok_or_else(|| {
-                page(SignInError::InvalidClient(format!(
-                    "no app has client id `{client_id}`"
-                )))
-            })?;
+        let app = match is_metadata_document_url(client_id) {
+            true => self
+                .client_from_metadata_document(client_id)
+                .await
+                .map_err(page)?,
+            false => self
+                .access
+                .store()
+                .oauth_app(client_id)
+                .await
+                .map_err(|error| page(error.into()))?
+                .ok_or_else(|| {
+                    page(SignInError::InvalidClient(format!(
+                        "no app has client id `{client_id}`"
+                    )))
+                })?,
+        };
         let redirect_uri = params
             .redirect_uri
             .clone()
@@ -605,7 +611,13 @@ impl SignIn {
                 "{}{MCP_PATH_PREFIX}",
                 base.path().trim_end_matches('/')
             ));
-        if !same_origin || !on_this_server || url.query().is_some() || url.fragment().is_some() {
+        let userinfo = !url.username().is_empty() || url.password().is_some();
+        if !same_origin
+            || !on_this_server
+            || userinfo
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
             return Err(refused());
         }
         Ok(())

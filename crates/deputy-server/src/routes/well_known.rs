@@ -65,6 +65,8 @@ async fn authorization_server(State(access): State<Arc<Access>>) -> Json<Value> 
         "revocation_endpoint": format!("{oidc}/v1/revoke"),
         "introspection_endpoint": format!("{oidc}/v1/introspect"),
         "registration_endpoint": format!("{oidc}/v1/register"),
+        // An https URL as `client_id` names the client's own metadata document, read at sign-in.
+        "client_id_metadata_document_supported": true,
         "grant_types_supported": [
             "authorization_code",
             "refresh_token",
