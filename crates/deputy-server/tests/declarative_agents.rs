@@ -644,3 +644,53 @@ async fn the_vector_index_tool_searches_as_the_user_under_the_source_tables_row_
         .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
 }
+
+#[tokio::test]
+async fn the_mcp_tool_calls_a_managed_mcp_server_as_the_user() {
+    let w = world().await;
+    let yaml = "model: fake-llm\ninstructions: Answer from the orders.\nuser_scopes: [sql, mcp.sql]\ntools:\n  \
+                - mcp: {server: /api/2.0/mcp/sql, tool: execute_sql_read_only, description: Reads orders.}\n";
+    let deployed = w.deploy("mcp-orders", yaml).await;
+    let principal = deployed["config"]["served_entities"][0]["deputy_agent"]["service_principal"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let question =
+        "execute_sql_read_only: SELECT region, amount FROM main.sales.orders ORDER BY id";
+    let alice = w.ask(&w.alice, "mcp-orders", question).await;
+    assert_eq!(alice.status, StatusCode::OK, "{}", alice.body);
+    let answer = final_answer(&alice.body);
+    assert!(
+        answer.contains("[\"EU\",\"10\"],[\"EU\",\"30\"]") && !answer.contains("US"),
+        "{answer}"
+    );
+    let bob = w.ask(&w.bob, "mcp-orders", question).await;
+    let answer = final_answer(&bob.body);
+    assert!(
+        answer.contains("[\"US\",\"20\"]") && !answer.contains("EU"),
+        "{answer}"
+    );
+    // The model was offered the server's own schema for the tool.
+    let first = w.model.requests.lock().unwrap()[0].clone();
+    assert_eq!(
+        first["tools"][0]["function"]["parameters"]["required"],
+        json!(["query"])
+    );
+
+    let events = w.audit().await;
+    for user in ["alice@example.com", "bob@example.com"] {
+        let call = events
+            .iter()
+            .find(|event| event["user_name"] == user && event["api"] == "mcp tools/call")
+            .unwrap_or_else(|| panic!("no audited MCP call for {user}: {events:?}"));
+        assert_eq!(call["actors"], json!([principal]));
+        assert_eq!(call["allowed"], true);
+    }
+
+    // A server path that is not an MCP server's is refused at deploy time.
+    let wrong = yaml.replace("/api/2.0/mcp/sql", "/api/2.0/sql/statements");
+    assert_eq!(
+        w.try_deploy("mcp-wrong", &wrong).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
