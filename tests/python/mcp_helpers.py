@@ -266,3 +266,17 @@ def sql_writer(answers):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def audit_events(server, after=0):
+    """Every audit event after the sequence number `after`, oldest first (pages of 1000)."""
+    events = []
+    while True:
+        page = requests.get(server.url("/api/2.0/deputy/audit"), params={"after": after, "limit": 1000}, timeout=10,
+                            headers={"Authorization": f"Bearer {server.admin_token}"})
+        assert page.status_code == 200, page.text
+        page = page.json()["events"]
+        events += page
+        if len(page) < 1000:
+            return events
+        after = page[-1]["seq"]

@@ -38,6 +38,7 @@ from mcp_helpers import (
     Browser,
     MemoryTokenStorage,
     assert_refused,
+    audit_events,
     call,
     data_of,
     in_session,
@@ -413,20 +414,6 @@ def test_databricks_mcp_client_searches_an_index(server, world, indexes):
     assert not rows.isError, text_of(rows)
     found = {TITLES[int(row["id"])] for row in json.loads(text_of(rows))}
     assert found and found <= VISIBLE[BOB], found
-
-
-def audit_events(server, after=0):
-    """Every audit event after the sequence number `after`, paging through (oldest first)."""
-    events = []
-    while True:
-        page = requests.get(server.url("/api/2.0/deputy/audit"), params={"after": after, "limit": 1000}, timeout=10,
-                            headers={"Authorization": f"Bearer {server.admin_token}"})
-        assert page.status_code == 200, page.text
-        page = page.json()["events"]
-        events += page
-        if len(page) < 1000:
-            return events
-        after = page[-1]["seq"]
 
 
 def test_tool_calls_are_audited_with_the_caller(server, world):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 from agent_helpers import ask, deploy, json_answer, let_users_query, run_sql, set_obo
+from mcp_helpers import audit_events
 from databricks.sdk.service import iam
 
 AGENT = Path(__file__).parent / "agents" / "mcp_agent" / "agent.py"
@@ -67,20 +68,6 @@ def service_principal(server, endpoint):
     )
     response.raise_for_status()
     return response.json()["config"]["served_entities"][0]["deputy_agent"]["service_principal"]
-
-
-def audit_events(server, after=0):
-    """Every audit event after the sequence number `after`, oldest first (pages of 1000)."""
-    events = []
-    while True:
-        page = requests.get(server.url("/api/2.0/deputy/audit"), params={"after": after, "limit": 1000}, timeout=10,
-                            headers={"Authorization": f"Bearer {server.admin_token}"})
-        assert page.status_code == 200, page.text
-        page = page.json()["events"]
-        events += page
-        if len(page) < 1000:
-            return events
-        after = page[-1]["seq"]
 
 
 def last_seq(server):

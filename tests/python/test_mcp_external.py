@@ -23,7 +23,7 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.service import catalog
 
 from conftest import free_loopback_port
-from mcp_helpers import assert_refused, call, in_session, in_thread, raw_post, text_of, tools
+from mcp_helpers import assert_refused, audit_events, call, in_session, in_thread, raw_post, text_of, tools
 
 STARTUP_TIMEOUT_SECONDS = 30
 TIMEOUT_SECONDS = 60
@@ -256,19 +256,6 @@ def test_databricks_mcp_client_lists_and_calls_the_external_server(server, world
     assert not result.isError and text_of(result) == "42", result
     resources = in_thread(client.get_databricks_resources, TIMEOUT_SECONDS)
     assert [resource.name for resource in resources] == [world["names"]["mcp"]], resources
-
-
-def audit_events(server, after=0):
-    events = []
-    while True:
-        page = requests.get(server.url("/api/2.0/deputy/audit"), params={"after": after, "limit": 1000}, timeout=10,
-                            headers={"Authorization": f"Bearer {server.admin_token}"})
-        assert page.status_code == 200, page.text
-        page = page.json()["events"]
-        events += page
-        if len(page) < 1000:
-            return events
-        after = page[-1]["seq"]
 
 
 def test_external_tool_calls_are_audited(server, world):

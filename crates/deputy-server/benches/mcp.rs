@@ -31,11 +31,7 @@ async fn mcp(client: &Client, token: &str, method: &str, params: Value) -> Value
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run());
+    support::block_on(run());
 }
 
 async fn run() {

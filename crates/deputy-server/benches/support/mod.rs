@@ -137,3 +137,12 @@ pub async fn orders_workspace() -> (Client, String, String, String, tempfile::Te
         .await;
     (client, admin, alice, warehouse, data_dir)
 }
+
+/// Runs a bench's `run` on a multi-threaded runtime, as the server runs.
+pub fn block_on(run: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run);
+}
