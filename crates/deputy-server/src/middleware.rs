@@ -6,6 +6,9 @@
 //!    outcome, whatever it is, including a refusal by the next layer;
 //! 3. [`check_scope`]: the token must hold the API scope the route declared.
 //!
+//! On an MCP server's path, refusals by the first and the third carry the `WWW-Authenticate` challenge MCP clients
+//! follow (`routes::mcp::challenge`).
+//!
 //! Handlers then decide on the objects they touch (`deputy_access::Access::authorize_object`).
 
 use crate::error::{ApiError, DeniedBecause};
@@ -51,14 +54,14 @@ pub async fn authenticate(
     if access == Requires::Public {
         return Ok(next.run(request).await);
     }
-    // The resource a token bound to one (RFC 8707) must cover: the MCP server asked, or the one whose tool makes
-    // this in-process request. Any other request accepts only tokens for the whole API.
     let path = request.uri().path().to_owned();
     // The router decodes `%2F` and `%73` in an MCP path before it picks the server, but the scope check reads the raw
     // path: a server's path is only ever plain, so anything else is no server (fail closed).
     if access == Requires::McpServer && path.contains('%') {
         return Err(Error::not_found("no MCP server at a percent-encoded path").into());
     }
+    // The resource a token bound to one (RFC 8707) must cover: the MCP server asked, or the one whose tool makes
+    // this in-process request. Any other request accepts only tokens for the whole API.
     let resource = match access {
         Requires::McpServer => Some(format!("{}{path}", state.access().base_url())),
         _ => request
