@@ -11,6 +11,7 @@ pub mod declarative_agent;
 pub mod error;
 mod extract;
 pub mod in_process;
+mod mcp_challenge;
 pub mod middleware;
 pub mod registry;
 pub mod routes;

@@ -7,14 +7,14 @@
 //! 3. [`check_scope`]: the token must hold the API scope the route declared.
 //!
 //! On an MCP server's path, refusals by the first and the third carry the `WWW-Authenticate` challenge MCP clients
-//! follow (`routes::mcp::challenge`).
+//! follow (`mcp_challenge`).
 //!
 //! Handlers then decide on the objects they touch (`deputy_access::Access::authorize_object`).
 
 use crate::error::{ApiError, DeniedBecause};
 use crate::in_process::ToolOfResource;
+use crate::mcp_challenge as mcp;
 use crate::registry::Requires;
-use crate::routes::mcp;
 use crate::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;

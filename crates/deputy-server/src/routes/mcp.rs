@@ -1,6 +1,6 @@
-//! The managed MCP servers' wire (`/api/2.0/mcp/…`, Streamable HTTP) and their OAuth profile: protected-resource
-//! metadata (RFC 9728) and the `WWW-Authenticate` challenges the authentication layer adds on these paths. The
-//! protocol and the tools are `deputy_mcp`'s; this module translates HTTP.
+//! The managed MCP servers' wire (`/api/2.0/mcp/…`, Streamable HTTP) and their protected-resource metadata
+//! (RFC 9728); the challenges the authentication layers add on these paths are `crate::mcp_challenge`'s, the
+//! protocol and the tools `deputy_mcp`'s. This module translates HTTP.
 
 use super::{ApiRouter, Requires};
 use crate::error::ApiError;
@@ -13,14 +13,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use deputy_access::{Access, Error, ErrorCode};
-use deputy_core::{MCP_PATH_PREFIX, ScopeSet};
+use deputy_core::MCP_PATH_PREFIX;
 use deputy_mcp::external::External;
 use deputy_mcp::{Managed, McpHeaders, McpServer, Reply, ToolServer};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
 const SERVER: &str = "/api/2.0/mcp/{*server}";
-const METADATA_PREFIX: &str = "/.well-known/oauth-protected-resource";
 
 pub fn routes(router: ApiRouter) -> ApiRouter {
     router
@@ -33,39 +32,6 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
             Requires::Public,
             resource_metadata,
         )
-}
-
-/// The scopes the MCP server at `path` needs, or `None` when the path names no server.
-pub(crate) fn required_scopes(path: &str) -> Option<ScopeSet> {
-    let server = path.strip_prefix(MCP_PATH_PREFIX)?;
-    McpServer::from_path(server).map(|server| server.required_scopes())
-}
-
-/// The `WWW-Authenticate` value of a refusal at `path`: the challenge, and where the resource's metadata is.
-pub(crate) fn challenge(
-    access: &Access,
-    path: &str,
-    error: Option<(&str, Option<ScopeSet>)>,
-) -> HeaderValue {
-    let metadata = format!("{}{METADATA_PREFIX}{path}", access.base_url());
-    let mut value = format!("Bearer resource_metadata=\"{metadata}\"");
-    if let Some((error, scopes)) = error {
-        value.push_str(&format!(", error=\"{error}\""));
-        if let Some(scopes) = scopes {
-            value.push_str(&format!(", scope=\"{scopes}\""));
-        }
-    }
-    // Every part is this server's URL (already a valid header) or a fixed word.
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
-}
-
-/// An error answer carrying a challenge.
-pub(crate) fn refused(error: Error, challenge: HeaderValue) -> Response {
-    let mut response = ApiError(error).into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, challenge);
-    response
 }
 
 async fn serve(
