@@ -174,6 +174,26 @@ async fn users_query_a_delta_sync_index_through_the_source_tables_row_filter() {
         denied.body
     );
 
+    // A reader whom the filter admits no row gets none, not every row.
+    grant(
+        &h,
+        "table",
+        "main.docs.chunks_index",
+        "carol@example.com",
+        &["SELECT"],
+    )
+    .await;
+    let as_carol = h
+        .call(Method::POST, &path, Some(&carol), Some(body.clone()))
+        .await;
+    assert_eq!(as_carol.status, StatusCode::OK, "{}", as_carol.body);
+    assert_eq!(
+        ids(&as_carol.body),
+        Vec::<Value>::new(),
+        "{}",
+        as_carol.body
+    );
+
     // Filters: valid ones narrow, invalid ones are the client's error.
     let filtered = h
         .call(Method::POST, &path, Some(&h.admin_token), Some(json!({ "query_vector": [1.0, 0.0], "columns": ["id"], "num_results": 5, "filters_json": "{\"id >\": 1, \"region NOT\": \"US\"}" })))

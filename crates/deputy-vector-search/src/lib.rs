@@ -1021,6 +1021,8 @@ async fn read_source(
 #[derive(Default)]
 struct ReaderView {
     allowed: Option<HashSet<String>>,
+    /// The source table's masked columns.
+    masked_columns: Vec<String>,
     masked: HashMap<String, Map<String, Value>>,
     /// Masked columns whose values differ, for this reader, from those the index holds: they may be neither filtered
     /// on nor searched by.
@@ -1045,11 +1047,7 @@ impl ReaderView {
     }
 
     fn is_masked(&self, column: &str) -> bool {
-        self.masked
-            .values()
-            .next()
-            .is_some_and(|row| row.contains_key(column))
-            || self.hidden.iter().any(|hidden| hidden == column)
+        self.masked_columns.iter().any(|masked| masked == column)
     }
 
     /// Refuses a query that would rank or filter by a value hidden from the reader.
@@ -1139,7 +1137,15 @@ async fn reader_view(
             .filter(|column| **column != spec.primary_key),
     );
     let rows = state.warehouse().scan(&session, table, &wanted).await?;
-    let mut view = ReaderView::default();
+    // A filter that admits no row admits none: the allow-set exists, empty, before any row is read.
+    let mut view = ReaderView {
+        allowed: has_filter.then(HashSet::new),
+        masked_columns: masked_columns
+            .iter()
+            .map(|column| (*column).to_owned())
+            .collect(),
+        ..ReaderView::default()
+    };
     let index = read(index)?;
     for mut row in rows {
         let Some(key) = row.remove(&spec.primary_key).as_ref().and_then(key_of) else {
@@ -1157,9 +1163,13 @@ async fn reader_view(
             }
             view.masked.insert(key.clone(), row);
         }
-        if has_filter {
-            view.allowed.get_or_insert_with(HashSet::new).insert(key);
+        if let Some(allowed) = view.allowed.as_mut() {
+            allowed.insert(key);
         }
+    }
+    // With no row to compare, nothing shows the masks leave the values alone for this reader: all count as hidden.
+    if view.masked.is_empty() {
+        view.hidden = view.masked_columns.clone();
     }
     Ok(view)
 }
