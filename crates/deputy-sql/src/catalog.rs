@@ -4,7 +4,8 @@
 //! exist; DataFusion's "not found" for it is the same error, word for word, as for a missing one. Catalogs and
 //! schemas are listed when `decide` allows reading their metadata (`BROWSE`, or the usage chain above and any
 //! privilege on them); tables and views when it allows `SELECT` or `MODIFY` (usage chain included); functions when
-//! it allows `EXECUTE`.
+//! it allows `EXECUTE`. One exception, as in Databricks: calling a function the principal may not execute, in a
+//! schema whose metadata it may read, is refused naming `EXECUTE` rather than reported missing.
 //!
 //! The securables are read from the store once per statement, so a statement sees one consistent catalog and a new
 //! object is visible to the next statement as soon as the caller publishes the new snapshot.
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::view::ViewTable;
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -25,23 +26,31 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
 use datafusion::prelude::SessionConfig;
-use deputy_authz::{Action, SecurableKind, SecurableRef};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement;
+use deputy_authz::{Action, PrincipalId, SecurableKind, SecurableRef};
 use deputy_store::Store;
 use deputy_store::catalog::SecurableRecord;
-use deputy_store::specs::{FunctionSpec, TableSpec};
+use deputy_store::specs::{FunctionParameterSpec, FunctionSpec, TableSpec};
+use futures_util::future::BoxFuture;
 
 use crate::SqlError;
 use crate::functions::{Identity, compile_function};
+use crate::parse::{body_expression, scalar_body, stored_query};
+use crate::routines::{
+    BodyPlanner, InlinedFunction, Routine, Routines, TableFunctions, TableRoutine, inline_calls,
+    named_functions, parameter_scope, reads_data,
+};
 use crate::session::Rights;
 use crate::snapshot::authz_principal;
 use crate::storage::{TableFiles, TableLocks};
 use crate::table::{Access, DeputyTable, Policy, PolicyCall};
 use crate::types::arrow_type;
 
-/// Views may reference views; a chain longer than this is refused rather than followed.
-const MAX_VIEW_DEPTH: usize = 8;
+/// Views and function bodies may use views and functions; a chain longer than this is refused rather than followed.
+const MAX_NESTING: usize = 8;
 
 /// What every statement of one engine shares.
 pub(crate) struct Shared {
@@ -115,11 +124,12 @@ pub(crate) struct CatalogContext {
     pub(crate) default_catalog: String,
     pub(crate) default_schema: String,
     tree: Tree,
-    /// Full names of the functions the principal may execute.
-    executable: Vec<String>,
-    /// Plans function bodies: built-ins and identity functions only. Built on first use.
+    /// Plans expression function bodies: built-ins and identity functions only. Built on first use.
     planner: OnceLock<SessionState>,
-    view_depth: usize,
+    /// How many view and function bodies enclose this context's statement.
+    depth: usize,
+    /// The functions whose bodies enclose this context's statement, outermost first: reaching one again is a cycle.
+    callers: Vec<String>,
 }
 
 impl CatalogContext {
@@ -129,10 +139,8 @@ impl CatalogContext {
         rights: Rights,
         identity: Arc<Identity>,
         defaults: (String, String),
-        view_depth: usize,
     ) -> Arc<CatalogContext> {
         let mut tree = Tree::new();
-        let mut executable = Vec::new();
         for record in directory.records() {
             let Some(securable) = reference(record) else {
                 continue;
@@ -170,11 +178,6 @@ impl CatalogContext {
                             .insert(table.clone(), access);
                     }
                 }
-                (SecurableKind::Function, [_, _, _])
-                    if rights.allows(Action::ExecuteFunction(securable.clone())) =>
-                {
-                    executable.push(securable.full_name().to_owned());
-                }
                 _ => {}
             }
         }
@@ -186,10 +189,44 @@ impl CatalogContext {
             default_catalog: defaults.0,
             default_schema: defaults.1,
             tree,
-            executable,
             planner: OnceLock::new(),
-            view_depth,
+            depth: 0,
+            callers: Vec::new(),
         })
+    }
+
+    /// The context a view's or a function's body is planned in: the securable's owner's rights (definer's rights,
+    /// as in Unity Catalog) with this session's identity, so policies still see the end user; unqualified names
+    /// resolve in the securable's own schema.
+    fn definer(
+        &self,
+        full_name: &str,
+        owner: PrincipalId,
+        caller: Option<&str>,
+    ) -> Result<Arc<CatalogContext>, SqlError> {
+        if self.depth >= MAX_NESTING {
+            return Err(SqlError::Analysis(format!(
+                "`{full_name}` nests views and functions more than {MAX_NESTING} deep"
+            )));
+        }
+        let mut parts = full_name.split('.');
+        let defaults = (
+            parts.next().unwrap_or_default().to_ascii_lowercase(),
+            parts.next().unwrap_or_default().to_ascii_lowercase(),
+        );
+        let mut definer = CatalogContext::new(
+            Arc::clone(&self.shared),
+            Arc::clone(&self.directory),
+            Rights::owner(owner, &self.rights.snapshot),
+            Arc::clone(&self.identity),
+            defaults,
+        );
+        let context = Arc::get_mut(&mut definer)
+            .ok_or_else(|| SqlError::Internal("a new context is shared".into()))?;
+        context.depth = self.depth + 1;
+        context.callers = self.callers.clone();
+        context.callers.extend(caller.map(str::to_owned));
+        Ok(definer)
     }
 
     fn config(&self) -> SessionConfig {
@@ -218,22 +255,148 @@ impl CatalogContext {
     }
 
     /// The DataFusion session for this principal: its visible catalog, the identity functions, and the catalog
-    /// functions it may execute.
-    pub(crate) fn session_state(self: &Arc<Self>) -> Result<SessionState, SqlError> {
+    /// functions prepared for the statement.
+    pub(crate) fn session_state(
+        self: &Arc<Self>,
+        routines: Routines,
+    ) -> Result<SessionState, SqlError> {
         let mut state = self
             .state_builder()
             .with_catalog_list(Arc::new(DeputyCatalogList {
                 context: Arc::clone(self),
             }))
+            .with_relation_planners(vec![Arc::new(TableFunctions {
+                routines: routines.tables,
+            })])
             .build();
         for function in self.identity.functions() {
             state.register_udf(function)?;
         }
-        for name in &self.executable {
-            let udf = self.compile(name)?;
-            state.register_udf(Arc::new(udf))?;
+        for function in routines.scalar {
+            state.register_udf(function)?;
         }
         Ok(state)
+    }
+
+    /// Plans one statement in this principal's session, with the catalog functions it calls prepared and the
+    /// bodies of those that read data inlined. Boxed: planning state is large, and a statement's future lives on
+    /// the stack of whoever polls it.
+    pub(crate) fn plan_statement(
+        self: &Arc<Self>,
+        mut statement: Statement,
+    ) -> BoxFuture<'_, Result<(SessionState, LogicalPlan), SqlError>> {
+        Box::pin(async move {
+            let routines = self.prepare_routines(&mut statement).await?;
+            let state = self.session_state(routines)?;
+            let plan = state
+                .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+                .await?;
+            Ok((state, inline_calls(plan)?))
+        })
+    }
+
+    /// Prepares the catalog functions `statement` names that this principal may execute.
+    fn prepare_routines<'a>(
+        self: &'a Arc<Self>,
+        statement: &'a mut Statement,
+    ) -> BoxFuture<'a, Result<Routines, SqlError>> {
+        Box::pin(async move {
+            let names = named_functions(statement, |name| {
+                self.directory.find("function", name).is_some()
+            });
+            let mut routines = Routines::default();
+            for name in names {
+                match self.prepare_routine(&name).await? {
+                    Some(Routine::Scalar(function)) => routines.scalar.push(function),
+                    Some(Routine::Table(function)) => {
+                        routines.tables.insert(name, function);
+                    }
+                    None => {}
+                }
+            }
+            Ok(routines)
+        })
+    }
+
+    /// One function, if this principal may execute it.
+    async fn prepare_routine(
+        self: &Arc<Self>,
+        full_name: &str,
+    ) -> Result<Option<Routine>, SqlError> {
+        let Some(record) = self.directory.find("function", full_name) else {
+            return Ok(None);
+        };
+        let securable = SecurableRef::new(SecurableKind::Function, &record.full_name);
+        let decision = self.rights.decide(Action::ExecuteFunction(securable));
+        if !decision.is_allowed() {
+            let schema = full_name
+                .rsplit_once('.')
+                .map(|(schema, _)| schema)
+                .unwrap_or_default();
+            let schema = SecurableRef::new(SecurableKind::Schema, schema);
+            if self.rights.allows(Action::ReadMetadata(schema)) {
+                return Err(SqlError::PermissionDenied(format!(
+                    "EXECUTE on function `{full_name}` is required ({decision})"
+                )));
+            }
+            return Ok(None);
+        }
+        if self.callers.iter().any(|caller| caller == full_name) {
+            return Err(SqlError::Analysis(format!(
+                "function `{full_name}` calls itself (through {})",
+                self.callers.join(" -> ")
+            )));
+        }
+        let spec = function_spec(record)?;
+        let owner = authz_principal(record.owner_id).map_err(SqlError::Internal)?;
+        self.routine(owner, full_name, &spec).await.map(Some)
+    }
+
+    /// Compiles or plans a function body with its owner's rights (for a new function, its creator's).
+    pub(crate) async fn routine(
+        self: &Arc<Self>,
+        owner: PrincipalId,
+        full_name: &str,
+        spec: &FunctionSpec,
+    ) -> Result<Routine, SqlError> {
+        let short_name = full_name.rsplit('.').next().unwrap_or(full_name);
+        let parameters = parameter_types(spec)?;
+        let (scope, parameters) = parameter_scope(short_name, &parameters)?;
+        if spec.data_type == TABLE_TYPE {
+            let definer = self.definer(full_name, owner, Some(full_name))?;
+            let mut body = stored_query(&spec.routine_definition)?;
+            let routines = definer.prepare_routines(&mut body).await?;
+            let state = definer.session_state(routines)?;
+            let planner = BodyPlanner::new(&state, &body).await?;
+            let plan = planner.query(body, scope)?;
+            let columns = return_columns(spec)?;
+            let routine = TableRoutine::new(
+                full_name,
+                short_name,
+                parameters,
+                inline_calls(plan)?,
+                &columns,
+            )?;
+            return Ok(Routine::Table(Arc::new(routine)));
+        }
+        let mut body = scalar_body(&spec.routine_definition)?;
+        if !reads_data(&body) {
+            return Ok(Routine::Scalar(Arc::new(compile_function(
+                full_name,
+                spec,
+                self.planner()?,
+            )?)));
+        }
+        let definer = self.definer(full_name, owner, Some(full_name))?;
+        let routines = definer.prepare_routines(&mut body).await?;
+        let state = definer.session_state(routines)?;
+        let planner = BodyPlanner::new(&state, &body).await?;
+        let planned = planner.expression(body_expression(body)?, &scope)?;
+        let return_type = arrow_type(&spec.full_data_type)?;
+        let function = InlinedFunction::new(full_name, parameters, scope, planned, return_type)?;
+        Ok(Routine::Scalar(Arc::new(ScalarUDF::new_from_impl(
+            function,
+        ))))
     }
 
     /// A session for planning function bodies and expressions that must not see the catalog.
@@ -248,15 +411,20 @@ impl CatalogContext {
         Ok(self.planner.get_or_init(|| state))
     }
 
-    /// Compiles a stored function by full name, whoever may execute it (policies run with the owner's rights).
-    pub(crate) fn compile(&self, full_name: &str) -> Result<ScalarUDF, SqlError> {
+    /// Compiles a row filter or column mask function by full name, whoever may execute it (policies run with the
+    /// owner's rights). Its body must be an expression over its arguments: a policy is evaluated inside the table's
+    /// scan, where no other table can be read; one that reads data fails the scan (closed).
+    pub(crate) fn compile_policy(&self, full_name: &str) -> Result<ScalarUDF, SqlError> {
         let record = self
             .directory
             .find("function", full_name)
             .ok_or_else(|| SqlError::FunctionNotFound(full_name.to_owned()))?;
-        let spec: FunctionSpec = serde_json::from_str(&record.spec).map_err(|error| {
-            SqlError::Internal(format!("stored function `{full_name}`: {error}"))
-        })?;
+        let spec = function_spec(record)?;
+        if spec.data_type == TABLE_TYPE || reads_data(&scalar_body(&spec.routine_definition)?) {
+            return Err(SqlError::Unsupported(format!(
+                "`{full_name}` reads data; a row filter or column mask must be an expression over its arguments"
+            )));
+        }
         compile_function(
             &record.full_name.to_ascii_lowercase(),
             &spec,
@@ -305,38 +473,19 @@ impl CatalogContext {
         Ok(Some(Arc::new(self.open_table(record, access)?)))
     }
 
-    /// A view is planned with its owner's rights (definer's rights, as in Unity Catalog), but with the session's
-    /// identity, so policies on the tables it reads still see the end user.
+    /// A view is planned in its definer's context (see [`CatalogContext::definer`]).
     async fn view(
         &self,
         record: &SecurableRecord,
         full_name: &str,
     ) -> Result<Arc<dyn TableProvider>, SqlError> {
-        if self.view_depth >= MAX_VIEW_DEPTH {
-            return Err(SqlError::Analysis(format!(
-                "view `{full_name}` nests views more than {MAX_VIEW_DEPTH} deep"
-            )));
-        }
         let spec = table_spec(record)?;
         let definition = spec
             .view_definition
             .ok_or_else(|| SqlError::Internal(format!("view `{full_name}` has no definition")))?;
         let owner = authz_principal(record.owner_id).map_err(SqlError::Internal)?;
-        let mut parts = full_name.split('.');
-        let defaults = (
-            parts.next().unwrap_or_default().to_owned(),
-            parts.next().unwrap_or_default().to_owned(),
-        );
-        let definer = CatalogContext::new(
-            Arc::clone(&self.shared),
-            Arc::clone(&self.directory),
-            Rights::owner(owner, &self.rights.snapshot),
-            Arc::clone(&self.identity),
-            defaults,
-            self.view_depth + 1,
-        );
-        let state = definer.session_state()?;
-        let plan = state.create_logical_plan(&definition).await?;
+        let definer = self.definer(full_name, owner, None)?;
+        let (_, plan) = definer.plan_statement(stored_query(&definition)?).await?;
         Ok(Arc::new(ViewTable::new(plan, Some(definition))))
     }
 
@@ -373,7 +522,7 @@ impl CatalogContext {
         };
         let policy_call = |function: &str, names: &[&str]| -> Result<PolicyCall, SqlError> {
             Ok(PolicyCall {
-                function: Arc::new(self.compile(function)?),
+                function: Arc::new(self.compile_policy(function)?),
                 columns: names
                     .iter()
                     .map(|name| index_of(name))
@@ -422,6 +571,38 @@ impl CatalogContext {
             policy,
         })
     }
+}
+
+/// The stored spec of a function; one that does not parse fails whatever uses it.
+pub(crate) fn function_spec(record: &SecurableRecord) -> Result<FunctionSpec, SqlError> {
+    serde_json::from_str(&record.spec).map_err(|error| {
+        SqlError::Internal(format!("stored function `{}`: {error}", record.full_name))
+    })
+}
+
+/// `data_type` of a table function.
+pub(crate) const TABLE_TYPE: &str = "TABLE_TYPE";
+
+fn typed(parameters: &[FunctionParameterSpec]) -> Result<Vec<(String, DataType)>, SqlError> {
+    let mut parameters: Vec<_> = parameters.iter().collect();
+    parameters.sort_by_key(|parameter| parameter.position);
+    parameters
+        .into_iter()
+        .map(|parameter| {
+            Ok((
+                parameter.name.to_ascii_lowercase(),
+                arrow_type(&parameter.type_text)?,
+            ))
+        })
+        .collect()
+}
+
+fn parameter_types(spec: &FunctionSpec) -> Result<Vec<(String, DataType)>, SqlError> {
+    typed(&spec.input_params)
+}
+
+fn return_columns(spec: &FunctionSpec) -> Result<Vec<(String, DataType)>, SqlError> {
+    typed(&spec.return_params)
 }
 
 pub(crate) fn table_spec(record: &SecurableRecord) -> Result<TableSpec, SqlError> {

@@ -17,7 +17,6 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionContext};
-use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Insert, ObjectName, Query, Statement, TableObject};
 use deputy_authz::{
     Action, PrincipalId, Privilege, PrivilegeSet, SecurableKind, SecurableRef, may_grant,
@@ -33,10 +32,11 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::SqlError;
-use crate::catalog::{CatalogContext, Directory, Shared, reference, table_spec};
-use crate::functions::{Identity, compile_function};
+use crate::catalog::{CatalogContext, Directory, Shared, TABLE_TYPE, reference, table_spec};
+use crate::functions::Identity;
 use crate::parse::{
-    ColumnDefinition, DeputyStatement, FunctionParameter, Name, object_name, parse_statement,
+    ColumnDefinition, DeputyStatement, FunctionParameter, FunctionReturns, Name,
+    identifier_clauses, object_name, parse_statement,
 };
 use crate::result::{CatalogChange, StatementResult};
 use crate::session::{Rights, Session};
@@ -120,7 +120,13 @@ impl SqlEngine {
                 ApiScope::SqlStatementExecution
             )));
         }
-        let statement = parse_statement(sql)?;
+        let sql = identifier_clauses(sql, |name| {
+            parameters
+                .iter()
+                .find(|parameter| parameter.name == name)
+                .and_then(|parameter| parameter.value.clone())
+        })?;
+        let statement = parse_statement(&sql)?;
         let directory = Arc::new(Directory::load(&*self.shared.store).await?);
         let identity = Arc::new(Identity::new(&session.user_name, &session.groups));
         let defaults = (
@@ -141,7 +147,6 @@ impl SqlEngine {
             Rights::of(session),
             identity,
             defaults,
-            0,
         );
         let run = Run {
             shared: &self.shared,
@@ -242,6 +247,7 @@ impl Run<'_> {
             DeputyStatement::CreateFunction {
                 name,
                 if_not_exists,
+                or_replace,
                 parameters,
                 returns,
                 body,
@@ -249,10 +255,10 @@ impl Run<'_> {
             } => {
                 self.create_function(
                     &name,
-                    if_not_exists,
+                    (if_not_exists, or_replace),
                     parameters,
                     &returns,
-                    &body.to_string(),
+                    body,
                     comment,
                 )
                 .await
@@ -785,11 +791,9 @@ impl Run<'_> {
             self.context.rights.clone(),
             Arc::clone(&self.context.identity),
             defaults,
-            0,
         );
         let definition = query.to_string();
-        let state = context.session_state()?;
-        let plan = state.create_logical_plan(&definition).await?;
+        let (_, plan) = context.plan_statement(Statement::Query(query)).await?;
         let columns = plan
             .schema()
             .fields()
@@ -820,53 +824,110 @@ impl Run<'_> {
     async fn create_function(
         &self,
         name: &Name,
-        if_not_exists: bool,
+        (if_not_exists, or_replace): (bool, bool),
         parameters: Vec<FunctionParameter>,
-        returns: &str,
-        body: &str,
+        returns: &FunctionReturns,
+        body: String,
         comment: Option<String>,
     ) -> Result<StatementResult, SqlError> {
         let full_name = self.qualify(name, 3)?;
-        let Some(parent) =
-            self.prepare_object(SecurableKind::Function, &full_name, if_not_exists)?
-        else {
-            return Ok(empty_result(Vec::new()));
+        let replaced = match self.context.directory.find("function", &full_name) {
+            Some(record) if or_replace => Some(record),
+            _ => None,
         };
-        let mut input_params = Vec::with_capacity(parameters.len());
-        for (position, parameter) in parameters.into_iter().enumerate() {
-            let data_type = arrow_type(&parameter.type_text)?;
-            input_params.push(FunctionParameterSpec {
-                name: parameter.name,
-                type_text: type_text(&data_type),
-                type_name: type_name(&data_type).to_owned(),
-                position: u32::try_from(position).unwrap_or(u32::MAX),
-                parameter_default: None,
-                comment: None,
-            });
-        }
-        let return_type = arrow_type(returns)?;
+        let parent = match replaced {
+            Some(_) => None,
+            None => {
+                match self.prepare_object(SecurableKind::Function, &full_name, if_not_exists)? {
+                    Some(parent) => Some(parent),
+                    None => return Ok(empty_result(Vec::new())),
+                }
+            }
+        };
+        let (data_type, full_data_type, return_params) = match returns {
+            FunctionReturns::Scalar(returns) => {
+                let return_type = arrow_type(returns)?;
+                (
+                    type_name(&return_type).to_owned(),
+                    type_text(&return_type),
+                    Vec::new(),
+                )
+            }
+            FunctionReturns::Table(columns) => {
+                let columns = parameter_specs(columns.clone())?;
+                let text = columns
+                    .iter()
+                    .map(|column| format!("{} {}", column.name, column.type_text))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (TABLE_TYPE.to_owned(), format!("table<{text}>"), columns)
+            }
+        };
         let spec = FunctionSpec {
-            input_params,
-            data_type: type_name(&return_type).to_owned(),
-            full_data_type: type_text(&return_type),
+            input_params: parameter_specs(parameters)?,
+            return_params,
+            data_type,
+            full_data_type,
             routine_body: "SQL".to_owned(),
-            routine_definition: body.to_owned(),
+            routine_definition: body,
             external_language: None,
             is_deterministic: true,
             sql_data_access: Some("CONTAINS_SQL".to_owned()),
         };
-        // Refuse a body that does not plan now rather than at every later call.
-        compile_function(&full_name, &spec, self.context.planner()?)?;
+        if let Some(record) = replaced {
+            return self
+                .replace_function(record, &full_name, &spec, comment)
+                .await;
+        }
+        // Refuse a body that does not plan now, with the creator's rights (the creator owns the function), rather
+        // than at every later call.
+        self.context
+            .routine(self.context.rights.principal, &full_name, &spec)
+            .await?;
         let (_, change) = self
             .create(
                 SecurableKind::Function,
                 &full_name,
-                Some(parent),
+                parent,
                 comment,
                 to_json(&spec)?,
             )
             .await?;
         Ok(empty_result(vec![change]))
+    }
+
+    /// `CREATE OR REPLACE FUNCTION` of an existing function: a new signature and body, same securable (id, owner
+    /// and grants stay, as in Databricks). The new body is checked with the owner's rights, and a body that reaches
+    /// the function itself is refused here, before it is stored.
+    async fn replace_function(
+        &self,
+        record: &SecurableRecord,
+        full_name: &str,
+        spec: &FunctionSpec,
+        comment: Option<String>,
+    ) -> Result<StatementResult, SqlError> {
+        let securable = reference(record)
+            .ok_or_else(|| SqlError::Internal(format!("`{full_name}` has an unknown kind")))?;
+        if !may_grant(self.session.principal, &securable, &self.session.snapshot).is_allowed() {
+            return Err(SqlError::PermissionDenied(format!(
+                "ownership of or `MANAGE` on function `{full_name}` is required to replace it"
+            )));
+        }
+        let owner = authz_principal(record.owner_id).map_err(SqlError::Internal)?;
+        self.context.routine(owner, full_name, spec).await?;
+        self.store()
+            .update_securable(
+                record.id,
+                SecurableChanges {
+                    spec: Some(to_json(spec)?),
+                    comment: Some(comment),
+                    ..SecurableChanges::default()
+                },
+                self.principal_id()?,
+                now(),
+            )
+            .await?;
+        Ok(empty_result(Vec::new()))
     }
 
     async fn drop(
@@ -1031,7 +1092,7 @@ impl Run<'_> {
         arguments: &[String],
         is_row_filter: bool,
     ) -> Result<(), SqlError> {
-        let udf = self.context.compile(function_name)?;
+        let udf = self.context.compile_policy(function_name)?;
         let mut types = Vec::with_capacity(arguments.len());
         for argument in arguments {
             let column = spec
@@ -1044,15 +1105,14 @@ impl Run<'_> {
             types.push(arrow_type(&column.type_text)?);
         }
         let return_type = udf.return_type(&types).map_err(SqlError::from)?;
-        let arity_matches = match &udf.signature().type_signature {
-            datafusion::logical_expr::TypeSignature::Exact(parameters) => {
-                parameters.len() == types.len()
-            }
-            _ => types.is_empty(),
+        let accepted = if types.is_empty() {
+            udf.signature().type_signature == datafusion::logical_expr::TypeSignature::Nullary
+        } else {
+            udf.coerce_types(&types).is_ok()
         };
-        if !arity_matches {
+        if !accepted {
             return Err(SqlError::Analysis(format!(
-                "function `{function_name}` does not take {} argument(s)",
+                "function `{function_name}` does not take {} argument(s) of these columns' types",
                 types.len()
             )));
         }
@@ -1200,10 +1260,7 @@ impl Run<'_> {
 
     /// Plans a standard statement in the caller's session, with the parameters bound.
     async fn plan(&self, statement: Statement) -> Result<(SessionState, LogicalPlan), SqlError> {
-        let state = self.context.session_state()?;
-        let plan = state
-            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
-            .await?;
+        let (state, plan) = self.context.plan_statement(statement).await?;
         let plan = if self.parameters.is_empty() {
             plan
         } else {
@@ -1283,6 +1340,27 @@ fn not_found(kind: SecurableKind, full_name: &str) -> SqlError {
         SecurableKind::Function => SqlError::FunctionNotFound(full_name.to_owned()),
         _ => SqlError::TableNotFound(full_name.to_owned()),
     }
+}
+
+/// Parameters (or a table function's columns) as stored, their types normalised.
+fn parameter_specs(
+    parameters: Vec<FunctionParameter>,
+) -> Result<Vec<FunctionParameterSpec>, SqlError> {
+    parameters
+        .into_iter()
+        .enumerate()
+        .map(|(position, parameter)| {
+            let data_type = arrow_type(&parameter.type_text)?;
+            Ok(FunctionParameterSpec {
+                name: parameter.name,
+                type_text: type_text(&data_type),
+                type_name: type_name(&data_type).to_owned(),
+                position: u32::try_from(position).unwrap_or(u32::MAX),
+                parameter_default: None,
+                comment: parameter.comment,
+            })
+        })
+        .collect()
 }
 
 fn column_mut<'a>(spec: &'a mut TableSpec, name: &str) -> Result<&'a mut ColumnSpec, SqlError> {

@@ -5,7 +5,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::{can_cast_types, cast};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -215,18 +215,59 @@ pub(crate) fn compile_function(
         &df_schema,
     )?)?;
     let body = planner.create_physical_expr(body, &df_schema)?;
-    let signature = if types.is_empty() {
-        Signature::nullary(Volatility::Stable)
-    } else {
-        Signature::exact(types, Volatility::Stable)
-    };
     Ok(ScalarUDF::new_from_impl(SqlFunction {
         name: full_name.to_owned(),
-        signature,
+        signature: call_signature(&types),
         parameters: schema,
         return_type,
         body,
     }))
+}
+
+/// The signature of a catalog function: its arguments are checked and cast by [`coerce_arguments`].
+pub(crate) fn call_signature(parameters: &[DataType]) -> Signature {
+    if parameters.is_empty() {
+        Signature::nullary(Volatility::Stable)
+    } else {
+        Signature::user_defined(Volatility::Stable)
+    }
+}
+
+/// The types a call's arguments are cast to: the parameters' own, when each argument casts implicitly to its
+/// parameter as Databricks casts function arguments (a number to another number, a string or NULL to anything that
+/// can be read from it, a date to a timestamp). Anything else is refused when the call is planned.
+pub(crate) fn coerce_arguments(
+    function: &str,
+    parameters: &[DataType],
+    arguments: &[DataType],
+) -> DfResult<Vec<DataType>> {
+    if parameters.len() != arguments.len() {
+        return Err(DataFusionError::Plan(format!(
+            "`{function}` takes {} argument(s), not {}",
+            parameters.len(),
+            arguments.len()
+        )));
+    }
+    for (position, (argument, parameter)) in arguments.iter().zip(parameters).enumerate() {
+        if !casts_implicitly(argument, parameter) {
+            return Err(DataFusionError::Plan(format!(
+                "argument {} of `{function}` is {argument}; the parameter is {parameter}",
+                position + 1
+            )));
+        }
+    }
+    Ok(parameters.to_vec())
+}
+
+fn casts_implicitly(from: &DataType, to: &DataType) -> bool {
+    from == to
+        || from.is_null()
+        || (from.is_numeric() && to.is_numeric())
+        || (matches!(
+            from,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) && can_cast_types(from, to))
+        || (*from == DataType::Date32 && matches!(to, DataType::Timestamp(..)))
 }
 
 impl SqlFunction {
@@ -246,6 +287,16 @@ impl ScalarUDFImpl for SqlFunction {
 
     fn signature(&self) -> &Signature {
         &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
+        let parameters: Vec<DataType> = self
+            .parameters
+            .fields()
+            .iter()
+            .map(|field| field.data_type().clone())
+            .collect();
+        coerce_arguments(&self.name, &parameters, arg_types)
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
@@ -310,6 +361,7 @@ mod tests {
                 position: 0,
                 ..FunctionParameterSpec::default()
             }],
+            return_params: Vec::new(),
             data_type: "STRING".to_owned(),
             full_data_type: "string".to_owned(),
             routine_body: "SQL".to_owned(),

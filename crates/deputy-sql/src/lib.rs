@@ -25,6 +25,7 @@ mod error;
 mod functions;
 mod parse;
 mod result;
+mod routines;
 mod session;
 mod snapshot;
 mod storage;

@@ -5,10 +5,12 @@
 //! Deputy owns the DDL so that it writes through the catalog store with permission checks; DataFusion's own DDL
 //! (`CREATE TABLE` into an in-memory catalog, `COPY`, `SET`) is never reached.
 
-use datafusion::sql::sqlparser::ast::{Expr, ObjectName, Query, Statement};
+use std::borrow::Cow;
+
+use datafusion::sql::sqlparser::ast::{Expr, ObjectName, Query, SelectItem, SetExpr, Statement};
 use datafusion::sql::sqlparser::dialect::DatabricksDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::Token;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use deputy_authz::SecurableKind;
 
 use crate::SqlError;
@@ -24,10 +26,19 @@ pub(crate) struct ColumnDefinition {
     pub(crate) comment: Option<String>,
 }
 
+/// A parameter of a function, or a column of a table function's result.
 #[derive(Debug, Clone)]
 pub(crate) struct FunctionParameter {
     pub(crate) name: String,
     pub(crate) type_text: String,
+    pub(crate) comment: Option<String>,
+}
+
+/// What a function returns: one value, or rows of columns (`RETURNS TABLE (...)`).
+#[derive(Debug, Clone)]
+pub(crate) enum FunctionReturns {
+    Scalar(String),
+    Table(Vec<FunctionParameter>),
 }
 
 /// The file formats `COPY INTO` loads.
@@ -68,9 +79,12 @@ pub(crate) enum DeputyStatement {
     CreateFunction {
         name: Name,
         if_not_exists: bool,
+        /// `CREATE OR REPLACE FUNCTION`: an existing function keeps its id, owner and grants.
+        or_replace: bool,
         parameters: Vec<FunctionParameter>,
-        returns: String,
-        body: Box<Expr>,
+        returns: FunctionReturns,
+        /// An expression for a scalar function, a query for a table function, as text.
+        body: String,
         comment: Option<String>,
     },
     Drop {
@@ -169,7 +183,6 @@ pub fn is_read_only_query(sql: &str) -> Result<bool, SqlError> {
 }
 
 fn selects_into(query: &Query) -> bool {
-    use datafusion::sql::sqlparser::ast::SetExpr;
     fn set_into(body: &SetExpr) -> bool {
         match body {
             SetExpr::Select(select) => select.into.is_some(),
@@ -340,9 +353,13 @@ fn deputy_statement(parser: &mut Parser<'_>) -> Result<Option<DeputyStatement>, 
 
 fn create(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserError> {
     if words(parser, &["OR", "REPLACE"]) {
+        if words(parser, &["FUNCTION"]) {
+            return create_function(parser, true);
+        }
         if !words(parser, &["TABLE"]) {
             return Err(ParserError::ParserError(
-                "CREATE OR REPLACE is supported for tables only; drop the object first".to_owned(),
+                "CREATE OR REPLACE is supported for tables and functions only; drop the object first"
+                    .to_owned(),
             ));
         }
         return create_table(parser, true);
@@ -384,7 +401,7 @@ fn create(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserError> {
         });
     }
     if words(parser, &["FUNCTION"]) {
-        return create_function(parser);
+        return create_function(parser, false);
     }
     Err(ParserError::ParserError(format!(
         "expected CATALOG, SCHEMA, TABLE, VIEW or FUNCTION after CREATE, found `{}`",
@@ -480,21 +497,19 @@ fn copy_into(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserError> {
     })
 }
 
-fn create_function(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserError> {
+fn create_function(
+    parser: &mut Parser<'_>,
+    or_replace: bool,
+) -> Result<DeputyStatement, ParserError> {
     let if_not_exists = if_not_exists(parser);
     let name = name(parser)?;
-    parser.expect_token(&Token::LParen)?;
-    let mut parameters = Vec::new();
-    if !parser.consume_token(&Token::RParen) {
-        parameters = parser.parse_comma_separated(|parser| {
-            let name = identifier(parser)?;
-            let type_text = parser.parse_data_type()?.to_string();
-            Ok(FunctionParameter { name, type_text })
-        })?;
-        parser.expect_token(&Token::RParen)?;
-    }
+    let parameters = function_parameters(parser)?;
     expect_words(parser, &["RETURNS"])?;
-    let returns = parser.parse_data_type()?.to_string();
+    let returns = if words(parser, &["TABLE"]) {
+        FunctionReturns::Table(function_parameters(parser)?)
+    } else {
+        FunctionReturns::Scalar(parser.parse_data_type()?.to_string())
+    };
     // Characteristics Databricks accepts between the signature and the body; they change nothing here.
     let mut comment_text = None;
     loop {
@@ -503,6 +518,7 @@ fn create_function(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserErr
             || words(parser, &["NOT", "DETERMINISTIC"])
             || words(parser, &["CONTAINS", "SQL"])
             || words(parser, &["READS", "SQL", "DATA"])
+            || words(parser, &["SQL", "SECURITY", "DEFINER"])
         {
             continue;
         }
@@ -513,15 +529,159 @@ fn create_function(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserErr
         break;
     }
     expect_words(parser, &["RETURN"])?;
-    let body = Box::new(parser.parse_expr()?);
+    let body = match returns {
+        FunctionReturns::Scalar(_) => parser.parse_expr()?.to_string(),
+        FunctionReturns::Table(_) => parser.parse_query()?.to_string(),
+    };
     Ok(DeputyStatement::CreateFunction {
         name,
         if_not_exists,
+        or_replace,
         parameters,
         returns,
         body,
         comment: comment_text,
     })
+}
+
+/// `(name TYPE [COMMENT '...'], ...)`, possibly empty.
+fn function_parameters(parser: &mut Parser<'_>) -> Result<Vec<FunctionParameter>, ParserError> {
+    parser.expect_token(&Token::LParen)?;
+    if parser.consume_token(&Token::RParen) {
+        return Ok(Vec::new());
+    }
+    let parameters = parser.parse_comma_separated(|parser| {
+        let name = identifier(parser)?;
+        let type_text = parser.parse_data_type()?.to_string();
+        let comment = comment(parser)?;
+        Ok(FunctionParameter {
+            name,
+            type_text,
+            comment,
+        })
+    })?;
+    parser.expect_token(&Token::RParen)?;
+    Ok(parameters)
+}
+
+/// A stored scalar function body as the statement `SELECT <body>`, which resolves the tables it reads.
+pub(crate) fn scalar_body(definition: &str) -> Result<Statement, SqlError> {
+    single_statement(&format!("SELECT {definition}"))
+}
+
+/// The body expression of a statement made by [`scalar_body`].
+pub(crate) fn body_expression(statement: Statement) -> Result<Expr, SqlError> {
+    if let Statement::Query(query) = statement
+        && let SetExpr::Select(select) = *query.body
+        && let Ok([SelectItem::UnnamedExpr(expr)]) = <[SelectItem; 1]>::try_from(select.projection)
+    {
+        return Ok(expr);
+    }
+    Err(SqlError::Syntax(
+        "a function body must be one expression".to_owned(),
+    ))
+}
+
+/// A stored query (a view's definition, a table function's body) as one statement.
+pub(crate) fn stored_query(sql: &str) -> Result<Statement, SqlError> {
+    let statement = single_statement(sql)?;
+    if !matches!(statement, Statement::Query(_)) {
+        return Err(SqlError::Internal(format!("`{sql}` is not a query")));
+    }
+    Ok(statement)
+}
+
+fn single_statement(sql: &str) -> Result<Statement, SqlError> {
+    let statements = Parser::parse_sql(&DatabricksDialect {}, sql).map_err(syntax)?;
+    match <[Statement; 1]>::try_from(statements) {
+        Ok([statement]) => Ok(statement),
+        Err(_) => Err(SqlError::Syntax("expected exactly one statement".into())),
+    }
+}
+
+/// Replaces each `IDENTIFIER(:parameter)` and `IDENTIFIER('name')` with the name it gives, as Databricks does for
+/// object names taken from parameters (`SELECT IDENTIFIER(:function_name)(...)`). The name must be one to three
+/// plain identifiers; it is written back quoted, so a parameter can never add SQL of its own.
+pub(crate) fn identifier_clauses(
+    sql: &str,
+    parameter: impl Fn(&str) -> Option<String>,
+) -> Result<Cow<'_, str>, SqlError> {
+    if !sql.to_ascii_lowercase().contains("identifier") {
+        return Ok(Cow::Borrowed(sql));
+    }
+    let dialect = DatabricksDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize()
+        .map_err(|error| SqlError::Syntax(error.to_string()))?;
+    let significant = |from: usize| {
+        (from..tokens.len()).find(|index| !matches!(tokens[*index], Token::Whitespace(_)))
+    };
+    let mut out = String::with_capacity(sql.len());
+    let mut index = 0;
+    while index < tokens.len() {
+        let clause = match &tokens[index] {
+            Token::Word(word) if word.value.eq_ignore_ascii_case("IDENTIFIER") => {
+                identifier_clause(&tokens, index, &significant)
+            }
+            _ => None,
+        };
+        let Some((value, end)) = clause else {
+            out.push_str(&tokens[index].to_string());
+            index += 1;
+            continue;
+        };
+        let name = match value {
+            Token::Placeholder(placeholder) => {
+                let key = placeholder.trim_start_matches([':', '$']);
+                parameter(key).ok_or_else(|| {
+                    SqlError::InvalidInput(format!("no value for parameter `{key}`"))
+                })?
+            }
+            Token::SingleQuotedString(name) => name.clone(),
+            _ => unreachable!("identifier_clause returns a placeholder or a string"),
+        };
+        out.push_str(&quoted_name(&name)?);
+        index = end + 1;
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// `IDENTIFIER ( value )` starting at `start`: the value token and the index of the closing parenthesis.
+fn identifier_clause<'t>(
+    tokens: &'t [Token],
+    start: usize,
+    significant: &impl Fn(usize) -> Option<usize>,
+) -> Option<(&'t Token, usize)> {
+    let open = significant(start + 1)?;
+    let value = significant(open + 1)?;
+    let close = significant(value + 1)?;
+    (tokens[open] == Token::LParen
+        && matches!(
+            tokens[value],
+            Token::Placeholder(_) | Token::SingleQuotedString(_)
+        )
+        && tokens[close] == Token::RParen)
+        .then_some((&tokens[value], close))
+}
+
+fn quoted_name(name: &str) -> Result<String, SqlError> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let plain = |part: &&str| {
+        part.chars()
+            .next()
+            .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    if parts.len() > 3 || !parts.iter().all(plain) {
+        return Err(SqlError::InvalidInput(format!(
+            "`{name}` is not a name IDENTIFIER() accepts: one to three plain identifiers"
+        )));
+    }
+    Ok(parts
+        .iter()
+        .map(|part| format!("`{part}`"))
+        .collect::<Vec<_>>()
+        .join("."))
 }
 
 fn drop(parser: &mut Parser<'_>) -> Result<DeputyStatement, ParserError> {

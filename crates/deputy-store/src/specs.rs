@@ -63,6 +63,9 @@ pub struct ColumnMaskSpec {
 pub struct FunctionSpec {
     #[serde(default)]
     pub input_params: Vec<FunctionParameterSpec>,
+    /// The columns a table function returns (`data_type` `TABLE_TYPE`); empty for a scalar function.
+    #[serde(default)]
+    pub return_params: Vec<FunctionParameterSpec>,
     /// The return type name (`data_type` on the wire) and its full text.
     pub data_type: String,
     pub full_data_type: String,

@@ -308,6 +308,17 @@ fn render(
     Ok(body)
 }
 
+/// `FunctionParameterInfos`: the parameters of a function, or the columns of a table function's result.
+fn parameters_json(parameters: &[FunctionParameterSpec], parameter_type: &str) -> Value {
+    json!({ "parameters": parameters.iter().map(|p| json!({
+        "name": p.name, "type_text": p.type_text, "type_name": p.type_name, "position": p.position,
+        "type_json": json!({"name": p.name, "type": p.type_text.to_ascii_lowercase(), "nullable": true, "metadata": {}})
+            .to_string(),
+        "parameter_mode": "IN", "parameter_type": parameter_type, "parameter_default": p.parameter_default,
+        "comment": p.comment,
+    })).collect::<Vec<_>>() })
+}
+
 fn render_schema_object(
     body: &mut Value,
     record: &SecurableRecord,
@@ -321,11 +332,10 @@ fn render_schema_object(
             let spec: FunctionSpec = decode_stored("function spec", &record.spec)?;
             body["function_id"] = json!(id);
             body["securable_type"] = json!("FUNCTION");
-            body["input_params"] = json!({ "parameters": spec.input_params.iter().map(|p| json!({
-                "name": p.name, "type_text": p.type_text, "type_name": p.type_name, "position": p.position,
-                "parameter_mode": "IN", "parameter_type": "PARAM", "parameter_default": p.parameter_default,
-                "comment": p.comment,
-            })).collect::<Vec<_>>() });
+            body["input_params"] = parameters_json(&spec.input_params, "PARAM");
+            if !spec.return_params.is_empty() {
+                body["return_params"] = parameters_json(&spec.return_params, "COLUMN");
+            }
             body["data_type"] = json!(spec.data_type);
             body["full_data_type"] = json!(spec.full_data_type);
             body["routine_body"] = json!(spec.routine_body);
@@ -665,6 +675,7 @@ struct FunctionInput {
     catalog_name: Option<String>,
     schema_name: Option<String>,
     input_params: Option<FunctionParameters>,
+    return_params: Option<FunctionParameters>,
     data_type: Option<String>,
     full_data_type: Option<String>,
     routine_body: Option<String>,
@@ -708,32 +719,12 @@ async fn create_function(
         info.name,
     )
     .await?;
-    let mut parameters = Vec::new();
-    for (index, parameter) in info
-        .input_params
-        .map(|p| p.parameters)
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-    {
-        let type_text = parameter
-            .type_text
-            .or_else(|| parameter.type_name.clone())
-            .unwrap_or_else(|| "string".into());
-        parameters.push(FunctionParameterSpec {
-            name: require(parameter.name, "input_params.parameters[].name")?,
-            type_name: parameter
-                .type_name
-                .unwrap_or_else(|| type_text.to_ascii_uppercase()),
-            type_text,
-            position: parameter.position.unwrap_or(index as u32),
-            parameter_default: parameter.parameter_default,
-            comment: parameter.comment,
-        });
-    }
+    let parameters = parameter_specs(info.input_params, "input_params")?;
+    let return_params = parameter_specs(info.return_params, "return_params")?;
     let data_type = require(info.data_type, "data_type")?;
     let spec = FunctionSpec {
         input_params: parameters,
+        return_params,
         full_data_type: info
             .full_data_type
             .unwrap_or_else(|| data_type.to_ascii_lowercase()),
@@ -758,6 +749,36 @@ async fn create_function(
         },
     )
     .await
+}
+
+/// The parameters of a function (or the columns of a table function) as sent; a missing type is `string`.
+fn parameter_specs(
+    parameters: Option<FunctionParameters>,
+    field: &str,
+) -> Result<Vec<FunctionParameterSpec>, Error> {
+    let mut specs = Vec::new();
+    for (index, parameter) in parameters
+        .map(|p| p.parameters)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let type_text = parameter
+            .type_text
+            .or_else(|| parameter.type_name.clone())
+            .unwrap_or_else(|| "string".into());
+        specs.push(FunctionParameterSpec {
+            name: require(parameter.name, &format!("{field}.parameters[].name"))?,
+            type_name: parameter
+                .type_name
+                .unwrap_or_else(|| type_text.to_ascii_uppercase()),
+            type_text,
+            position: parameter.position.unwrap_or(index as u32),
+            parameter_default: parameter.parameter_default,
+            comment: parameter.comment,
+        });
+    }
+    Ok(specs)
 }
 
 /// A function's `properties` travel as a JSON-encoded string (`CreateFunction.properties: str` in the SDK); an
