@@ -24,6 +24,8 @@ use tokio::sync::mpsc;
 /// A tool's output is cut to this many characters before the model sees it, so one large result cannot crowd the
 /// conversation out of the model's context.
 const MAX_TOOL_OUTPUT_CHARS: usize = 20_000;
+/// Rows a table-function tool answers with at most (the output is cut to `MAX_TOOL_OUTPUT_CHARS` as well).
+const MAX_FUNCTION_ROWS: u32 = 100;
 
 /// The request's messages, after the agent's instructions, with only the fields a chat model reads (ChatAgent
 /// messages also carry ids and attachments that OpenAI-compatible servers may refuse).
@@ -229,7 +231,7 @@ impl Run {
                 "required": ["query"],
             }),
             ToolSpec::Function(function) => {
-                function_parameters(&self.api.function_parameters(&function.name).await?)
+                function_parameters(&self.api.function_spec(&function.name).await?.input_params)
             }
             ToolSpec::Mcp(mcp) => {
                 let listed = self.mcp(mcp, "tools/list", json!({})).await?;
@@ -317,12 +319,15 @@ impl Run {
                     .await
             }
             ToolSpec::Function(function) => {
-                let (statement, parameters) = function_call(
-                    &self.api.function_parameters(&function.name).await?,
-                    &function.name,
-                    arguments,
-                );
-                self.statement(&function.warehouse_id, &statement, parameters, 1)
+                let spec = self.api.function_spec(&function.name).await?;
+                let (statement, parameters) = function_call(&spec, &function.name, arguments);
+                // A scalar function answers one value; a table function, rows as a SQL tool would.
+                let max_rows = if spec.is_table_function() {
+                    MAX_FUNCTION_ROWS
+                } else {
+                    1
+                };
+                self.statement(&function.warehouse_id, &statement, parameters, max_rows)
                     .await
             }
             ToolSpec::Mcp(mcp) => {

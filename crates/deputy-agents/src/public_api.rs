@@ -3,7 +3,7 @@
 //! as any client's), and share here how a tool's call becomes a request and its answer a result.
 
 use deputy_access::Caller;
-use deputy_store::specs::FunctionParameterSpec;
+use deputy_store::specs::{FunctionParameterSpec, FunctionSpec};
 use serde_json::{Map, Value, json};
 
 /// The server's REST API as tools use it; the server implements it in process on its route table.
@@ -15,12 +15,9 @@ pub trait PublicApi: Send + Sync {
     /// `GET path` (with its query) and `Authorization: Bearer token`; the answer's body, or its Databricks error.
     async fn get(&self, token: &str, path: &str) -> Result<Value, CallError>;
 
-    /// The declared parameters of a Unity Catalog function, asked only for a tool the acting principal was found to
-    /// hold `EXECUTE` on (the tool's token holds the SQL scope only, not the catalog's).
-    async fn function_parameters(
-        &self,
-        name: &str,
-    ) -> Result<Vec<FunctionParameterSpec>, CallError>;
+    /// The declaration of a Unity Catalog function (parameters, scalar or table), asked only for a tool the acting
+    /// principal was found to hold `EXECUTE` on (the tool's token holds the SQL scope only, not the catalog's).
+    async fn function_spec(&self, name: &str) -> Result<FunctionSpec, CallError>;
 
     /// Records that the model asked `acting`'s agent for `tool`, which it does not offer here; an error means the
     /// refusal could not be recorded.
@@ -152,14 +149,10 @@ pub fn function_parameters(parameters: &[FunctionParameterSpec]) -> Value {
 
 /// `SELECT catalog.schema.fn(:a, :b) AS result` and its named parameters, typed as the function declares them, from
 /// the model's arguments (a missing one is NULL).
-pub fn function_call(
-    input_params: &[FunctionParameterSpec],
-    name: &str,
-    arguments: &Value,
-) -> (String, Vec<Value>) {
+pub fn function_call(spec: &FunctionSpec, name: &str, arguments: &Value) -> (String, Vec<Value>) {
     let mut placeholders = Vec::new();
     let mut parameters = Vec::new();
-    for parameter in input_params {
+    for parameter in &spec.input_params {
         placeholders.push(format!(":{}", parameter.name));
         let value = match &arguments[&parameter.name] {
             Value::Null => Value::Null,
@@ -170,6 +163,11 @@ pub fn function_call(
             .push(json!({ "name": parameter.name, "value": value, "type": parameter.type_text }));
     }
     // INVARIANT: `name` was checked to be three plain identifiers when the agent was deployed.
-    let statement = format!("SELECT {name}({}) AS result", placeholders.join(", "));
+    let call = format!("{name}({})", placeholders.join(", "));
+    let statement = if spec.is_table_function() {
+        format!("SELECT * FROM {call}")
+    } else {
+        format!("SELECT {call} AS result")
+    };
     (statement, parameters)
 }

@@ -465,11 +465,8 @@ impl Managed {
             .await
             .map_err(tool_failure)?
             .ok_or_else(no_warehouse)?;
-        let (statement, parameters) = function_call(
-            &spec.input_params,
-            function,
-            &Value::Object(arguments.clone()),
-        );
+        let (statement, parameters) =
+            function_call(spec, function, &Value::Object(arguments.clone()));
         let request = StatementRequest {
             warehouse_id: &warehouse,
             statement: &statement,

@@ -8,7 +8,7 @@ use axum::http::{Method, Request, header};
 use deputy_access::audit::AuditEntry;
 use deputy_access::credentials::Caller;
 use deputy_agents::public_api::{CallError, PublicApi};
-use deputy_store::specs::FunctionParameterSpec;
+use deputy_store::specs::FunctionSpec;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -100,10 +100,7 @@ impl PublicApi for InProcessApi {
         self.send(Method::GET, token, path, None).await
     }
 
-    async fn function_parameters(
-        &self,
-        name: &str,
-    ) -> Result<Vec<FunctionParameterSpec>, CallError> {
+    async fn function_spec(&self, name: &str) -> Result<FunctionSpec, CallError> {
         let missing = || CallError {
             error_code: "RESOURCE_DOES_NOT_EXIST".into(),
             message: format!("function `{name}` does not exist"),
@@ -120,9 +117,7 @@ impl PublicApi for InProcessApi {
                 message: error.to_string(),
             })?
             .ok_or_else(missing)?;
-        let spec: deputy_store::specs::FunctionSpec =
-            serde_json::from_str(&record.spec).map_err(|_| missing())?;
-        Ok(spec.input_params)
+        serde_json::from_str(&record.spec).map_err(|_| missing())
     }
 
     async fn refuse_tool(

@@ -362,7 +362,7 @@ impl CatalogContext {
         let short_name = full_name.rsplit('.').next().unwrap_or(full_name);
         let parameters = parameter_types(spec)?;
         let (scope, parameters) = parameter_scope(short_name, &parameters)?;
-        if spec.data_type == TABLE_TYPE {
+        if spec.is_table_function() {
             let definer = self.definer(full_name, owner, Some(full_name))?;
             let mut body = stored_query(&spec.routine_definition)?;
             let routines = definer.prepare_routines(&mut body).await?;
@@ -420,7 +420,7 @@ impl CatalogContext {
             .find("function", full_name)
             .ok_or_else(|| SqlError::FunctionNotFound(full_name.to_owned()))?;
         let spec = function_spec(record)?;
-        if spec.data_type == TABLE_TYPE || reads_data(&scalar_body(&spec.routine_definition)?) {
+        if spec.is_table_function() || reads_data(&scalar_body(&spec.routine_definition)?) {
             return Err(SqlError::Unsupported(format!(
                 "`{full_name}` reads data; a row filter or column mask must be an expression over its arguments"
             )));
@@ -579,9 +579,6 @@ pub(crate) fn function_spec(record: &SecurableRecord) -> Result<FunctionSpec, Sq
         SqlError::Internal(format!("stored function `{}`: {error}", record.full_name))
     })
 }
-
-/// `data_type` of a table function.
-pub(crate) const TABLE_TYPE: &str = "TABLE_TYPE";
 
 fn typed(parameters: &[FunctionParameterSpec]) -> Result<Vec<(String, DataType)>, SqlError> {
     let mut parameters: Vec<_> = parameters.iter().collect();

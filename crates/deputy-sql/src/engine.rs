@@ -32,7 +32,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::SqlError;
-use crate::catalog::{CatalogContext, Directory, Shared, TABLE_TYPE, reference, table_spec};
+use crate::catalog::{CatalogContext, Directory, Shared, reference, table_spec};
 use crate::functions::Identity;
 use crate::parse::{
     ColumnDefinition, DeputyStatement, FunctionParameter, FunctionReturns, Name,
@@ -860,7 +860,11 @@ impl Run<'_> {
                     .map(|column| format!("{} {}", column.name, column.type_text))
                     .collect::<Vec<_>>()
                     .join(", ");
-                (TABLE_TYPE.to_owned(), format!("table<{text}>"), columns)
+                (
+                    FunctionSpec::TABLE_TYPE.to_owned(),
+                    format!("table<{text}>"),
+                    columns,
+                )
             }
         };
         let spec = FunctionSpec {

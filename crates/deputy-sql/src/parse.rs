@@ -631,14 +631,9 @@ pub(crate) fn identifier_clauses(
             continue;
         };
         let name = match value {
-            Token::Placeholder(placeholder) => {
-                let key = placeholder.trim_start_matches([':', '$']);
-                parameter(key).ok_or_else(|| {
-                    SqlError::InvalidInput(format!("no value for parameter `{key}`"))
-                })?
-            }
-            Token::SingleQuotedString(name) => name.clone(),
-            _ => unreachable!("identifier_clause returns a placeholder or a string"),
+            ClauseValue::Parameter(key) => parameter(&key)
+                .ok_or_else(|| SqlError::InvalidInput(format!("no value for parameter `{key}`")))?,
+            ClauseValue::Name(name) => name,
         };
         out.push_str(&quoted_name(&name)?);
         index = end + 1;
@@ -646,22 +641,38 @@ pub(crate) fn identifier_clauses(
     Ok(Cow::Owned(out))
 }
 
-/// `IDENTIFIER ( value )` starting at `start`: the value token and the index of the closing parenthesis.
-fn identifier_clause<'t>(
-    tokens: &'t [Token],
+enum ClauseValue {
+    Parameter(String),
+    Name(String),
+}
+
+/// `IDENTIFIER ( :parameter )` or `IDENTIFIER ( 'name' )` starting at `start`: the value and the index of the
+/// closing parenthesis.
+fn identifier_clause(
+    tokens: &[Token],
     start: usize,
     significant: &impl Fn(usize) -> Option<usize>,
-) -> Option<(&'t Token, usize)> {
+) -> Option<(ClauseValue, usize)> {
     let open = significant(start + 1)?;
-    let value = significant(open + 1)?;
-    let close = significant(value + 1)?;
-    (tokens[open] == Token::LParen
-        && matches!(
-            tokens[value],
-            Token::Placeholder(_) | Token::SingleQuotedString(_)
-        )
-        && tokens[close] == Token::RParen)
-        .then_some((&tokens[value], close))
+    if tokens[open] != Token::LParen {
+        return None;
+    }
+    let first = significant(open + 1)?;
+    let (value, last) = match &tokens[first] {
+        Token::Placeholder(placeholder) => (
+            ClauseValue::Parameter(placeholder.trim_start_matches([':', '$']).to_owned()),
+            first,
+        ),
+        Token::SingleQuotedString(name) => (ClauseValue::Name(name.clone()), first),
+        // The Databricks dialect reads `:name` as a colon and a word.
+        Token::Colon => match tokens.get(first + 1) {
+            Some(Token::Word(word)) => (ClauseValue::Parameter(word.value.clone()), first + 1),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let close = significant(last + 1)?;
+    (tokens[close] == Token::RParen).then_some((value, close))
 }
 
 fn quoted_name(name: &str) -> Result<String, SqlError> {
@@ -926,6 +937,59 @@ mod tests {
             parse_statement("SELECT * FROM t WHERE x = :p"),
             Ok(DeputyStatement::Standard(_))
         ));
+    }
+
+    #[test]
+    fn identifier_clauses_take_plain_names_from_parameters_only() {
+        let value = |name: &str| match name {
+            "function_name" => Some("main.s.f".to_owned()),
+            "evil" => Some("main.s.f(1); DROP TABLE t; --".to_owned()),
+            _ => None,
+        };
+        assert_eq!(
+            identifier_clauses("SELECT IDENTIFIER(:function_name)(:a, 2)", value).unwrap(),
+            "SELECT `main`.`s`.`f`(:a, 2)"
+        );
+        assert_eq!(
+            identifier_clauses("select identifier ( 'main.s.t' ).x FROM t", value).unwrap(),
+            "select `main`.`s`.`t`.x FROM t"
+        );
+        assert!(matches!(
+            identifier_clauses("SELECT 'identifier' AS x", value),
+            Ok(Cow::Owned(text)) if text == "SELECT 'identifier' AS x"
+        ));
+        for refused in [
+            "SELECT IDENTIFIER(:evil)()",
+            "SELECT IDENTIFIER(:missing)()",
+            "SELECT IDENTIFIER('a.b.c.d')()",
+            "SELECT IDENTIFIER('a b')()",
+        ] {
+            assert!(identifier_clauses(refused, value).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn create_function_reads_table_functions_and_replacements() {
+        let parsed = parse_statement(
+            "CREATE OR REPLACE FUNCTION main.s.f(r STRING COMMENT 'region') \
+             RETURNS TABLE (id INT, email STRING) READS SQL DATA SQL SECURITY DEFINER \
+             RETURN SELECT id, email FROM main.s.t WHERE region = r",
+        )
+        .unwrap();
+        let DeputyStatement::CreateFunction {
+            or_replace,
+            parameters,
+            returns: FunctionReturns::Table(columns),
+            body,
+            ..
+        } = parsed
+        else {
+            panic!("not a table function: {parsed:?}");
+        };
+        assert!(or_replace);
+        assert_eq!(parameters[0].comment.as_deref(), Some("region"));
+        assert_eq!(columns.len(), 2);
+        assert_eq!(body, "SELECT id, email FROM main.s.t WHERE region = r");
     }
 
     #[test]

@@ -82,6 +82,15 @@ pub struct FunctionSpec {
     pub sql_data_access: Option<String>,
 }
 
+impl FunctionSpec {
+    /// `data_type` of a table function (`RETURNS TABLE`), whose call is a relation: `SELECT * FROM f(...)`.
+    pub const TABLE_TYPE: &'static str = "TABLE_TYPE";
+
+    pub fn is_table_function(&self) -> bool {
+        self.data_type == Self::TABLE_TYPE
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionParameterSpec {
     pub name: String,
