@@ -1,6 +1,9 @@
-"""What the agent tests share: running SQL as admin, deploying an agent, switching on-behalf-of, asking an agent."""
+"""What the agent tests share: running SQL as admin, logging an agent with MLflow, deploying it, switching
+on-behalf-of, asking an agent, the service principal an agent acts as."""
 
 import json
+import subprocess
+import sys
 
 import requests
 from databricks.sdk.service import sql
@@ -10,6 +13,35 @@ def run_sql(w, warehouse, statement):
     result = w.statement_execution.execute_statement(statement=statement, warehouse_id=warehouse, wait_timeout="30s")
     assert result.status.state == sql.StatementState.SUCCEEDED, (statement, result.status)
     return result
+
+
+# Logs an agent as an MLflow model directory whose MLmodel declares the user API scopes (argv: output, code, scopes).
+LOG_AGENT = """
+import sys
+import mlflow
+from mlflow.models.auth_policy import AuthPolicy, SystemAuthPolicy, UserAuthPolicy
+mlflow.pyfunc.save_model(
+    path=sys.argv[1],
+    python_model=sys.argv[2],
+    pip_requirements=[],
+    auth_policy=AuthPolicy(
+        user_auth_policy=UserAuthPolicy(api_scopes=sys.argv[3:]),
+        system_auth_policy=SystemAuthPolicy(resources=[]),
+    ),
+)
+"""
+
+
+def log_agent(directory, code, scopes):
+    """The models-from-code agent `code` logged into `directory` with MLflow's `UserAuthPolicy(api_scopes=scopes)`."""
+    logged = subprocess.run(
+        [sys.executable, "-c", LOG_AGENT, str(directory), str(code), *scopes],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert logged.returncode == 0, logged.stderr
+    mlmodel = (directory / "MLmodel").read_text()
+    assert "api_scopes" in mlmodel and all(scope in mlmodel for scope in scopes), mlmodel
+    return directory
 
 
 def deploy(server, name, path, scopes=(), resources=(), workers=2):
@@ -38,6 +70,17 @@ def let_users_query(server, endpoint_id):
     ).raise_for_status()
 
 
+def service_principal(server, endpoint):
+    """The service principal a deployed agent acts as (the actor of its on-behalf-of calls)."""
+    response = requests.get(
+        server.url(f"/api/2.0/serving-endpoints/{endpoint}"),
+        headers={"Authorization": f"Bearer {server.admin_token}"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.json()["config"]["served_entities"][0]["deputy_agent"]["service_principal"]
+
+
 def set_obo(server, enabled):
     response = requests.patch(
         server.url("/api/2.0/deputy/settings"),
@@ -49,11 +92,14 @@ def set_obo(server, enabled):
     assert response.json()["obo-enabled"] is enabled
 
 
-def ask(server, token, endpoint, question, timeout=120):
+def ask(server, token, endpoint, question, timeout=120, custom_inputs=None):
+    body = {"messages": [{"role": "user", "content": question}]}
+    if custom_inputs is not None:
+        body["custom_inputs"] = custom_inputs
     return requests.post(
         server.url(f"/serving-endpoints/{endpoint}/invocations"),
         headers={"Authorization": f"Bearer {token}"},
-        json={"messages": [{"role": "user", "content": question}]},
+        json=body,
         timeout=timeout,
     )
 

@@ -1,6 +1,6 @@
 """What the MCP tests share: sessions of the official `mcp` client over streamable HTTP (bounded in time), a token
-store and a person's browser for the client's OAuth provider, and a test double for the chat model behind a Genie
-space."""
+store and a person's browser for the client's OAuth provider, test doubles for chat models (the one behind a Genie
+space, a tool-calling one for declarative agents), and the audit log."""
 
 import contextlib
 import http.server
@@ -243,9 +243,14 @@ class SqlWriter(http.server.BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         last = body["messages"][-1]["content"]
         sql_text = next((sql for question, sql in self.answers.items() if question in last), "SELECT 1")
+        self.complete(body, {"role": "assistant", "content": sql_text})
+
+    def complete(self, body, message):
+        """Answers the chat completions request `body` with `message`."""
+        finish_reason = "tool_calls" if message.get("tool_calls") else "stop"
         payload = json.dumps({
             "id": "test-double", "object": "chat.completion", "created": 1, "model": body.get("model", "x"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": sql_text}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
         }).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -257,7 +262,41 @@ class SqlWriter(http.server.BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def sql_writer(answers):
     """The double on a loopback port, answering `answers` ({question: SQL}); yields its OpenAI base URL."""
-    handler = type("Answers", (SqlWriter,), {"answers": dict(answers)})
+    with _serving(type("Answers", (SqlWriter,), {"answers": dict(answers)})) as url:
+        yield url
+
+
+# --- a tool-calling model: a test double ---------------------------------------------------------------------------
+
+
+class ToolCaller(SqlWriter):
+    """An OpenAI-compatible chat completions server that plays a tool-calling model for a declarative agent: the
+    user's message is the call to make, `{"tool": NAME, "arguments": {...}}`, asked for as an OpenAI tool call; once
+    the conversation holds the tool's result, the answer is that result, verbatim."""
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        last = body["messages"][-1]
+        if last["role"] == "tool":
+            message = {"role": "assistant", "content": last["content"]}
+        else:
+            wanted = json.loads(last["content"])
+            message = {"role": "assistant", "content": None, "tool_calls": [{
+                "id": "call-1", "type": "function",
+                "function": {"name": wanted["tool"], "arguments": json.dumps(wanted["arguments"])},
+            }]}
+        self.complete(body, message)
+
+
+@contextlib.contextmanager
+def tool_caller():
+    """The tool-calling double on a loopback port; yields its OpenAI base URL."""
+    with _serving(ToolCaller) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _serving(handler):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -280,3 +319,9 @@ def audit_events(server, after=0):
         if len(page) < 1000:
             return events
         after = page[-1]["seq"]
+
+
+def last_seq(server):
+    """The sequence number of the newest audit event (0 when there is none)."""
+    events = audit_events(server)
+    return events[-1]["seq"] if events else 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from agent_helpers import ask, deploy, json_answer, let_users_query, run_sql, set_obo
+from agent_helpers import ask, deploy, json_answer, let_users_query, run_sql, service_principal, set_obo
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service import iam, serving
 
@@ -118,19 +118,9 @@ def test_agent_chains_only_shrink_scopes_and_grow_the_act_chain(server, world):
     assert info["principal"] == "alice@example.com"
     assert set(info["scopes"]) <= {"iam.scim", "serving.serving-endpoints"}
     assert set(info["scopes"]) <= set(DECLARED)
-    sp = {name: _service_principal(server, name) for name in ["notes-agent", "inner-agent"]}
+    sp = {name: service_principal(server, name) for name in ["notes-agent", "inner-agent"]}
     assert info["actor_chain"] == [sp["inner-agent"], sp["notes-agent"]], info
     assert inner["system"] == "agent:inner-agent"
-
-
-def _service_principal(server, endpoint):
-    response = requests.get(
-        server.url(f"/api/2.0/serving-endpoints/{endpoint}"),
-        headers={"Authorization": f"Bearer {server.admin_token}"},
-        timeout=10,
-    )
-    response.raise_for_status()
-    return response.json()["config"]["served_entities"][0]["deputy_agent"]["service_principal"]
 
 
 def _endpoint_id(server, name):

@@ -10,14 +10,12 @@ service principal as the actor.
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import requests
-from agent_helpers import ask, deploy, json_answer, let_users_query, run_sql, set_obo
-from mcp_helpers import audit_events
+from agent_helpers import ask, deploy, json_answer, let_users_query, log_agent, run_sql, service_principal, set_obo
+from mcp_helpers import audit_events, last_seq
 from databricks.sdk.service import iam
 
 AGENT = Path(__file__).parent / "agents" / "mcp_agent" / "agent.py"
@@ -31,49 +29,6 @@ SCOPES = sorted(set(SQL_SCOPES + FUNCTION_SCOPES))
 SQL_TOOL = "execute_sql_read_only"
 QUESTION = f"sql: SELECT note, owner FROM {TABLE} ORDER BY note"
 TIMEOUT_SECONDS = 120
-
-# Logs the agent as an MLflow model directory whose MLmodel declares the user API scopes (argv: output, code, scopes).
-LOG_AGENT = """
-import sys
-import mlflow
-from mlflow.models.auth_policy import AuthPolicy, SystemAuthPolicy, UserAuthPolicy
-mlflow.pyfunc.save_model(
-    path=sys.argv[1],
-    python_model=sys.argv[2],
-    pip_requirements=[],
-    auth_policy=AuthPolicy(
-        user_auth_policy=UserAuthPolicy(api_scopes=sys.argv[3:]),
-        system_auth_policy=SystemAuthPolicy(resources=[]),
-    ),
-)
-"""
-
-
-def log_agent(directory, scopes):
-    logged = subprocess.run(
-        [sys.executable, "-c", LOG_AGENT, str(directory), str(AGENT), *scopes],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert logged.returncode == 0, logged.stderr
-    mlmodel = (directory / "MLmodel").read_text()
-    assert "api_scopes" in mlmodel and all(scope in mlmodel for scope in scopes), mlmodel
-    return directory
-
-
-def service_principal(server, endpoint):
-    response = requests.get(
-        server.url(f"/api/2.0/serving-endpoints/{endpoint}"),
-        headers={"Authorization": f"Bearer {server.admin_token}"},
-        timeout=10,
-    )
-    response.raise_for_status()
-    return response.json()["config"]["served_entities"][0]["deputy_agent"]["service_principal"]
-
-
-def last_seq(server):
-    events = audit_events(server)
-    return events[-1]["seq"] if events else 0
-
 
 @pytest.fixture(scope="module")
 def world(server, admin, tmp_path_factory):
@@ -115,10 +70,10 @@ def world(server, admin, tmp_path_factory):
         ],
     )
     models = tmp_path_factory.mktemp("mcp-agent")
-    deployed = deploy(server, "mcp-agent", log_agent(models / "model", SCOPES))
+    deployed = deploy(server, "mcp-agent", log_agent(models / "model", AGENT, SCOPES))
     let_users_query(server, deployed["id"])
     # The same code, logged without the MCP servers' scopes.
-    narrow = deploy(server, "mcp-agent-narrow", log_agent(models / "narrow", ["sql.statement-execution", "sql.warehouses"]))
+    narrow = deploy(server, "mcp-agent-narrow", log_agent(models / "narrow", AGENT, ["sql.statement-execution", "sql.warehouses"]))
     let_users_query(server, narrow["id"])
     set_obo(server, True)
     return {"warehouse": warehouse, "tokens": tokens}

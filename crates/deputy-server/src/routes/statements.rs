@@ -60,9 +60,25 @@ struct ExecuteRequest {
 #[derive(Deserialize)]
 struct ParameterInput {
     name: String,
+    /// A string on the wire; clients that send a number or a boolean (unitycatalog-ai does) get it read as its
+    /// text, which the parameter's type then parses.
+    #[serde(default, deserialize_with = "parameter_text")]
     value: Option<String>,
     #[serde(rename = "type")]
     type_name: Option<String>,
+}
+
+fn parameter_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(scalar @ (Value::Number(_) | Value::Bool(_))) => Ok(Some(scalar.to_string())),
+        Some(_) => Err(serde::de::Error::custom(
+            "a parameter value is a string, a number or a boolean",
+        )),
+    }
 }
 
 /// `"0s"` or `"5s"`…`"50s"`, default 10 s, as the API defines.

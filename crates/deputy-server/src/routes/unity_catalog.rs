@@ -225,13 +225,27 @@ async fn visible(
 ) -> Result<SecurableRecord, Error> {
     let record = find(access, kind, full_name).await?;
     let reference = securable_ref(&record).map_err(Error::internal)?;
-    match access
-        .decide(caller, scope_of(kind), Action::ReadMetadata(reference))
-        .is_allowed()
-    {
-        true => Ok(record),
-        false => Err(not_found(kind, full_name)),
+    let decision = access.decide(caller, scope_of(kind), Action::ReadMetadata(reference));
+    if decision.is_allowed() {
+        return Ok(record);
     }
+    // As the SQL engine does, and Databricks: a function in a schema the caller can see is refused naming the
+    // privilege, so a client (unitycatalog-ai's toolkit) can tell "not yours" from "not there".
+    if kind == SecurableKind::Function
+        && let Some((schema, _)) = full_name.rsplit_once('.')
+        && access
+            .decide(
+                caller,
+                scope_of(kind),
+                Action::ReadMetadata(SecurableRef::new(SecurableKind::Schema, schema)),
+            )
+            .is_allowed()
+    {
+        return Err(Error::permission_denied(format!(
+            "EXECUTE on function `{full_name}` is required ({decision})"
+        )));
+    }
+    Err(not_found(kind, full_name))
 }
 
 fn principal_name(access: &Arc<Access>, id: deputy_store::PrincipalId) -> String {
