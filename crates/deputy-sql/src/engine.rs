@@ -36,8 +36,9 @@ use crate::catalog::{CatalogContext, Directory, Shared, reference, table_spec};
 use crate::functions::Identity;
 use crate::parse::{
     ColumnDefinition, DeputyStatement, FunctionParameter, FunctionReturns, Name,
-    identifier_clauses, object_name, parse_statement,
+    identifier_clauses, object_name, parse_statement, scalar_body,
 };
+use crate::routines::reads_data;
 use crate::result::{CatalogChange, StatementResult};
 use crate::session::{Rights, Session};
 use crate::snapshot::{authz_principal, store_principal};
@@ -867,6 +868,10 @@ impl Run<'_> {
                 )
             }
         };
+        let reads = match returns {
+            FunctionReturns::Table(_) => true,
+            FunctionReturns::Scalar(_) => reads_data(&scalar_body(&body)?),
+        };
         let spec = FunctionSpec {
             input_params: parameter_specs(parameters)?,
             return_params,
@@ -876,7 +881,7 @@ impl Run<'_> {
             routine_definition: body,
             external_language: None,
             is_deterministic: true,
-            sql_data_access: Some("CONTAINS_SQL".to_owned()),
+            sql_data_access: Some(if reads { "READS_SQL_DATA" } else { "CONTAINS_SQL" }.to_owned()),
         };
         if let Some(record) = replaced {
             return self
