@@ -1817,13 +1817,15 @@ def _(ctx):
             db.execute("UPDATE federation_policies SET audiences = ? WHERE policy_id = 'sec-federation'", original)
 
 
-# ---- MCP and sign-in: the `mcp` category lives in mcp_cases.py and the `sign-in` category in sign_in_cases.py; both
-# import their helpers from this module. `mcp` is registered first: it signs in with the bootstrap admin's password,
-# which the last sign-in cases lock for the rest of the run.
+# ---- MCP, sign-in and SQL functions: the `mcp` category lives in mcp_cases.py, the `sign-in` category in
+# sign_in_cases.py and the `sql-functions` category in function_cases.py; all import their helpers from this module.
+# `mcp` is registered first: it signs in with the bootstrap admin's password, which the last sign-in cases lock for
+# the rest of the run. `sql-functions` works in its own catalog `fnsec` with fresh PATs.
 
 sys.modules.setdefault("run", sys.modules[__name__])
 import mcp_cases  # noqa: E402,F401
 import sign_in_cases  # noqa: E402,F401
+import function_cases  # noqa: E402,F401
 
 # ---- durability of revocations across a restart (last: it restarts the server) ------------------------------------
 

@@ -832,6 +832,8 @@ impl Run<'_> {
         comment: Option<String>,
     ) -> Result<StatementResult, SqlError> {
         let full_name = self.qualify(name, 3)?;
+        // A function in a schema the caller cannot see is not there for it, replaced or not.
+        self.visible_schema(&full_name)?;
         let replaced = match self.context.directory.find("function", &full_name) {
             Some(record) if or_replace => Some(record),
             _ => None,
@@ -908,6 +910,10 @@ impl Run<'_> {
     /// `CREATE OR REPLACE FUNCTION` of an existing function: a new signature and body, same securable (id, owner
     /// and grants stay, as in Databricks). The new body is checked with the owner's rights, and a body that reaches
     /// the function itself is refused here, before it is stored.
+    ///
+    /// Only the owner (or a member of the owning group) may replace a function, not a holder of `MANAGE`: the body
+    /// runs with the owner's rights, so whoever writes it must hold them. Otherwise `MANAGE`, or giving a function
+    /// away and keeping `MANAGE`, would read anything its owner can.
     async fn replace_function(
         &self,
         record: &SecurableRecord,
@@ -915,14 +921,13 @@ impl Run<'_> {
         spec: &FunctionSpec,
         comment: Option<String>,
     ) -> Result<StatementResult, SqlError> {
-        let securable = reference(record)
-            .ok_or_else(|| SqlError::Internal(format!("`{full_name}` has an unknown kind")))?;
-        if !may_grant(self.session.principal, &securable, &self.session.snapshot).is_allowed() {
+        let owner = authz_principal(record.owner_id).map_err(SqlError::Internal)?;
+        let caller = self.session.principal;
+        if caller != owner && !self.session.snapshot.is_member_of(caller, owner) {
             return Err(SqlError::PermissionDenied(format!(
-                "ownership of or `MANAGE` on function `{full_name}` is required to replace it"
+                "only the owner of function `{full_name}` may replace it: its body runs with the owner's rights"
             )));
         }
-        let owner = authz_principal(record.owner_id).map_err(SqlError::Internal)?;
         self.context.routine(owner, full_name, spec).await?;
         self.store()
             .update_securable(
