@@ -9,6 +9,11 @@
 //!   filter granting a whole group everything does;
 //! - `per-row`: `region IN ('EU', 'US', 'APAC', 'LATAM') AND is_account_group_member('readers')`, which must read
 //!   and test the region of every row.
+//!
+//! A second table puts the reader's queries on the per-row table side by side written inline and through table
+//! functions the owner defined (`SELECT ... FROM bench.s.guarded_rows()`, whose body is the plain scan, or a function
+//! whose body is the whole query), which run with the owner's rights and the reader's policies: the difference is
+//! what calling a function that reads a table costs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +51,36 @@ const QUERIES: &[(&str, &str)] = &[
     (
         "top-k",
         "SELECT id, amount, email FROM {t} ORDER BY amount DESC, id DESC LIMIT 10",
+    ),
+];
+/// The reader's queries on `guarded`: (name, inline, through a table function). Each pair answers alike.
+const FUNCTION_QUERIES: &[(&str, &str, &str)] = &[
+    (
+        "full scan aggregate",
+        "SELECT count(*), sum(amount), avg(amount) FROM guarded",
+        "SELECT count(*), sum(amount), avg(amount) FROM bench.s.guarded_rows()",
+    ),
+    (
+        "range by arguments",
+        "SELECT count(*), sum(amount) FROM guarded WHERE id BETWEEN 4000000 AND 4100000",
+        "SELECT count(*), sum(amount) FROM bench.s.guarded_range(4000000, 4100000)",
+    ),
+    (
+        "group by in the body",
+        "SELECT region, count(*), sum(amount) FROM guarded GROUP BY region ORDER BY region",
+        "SELECT * FROM bench.s.region_totals() ORDER BY region",
+    ),
+    (
+        "join",
+        "SELECT r.manager, count(*), sum(t.amount) FROM guarded t JOIN regions r ON t.region = r.region \
+         GROUP BY r.manager ORDER BY r.manager",
+        "SELECT r.manager, count(*), sum(t.amount) FROM bench.s.guarded_rows() t \
+         JOIN regions r ON t.region = r.region GROUP BY r.manager ORDER BY r.manager",
+    ),
+    (
+        "top-k",
+        "SELECT id, amount, email FROM guarded ORDER BY amount DESC, id DESC LIMIT 10",
+        "SELECT id, amount, email FROM bench.s.guarded_rows() ORDER BY amount DESC, id DESC LIMIT 10",
     ),
 ];
 const RUNS: usize = 7;
@@ -127,6 +162,16 @@ async fn bench() -> BenchResult<()> {
         "ALTER TABLE bench.s.entitled ALTER COLUMN email SET MASK bench.s.hide",
         "GRANT USE CATALOG ON CATALOG bench TO readers",
         "GRANT USE SCHEMA, SELECT ON SCHEMA bench.s TO readers",
+        "CREATE FUNCTION bench.s.guarded_rows() \
+         RETURNS TABLE (id BIGINT, region STRING, email STRING, amount INT) \
+         RETURN SELECT id, region, email, amount FROM bench.s.guarded",
+        "CREATE FUNCTION bench.s.guarded_range(lo BIGINT, hi BIGINT) RETURNS TABLE (id BIGINT, amount INT) \
+         RETURN SELECT id, amount FROM bench.s.guarded WHERE id BETWEEN lo AND hi",
+        "CREATE FUNCTION bench.s.region_totals() RETURNS TABLE (region STRING, n BIGINT, total BIGINT) \
+         RETURN SELECT region, count(*), sum(amount) FROM bench.s.guarded GROUP BY region",
+        "GRANT EXECUTE ON FUNCTION bench.s.guarded_rows TO readers",
+        "GRANT EXECUTE ON FUNCTION bench.s.guarded_range TO readers",
+        "GRANT EXECUTE ON FUNCTION bench.s.region_totals TO readers",
     ] {
         // A session per statement: each must see the snapshot with the previous statements' changes.
         let result = engine
@@ -178,28 +223,7 @@ async fn bench() -> BenchResult<()> {
             (&reader, template.replace("{t}", "entitled")),
             (&reader, template.replace("{t}", "guarded")),
         ];
-        // Warm the file cache and check that every side answers alike.
-        let mut answers = Vec::new();
-        for (session, sql) in &sides {
-            let result = engine
-                .execute(session, sql, &[], CancellationToken::new())
-                .await?;
-            answers.push(rendered(&result)?);
-        }
-        if answers.windows(2).any(|pair| pair[0] != pair[1]) {
-            return Err(format!("{name}: the sides disagree").into());
-        }
-        let mut samples = vec![Vec::with_capacity(RUNS); sides.len()];
-        // Interleave the runs so that drift (thermal, page cache, other processes) hits every side alike.
-        for _ in 0..RUNS {
-            for ((session, sql), samples) in sides.iter().zip(&mut samples) {
-                samples.push(time(&engine, session, sql).await?);
-            }
-        }
-        let medians: Vec<f64> = samples
-            .iter_mut()
-            .map(|samples| median(samples).as_secs_f64() * 1e3)
-            .collect();
+        let medians = medians(&engine, name, &sides).await?;
         let [owner_ms, entitled_ms, per_row_ms] = medians.as_slice() else {
             return Err("three sides expected".into());
         };
@@ -210,7 +234,57 @@ async fn bench() -> BenchResult<()> {
             overhead(*per_row_ms),
         );
     }
+
+    println!();
+    println!(
+        "{:<22} {:>10} {:>12} {:>9}",
+        "reader, per-row", "inline ms", "function ms", "overhead"
+    );
+    for (name, inline, through) in FUNCTION_QUERIES {
+        let sides = [
+            (&reader, inline.to_string()),
+            (&reader, through.to_string()),
+        ];
+        let medians = medians(&engine, name, &sides).await?;
+        let [inline_ms, function_ms] = medians.as_slice() else {
+            return Err("two sides expected".into());
+        };
+        println!(
+            "{name:<22} {inline_ms:>10.1} {function_ms:>12.1} {:>8.1}%",
+            (function_ms / inline_ms - 1.0) * 100.0
+        );
+    }
     Ok(())
+}
+
+/// The median milliseconds of each side's statement over `RUNS` runs, after checking that every side answers alike.
+async fn medians(
+    engine: &SqlEngine,
+    name: &str,
+    sides: &[(&Session, String)],
+) -> BenchResult<Vec<f64>> {
+    // Warm the file cache and check that every side answers alike.
+    let mut answers = Vec::new();
+    for (session, sql) in sides {
+        let result = engine
+            .execute(session, sql, &[], CancellationToken::new())
+            .await?;
+        answers.push(rendered(&result)?);
+    }
+    if answers.windows(2).any(|pair| pair[0] != pair[1]) {
+        return Err(format!("{name}: the sides disagree").into());
+    }
+    let mut samples = vec![Vec::with_capacity(RUNS); sides.len()];
+    // Interleave the runs so that drift (thermal, page cache, other processes) hits every side alike.
+    for _ in 0..RUNS {
+        for ((session, sql), samples) in sides.iter().zip(&mut samples) {
+            samples.push(time(engine, session, sql).await?);
+        }
+    }
+    Ok(samples
+        .iter_mut()
+        .map(|samples| median(samples).as_secs_f64() * 1e3)
+        .collect())
 }
 
 fn rendered(result: &StatementResult) -> BenchResult<Vec<Vec<Option<String>>>> {

@@ -1,11 +1,12 @@
 //! The adversarial table of issue 4: every query shape a restricted user could use to read around a row filter and
-//! a column mask returns exactly the permitted rows and masked values.
+//! a column mask returns exactly the permitted rows and masked values, written inline or through functions that read
+//! the tables (`tests/functions.rs` has the rest of the functions' cases).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
 
 mod common;
 
-use common::{policy_fixture, render};
+use common::{function_fixture, policy_fixture, render};
 use deputy_sql::SqlError;
 
 /// `bob` sees the EU customers (ids 1 and 3) with masked emails; `admin` sees all five in clear.
@@ -132,11 +133,59 @@ const BOB_CASES: &[(&str, &str, &[&str])] = &[
         "SELECT DISTINCT length(email), upper(email) FROM customers",
         &["3|***"],
     ),
+    // Through functions `admin` owns (see `function_fixture`): they read with his rights, the policies still
+    // evaluate for bob.
+    (
+        "function reading a masked column, also inside an aggregate",
+        "SELECT main.sales.max_email(), main.sales.email_of(1), main.sales.email_of(2)",
+        &["***|***|NULL"],
+    ),
+    (
+        "function called per row cannot reach a hidden row",
+        "SELECT o.id, main.sales.email_of(o.customer_id) FROM orders o ORDER BY o.id",
+        &["100|***", "101|NULL", "102|***", "103|NULL", "104|NULL"],
+    ),
+    (
+        "table function over a filtered table",
+        "SELECT * FROM main.sales.customer_rows() ORDER BY id",
+        &["1|Ann|***|EU|10", "3|Cid|***|EU|30"],
+    ),
+    (
+        "table function asked for hidden rows",
+        "SELECT count(*) FROM main.sales.customers_in('US')",
+        &["0"],
+    ),
+    (
+        "function body joining a table the caller cannot read",
+        "SELECT * FROM main.sales.customer_tiers() ORDER BY id",
+        &["3|***|bronze"],
+    ),
+    (
+        "subquery over a table function",
+        "SELECT id FROM orders WHERE customer_id IN (SELECT id FROM main.sales.customer_rows()) ORDER BY id",
+        &["100", "102"],
+    ),
+    (
+        "cte over a table function",
+        "WITH x AS (SELECT * FROM main.sales.customer_rows()) SELECT count(*), sum(amount), max(email) FROM x",
+        &["2|40|***"],
+    ),
+    (
+        "filter on the masked column through a table function",
+        "SELECT id FROM main.sales.customer_rows() WHERE email = 'ann@x.eu' OR email LIKE 'ben%'",
+        &[],
+    ),
+    (
+        "errors cannot probe hidden rows through a table function",
+        "SELECT id FROM main.sales.customer_rows() \
+         WHERE 1 / (CASE WHEN region = 'US' THEN 0 ELSE 1 END) = 1 ORDER BY id",
+        &["1", "3"],
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restricted_user_sees_only_permitted_rows_and_masked_values() {
-    let fixture = policy_fixture().await;
+    let fixture = function_fixture().await;
     let mut failures = Vec::new();
     for (case, sql, expected) in BOB_CASES {
         match fixture.run("bob", sql).await {
@@ -357,7 +406,10 @@ async fn attaching_policies_needs_ownership_and_execute() {
         .run("bob", "SELECT main.sales.mask_email('x')")
         .await
         .unwrap_err();
-    assert!(matches!(error, SqlError::FunctionNotFound(_)), "{error}");
+    assert!(
+        matches!(&error, SqlError::PermissionDenied(message) if message.contains("EXECUTE on function")),
+        "{error}"
+    );
     // ...and once granted, the function answers for him.
     fixture
         .setup(

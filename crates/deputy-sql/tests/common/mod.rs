@@ -215,3 +215,51 @@ pub async fn policy_fixture() -> Fixture {
         .await;
     fixture
 }
+
+/// The functions scenario: `policy_fixture` plus Unity Catalog SQL functions that read tables, all owned by `admin`
+/// (who reads everything in clear) and executable by `bob`, so whatever `bob` gets through them is what the
+/// policies evaluated for `bob` allow:
+/// - `main.sales.tiers`, which `bob` cannot read, with a row filter hiding the `gold` tier from everyone but `admins`;
+/// - scalar functions: `max_email()` (an aggregate over the masked column), `email_of(cid)` (one customer's email),
+///   `customer_total(cid)` (the sum of a customer's orders);
+/// - table functions: `customer_rows()` (every column of the customers), `customers_in(r)` (the customers of a
+///   region), `customer_tiers()` (the customers joined with the tiers `bob` cannot read).
+pub async fn function_fixture() -> Fixture {
+    let fixture = policy_fixture().await;
+    fixture
+        .setup(
+            "admin",
+            &[
+                "CREATE TABLE main.sales.tiers (customer_id INT, tier STRING)",
+                "INSERT INTO main.sales.tiers VALUES \
+                 (1, 'gold'), (2, 'silver'), (3, 'bronze'), (4, 'gold'), (5, 'silver')",
+                "CREATE FUNCTION main.sales.hide_gold(t STRING) RETURNS BOOLEAN \
+                 RETURN t <> 'gold' OR is_account_group_member('admins')",
+                "ALTER TABLE main.sales.tiers SET ROW FILTER main.sales.hide_gold ON (tier)",
+                "CREATE FUNCTION main.sales.max_email() RETURNS STRING \
+                 RETURN (SELECT max(email) FROM main.sales.customers)",
+                // Aggregated (ids are unique), so that it can be called with a column: a correlated scalar
+                // subquery must be, in DataFusion as in Spark.
+                "CREATE FUNCTION main.sales.email_of(cid INT) RETURNS STRING \
+                 RETURN (SELECT max(email) FROM main.sales.customers WHERE id = cid)",
+                "CREATE FUNCTION main.sales.customer_total(cid INT) RETURNS INT \
+                 RETURN (SELECT CAST(sum(total) AS INT) FROM main.sales.orders WHERE customer_id = cid)",
+                "CREATE FUNCTION main.sales.customer_rows() \
+                 RETURNS TABLE (id INT, name STRING, email STRING, region STRING, amount INT) \
+                 RETURN SELECT id, name, email, region, amount FROM main.sales.customers",
+                "CREATE FUNCTION main.sales.customers_in(r STRING) RETURNS TABLE (id INT, email STRING) \
+                 RETURN SELECT id, email FROM main.sales.customers WHERE region = r",
+                "CREATE FUNCTION main.sales.customer_tiers() RETURNS TABLE (id INT, email STRING, tier STRING) \
+                 RETURN SELECT c.id, c.email, t.tier FROM main.sales.customers c \
+                 JOIN main.sales.tiers t ON c.id = t.customer_id",
+                "GRANT EXECUTE ON FUNCTION main.sales.max_email TO bob",
+                "GRANT EXECUTE ON FUNCTION main.sales.email_of TO bob",
+                "GRANT EXECUTE ON FUNCTION main.sales.customer_total TO bob",
+                "GRANT EXECUTE ON FUNCTION main.sales.customer_rows TO bob",
+                "GRANT EXECUTE ON FUNCTION main.sales.customers_in TO bob",
+                "GRANT EXECUTE ON FUNCTION main.sales.customer_tiers TO bob",
+            ],
+        )
+        .await;
+    fixture
+}
