@@ -38,8 +38,8 @@ use crate::parse::{
     ColumnDefinition, DeputyStatement, FunctionParameter, FunctionReturns, Name,
     identifier_clauses, object_name, parse_statement, scalar_body,
 };
-use crate::routines::reads_data;
 use crate::result::{CatalogChange, StatementResult};
+use crate::routines::reads_data;
 use crate::session::{Rights, Session};
 use crate::snapshot::{authz_principal, store_principal};
 use crate::storage::{ParquetFile, TableFiles, TableLocks};
@@ -883,7 +883,14 @@ impl Run<'_> {
             routine_definition: body,
             external_language: None,
             is_deterministic: true,
-            sql_data_access: Some(if reads { "READS_SQL_DATA" } else { "CONTAINS_SQL" }.to_owned()),
+            sql_data_access: Some(
+                if reads {
+                    "READS_SQL_DATA"
+                } else {
+                    "CONTAINS_SQL"
+                }
+                .to_owned(),
+            ),
         };
         if let Some(record) = replaced {
             return self
