@@ -5,7 +5,11 @@ case here attacks the seam between the two: a caller without SELECT reads throug
 own filtered rows and masked values; a function body may not read what its owner cannot, and a non-owner (or a MANAGE
 holder) may not swap the body to read with the owner's rights; a caller's argument may not smuggle a subquery into
 the owner's rights; `IDENTIFIER(:p)` takes a name and never SQL; a caller without EXECUTE is refused with the
-privilege named, and a function it cannot see fails like a missing one.
+privilege named, and a function it cannot see fails like a missing one. Failing closed: a row filter or mask
+whose body reads data (replaced by its owner, or attached) fails every read of its table; a stored spec that does not
+parse, or whose body was changed behind the server's back (`StoredSpec`), fails the call, still with the owner's
+rights; cycles and chains past the nesting bound are refused with a clear error; a token without the SQL scope
+cannot reach a function through the statement API.
 
 The world lives in its own catalog `fnsec` (nothing another category uses is touched):
 
@@ -23,7 +27,7 @@ from __future__ import annotations
 import json
 import types
 
-from run import case, check
+from run import StoredSpec, case, check, expect_api_error
 
 FUNCTIONS = "sql-functions"
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
@@ -35,6 +39,13 @@ TOTAL = f"{C}.fn.total_over"  # scalar: a scalar subquery over orders
 TOP = f"{C}.fn.top_customer"  # scalar over the masked column
 ORDERS_OVER = f"{C}.fn.orders_over"  # table function
 LOOKUP = f"{C}.fn.lookup"  # table function: orders of a given owner
+MINE = f"{C}.data.mine"  # the row filter on orders
+HIDE = f"{C}.data.hide"  # the mask on orders.customer
+MINE_SIGNATURE = f"{MINE}(owner STRING) RETURNS BOOLEAN"
+MINE_BODY = "owner = current_user() OR is_account_group_member('admins')"
+HIDE_SIGNATURE = f"{HIDE}(customer STRING) RETURNS STRING"
+HIDE_BODY = ("CASE WHEN is_account_group_member('analysts') THEN customer "
+             "ELSE concat(substr(customer, 1, 1), '***') END")
 ORDER_ROWS = [
     (1, ALICE, 100, "Acme"),
     (2, ALICE, 250, "Globex"),
@@ -70,13 +81,10 @@ def _world(ctx):
         f"INSERT INTO {ORDERS} VALUES {rows}",
         f"CREATE TABLE {SECRETS} (k STRING, v STRING)",
         f"INSERT INTO {SECRETS} VALUES ('key', '{SECRET_MARK}')",
-        f"CREATE FUNCTION {C}.data.mine(owner STRING) RETURNS BOOLEAN "
-        "RETURN owner = current_user() OR is_account_group_member('admins')",
-        f"CREATE FUNCTION {C}.data.hide(customer STRING) RETURNS STRING "
-        "RETURN CASE WHEN is_account_group_member('analysts') THEN customer "
-        "ELSE concat(substr(customer, 1, 1), '***') END",
-        f"ALTER TABLE {ORDERS} SET ROW FILTER {C}.data.mine ON (owner)",
-        f"ALTER TABLE {ORDERS} ALTER COLUMN customer SET MASK {C}.data.hide",
+        f"CREATE FUNCTION {MINE_SIGNATURE} RETURN {MINE_BODY}",
+        f"CREATE FUNCTION {HIDE_SIGNATURE} RETURN {HIDE_BODY}",
+        f"ALTER TABLE {ORDERS} SET ROW FILTER {MINE} ON (owner)",
+        f"ALTER TABLE {ORDERS} ALTER COLUMN customer SET MASK {HIDE}",
         f"CREATE FUNCTION {C}.hidden.peek(x INT) RETURNS INT RETURN x + 1",
         f"GRANT USE CATALOG ON CATALOG {C} TO `{ALICE}`",
         f"GRANT USE CATALOG ON CATALOG {C} TO `{BOB}`",
@@ -328,3 +336,328 @@ def _(ctx):
              [{"name": "t", "value": ORDERS}])
     _refused(ctx, users.alice, "SELECT * FROM IDENTIFIER(:t)", "NOT_FOUND", f"`{SECRETS}` cannot be found",
              [{"name": "t", "value": SECRETS}])
+
+
+# ---- policies that read data, stored specs that do not parse or were changed behind the server's back ---------------
+
+PROTECTED = [customer for *_, customer in ORDER_ROWS] + [SECRET_MARK]
+READS_DATA = "reads data; a row filter or column mask must be an expression over its arguments"
+
+
+def _fails_closed(ctx, token, statement, error_code, phrase, parameters=None) -> dict:
+    """`_refused`, and no protected value (a customer, the secret) anywhere in the reply."""
+    body = _status(ctx, token, statement, parameters)
+    error = _refused(ctx, token, statement, error_code, phrase, parameters)
+    text = json.dumps(body)
+    for value in PROTECTED:
+        check(value not in text, f"{statement}: {value!r} came back with the refusal: {text[:800]}")
+    return error
+
+
+def _reads_of_orders(ctx, users):
+    """Every way of reading orders the suite's users have: bob directly (SELECT), alice and carol through bob's
+    functions (EXECUTE only), the admin directly."""
+    return [
+        ("bob", users.bob, f"SELECT * FROM {ORDERS}"),
+        ("bob", users.bob, f"SELECT count(*) FROM {ORDERS}"),
+        ("bob", users.bob, f"SELECT id, customer FROM {ORDERS} WHERE owner <> current_user()"),
+        ("alice", users.alice, f"SELECT {TOTAL}(0), {TOP}(0)"),
+        ("alice", users.alice, f"SELECT * FROM {ORDERS_OVER}(0)"),
+        ("carol", users.carol, f"SELECT * FROM {ORDERS_OVER}(0)"),
+        ("admin", ctx.admin, f"SELECT * FROM {ORDERS}"),
+    ]
+
+
+def _orders_as_before(ctx, users):
+    check(ctx.sql_ok(users.bob, f"SELECT * FROM {ORDERS}") == [["3", BOB, "70", "U***"]], "bob's row after restore")
+    check(ctx.sql_ok(users.alice, f"SELECT {TOTAL}(0), {TOP}(0)") == [["350", "Globex"]], "alice's call after restore")
+    got = ctx.sql_ok(users.carol, f"SELECT * FROM {ORDERS_OVER}(0)")
+    check(got == [["4", "S***", "999"]], f"carol's call after restore: {got}")
+
+
+def _edited_spec(ctx, full_name: str, **changes) -> str:
+    """The stored spec of `full_name` (JSON) with `changes` applied, for `StoredSpec`."""
+    import sqlite3
+    with sqlite3.connect(ctx.server.data_dir / "metadata.db", timeout=30) as db:
+        row = db.execute("SELECT spec FROM securables WHERE full_name = ?", (full_name,)).fetchone()
+    check(row is not None, f"{full_name} is not in the store")
+    spec = json.loads(row[0])
+    check(all(key in spec for key in changes), f"{full_name}: the stored spec has no {list(changes)}: {spec}")
+    spec.update(changes)
+    return json.dumps(spec)
+
+
+@case(FUNCTIONS, "a row filter or mask replaced by its owner with a body that reads a table fails every read, "
+                 "never returns rows")
+def _(ctx):
+    users = _world(ctx)
+    for name, signature, body, reading in [
+        (MINE, MINE_SIGNATURE, MINE_BODY, f"EXISTS (SELECT 1 FROM {SECRETS} WHERE k = owner)"),
+        (MINE, MINE_SIGNATURE, MINE_BODY, f"owner IN (SELECT owner FROM {ORDERS})"),
+        (MINE, MINE_SIGNATURE, MINE_BODY, f"{HIDE}(owner) IS NOT NULL"),  # calls a function, which may change
+        (HIDE, HIDE_SIGNATURE, HIDE_BODY, f"(SELECT max(v) FROM {SECRETS})"),
+        (HIDE, HIDE_SIGNATURE, HIDE_BODY, f"CASE WHEN EXISTS (SELECT 1 FROM {SECRETS}) THEN customer END"),
+    ]:
+        # the owner (the admin) may replace its own function with a body it can read; the table keeps the policy
+        try:
+            ctx.sql_ok(ctx.admin, f"CREATE OR REPLACE FUNCTION {signature} RETURN {reading}")
+            for _who, token, statement in _reads_of_orders(ctx, users):
+                _fails_closed(ctx, token, statement, "BAD_REQUEST", f"`{name}` {READS_DATA}")
+        finally:
+            ctx.sql_ok(ctx.admin, f"CREATE OR REPLACE FUNCTION {signature} RETURN {body}")
+    _orders_as_before(ctx, users)
+
+
+@case(FUNCTIONS, "a function that reads data (or calls another function) cannot be attached as a row filter or mask")
+def _(ctx):
+    users = _world(ctx)
+    ledger = f"{C}.data.ledger"
+    for statement in [
+        f"CREATE TABLE {ledger} (owner STRING, note STRING)",
+        f"INSERT INTO {ledger} VALUES ('{ALICE}', 'a-note'), ('{CAROL}', 'c-note')",
+        f"CREATE FUNCTION {C}.data.reads_exists(owner STRING) RETURNS BOOLEAN "
+        f"RETURN EXISTS (SELECT 1 FROM {SECRETS} WHERE k = owner)",
+        f"CREATE FUNCTION {C}.data.reads_in(owner STRING) RETURNS BOOLEAN "
+        f"RETURN owner IN (SELECT owner FROM {ORDERS})",
+        f"CREATE FUNCTION {C}.data.reads_scalar(note STRING) RETURNS STRING RETURN (SELECT max(v) FROM {SECRETS})",
+        f"CREATE FUNCTION {C}.data.calls_mine(owner STRING) RETURNS BOOLEAN RETURN {MINE}(owner)",
+        f"CREATE FUNCTION {C}.data.calls_hide(note STRING) RETURNS STRING RETURN {HIDE}(note)",
+        f"GRANT USE SCHEMA ON SCHEMA {C}.data TO `{ALICE}`",
+        f"GRANT SELECT ON TABLE {ledger} TO `{ALICE}`",
+    ]:
+        ctx.sql_ok(ctx.admin, statement)
+    for function in ("reads_exists", "reads_in", "calls_mine", "reads_scalar"):
+        _refused(ctx, ctx.admin, f"ALTER TABLE {ledger} SET ROW FILTER {C}.data.{function} ON (owner)",
+                 "BAD_REQUEST", f"`{C}.data.{function}` {READS_DATA}")
+    for function in ("reads_scalar", "calls_hide", "reads_exists"):
+        _refused(ctx, ctx.admin, f"ALTER TABLE {ledger} ALTER COLUMN note SET MASK {C}.data.{function}",
+                 "BAD_REQUEST", f"`{C}.data.{function}` {READS_DATA}")
+    # a table function (bob's, reading orders) is no row filter either
+    _refused(ctx, ctx.admin, f"ALTER TABLE {ledger} SET ROW FILTER {ORDERS_OVER} ON (owner)", "BAD_REQUEST",
+             f"`{ORDERS_OVER}` {READS_DATA}")
+    described = expect_ok_table(ctx, ledger)
+    check(not described.get("row_filter"), f"a refused row filter was attached: {described.get('row_filter')}")
+    check(not any(column.get("mask") for column in described.get("columns", [])),
+          f"a refused mask was attached: {described.get('columns')}")
+    got = ctx.sql_ok(users.alice, f"SELECT owner, note FROM {ledger} ORDER BY owner")
+    check(got == [[ALICE, "a-note"], [CAROL, "c-note"]], f"the ledger after the refused policies: {got}")
+
+
+def expect_ok_table(ctx, full_name: str) -> dict:
+    reply = ctx.api.get(f"/api/2.1/unity-catalog/tables/{full_name}", ctx.admin)
+    check(reply.status == 200, f"GET table {full_name}: {reply!r}")
+    return reply.body
+
+
+GARBAGE_SPECS = ["{not json", "[]", "null", '{"routine_definition": 5}', ""]
+
+
+@case(FUNCTIONS, "a function whose stored spec does not parse fails the call (INTERNAL_ERROR) and returns nothing")
+def _(ctx):
+    users = _world(ctx)
+    twice = f"{C}.fn.total_twice"
+    ctx.sql_ok(users.bob, f"CREATE FUNCTION {twice}(x INT) RETURNS INT RETURN {TOTAL}(x) * 2")
+    ctx.sql_ok(users.bob, f"GRANT EXECUTE ON FUNCTION {twice} TO `{ALICE}`")
+    check(ctx.sql_ok(users.alice, f"SELECT {twice}(0)") == [["700"]], "control: alice calls total_twice")
+    for garbage in GARBAGE_SPECS:
+        with StoredSpec(ctx, TOTAL, garbage):
+            for token in (users.alice, users.bob):
+                _fails_closed(ctx, token, f"SELECT {TOTAL}(0)", "INTERNAL_ERROR", "failed inside the engine")
+                _fails_closed(ctx, token, "SELECT IDENTIFIER(:f)(0)", "INTERNAL_ERROR", "failed inside the engine",
+                              [{"name": "f", "value": TOTAL}])
+            # and so does a function whose body calls it
+            _fails_closed(ctx, users.alice, f"SELECT {twice}(0)", "INTERNAL_ERROR", "failed inside the engine")
+            check(ctx.server.healthy(), f"the server stopped answering with {TOTAL}'s spec {garbage!r}")
+        with StoredSpec(ctx, ORDERS_OVER, garbage):
+            for token in (users.alice, users.carol, ctx.admin):
+                _fails_closed(ctx, token, f"SELECT * FROM {ORDERS_OVER}(0)", "INTERNAL_ERROR",
+                              "failed inside the engine")
+                _fails_closed(ctx, token, f"SELECT count(*) FROM {ORDERS_OVER}(0)", "INTERNAL_ERROR",
+                              "failed inside the engine")
+            check(ctx.server.healthy(), f"the server stopped answering with {ORDERS_OVER}'s spec {garbage!r}")
+    check(ctx.sql_ok(users.alice, f"SELECT {twice}(0)") == [["700"]], "total_twice after restore")
+    _orders_as_before(ctx, users)
+
+
+@case(FUNCTIONS, "a table whose row filter's or mask's stored spec does not parse refuses every read, never rows")
+def _(ctx):
+    users = _world(ctx)
+    for name in (MINE, HIDE):
+        for garbage in GARBAGE_SPECS:
+            with StoredSpec(ctx, name, garbage):
+                for who, token, statement in _reads_of_orders(ctx, users):
+                    _fails_closed(ctx, token, statement, "INTERNAL_ERROR", "failed inside the engine")
+                check(ctx.server.healthy(), f"the server stopped answering with {name}'s spec {garbage!r}")
+    _orders_as_before(ctx, users)
+
+
+@case(FUNCTIONS, "a stored body changed behind the server's back runs with the owner's rights: "
+                 "what the owner cannot read fails like a missing table")
+def _(ctx):
+    users = _world(ctx)
+    migrated = f"{C}.fn.migrated"
+    ctx.sql_ok(users.bob, f"CREATE FUNCTION {migrated}(x INT) RETURNS STRING "
+                          f"RETURN (SELECT max(customer) FROM {ORDERS} WHERE amount >= x)")
+    ctx.sql_ok(users.bob, f"GRANT EXECUTE ON FUNCTION {migrated} TO `{ALICE}`")
+    check(ctx.sql_ok(users.alice, f"SELECT {migrated}(0)") == [["Globex"]], "control: alice calls bob's function")
+    for function, statement, body in [
+        (migrated, f"SELECT {migrated}(0)", f"(SELECT max(v) FROM {SECRETS})"),
+        (migrated, f"SELECT {migrated}(0)", f"(SELECT max(v) FROM {SECRETS} WHERE v LIKE 'fn-%')"),
+        (migrated, f"SELECT {migrated}(0)", f"CAST(EXISTS (SELECT 1 FROM {SECRETS}) AS STRING)"),
+        (ORDERS_OVER, f"SELECT * FROM {ORDERS_OVER}(0)", f"SELECT 1 AS id, v AS customer, 2 AS amount FROM {SECRETS}"),
+        (ORDERS_OVER, f"SELECT * FROM {ORDERS_OVER}(0)",
+         f"SELECT id, customer, amount FROM {ORDERS} WHERE EXISTS (SELECT 1 FROM {SECRETS})"),
+    ]:
+        hidden = _edited_spec(ctx, function, routine_definition=body)
+        missing = _edited_spec(ctx, function, routine_definition=body.replace(SECRETS, f"{C}.data.nothing"))
+        for token in (users.alice, users.bob, ctx.admin):  # the admin may read secrets, but bob owns the function
+            with StoredSpec(ctx, function, hidden):
+                error = _fails_closed(ctx, token, statement, "NOT_FOUND",
+                                      f"the table or view `{SECRETS}` cannot be found")
+            with StoredSpec(ctx, function, missing):
+                absent = _fails_closed(ctx, token, statement, "NOT_FOUND", "cannot be found")
+            check(error["message"].replace("secrets", "X") == absent["message"].replace("nothing", "X"),
+                  f"{body}: an unreadable and a missing table differ: {error} vs {absent}")
+    check(ctx.sql_ok(users.alice, f"SELECT {migrated}(0)") == [["Globex"]], "the restored body")
+    _orders_as_before(ctx, users)
+
+
+# ---- cycles, nesting -------------------------------------------------------------------------------------------------
+
+CALLS_ITSELF = "calls itself"
+
+
+@case(FUNCTIONS, "a cycle closed by CREATE OR REPLACE is refused at replace time; the bodies are unchanged")
+def _(ctx):
+    users = _world(ctx)
+    f, g = f"{C}.fn.cyc_f", f"{C}.fn.cyc_g"
+    tf, tg = f"{C}.fn.cyc_tf", f"{C}.fn.cyc_tg"
+    rows, count = f"{C}.fn.cyc_rows", f"{C}.fn.cyc_count"
+    for statement in [
+        f"CREATE FUNCTION {g}(x INT) RETURNS INT RETURN x + 1",
+        f"CREATE FUNCTION {f}(x INT) RETURNS INT RETURN {g}(x) * 2",
+        f"CREATE FUNCTION {tg}(x INT) RETURNS TABLE (y INT) RETURN SELECT x AS y",
+        f"CREATE FUNCTION {tf}(x INT) RETURNS TABLE (y INT) RETURN SELECT y FROM {tg}(x)",
+        f"CREATE FUNCTION {rows}() RETURNS TABLE (x BIGINT) RETURN SELECT 1 AS x",
+        f"CREATE FUNCTION {count}() RETURNS BIGINT RETURN (SELECT count(*) FROM {rows}())",
+    ]:
+        ctx.sql_ok(users.bob, statement)
+    expected = [(f"SELECT {f}(1), {g}(1)", [["4", "2"]]), (f"SELECT * FROM {tf}(1)", [["1"]]),
+                (f"SELECT {count}(), (SELECT count(*) FROM {rows}())", [["1", "1"]])]
+    for statement, rows_expected in expected:
+        check(ctx.sql_ok(users.bob, statement) == rows_expected, f"control: {statement}")
+    for statement, closing in [
+        (f"CREATE OR REPLACE FUNCTION {g}(x INT) RETURNS INT RETURN {f}(x) + 1", f"function `{g}` {CALLS_ITSELF}"),
+        (f"CREATE OR REPLACE FUNCTION {g}(x INT) RETURNS INT RETURN {g}(x - 1) + 1", f"function `{g}` {CALLS_ITSELF}"),
+        (f"CREATE OR REPLACE FUNCTION {tg}(x INT) RETURNS TABLE (y INT) RETURN SELECT y + 1 AS y FROM {tf}(x)",
+         f"function `{tg}` {CALLS_ITSELF}"),
+        (f"CREATE OR REPLACE FUNCTION {rows}() RETURNS TABLE (x BIGINT) RETURN SELECT {count}() AS x",
+         f"function `{rows}` {CALLS_ITSELF}"),
+    ]:
+        error = _refused(ctx, users.bob, statement, "BAD_REQUEST", closing)
+        check(error["message"].startswith("[ANALYSIS_ERROR]"), f"{statement}: {error}")
+    for statement, rows_expected in expected:
+        got = ctx.sql_ok(users.bob, statement)
+        check(got == rows_expected, f"a refused replace changed a body: {statement} -> {got}")
+    check(ctx.server.healthy(), "the server stopped answering")
+
+
+@case(FUNCTIONS, "a cycle planted in the store behind the server's back fails the call, never hangs or crashes")
+def _(ctx):
+    users = _world(ctx)
+    f, g = f"{C}.fn.planted_f", f"{C}.fn.planted_g"
+    tf, tg = f"{C}.fn.planted_tf", f"{C}.fn.planted_tg"
+    for statement in [
+        f"CREATE FUNCTION {g}(x INT) RETURNS INT RETURN x + 1",
+        f"CREATE FUNCTION {f}(x INT) RETURNS INT RETURN {g}(x) * 2",
+        f"CREATE FUNCTION {tg}(x INT) RETURNS TABLE (y INT) RETURN SELECT x AS y",
+        f"CREATE FUNCTION {tf}(x INT) RETURNS TABLE (y INT) RETURN SELECT y FROM {tg}(x)",
+        f"GRANT EXECUTE ON FUNCTION {f} TO `{ALICE}`",
+        f"GRANT EXECUTE ON FUNCTION {tf} TO `{ALICE}`",
+    ]:
+        ctx.sql_ok(users.bob, statement)
+    for function, body, calls in [
+        (g, f"{f}(x) + 1", [(users.bob, f"SELECT {f}(1)"), (users.bob, f"SELECT {g}(1)"),
+                            (users.alice, f"SELECT {f}(1)")]),
+        (g, f"{g}(x) + 1", [(users.bob, f"SELECT {g}(1)"), (users.bob, f"SELECT {f}(1)")]),
+        (tg, f"SELECT y + 1 AS y FROM {tf}(x)", [(users.bob, f"SELECT * FROM {tf}(1)"),
+                                                 (users.bob, f"SELECT * FROM {tg}(1)"),
+                                                 (users.alice, f"SELECT * FROM {tf}(1)")]),
+    ]:
+        with StoredSpec(ctx, function, _edited_spec(ctx, function, routine_definition=body)):
+            for token, call in calls:
+                _refused(ctx, token, call, "BAD_REQUEST", CALLS_ITSELF)
+        check(ctx.server.healthy(), f"the server stopped answering after the planted cycle through {function}")
+    check(ctx.sql_ok(users.bob, f"SELECT {f}(1), {g}(1)") == [["4", "2"]], "the restored bodies")
+    check(ctx.sql_ok(users.alice, f"SELECT * FROM {tf}(1)") == [["1"]], "the restored table bodies")
+
+
+NESTING = "nests views and functions more than"
+
+
+def _chain(ctx, token, create, levels=10):
+    """Creates level 0 .. `levels` with `create(level)`; returns (deepest created level, the refusal's error or None).
+    A refusal must be the nesting bound, past a few levels."""
+    for level in range(levels + 1):
+        body = _status(ctx, token, create(level))
+        if body["status"]["state"] != "SUCCEEDED":
+            error = body["status"].get("error") or {}
+            check(error.get("error_code") == "BAD_REQUEST" and NESTING in error.get("message", ""),
+                  f"level {level} refused with something else than the nesting bound: {body['status']}")
+            check(level > 3, f"level {level} refused already: {error}")
+            return level - 1, error
+    return levels, None
+
+
+@case(FUNCTIONS, "a chain of 10 nested functions stops at the nesting bound with a clear error, not a crash")
+def _(ctx):
+    users = _world(ctx)
+    scalar = lambda level: f"{C}.fn.nest{level}"  # noqa: E731
+    table = lambda level: f"{C}.fn.tnest{level}"  # noqa: E731
+    deepest, error = _chain(ctx, users.bob, lambda level: (
+        f"CREATE FUNCTION {scalar(0)}() RETURNS INT RETURN 0" if level == 0 else
+        f"CREATE FUNCTION {scalar(level)}() RETURNS INT RETURN {scalar(level - 1)}() + 1"))
+    check(error is not None, f"10 nested scalar functions were all created; calling the last must fail instead")
+    check(ctx.sql_ok(users.bob, f"SELECT {scalar(3)}(), {scalar(deepest)}()") == [["3", str(deepest)]],
+          "the chain below the bound works")
+    for level in range(deepest + 1, 11):
+        _refused(ctx, users.bob, f"SELECT {scalar(level)}()", "NOT_FOUND", f"`{scalar(level)}` cannot be found")
+    tdeepest, terror = _chain(ctx, users.bob, lambda level: (
+        f"CREATE FUNCTION {table(0)}(x INT) RETURNS TABLE (y INT) RETURN SELECT x AS y" if level == 0 else
+        f"CREATE FUNCTION {table(level)}(x INT) RETURNS TABLE (y INT) "
+        f"RETURN SELECT y + 1 AS y FROM {table(level - 1)}(x)"))
+    check(terror is not None, "10 nested table functions were all created")
+    got = ctx.sql_ok(users.bob, f"SELECT * FROM {table(tdeepest)}(0)")
+    check(got == [[str(tdeepest)]], f"the table chain below the bound: {got}")
+    # deeper than the bound at call time, without a cycle: the bottom of the chain, replaced behind the server's
+    # back, calls the top of a second, separate chain of the same length
+    other = lambda level: f"{C}.fn.nest_b{level}"  # noqa: E731
+    for level in range(deepest + 1):
+        ctx.sql_ok(users.bob, f"CREATE FUNCTION {other(0)}() RETURNS INT RETURN 0" if level == 0 else
+                   f"CREATE FUNCTION {other(level)}() RETURNS INT RETURN {other(level - 1)}() + 1")
+    with StoredSpec(ctx, scalar(0), _edited_spec(ctx, scalar(0), routine_definition=f"{other(deepest)}()")):
+        for call in (f"SELECT {scalar(deepest)}()", f"SELECT {scalar(deepest)}() FROM {ORDERS_OVER}(0)"):
+            _refused(ctx, users.bob, call, "BAD_REQUEST", NESTING)
+    check(ctx.sql_ok(users.bob, f"SELECT {scalar(deepest)}()") == [[str(deepest)]], "the restored chain")
+    check(ctx.server.healthy(), "the server stopped answering after the chains")
+
+
+# ---- scopes ---------------------------------------------------------------------------------------------------------
+
+@case(FUNCTIONS, "a token without the SQL scope cannot call a function through the statement API (403, scope named)")
+def _(ctx):
+    _world(ctx)
+    tokens = {f"PAT {scopes}": ctx.pat_for(ALICE, scopes=scopes)
+              for scopes in (["catalog.functions"], ["unity-catalog"], ["sql.warehouses"], ["mcp.functions"],
+                             ["mcp.sql"], ["catalog.functions", "catalog.tables", "sql.warehouses"])}
+    tokens["JWT catalog.functions"] = ctx.jwt(ctx.pat_for(ALICE), scope="catalog.functions")
+    for label, token in tokens.items():
+        for statement, parameters in [(f"SELECT {TOTAL}(0)", None), (f"SELECT * FROM {ORDERS_OVER}(0)", None),
+                                      ("SELECT IDENTIFIER(:f)(0)", [{"name": "f", "value": TOTAL}])]:
+            reply = ctx.sql(token, statement, parameters)
+            expect_api_error(reply, 403, "PERMISSION_DENIED",
+                             "does not hold the API scope `sql.statement-execution`")
+            check("350" not in json.dumps(reply.body) and "Acme" not in json.dumps(reply.body),
+                  f"{label}: data with the refusal: {reply!r}")
+    check(ctx.sql_ok(ctx.pat_for(ALICE, scopes=["sql"]), f"SELECT {TOTAL}(0)") == [["350"]],
+          "control: a `sql` token calls the function")

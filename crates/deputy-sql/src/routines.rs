@@ -37,8 +37,8 @@ use datafusion::logical_expr::planner::{
 };
 use datafusion::logical_expr::{
     AggregateUDF, ColumnarValue, EmptyRelation, Expr, HigherOrderUDF, LogicalPlan,
-    LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TableSource,
-    WindowUDF, cast,
+    LogicalPlanBuilder, Projection, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    TableSource, WindowUDF, cast,
 };
 use datafusion::sql::planner::{ParserOptions, PlannerContext, SqlToRel};
 use datafusion::sql::sqlparser::ast::{
@@ -143,19 +143,38 @@ impl InlinedFunction {
     }
 
     /// The body with `arguments` in place of the parameters. `correlated` are the same arguments as seen from
-    /// inside a subquery (their columns as outer references).
-    fn call(&self, arguments: Vec<Expr>, correlated: Vec<Expr>) -> DfResult<Expr> {
+    /// inside a subquery (their columns as outer references); `caller` holds the columns the arguments use.
+    fn call(
+        &self,
+        arguments: Vec<Expr>,
+        correlated: Vec<Expr>,
+        caller: &DFSchema,
+    ) -> DfResult<Expr> {
+        let LogicalPlan::Projection(body) = &self.body else {
+            return Err(self.lost_shape());
+        };
+        // The body's row grows the caller's columns, so the arguments that replace the parameters resolve in it.
+        let mut scope = body.input.schema().as_ref().clone();
+        scope.merge(caller);
+        let row = LogicalPlan::EmptyRelation(EmptyRelation {
+            produce_one_row: true,
+            schema: Arc::new(scope),
+        });
+        let body = LogicalPlan::Projection(Projection::try_new(body.expr.clone(), Arc::new(row))?);
         let binding = Binding::new(&self.parameters, arguments, correlated);
-        let plan = binding.plan(self.body.clone())?;
-        match plan {
+        match binding.plan(body)? {
             LogicalPlan::Projection(mut projection) if projection.expr.len() == 1 => {
                 Ok(projection.expr.remove(0).unalias())
             }
-            _ => Err(DataFusionError::Internal(format!(
-                "the inlined body of `{}` lost its shape",
-                self.name
-            ))),
+            _ => Err(self.lost_shape()),
         }
+    }
+
+    fn lost_shape(&self) -> DataFusionError {
+        DataFusionError::Internal(format!(
+            "the inlined body of `{}` lost its shape",
+            self.name
+        ))
     }
 }
 
@@ -398,7 +417,7 @@ pub(crate) fn inline_calls(plan: LogicalPlan) -> DfResult<LogicalPlan> {
                         .map(|argument| as_outer_reference(argument.clone(), &scope))
                         .collect::<DfResult<Vec<_>>>()?;
                     function
-                        .call(call.args.clone(), correlated)
+                        .call(call.args.clone(), correlated, &scope)
                         .map(Transformed::yes)
                 })
             })

@@ -1428,3 +1428,34 @@ async fn policy_functions_may_not_read_tables() {
         assert!(!error.contains("Ann"), "{sql}: {error}");
     }
 }
+
+/// Scalar functions with parameters calling each other three deep: each inlined body's parameters become the
+/// caller's arguments, columns of the calling query included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameterised_scalar_functions_nest() {
+    let fixture = function_fixture().await;
+    fixture
+        .setup(
+            "admin",
+            &[
+                "CREATE FUNCTION main.scratch.p0(x INT) RETURNS INT \
+                 RETURN (SELECT CAST(count(*) AS INT) FROM main.sales.orders) + x",
+                "CREATE FUNCTION main.scratch.p1(x INT) RETURNS INT RETURN main.scratch.p0(x) + 1",
+                "CREATE FUNCTION main.scratch.p2(y INT) RETURNS INT RETURN main.scratch.p1(y) * 10",
+            ],
+        )
+        .await;
+    assert_eq!(
+        fixture.rows("admin", "SELECT main.scratch.p2(2)").await,
+        ["80"]
+    );
+    assert_eq!(
+        fixture
+            .rows(
+                "admin",
+                "SELECT id, main.scratch.p2(id) FROM main.sales.orders WHERE id <= 101 ORDER BY id"
+            )
+            .await,
+        ["100|1060", "101|1070"]
+    );
+}

@@ -264,12 +264,18 @@ impl Warehouse {
 }
 
 fn failed(error: &SqlError) -> Outcome {
-    if matches!(error, SqlError::Internal(_)) {
+    // An internal error's text is for the operator's log: it can name objects the caller may not see (the policy
+    // function of a table) and the cause of a broken stored definition.
+    let message = if matches!(error, SqlError::Internal(_)) {
         tracing::error!(%error, "statement failed inside the engine");
-    }
+        "[INTERNAL_ERROR] the statement failed inside the engine; the server log has the details"
+            .to_owned()
+    } else {
+        error.to_string()
+    };
     Outcome::Failed {
         error_code: error.error_code(),
-        message: error.to_string(),
+        message,
         sql_state: error.sql_state(),
     }
 }
