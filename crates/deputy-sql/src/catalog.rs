@@ -44,6 +44,7 @@ use crate::routines::{
     named_functions, parameter_scope, reads_data,
 };
 use crate::session::Rights;
+use crate::single_row::single_row_subqueries;
 use crate::snapshot::authz_principal;
 use crate::storage::{TableFiles, TableLocks};
 use crate::table::{Access, DeputyTable, Policy, PolicyCall};
@@ -391,7 +392,7 @@ impl CatalogContext {
         let routines = definer.prepare_routines(&mut body).await?;
         let state = definer.session_state(routines)?;
         let planner = BodyPlanner::new(&state, &body).await?;
-        let planned = planner.expression(body_expression(body)?, &scope)?;
+        let planned = single_row_subqueries(planner.expression(body_expression(body)?, &scope)?)?;
         let return_type = arrow_type(&spec.full_data_type)?;
         let function = InlinedFunction::new(full_name, parameters, scope, planned, return_type)?;
         Ok(Routine::Scalar(Arc::new(ScalarUDF::new_from_impl(

@@ -6,7 +6,8 @@
 //!
 //! **Architecture invariant:** what a principal may not use does not exist for it. The session's catalog holds
 //! only the catalogs, schemas, tables, views and functions `deputy_authz::decide` allows, so a hidden object fails
-//! exactly like a missing one.
+//! exactly like a missing one (one exception, as in Databricks: calling a function in a schema the caller can see is
+//! refused naming `EXECUTE`).
 //!
 //! **Architecture invariant:** row filters and column masks are applied inside the scan of the table
 //! ([`table`](crate::table) module), below every user expression, so no query shape can read around them. DELETE
@@ -27,6 +28,7 @@ mod parse;
 mod result;
 mod routines;
 mod session;
+mod single_row;
 mod snapshot;
 mod storage;
 mod table;

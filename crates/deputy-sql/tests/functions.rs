@@ -1459,3 +1459,51 @@ async fn parameterised_scalar_functions_nest() {
         ["100|1060", "101|1070"]
     );
 }
+
+/// A lookup body without an aggregate, `(SELECT email FROM customers WHERE id = cid)`, called once per row of the
+/// caller's query: no row gives NULL, one its value (as the caller's policies show it), more than one an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_functions_answer_per_row_and_refuse_many_rows() {
+    let fixture = function_fixture().await;
+    fixture
+        .setup(
+            "admin",
+            &[
+                "CREATE FUNCTION main.sales.plain_email(cid INT) RETURNS STRING \
+                 RETURN (SELECT email FROM main.sales.customers WHERE id = cid)",
+                "CREATE FUNCTION main.sales.email_in(r STRING) RETURNS STRING \
+                 RETURN (SELECT email FROM main.sales.customers WHERE region = r)",
+                "GRANT EXECUTE ON FUNCTION main.sales.plain_email TO bob",
+                "GRANT EXECUTE ON FUNCTION main.sales.email_in TO bob",
+            ],
+        )
+        .await;
+    let per_row = "SELECT o.id, main.sales.plain_email(o.customer_id) FROM orders o ORDER BY o.id";
+    assert_eq!(
+        fixture.rows("bob", per_row).await,
+        ["100|***", "101|NULL", "102|***", "103|NULL", "104|NULL"]
+    );
+    assert_eq!(
+        fixture
+            .rows("admin", "SELECT main.sales.plain_email(4)")
+            .await,
+        ["dee@x.us"]
+    );
+    // Two EU customers: too many rows for a value, for bob and the admin alike; the US region is hidden from bob.
+    for user in ["bob", "admin"] {
+        let error = fixture
+            .run(user, "SELECT main.sales.email_in('EU')")
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("SCALAR_SUBQUERY_TOO_MANY_ROWS"),
+            "{user}: {error}"
+        );
+    }
+    assert_eq!(
+        fixture
+            .rows("bob", "SELECT main.sales.email_in('US')")
+            .await,
+        ["NULL"]
+    );
+}

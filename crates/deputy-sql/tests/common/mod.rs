@@ -238,8 +238,8 @@ pub async fn function_fixture() -> Fixture {
                 "ALTER TABLE main.sales.tiers SET ROW FILTER main.sales.hide_gold ON (tier)",
                 "CREATE FUNCTION main.sales.max_email() RETURNS STRING \
                  RETURN (SELECT max(email) FROM main.sales.customers)",
-                // Aggregated (ids are unique), so that it can be called with a column: a correlated scalar
-                // subquery must be, in DataFusion as in Spark.
+                // Aggregated by its author; the engine wraps an unaggregated body itself (see the `single_row`
+                // module and `lookup_functions_answer_per_row_and_refuse_many_rows`).
                 "CREATE FUNCTION main.sales.email_of(cid INT) RETURNS STRING \
                  RETURN (SELECT max(email) FROM main.sales.customers WHERE id = cid)",
                 "CREATE FUNCTION main.sales.customer_total(cid INT) RETURNS INT \
