@@ -901,74 +901,32 @@ fn nesting_is_bounded() {
         let fixture = Arc::new(function_fixture().await);
         // A chain of functions each calling the previous one: a few levels work, a chain far deeper than any
         // reasonable bound is refused, when created or when called.
-        setup(
+        chain_is_bounded(
             &fixture,
-            &["CREATE FUNCTION main.scratch.d0() RETURNS INT RETURN 0"],
+            "CREATE FUNCTION main.scratch.d0() RETURNS INT RETURN 0",
+            |level| {
+                format!(
+                    "CREATE FUNCTION main.scratch.d{level}() RETURNS INT RETURN main.scratch.d{}() + 1",
+                    level - 1
+                )
+            },
+            |level| format!("SELECT main.scratch.d{level}()"),
         )
         .await;
-        let mut deepest = 0;
-        let mut refused = false;
-        for level in 1..=200 {
-            let sql = format!(
-                "CREATE FUNCTION main.scratch.d{level}() RETURNS INT RETURN main.scratch.d{}() + 1",
-                level - 1
-            );
-            match bounded(&fixture, "admin", &sql).await {
-                Ok(_) => deepest = level,
-                Err(error) => {
-                    assert_refused(&sql, &error);
-                    assert!(level > 3, "{sql}: refused at depth {level}: {error}");
-                    refused = true;
-                    break;
-                }
-            }
-        }
-        assert_eq!(
-            must(&fixture, "admin", "SELECT main.scratch.d3()").await,
-            ["3"]
-        );
-        if !refused {
-            let call = format!("SELECT main.scratch.d{deepest}()");
-            match bounded(&fixture, "admin", &call).await {
-                Err(error) => assert_refused(&call, &error),
-                Ok(rows) => panic!("{call}: {deepest} nested calls answered {rows:?}"),
-            }
-        }
         // The same with table functions.
-        setup(
+        chain_is_bounded(
             &fixture,
-            &["CREATE FUNCTION main.scratch.t0() RETURNS TABLE (x INT) RETURN SELECT 0 AS x"],
+            "CREATE FUNCTION main.scratch.t0() RETURNS TABLE (x INT) RETURN SELECT 0 AS x",
+            |level| {
+                format!(
+                    "CREATE FUNCTION main.scratch.t{level}() RETURNS TABLE (x INT) \
+                     RETURN SELECT x + 1 AS x FROM main.scratch.t{}()",
+                    level - 1
+                )
+            },
+            |level| format!("SELECT * FROM main.scratch.t{level}()"),
         )
         .await;
-        let mut deepest = 0;
-        let mut refused = false;
-        for level in 1..=200 {
-            let sql = format!(
-                "CREATE FUNCTION main.scratch.t{level}() RETURNS TABLE (x INT) \
-                 RETURN SELECT x + 1 AS x FROM main.scratch.t{}()",
-                level - 1
-            );
-            match bounded(&fixture, "admin", &sql).await {
-                Ok(_) => deepest = level,
-                Err(error) => {
-                    assert_refused(&sql, &error);
-                    assert!(level > 3, "{sql}: refused at depth {level}: {error}");
-                    refused = true;
-                    break;
-                }
-            }
-        }
-        assert_eq!(
-            must(&fixture, "admin", "SELECT * FROM main.scratch.t3()").await,
-            ["3"]
-        );
-        if !refused {
-            let call = format!("SELECT * FROM main.scratch.t{deepest}()");
-            match bounded(&fixture, "admin", &call).await {
-                Err(error) => assert_refused(&call, &error),
-                Ok(rows) => panic!("{call}: {deepest} nested calls answered {rows:?}"),
-            }
-        }
         // Each level calls the previous one twice: a body expanded into its callers doubles at every level. Either
         // it is refused somewhere or it answers 2^levels, in bounded time.
         setup(
@@ -999,6 +957,39 @@ fn nesting_is_bounded() {
         }
         assert_unaffected(&fixture).await;
     });
+}
+
+/// Creates `create(1)`, `create(2)`, ... on top of `base` until a level is refused (or 200 levels): a level past 3 must
+/// be refused as an analysis error, level 3 must answer 3, and if no level was refused, calling the deepest must be.
+async fn chain_is_bounded(
+    fixture: &Arc<Fixture>,
+    base: &str,
+    create: impl Fn(usize) -> String,
+    call: impl Fn(usize) -> String,
+) {
+    setup(fixture, &[base]).await;
+    let mut deepest = 0;
+    let mut refused = false;
+    for level in 1..=200 {
+        let sql = create(level);
+        match bounded(fixture, "admin", &sql).await {
+            Ok(_) => deepest = level,
+            Err(error) => {
+                assert_refused(&sql, &error);
+                assert!(level > 3, "{sql}: refused at depth {level}: {error}");
+                refused = true;
+                break;
+            }
+        }
+    }
+    assert_eq!(must(fixture, "admin", &call(3)).await, ["3"]);
+    if !refused {
+        let sql = call(deepest);
+        match bounded(fixture, "admin", &sql).await {
+            Err(error) => assert_refused(&sql, &error),
+            Ok(rows) => panic!("{sql}: {deepest} nested calls answered {rows:?}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
