@@ -70,15 +70,20 @@ def let_users_query(server, endpoint_id):
     ).raise_for_status()
 
 
-def service_principal(server, endpoint):
-    """The service principal a deployed agent acts as (the actor of its on-behalf-of calls)."""
+def serving_endpoint(server, name):
+    """A serving endpoint as the admin reads it."""
     response = requests.get(
-        server.url(f"/api/2.0/serving-endpoints/{endpoint}"),
+        server.url(f"/api/2.0/serving-endpoints/{name}"),
         headers={"Authorization": f"Bearer {server.admin_token}"},
         timeout=10,
     )
     response.raise_for_status()
-    return response.json()["config"]["served_entities"][0]["deputy_agent"]["service_principal"]
+    return response.json()
+
+
+def service_principal(server, endpoint):
+    """The service principal a deployed agent acts as (the actor of its on-behalf-of calls)."""
+    return serving_endpoint(server, endpoint)["config"]["served_entities"][0]["deputy_agent"]["service_principal"]
 
 
 def set_obo(server, enabled):

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 import requests
-from agent_helpers import ask, deploy, json_answer, let_users_query, run_sql, service_principal, set_obo
+from agent_helpers import (
+    ask,
+    deploy,
+    json_answer,
+    let_users_query,
+    run_sql,
+    service_principal,
+    serving_endpoint,
+    set_obo,
+)
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service import iam, serving
 
@@ -124,13 +133,7 @@ def test_agent_chains_only_shrink_scopes_and_grow_the_act_chain(server, world):
 
 
 def _endpoint_id(server, name):
-    response = requests.get(
-        server.url(f"/api/2.0/serving-endpoints/{name}"),
-        headers={"Authorization": f"Bearer {server.admin_token}"},
-        timeout=10,
-    )
-    response.raise_for_status()
-    return response.json()["id"]
+    return serving_endpoint(server, name)["id"]
 
 
 def test_the_audit_log_names_user_agent_and_decision(server, world):

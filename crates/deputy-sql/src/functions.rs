@@ -149,6 +149,7 @@ pub(crate) struct SqlFunction {
     name: String,
     signature: Signature,
     parameters: SchemaRef,
+    parameter_types: Vec<DataType>,
     return_type: DataType,
     body: Arc<dyn PhysicalExpr>,
 }
@@ -219,6 +220,7 @@ pub(crate) fn compile_function(
         name: full_name.to_owned(),
         signature: call_signature(&types),
         parameters: schema,
+        parameter_types: types,
         return_type,
         body,
     }))
@@ -290,13 +292,7 @@ impl ScalarUDFImpl for SqlFunction {
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
-        let parameters: Vec<DataType> = self
-            .parameters
-            .fields()
-            .iter()
-            .map(|field| field.data_type().clone())
-            .collect();
-        coerce_arguments(&self.name, &parameters, arg_types)
+        coerce_arguments(&self.name, &self.parameter_types, arg_types)
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {

@@ -105,6 +105,7 @@ pub(crate) struct InlinedFunction {
     name: String,
     signature: Signature,
     parameters: Vec<Parameter>,
+    parameter_types: Vec<DataType>,
     return_type: DataType,
     /// `SELECT <body>` over one row of the parameters: the body is planned, bound and inlined as a plan, so its
     /// subqueries are handled the same way as a table function's.
@@ -119,11 +120,11 @@ impl InlinedFunction {
         body: Expr,
         return_type: DataType,
     ) -> DfResult<InlinedFunction> {
-        let types: Vec<DataType> = parameters
+        let parameter_types: Vec<DataType> = parameters
             .iter()
             .map(|parameter| parameter.data_type.clone())
             .collect();
-        let signature = call_signature(&types);
+        let signature = call_signature(&parameter_types);
         let row = LogicalPlan::EmptyRelation(EmptyRelation {
             produce_one_row: true,
             schema: scope,
@@ -137,6 +138,7 @@ impl InlinedFunction {
             name: name.to_owned(),
             signature,
             parameters,
+            parameter_types,
             return_type,
             body,
         })
@@ -188,12 +190,7 @@ impl ScalarUDFImpl for InlinedFunction {
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
-        let parameters: Vec<DataType> = self
-            .parameters
-            .iter()
-            .map(|parameter| parameter.data_type.clone())
-            .collect();
-        coerce_arguments(&self.name, &parameters, arg_types)
+        coerce_arguments(&self.name, &self.parameter_types, arg_types)
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
