@@ -125,8 +125,9 @@ pub(crate) struct CatalogContext {
     pub(crate) default_catalog: String,
     pub(crate) default_schema: String,
     tree: Tree,
-    /// Plans expression function bodies: built-ins and identity functions only. Built on first use.
-    planner: OnceLock<SessionState>,
+    /// Plans expression function bodies: built-ins and identity functions only. Built on first use, and shared
+    /// with the contexts of the views and functions the statement uses (it holds nothing of anyone's rights).
+    planner: Arc<OnceLock<SessionState>>,
     /// How many view and function bodies enclose this context's statement.
     depth: usize,
     /// The functions whose bodies enclose this context's statement, outermost first: reaching one again is a cycle.
@@ -190,7 +191,7 @@ impl CatalogContext {
             default_catalog: defaults.0,
             default_schema: defaults.1,
             tree,
-            planner: OnceLock::new(),
+            planner: Arc::default(),
             depth: 0,
             callers: Vec::new(),
         })
@@ -225,6 +226,7 @@ impl CatalogContext {
         let context = Arc::get_mut(&mut definer)
             .ok_or_else(|| SqlError::Internal("a new context is shared".into()))?;
         context.depth = self.depth + 1;
+        context.planner = Arc::clone(&self.planner);
         context.callers = self.callers.clone();
         context.callers.extend(caller.map(str::to_owned));
         Ok(definer)
