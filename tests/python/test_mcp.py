@@ -124,6 +124,9 @@ def world(server, admin):
         "COMMENT 'Stamps a note with the caller' RETURN concat(upper(note), ':', current_user())",
         f"CREATE FUNCTION {CATALOG}.{SCHEMA}.member_of(team STRING) RETURNS BOOLEAN "
         "COMMENT 'Whether the caller is in a team' RETURN is_account_group_member(team)",
+        f"CREATE FUNCTION {CATALOG}.{SCHEMA}.documents_of(dept STRING) "
+        "RETURNS TABLE (title STRING, code STRING) COMMENT 'The documents of a department' "
+        f"RETURN SELECT title, code FROM {TABLE} WHERE department = dept ORDER BY id",
         f"GRANT USE CATALOG ON CATALOG {CATALOG} TO `users`",
         f"GRANT USE SCHEMA ON SCHEMA {CATALOG}.{SCHEMA} TO `users`",
         f"GRANT SELECT ON TABLE {TABLE} TO `{ALICE}`",
@@ -131,6 +134,8 @@ def world(server, admin):
         f"GRANT EXECUTE ON FUNCTION {CATALOG}.{SCHEMA}.stamp TO `{ALICE}`",
         f"GRANT EXECUTE ON FUNCTION {CATALOG}.{SCHEMA}.stamp TO `{BOB}`",
         f"GRANT EXECUTE ON FUNCTION {CATALOG}.{SCHEMA}.member_of TO `{ALICE}`",
+        f"GRANT EXECUTE ON FUNCTION {CATALOG}.{SCHEMA}.documents_of TO `{ALICE}`",
+        f"GRANT EXECUTE ON FUNCTION {CATALOG}.{SCHEMA}.documents_of TO `{BOB}`",
     ]:
         run_sql(admin, warehouse, statement)
     admin.permissions.update(
@@ -271,9 +276,11 @@ def test_a_user_without_select_lists_no_index_and_a_call_by_name_is_refused(serv
 def test_functions_lists_what_each_user_may_execute(server, world):
     url = mcp_url(server, f"functions/{CATALOG}/{SCHEMA}")
     stamp, member_of = tool_name(f"{CATALOG}.{SCHEMA}.stamp"), tool_name(f"{CATALOG}.{SCHEMA}.member_of")
+    documents_of = tool_name(f"{CATALOG}.{SCHEMA}.documents_of")
     alice = tools(url, world["tokens"][ALICE])
-    assert set(alice) == {stamp, member_of}, "the policies' functions (readable, hide_code) are not alice's to execute"
-    assert set(tools(url, world["tokens"][BOB])) == {stamp}
+    assert set(alice) == {stamp, member_of, documents_of}, \
+        "the policies' functions (readable, hide_code) are not alice's to execute"
+    assert set(tools(url, world["tokens"][BOB])) == {stamp, documents_of}
     assert tools(url, world["tokens"][CAROL]) == {}
     assert set(tools(f"{url}/member_of", world["tokens"][ALICE])) == {member_of}
     assert tools(f"{url}/member_of", world["tokens"][BOB]) == {}
@@ -295,6 +302,27 @@ def test_a_function_runs_as_its_caller_and_unexecutable_ones_are_refused(server,
     assert_refused(url, world["tokens"][BOB], member_of, {"team": SALES})
     refusal = assert_refused(url, world["tokens"][CAROL], stamp, {"note": "hello"})
     assert "HELLO" not in refusal, refusal
+
+
+def test_a_table_function_answers_each_caller_with_their_rows(server, world):
+    """`documents_of` reads the table with its owner's rights; the row filter and the mask still answer for the caller,
+    though neither alice nor bob could tell the function's owner from themselves."""
+    url = mcp_url(server, f"functions/{CATALOG}/{SCHEMA}")
+    documents_of = tool_name(f"{CATALOG}.{SCHEMA}.documents_of")
+    answers = {}
+    for user in (ALICE, BOB):
+        for dept in ("everyone", ENGINEERING, SALES):
+            result, error = call(url, world["tokens"][user], documents_of, {"dept": dept})
+            assert error is None and not result.isError, (user, dept, error, result)
+            answers[user, dept] = text_of(result)
+    assert "Holiday calendar" in answers[ALICE, "everyone"] and "H-100" in answers[ALICE, "everyone"]
+    assert "Holiday calendar" in answers[BOB, "everyone"] and "H-100" not in answers[BOB, "everyone"]
+    assert MASKED in answers[BOB, "everyone"]
+    assert "Falcon launch plan" in answers[ALICE, ENGINEERING] and "F-200" in answers[ALICE, ENGINEERING]
+    assert "Falcon" not in answers[BOB, ENGINEERING], answers[BOB, ENGINEERING]
+    assert "Acme" not in answers[ALICE, SALES], answers[ALICE, SALES]
+    assert "Acme renewal" in answers[BOB, SALES] and "A-400" not in answers[BOB, SALES]
+    assert_refused(url, world["tokens"][CAROL], documents_of, {"dept": "everyone"})
 
 
 # --- SQL -----------------------------------------------------------------------------------------------------------
@@ -395,12 +423,16 @@ def test_databricks_mcp_client_lists_and_calls_a_tool(server, world):
     alice = WorkspaceClient(host=server.host, token=world["tokens"][ALICE], auth_type="pat")
     functions = DatabricksMCPClient(mcp_url(server, f"functions/{CATALOG}/{SCHEMA}"), alice)
     listed = in_thread(functions.list_tools, TIMEOUT_SECONDS)
-    assert {tool.name for tool in listed} == {tool_name(f"{CATALOG}.{SCHEMA}.stamp"), tool_name(f"{CATALOG}.{SCHEMA}.member_of")}
+    assert {tool.name for tool in listed} == {
+        tool_name(f"{CATALOG}.{SCHEMA}.{name}") for name in ("stamp", "member_of", "documents_of")
+    }
     result = in_thread(lambda: functions.call_tool(tool_name(f"{CATALOG}.{SCHEMA}.stamp"), {"note": "via sdk"}), TIMEOUT_SECONDS)
     assert not result.isError and f"VIA SDK:{ALICE}" in text_of(result), result
     # The resources an agent logged with these tools declares: the functions, by their full names.
     resources = in_thread(functions.get_databricks_resources, TIMEOUT_SECONDS)
-    assert sorted(resource.name for resource in resources) == [f"{CATALOG}.{SCHEMA}.member_of", f"{CATALOG}.{SCHEMA}.stamp"]
+    assert sorted(resource.name for resource in resources) == [
+        f"{CATALOG}.{SCHEMA}.{name}" for name in ("documents_of", "member_of", "stamp")
+    ]
 
 
 def test_databricks_mcp_client_searches_an_index(server, world, indexes):
