@@ -25,7 +25,6 @@ The world lives in its own catalog `fnsec` (nothing another category uses is tou
 from __future__ import annotations
 
 import json
-import types
 
 from run import StoredSpec, case, check, expect_api_error
 
@@ -58,13 +57,7 @@ ORDER_ROWS = [
 # ---- helpers ---------------------------------------------------------------------------------------------------------
 
 def _users(ctx):
-    """Fresh PATs for alice, bob and carol (earlier categories revoke some of theirs), CAN_USE on the warehouse for
-    each again (an earlier category replaces its ACL)."""
-    if not hasattr(ctx, "_fn_users"):
-        ctx.grant_warehouse()
-        ctx._fn_users = types.SimpleNamespace(**{
-            who: ctx.pat_for(f"{who}@example.com") for who in ("alice", "bob", "carol")})
-    return ctx._fn_users
+    return ctx.fresh_users("sql-functions")
 
 
 def _world(ctx):

@@ -120,15 +120,7 @@ def _raw(ctx, method: str, path: str, token: str | None, body: bytes | None = No
 
 
 def _users(ctx):
-    """Fresh PATs for alice, bob and carol (earlier categories revoke some of theirs) and CAN_USE on the warehouse for
-    each again (an earlier category replaces its ACL)."""
-    if not hasattr(ctx, "_mcp_users"):
-        import types
-
-        ctx.grant_warehouse()
-        ctx._mcp_users = types.SimpleNamespace(**{
-            who: ctx.pat_for(f"{who}@example.com") for who in ("alice", "bob", "carol")})
-    return ctx._mcp_users
+    return ctx.fresh_users("mcp")
 
 
 def _world(ctx):

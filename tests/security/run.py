@@ -21,6 +21,7 @@ import sqlite3
 import sys
 import time
 import traceback
+import types
 import uuid
 from pathlib import Path
 
@@ -122,6 +123,16 @@ class Ctx:
         self.warehouse = warehouses[0]["id"]
         self.grant_warehouse()
         self._policy_table()
+        self._fresh_users = {}
+
+    def fresh_users(self, category: str):
+        """Fresh PATs for alice, bob and carol, and CAN_USE on the warehouse for each again, made once per category at
+        its first use: earlier categories revoke some of the users' PATs and replace the warehouse's ACL."""
+        if category not in self._fresh_users:
+            self.grant_warehouse()
+            self._fresh_users[category] = types.SimpleNamespace(**{
+                who: self.pat_for(f"{who}@example.com") for who in ("alice", "bob", "carol")})
+        return self._fresh_users[category]
 
     def grant_warehouse(self):
         """CAN_USE on the warehouse for every user (again: the malformed-body cases PUT the warehouse's ACL)."""
