@@ -135,6 +135,14 @@ pub async fn prepare(
     let sign_in = deputy_signin::SignIn::new(access.clone())
         .map(Arc::new)
         .map_err(|error| ServeError::Http(error.to_string()))?;
+    let console = Arc::new(deputy_console::Console::new(&base_url));
+    sign_in
+        .ensure_console_app(
+            deputy_console::session::CONSOLE_CLIENT_ID,
+            &console.callback_url(),
+        )
+        .await
+        .map_err(|error| ServeError::Access(error.to_string()))?;
     let serving = Arc::new(deputy_serving::Serving::new(
         access.clone(),
         deputy_serving::ServingBackends::new(deputy_models::default_models_dir()),
@@ -152,15 +160,22 @@ pub async fn prepare(
         upstreams,
         federation,
         sign_in,
+        console,
     });
     Ok((state, report))
 }
 
-/// The whole HTTP application. Tests drive it with `tower::ServiceExt::oneshot`, no socket needed.
+/// The whole HTTP application: the API and, beside it, the web console (its own cookie sessions, outside the API's
+/// authentication layers, calling the API in process). Tests drive it with `tower::ServiceExt::oneshot`.
 ///
 /// A trailing slash is trimmed before routing, as Databricks does: MLflow's deployments client lists endpoints at
-/// `/api/2.0/serving-endpoints/`.
+/// `/api/2.0/serving-endpoints/`. The console's own `/console/` is routed before that trim would matter: its
+/// router names `/console` too.
 pub fn app(state: AppState) -> NormalizePath<Router> {
+    let console = deputy_console::routes(
+        state.console().clone(),
+        Arc::new(in_process::InProcessApi::new(state.clone())),
+    );
     let router = state.route_table().clone();
     // Layers added later run first: authentication, then the delegated-call audit, then the scope check.
     let router = router
@@ -178,6 +193,7 @@ pub fn app(state: AppState) -> NormalizePath<Router> {
         ))
         .fallback(unknown_route)
         .with_state(state)
+        .merge(console)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http());
     NormalizePath::trim_trailing_slash(router)

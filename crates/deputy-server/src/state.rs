@@ -7,6 +7,7 @@ use axum::Router;
 use axum::extract::FromRef;
 use deputy_access::Access;
 use deputy_connections::http::Upstreams;
+use deputy_console::Console;
 use deputy_oidc::Federation;
 use deputy_serving::Serving;
 use deputy_signin::SignIn;
@@ -29,6 +30,7 @@ struct Shared {
     upstreams: Arc<Upstreams>,
     federation: Arc<Federation>,
     sign_in: Arc<SignIn>,
+    console: Arc<Console>,
 }
 
 /// Everything `AppState::new` assembles.
@@ -46,6 +48,8 @@ pub struct StateParts {
     pub federation: Arc<Federation>,
     /// People signing in: the authorization endpoint, upstream providers, codes and refresh tokens.
     pub sign_in: Arc<SignIn>,
+    /// The web console's browser sessions.
+    pub console: Arc<Console>,
 }
 
 impl AppState {
@@ -61,6 +65,7 @@ impl AppState {
                 upstreams: parts.upstreams,
                 federation: parts.federation,
                 sign_in: parts.sign_in,
+                console: parts.console,
             }),
         }
     }
@@ -98,6 +103,11 @@ impl AppState {
     /// Sign-in: OAuth apps, identity providers, the authorization endpoint's flow and its grants.
     pub fn sign_in(&self) -> &Arc<SignIn> {
         &self.inner.sign_in
+    }
+
+    /// The web console: its public URL and browser sessions.
+    pub fn console(&self) -> &Arc<Console> {
+        &self.inner.console
     }
 
     /// The routes without their layers and state; `crate::app` completes them.
