@@ -179,6 +179,38 @@ struct MetadataDocument {
 }
 
 impl SignIn {
+    /// Registers the server's own web console: a trusted public app (people sign in to Deputy itself, so there is
+    /// nothing to consent to; PKCE is its proof) whose one redirect URI is the console's callback at this server's
+    /// public URL. Called at every start, so a changed public URL replaces the old redirect URI.
+    pub async fn ensure_console_app(
+        &self,
+        client_id: &str,
+        redirect_uri: &str,
+    ) -> Result<(), SignInError> {
+        let store = self.access.store();
+        let wanted = OAuthApp {
+            client_id: client_id.to_owned(),
+            name: "Deputy console".into(),
+            redirect_uris: vec![redirect_uri.to_owned()],
+            scopes: ScopeSet::all().to_string(),
+            secret_hash: None,
+            trusted: true,
+            created_ms: now_millis(),
+        };
+        if let Some(existing) = store.oauth_app(client_id).await? {
+            let same = OAuthApp {
+                created_ms: existing.created_ms,
+                ..wanted.clone()
+            };
+            if existing == same {
+                return Ok(());
+            }
+            store.delete_oauth_app(client_id).await?;
+        }
+        store.insert_oauth_app(&wanted).await?;
+        Ok(())
+    }
+
     /// Registers a client that asked for itself (RFC 7591), with no credential: it is never trusted, so a person
     /// approves every scope it asks for on the consent page, and it may ask for any scope (a step-up asks for more
     /// than the first sign-in did). Redirect URIs are https or loopback http only.

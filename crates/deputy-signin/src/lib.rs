@@ -1,14 +1,14 @@
 //! People signing in. Deputy is the OAuth 2.1 authorization server of its own API: an app (the Databricks CLI and
 //! SDKs' `external-browser` login, admin-registered apps, later MCP clients) sends the person's browser to
 //! `/oidc/v1/authorize`; the person signs in through the organisation's OpenID Connect provider (or, in a workspace
-//! with none yet, as the bootstrap admin with a local password), approves what the app asks for, and the app redeems
+//! with none yet, with a local password an admin set), approves what the app asks for, and the app redeems
 //! the code for an access token and a rotating refresh token.
 //!
 //! - [`apps`]: OAuth apps, their redirect URIs and client authentication.
 //! - [`flow`]: the browser's path from the authorization request to the code (upstream login, local login, consent).
 //! - [`providers`]: upstream identity providers, ID-token validation, just-in-time users and IdP-managed groups.
 //! - [`grants`]: the token endpoint's `authorization_code` and `refresh_token` grants, and family revocation.
-//! - [`password`]: the bootstrap admin's argon2id password.
+//! - [`password`]: local argon2id passwords, for a workspace without a provider.
 //!
 //! **Invariants**
 //! - A redirect goes only to a URI registered for the app (exact match; a loopback URI with any port, RFC 8252). An

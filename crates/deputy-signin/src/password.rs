@@ -1,11 +1,11 @@
-//! The bootstrap admin's local password (argon2id), for a workspace that has no identity provider yet. No other
-//! user has a password: people sign in through the organisation's provider.
+//! Local passwords (argon2id), for a workspace that has no identity provider yet: the bootstrap admin's, and those an
+//! admin gives other users (the demo's people, a small team without a provider). Once a provider is configured,
+//! the sign-in page offers only the provider; local passwords stay stored but unused.
 
 use crate::{SignIn, SignInError};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use deputy_access::Error;
-use deputy_access::bootstrap::ADMIN_USER;
 use deputy_access::clock::now_millis;
 use deputy_access::credentials::Caller;
 use deputy_store::{Identity, IdentityKind};
@@ -54,16 +54,30 @@ impl FailedLogins {
 }
 
 impl SignIn {
-    /// Sets the bootstrap admin's password; only that admin, signed in as themselves, may.
-    pub async fn set_local_password(&self, caller: &Caller, password: &str) -> Result<(), Error> {
-        if caller.identity.kind != IdentityKind::User
-            || caller.identity.name != ADMIN_USER
-            || caller.is_delegated()
-        {
-            return Err(Error::permission_denied(format!(
-                "only the bootstrap admin `{ADMIN_USER}`, as themselves, has a local password"
-            )));
+    /// Sets the local password of `user_name` (default: the caller). Only an admin acting as themselves (not an
+    /// agent or app acting for them) sets passwords; the user must exist and be active.
+    pub async fn set_local_password(
+        &self,
+        caller: &Caller,
+        user_name: Option<&str>,
+        password: &str,
+    ) -> Result<(), Error> {
+        if caller.identity.kind != IdentityKind::User || caller.is_delegated() {
+            return Err(Error::permission_denied(
+                "local passwords are set by an admin signed in as themselves",
+            ));
         }
+        caller.require_admin()?;
+        let user = match user_name {
+            None => caller.identity.clone(),
+            Some(name) => self
+                .access
+                .store()
+                .find_identity(IdentityKind::User, name)
+                .await?
+                .filter(|user| user.active)
+                .ok_or_else(|| Error::not_found(format!("user `{name}` does not exist or is disabled")))?,
+        };
         if password.chars().count() < MIN_PASSWORD_LENGTH {
             return Err(Error::invalid_parameter(format!(
                 "the password must have at least {MIN_PASSWORD_LENGTH} characters"
@@ -78,12 +92,12 @@ impl SignIn {
             .to_string();
         self.access
             .store()
-            .set_local_password(caller.identity.id, &hash, now_millis())
+            .set_local_password(user.id, &hash, now_millis())
             .await?;
         Ok(())
     }
 
-    /// The bootstrap admin, if `user_name` is theirs and `password` matches. The same refusal for every mismatch,
+    /// The user named `user_name`, if active and `password` is their local password. The same refusal for every mismatch,
     /// so the form tells nothing about which part was wrong; past [`MAX_FAILURES`] recent ones, no check at all.
     pub(crate) async fn check_local_password(
         &self,
@@ -104,16 +118,13 @@ impl SignIn {
         password: &str,
     ) -> Result<Identity, SignInError> {
         let refused = || SignInError::AccessDenied("wrong user name or password".into());
-        if !user_name.eq_ignore_ascii_case(ADMIN_USER) {
-            return Err(refused());
-        }
         let store = self.access.store();
-        let admin = store
-            .find_identity(IdentityKind::User, ADMIN_USER)
+        let user = store
+            .find_identity(IdentityKind::User, user_name.trim())
             .await?
-            .filter(|admin| admin.active)
+            .filter(|user| user.active)
             .ok_or_else(refused)?;
-        let stored = store.local_password(admin.id).await?.ok_or_else(refused)?;
+        let stored = store.local_password(user.id).await?.ok_or_else(refused)?;
         // A stored hash that does not parse matches nothing.
         let matches = PasswordHash::new(&stored).is_ok_and(|hash| {
             Argon2::default()
@@ -121,7 +132,7 @@ impl SignIn {
                 .is_ok()
         });
         match matches {
-            true => Ok(admin),
+            true => Ok(user),
             false => Err(refused()),
         }
     }

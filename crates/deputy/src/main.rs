@@ -83,7 +83,7 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
-    /// The bootstrap admin's local password, for signing in without an identity provider.
+    /// Local passwords, for signing in without an identity provider.
     LocalPassword {
         #[command(subcommand)]
         command: sign_in_commands::LocalPasswordCommand,

@@ -71,9 +71,13 @@ pub enum OauthAppsCommand {
 
 #[derive(Subcommand)]
 pub enum LocalPasswordCommand {
-    /// Set the bootstrap admin's password, read as one line from standard input (so it stays out of shell history
-    /// and process lists); only the user `admin`, with their own token, may.
-    Set,
+    /// Set a local password, read as one line from standard input (so it stays out of shell history and process
+    /// lists); only an admin, with their own token, may.
+    Set {
+        /// Whose password (default: your own).
+        #[arg(long = "user")]
+        user_name: Option<String>,
+    },
 }
 
 /// Deputy's account id is its workspace id, which the server announces.
@@ -324,26 +328,25 @@ pub async fn local_password(
     connection: &Connection,
 ) -> anyhow::Result<()> {
     let client = client(connection)?;
-    match command {
-        LocalPasswordCommand::Set => {
-            let stdin = std::io::stdin();
-            if stdin.is_terminal() {
-                eprint!("new password for `admin` (one line; it is echoed): ");
-                let _ = std::io::stderr().flush();
-            }
-            let password = read_password(&mut stdin.lock())?;
-            client
-                .put(
-                    "/api/2.0/deputy/local-password",
-                    &json!({ "password": password }),
-                )
-                .await
-                .context("could not set the local password")?;
-        }
+    let LocalPasswordCommand::Set { user_name } = command;
+    let stdin = std::io::stdin();
+    let whose = user_name.as_deref().unwrap_or("you");
+    if stdin.is_terminal() {
+        eprint!("new password for {whose} (one line; it is echoed): ");
+        let _ = std::io::stderr().flush();
     }
-    let value = json!({ "user_name": "admin", "local_password_set": true });
+    let password = read_password(&mut stdin.lock())?;
+    let mut body = json!({ "password": password });
+    if let Some(user_name) = &user_name {
+        body["user_name"] = json!(user_name);
+    }
+    client
+        .put("/api/2.0/deputy/local-password", &body)
+        .await
+        .context("could not set the local password")?;
+    let value = json!({ "user_name": user_name, "local_password_set": true });
     print(connection, &value, |_| {
-        "set the local password of user admin\n".to_owned()
+        format!("set the local password of {whose}\n")
     });
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! The browser's side of sign-in: `/oidc/v1/authorize` (OAuth 2.1 authorization code with PKCE), the upstream
-//! provider's callback, the bootstrap admin's password form, the provider chooser and the consent page. Pages are
+//! provider's callback, the local password form, the provider chooser and the consent page. Pages are
 //! plain server-rendered HTML (maud escapes every value) under a no-script Content-Security-Policy.
 //!
 //! The cookie set by `/authorize` binds the sign-in to the browser that started it; it is `HttpOnly` and
@@ -325,7 +325,7 @@ button{margin:.8rem .6rem 0 0;padding:.5rem 1rem;font-size:1rem}.error{color:#a0
 fn password_form(request_id: &str, error: Option<&str>) -> Markup {
     html! {
         h1 { "Sign in to Deputy" }
-        p { "This workspace has no identity provider yet: the bootstrap admin signs in with their password." }
+        p { "This workspace has no identity provider yet: sign in with the password an admin gave you." }
         @if let Some(error) = error { p.error role="alert" { (error) } }
         form method="post" action=(LOGIN_PATH) {
             input type="hidden" name="request" value=(request_id);

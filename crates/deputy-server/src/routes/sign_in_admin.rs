@@ -222,6 +222,8 @@ fn render_provider(provider: &IdentityProvider) -> Value {
 #[derive(Deserialize, Default)]
 struct PasswordBody {
     password: Option<String>,
+    /// Whose password; the caller's own when absent.
+    user_name: Option<String>,
 }
 
 async fn set_local_password(
@@ -232,7 +234,9 @@ async fn set_local_password(
     let password = body
         .password
         .ok_or_else(|| Error::invalid_parameter("`password` is required"))?;
-    sign_in.set_local_password(&caller, &password).await?;
+    sign_in
+        .set_local_password(&caller, body.user_name.as_deref(), &password)
+        .await?;
     Ok(Json(json!({})))
 }
 
