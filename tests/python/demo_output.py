@@ -1,5 +1,6 @@
 """What the README's walkthrough must print: alice's answer grounded in engineering's documents, bob's in sales', carol
-answered without documents because she may not read the index, and the token path (narrowed scopes, revocation).
+answered without documents because she may not read the index, the token path (narrowed scopes, revocation), and the
+web console's address with each demo user's password.
 
 Used by test_demo.py and, on the output of `./scripts/demo.sh --exit` in a fresh clone, by .ci/run:
 
@@ -18,6 +19,9 @@ def check_walkthrough(out: str) -> None:
     assert sources["carol"] == "none" and "document search skipped: PermissionDenied" in out, out
     assert "scope = serving.serving-endpoints vectorsearch.vector-search-indexes" in out, out
     assert "PERMISSION_DENIED" in out and "access token has been revoked" in out, out
+    assert re.search(r"\n== The web console: http://\S+/console/\n", out), out
+    for user in ("alice", "bob", "carol"):
+        assert re.search(rf"\n     {user}@example.com +[A-Za-z0-9_-]{{20}}\n", out), out
 
 
 if __name__ == "__main__":

@@ -330,9 +330,12 @@ pub async fn local_password(
     let client = client(connection)?;
     let LocalPasswordCommand::Set { user_name } = command;
     let stdin = std::io::stdin();
-    let whose = user_name.as_deref().unwrap_or("you");
+    let whose = match &user_name {
+        Some(user_name) => format!("the local password of user {user_name}"),
+        None => "your local password".to_owned(),
+    };
     if stdin.is_terminal() {
-        eprint!("new password for {whose} (one line; it is echoed): ");
+        eprint!("new password, {whose} (one line; it is echoed): ");
         let _ = std::io::stderr().flush();
     }
     let password = read_password(&mut stdin.lock())?;
@@ -346,7 +349,7 @@ pub async fn local_password(
         .context("could not set the local password")?;
     let value = json!({ "user_name": user_name, "local_password_set": true });
     print(connection, &value, |_| {
-        format!("set the local password of {whose}\n")
+        format!("set {whose}\n")
     });
     Ok(())
 }

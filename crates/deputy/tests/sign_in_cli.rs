@@ -171,11 +171,26 @@ fn local_password_comes_from_stdin() {
 
     assert_eq!(
         cli.ok_with(&set, "correct horse battery staple\n", &[]),
-        "set the local password of user admin\n"
+        "set your local password\n"
     );
+    // An admin sets other users' passwords too.
+    cli.ok(&["users", "create", "bob@example.com"]);
+    assert_eq!(
+        cli.ok_with(
+            &["local-password", "set", "--user", "bob@example.com"],
+            "another horse battery staple\n",
+            &[]
+        ),
+        "set the local password of user bob@example.com\n"
+    );
+    let error = cli.fails_with(
+        &["local-password", "set", "--user", "nobody@example.com"],
+        "another horse battery staple\n",
+        &[],
+    );
+    assert!(error.contains("does not exist"), "{error}");
 
     // Anyone else is refused, even with a long password.
-    cli.ok(&["users", "create", "bob@example.com"]);
     let bob_token = cli.json(&["tokens", "create", "--for", "bob@example.com"])["token_value"]
         .as_str()
         .unwrap()

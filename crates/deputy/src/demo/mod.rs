@@ -2,6 +2,7 @@
 //! seed's scenario through the public REST API (a RAG agent answering from documents that each user may or may not
 //! read), asks it the same question as different users, then shows the token path underneath.
 
+mod console;
 mod rag;
 mod tokens;
 
@@ -48,7 +49,8 @@ pub async fn run(config: deputy_server::ServerConfig, exit_after: bool) -> anyho
 async fn show(host: &str, admin_token: &str, data_dir: &Path) -> anyhow::Result<()> {
     println!("== Deputy demo on {host}");
     rag::scenario(host, admin_token, data_dir).await?;
-    tokens::walkthrough(host, admin_token).await
+    tokens::walkthrough(host, admin_token).await?;
+    console::sign_in_details(host, admin_token, data_dir).await
 }
 
 fn text(value: &Value) -> String {

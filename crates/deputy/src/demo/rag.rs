@@ -50,7 +50,7 @@ const DOCUMENTS: [(&str, &str, &str); 6] = [
 ];
 
 /// `(user, department group or none)`: carol may ask the agent but may not read the index.
-const USERS: [(&str, Option<&str>); 3] = [
+pub(super) const USERS: [(&str, Option<&str>); 3] = [
     ("alice@example.com", Some("engineering")),
     ("bob@example.com", Some("sales")),
     ("carol@example.com", None),
