@@ -113,7 +113,7 @@ pub(crate) async fn post_form(
     Ok(json_answer(api.send(request).await).await?.body)
 }
 
-async fn json_answer(response: Response<Body>) -> Result<Answer, ApiFailure> {
+pub(crate) async fn json_answer(response: Response<Body>) -> Result<Answer, ApiFailure> {
     let status = response.status();
     let headers = response.headers().clone();
     let bytes: Bytes = axum::body::to_bytes(response.into_body(), MAX_ANSWER_BYTES)

@@ -90,6 +90,7 @@ pub fn routes(console: Arc<Console>, api: Arc<dyn Api>) -> Router {
         .route("/console/assets/console.css", get(pages::assets::style))
         .route("/console/assets/console.js", get(pages::assets::script))
         .merge(pages::agents::routes())
+        .merge(pages::stream::routes())
         .merge(pages::access::routes())
         .merge(pages::activity::routes())
         .merge(pages::admin::routes())

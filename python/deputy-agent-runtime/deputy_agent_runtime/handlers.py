@@ -66,12 +66,17 @@ class Handler:
 
         messages, context, custom_inputs = self._chat_inputs(payload, user_id)
         if type(self.model).predict_stream is ChatAgent.predict_stream:
-            # The agent only implements predict: one chunk per response message.
+            # The agent only implements predict: one chunk per response message; the last also carries the
+            # response's custom outputs (a ChatAgentChunk field), so a streaming client loses nothing.
             response = self._wrapper._response_to_dict(
                 self.model.predict(messages, context, custom_inputs), ChatAgentResponse
             )
-            for message in response.get("messages", []):
-                yield {"delta": message}
+            answer = response.get("messages", [])
+            for index, message in enumerate(answer):
+                chunk = {"delta": message}
+                if index == len(answer) - 1 and response.get("custom_outputs") is not None:
+                    chunk["custom_outputs"] = response["custom_outputs"]
+                yield chunk
             return
         for chunk in self.model.predict_stream(messages, context, custom_inputs):
             yield self._wrapper._response_to_dict(chunk, ChatAgentChunk)

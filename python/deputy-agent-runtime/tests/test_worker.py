@@ -417,6 +417,23 @@ def test_stream_falls_back_to_predict(start_worker, tmp_path):
         {"id": "r", "type": "chunk", "data": {"delta": {"role": "assistant", "content": "ok", "id": "m1"}}},
         {"id": "r", "type": "done"},
     ]
+    with_outputs = tmp_path / "predict_only_chat_with_sources.py"
+    with_outputs.write_text(
+        "import mlflow\n"
+        "from mlflow.pyfunc import ChatAgent\n"
+        "from mlflow.types.agent import ChatAgentMessage, ChatAgentResponse\n"
+        "class A(ChatAgent):\n"
+        "    def predict(self, messages, context=None, custom_inputs=None):\n"
+        "        return ChatAgentResponse(\n"
+        "            messages=[ChatAgentMessage(role='assistant', content='looking', id='m1'),\n"
+        "                      ChatAgentMessage(role='assistant', content='found', id='m2')],\n"
+        "            custom_outputs={'sources': ['doc a']})\n"
+        "mlflow.models.set_model(A())\n"
+    )
+    lines = start_worker(str(with_outputs)).call({"messages": [{"role": "user", "content": "hi"}]}, stream=True)
+    chunks = [line["data"] for line in lines if line["type"] == "chunk"]
+    # The response's custom outputs ride on the last chunk only, as a ChatAgentChunk's own field.
+    assert [chunk.get("custom_outputs") for chunk in chunks] == [None, {"sources": ["doc a"]}]
     code = tmp_path / "predict_only_responses.py"
     code.write_text(
         "import mlflow\n"

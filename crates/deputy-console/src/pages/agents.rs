@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
-const CONVERSATIONS: &str = "/api/2.0/deputy/conversations";
+pub(crate) const CONVERSATIONS: &str = "/api/2.0/deputy/conversations";
 /// A conversation is named after the start of its first question.
 const TITLE_CHARS: usize = 80;
 
@@ -112,7 +112,7 @@ async fn playground_page(
         p { "Ask " strong { (name) } " a question. It answers as itself, acting for you with these scopes:" }
         ul.scopes { @for scope in agent_scopes(&endpoint) { (scope_item(&scope)) } }
         @if let Some(failure) = refusal { (failure_notice(failure)) }
-        (ask_form(&format!("/console/agents/{}/conversations", encode(name)), &signed_in.session.csrf))
+        (ask_form(&format!("/console/agents/{}", encode(name)), "conversations", &signed_in.session.csrf))
         h2 { "Your conversations" }
         ul #conversations {
             @for conversation in conversations["conversations"].as_array().into_iter().flatten() {
@@ -132,9 +132,11 @@ async fn playground_page(
     Ok(response)
 }
 
-fn ask_form(action: &str, csrf: &str) -> Markup {
+/// The question form: it posts to `{base}/{plain}` and the page appears with the whole answer; the script posts
+/// it to `{base}/stream` instead and shows the answer while it is written.
+fn ask_form(base: &str, plain: &str, csrf: &str) -> Markup {
     html! {
-        form #ask method="post" action=(action) {
+        form #ask method="post" action={ (base) "/" (plain) } data-stream={ (base) "/stream" } {
             (csrf_field(csrf))
             label for="question" { "Your question" }
             textarea #question name="question" rows="3" required {}
@@ -144,7 +146,7 @@ fn ask_form(action: &str, csrf: &str) -> Markup {
     }
 }
 
-fn question_of(fields: &std::collections::HashMap<String, String>) -> Result<String, ConsoleError> {
+pub(crate) fn question_of(fields: &std::collections::HashMap<String, String>) -> Result<String, ConsoleError> {
     let question = fields.get("question").map(|text| text.trim()).unwrap_or("");
     match question.is_empty() {
         true => Err(ConsoleError::BadRequest("ask a question first".into())),
@@ -162,14 +164,7 @@ async fn start(
     let fields = checked_form(&state.console, &signed_in, &headers, &body)?;
     let question = question_of(&fields)?;
     let api = signed_in.api();
-    let title: String = question.chars().take(TITLE_CHARS).collect();
-    let created = api
-        .post(
-            CONVERSATIONS,
-            &json!({ "endpoint_name": name, "title": title }),
-        )
-        .await?;
-    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    let id = create_conversation(&api, &name, &question).await?;
     match ask(&api, &id, &name, &[], &question).await {
         Ok(()) => Ok(Redirect::to(&format!("/console/conversations/{}", encode(&id))).into_response()),
         Err(refusal) => {
@@ -199,6 +194,50 @@ async fn follow_up(
     }
 }
 
+/// A new conversation with `endpoint`, named after the start of its first question; its id.
+pub(crate) async fn create_conversation(
+    api: &AsPerson<'_>,
+    endpoint: &str,
+    question: &str,
+) -> Result<String, ApiFailure> {
+    let title: String = question.chars().take(TITLE_CHARS).collect();
+    let created = api
+        .post(
+            CONVERSATIONS,
+            &json!({ "endpoint_name": endpoint, "title": title }),
+        )
+        .await?;
+    Ok(created["id"].as_str().unwrap_or_default().to_owned())
+}
+
+/// A conversation's messages as the agent reads them.
+pub(crate) fn history_messages(history: &[Value]) -> Vec<Value> {
+    history
+        .iter()
+        .map(|message| json!({ "role": message["role"], "content": message["content"] }))
+        .collect()
+}
+
+/// Records a question and its answer; the answer keeps the request id that ties it to the audited calls.
+pub(crate) async fn record_exchange(
+    api: &AsPerson<'_>,
+    conversation: &str,
+    question: &str,
+    answer: &str,
+    request_id: Option<&str>,
+    sources: &[String],
+) -> Result<(), ApiFailure> {
+    let messages_path = format!("{CONVERSATIONS}/{}/messages", encode(conversation));
+    api.post(&messages_path, &json!({ "role": "user", "content": question }))
+        .await?;
+    api.post(
+        &messages_path,
+        &json!({ "role": "assistant", "content": answer, "request_id": request_id, "sources": sources }),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Asks the agent `question` after `history`, as the person, and records both in the conversation. A refused
 /// question is not recorded: the page shows why instead.
 async fn ask(
@@ -208,10 +247,7 @@ async fn ask(
     history: &[Value],
     question: &str,
 ) -> Result<(), ApiFailure> {
-    let mut messages: Vec<Value> = history
-        .iter()
-        .map(|message| json!({ "role": message["role"], "content": message["content"] }))
-        .collect();
+    let mut messages = history_messages(history);
     messages.push(json!({ "role": "user", "content": question }));
     let answer = api
         .call(
@@ -232,15 +268,7 @@ async fn ask(
         .flatten()
         .map(|source| source.as_str().map_or_else(|| source.to_string(), str::to_owned))
         .collect();
-    let messages_path = format!("{CONVERSATIONS}/{}/messages", encode(conversation));
-    api.post(&messages_path, &json!({ "role": "user", "content": question }))
-        .await?;
-    api.post(
-        &messages_path,
-        &json!({ "role": "assistant", "content": text, "request_id": request_id, "sources": sources }),
-    )
-    .await?;
-    Ok(())
+    record_exchange(api, conversation, question, &text, request_id.as_deref(), &sources).await
 }
 
 /// The answer's text: a ChatAgent's last message, or an OpenAI-style choice.
@@ -282,7 +310,7 @@ async fn conversation_page(
         p { "With " a href={ "/console/agents/" (encode(name)) } { (name) } }
         ol #messages { @for message in &rendered { (message) } }
         @if let Some(failure) = refusal { (failure_notice(failure)) }
-        (ask_form(&format!("/console/conversations/{}/messages", encode(id)), &signed_in.session.csrf))
+        (ask_form(&format!("/console/conversations/{}", encode(id)), "messages", &signed_in.session.csrf))
     };
     let title = conversation["title"].as_str().unwrap_or("Conversation");
     let mut response = page(&signed_in.viewer(), Section::Agents, title, body);

@@ -7,3 +7,4 @@ pub mod admin;
 pub mod agents;
 pub mod assets;
 pub mod sign_in;
+pub mod stream;
