@@ -33,13 +33,24 @@ const LAYERS: &[&[&str]] = &[
         "deputy-oidc",
     ],
     &["deputy-serving", "deputy-signin"],
-    &["deputy-vector-search", "deputy-genie", "deputy-mcp"],
+    &[
+        "deputy-vector-search",
+        "deputy-genie",
+        "deputy-mcp",
+        "deputy-console",
+    ],
     &["deputy-server", "deputy-sdk"],
     &["deputy", "deputy-load"],
 ];
 
 /// Crates that speak the wire; everything else is a domain crate and must not see HTTP types.
-const WIRE_CRATES: &[&str] = &["deputy-server", "deputy", "deputy-sdk", "deputy-load"];
+const WIRE_CRATES: &[&str] = &[
+    "deputy-server",
+    "deputy-console",
+    "deputy",
+    "deputy-sdk",
+    "deputy-load",
+];
 const HTTP_STACK: &[&str] = &["axum", "tower", "tower-http", "http", "hyper", "http-body"];
 
 struct Package {

@@ -20,8 +20,7 @@ const APP_CONSENTS: &str = "/api/2.0/deputy/app-consents";
 pub fn routes() -> Router<ConsoleState> {
     Router::new()
         .route("/console/access", get(show))
-        .route("/console/access/agents/{name}/approve", post(approve))
-        .route("/console/access/agents/{name}/withdraw", post(withdraw))
+        .route("/console/access/agents/{name}/{change}", post(change_agent))
         .route("/console/access/apps/{client_id}/withdraw", post(withdraw_app))
 }
 
@@ -128,33 +127,21 @@ async fn show(signed_in: SignedIn) -> Result<Response, ConsoleError> {
     Ok(page(&signed_in.viewer(), Section::Access, "Access", body))
 }
 
-async fn approve(
+/// Approves (`approve`) or withdraws (`withdraw`) the person's consent to an agent.
+async fn change_agent(
     State(state): State<ConsoleState>,
     signed_in: SignedIn,
-    Path(name): Path<String>,
+    Path((name, change)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ConsoleError> {
     checked_form(&state.console, &signed_in, &headers, &body)?;
-    signed_in
-        .api()
-        .post(CONSENTS, &json!({ "endpoint_name": name }))
-        .await?;
-    Ok(Redirect::to("/console/access").into_response())
-}
-
-async fn withdraw(
-    State(state): State<ConsoleState>,
-    signed_in: SignedIn,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ConsoleError> {
-    checked_form(&state.console, &signed_in, &headers, &body)?;
-    signed_in
-        .api()
-        .delete(&format!("{CONSENTS}/{}", encode(&name)))
-        .await?;
+    let api = signed_in.api();
+    match change.as_str() {
+        "approve" => api.post(CONSENTS, &json!({ "endpoint_name": name })).await?,
+        "withdraw" => api.delete(&format!("{CONSENTS}/{}", encode(&name))).await?,
+        other => return Err(ConsoleError::NotFound(format!("no such change `{other}`"))),
+    };
     Ok(Redirect::to("/console/access").into_response())
 }
 
