@@ -103,7 +103,8 @@ pub(crate) async fn post_form(
     path: &str,
     form: &[(&str, &str)],
 ) -> Result<Value, ApiFailure> {
-    let body = serde_urlencoded::to_string(form).map_err(|error| ApiFailure::internal(error.to_string()))?;
+    let body = serde_urlencoded::to_string(form)
+        .map_err(|error| ApiFailure::internal(error.to_string()))?;
     let request = Request::builder()
         .method(Method::POST)
         .uri(path)
@@ -133,9 +134,11 @@ pub(crate) async fn json_answer(response: Response<Body>) -> Result<Answer, ApiF
 /// `text` as one path segment or query value: every byte but the unreserved ones (RFC 3986) percent-encoded.
 pub(crate) fn encode(text: &str) -> String {
     text.bytes()
-        .map(|byte| match byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            true => char::from(byte).to_string(),
-            false => format!("%{byte:02X}"),
-        })
+        .map(
+            |byte| match byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                true => char::from(byte).to_string(),
+                false => format!("%{byte:02X}"),
+            },
+        )
         .collect()
 }

@@ -115,7 +115,8 @@ pub fn failure_notice(failure: &ApiFailure) -> Markup {
 
 /// Epoch milliseconds as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn when(millis: i64) -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
     time::OffsetDateTime::from_unix_timestamp(millis.div_euclid(1000))
         .ok()
         .and_then(|instant| instant.format(&format).ok())

@@ -101,7 +101,9 @@ pub fn routes(console: Arc<Console>, api: Arc<dyn Api>) -> Router {
 #[derive(Debug)]
 pub enum ConsoleError {
     /// No session: pages send the browser to sign in; forms are refused.
-    SignedOut { form: bool },
+    SignedOut {
+        form: bool,
+    },
     Forbidden(String),
     NotFound(String),
     BadRequest(String),

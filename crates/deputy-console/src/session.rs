@@ -201,7 +201,11 @@ impl Session {
     /// refresh token was refused, e.g. the sign-in was revoked), and the person must sign in again.
     pub async fn access_token(&self, api: &dyn Api) -> Option<String> {
         let mut tokens = self.tokens.lock().await;
-        if tokens.access_expires.saturating_duration_since(Instant::now()) > REFRESH_MARGIN {
+        if tokens
+            .access_expires
+            .saturating_duration_since(Instant::now())
+            > REFRESH_MARGIN
+        {
             return Some(tokens.access.clone());
         }
         let refresh = tokens.refresh.clone()?;
@@ -263,7 +267,9 @@ mod tests {
         let cookies = Cookies::for_public_url("https://deputy.example.com");
         let set = cookies.set(cookies.session, "v");
         assert!(set.starts_with("__Host-deputy_console=v;"), "{set}");
-        assert!(set.contains("; Secure") && set.contains("HttpOnly") && set.contains("SameSite=Lax"));
+        assert!(
+            set.contains("; Secure") && set.contains("HttpOnly") && set.contains("SameSite=Lax")
+        );
         let plain = Cookies::for_public_url("http://127.0.0.1:8080");
         assert!(!plain.set(plain.session, "v").contains("Secure"));
     }
@@ -278,7 +284,10 @@ mod tests {
         assert!(sessions.finish_login("binding", "state-1").is_none());
         sessions.start_login("binding", "state-1".into(), "verifier".into());
         let returned = sessions.finish_login("binding", "state-1");
-        assert_eq!(returned.map(|login| login.verifier).as_deref(), Some("verifier"));
+        assert_eq!(
+            returned.map(|login| login.verifier).as_deref(),
+            Some("verifier")
+        );
         assert!(sessions.finish_login("binding", "state-1").is_none());
     }
 

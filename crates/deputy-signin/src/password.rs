@@ -76,7 +76,9 @@ impl SignIn {
                 .find_identity(IdentityKind::User, name)
                 .await?
                 .filter(|user| user.active)
-                .ok_or_else(|| Error::not_found(format!("user `{name}` does not exist or is disabled")))?,
+                .ok_or_else(|| {
+                    Error::not_found(format!("user `{name}` does not exist or is disabled"))
+                })?,
         };
         if password.chars().count() < MIN_PASSWORD_LENGTH {
             return Err(Error::invalid_parameter(format!(

@@ -348,9 +348,7 @@ pub async fn local_password(
         .await
         .context("could not set the local password")?;
     let value = json!({ "user_name": user_name, "local_password_set": true });
-    print(connection, &value, |_| {
-        format!("set {whose}\n")
-    });
+    print(connection, &value, |_| format!("set {whose}\n"));
     Ok(())
 }
 

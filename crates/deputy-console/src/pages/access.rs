@@ -21,7 +21,10 @@ pub fn routes() -> Router<ConsoleState> {
     Router::new()
         .route("/console/access", get(show))
         .route("/console/access/agents/{name}/{change}", post(change_agent))
-        .route("/console/access/apps/{client_id}/withdraw", post(withdraw_app))
+        .route(
+            "/console/access/apps/{client_id}/withdraw",
+            post(withdraw_app),
+        )
 }
 
 /// Scopes as the API lists them: an array of names or one space-separated string.
@@ -138,7 +141,10 @@ async fn change_agent(
     checked_form(&state.console, &signed_in, &headers, &body)?;
     let api = signed_in.api();
     match change.as_str() {
-        "approve" => api.post(CONSENTS, &json!({ "endpoint_name": name })).await?,
+        "approve" => {
+            api.post(CONSENTS, &json!({ "endpoint_name": name }))
+                .await?
+        }
         "withdraw" => api.delete(&format!("{CONSENTS}/{}", encode(&name))).await?,
         other => return Err(ConsoleError::NotFound(format!("no such change `{other}`"))),
     };

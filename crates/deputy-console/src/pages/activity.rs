@@ -29,7 +29,10 @@ struct Filter {
 }
 
 fn nonempty(value: &Option<String>) -> Option<&str> {
-    value.as_deref().map(str::trim).filter(|text| !text.is_empty())
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
 }
 
 /// `YYYY-MM-DD` as epoch milliseconds at 00:00 UTC.
@@ -92,7 +95,12 @@ async fn show(signed_in: SignedIn, Query(filter): Query<Filter>) -> Result<Respo
         @if events.is_empty() { p.empty { "Nothing matches." } }
         div #activity-wrap { (events_table("activity", &events)) }
     };
-    Ok(page(&signed_in.viewer(), Section::Activity, "Activity", body))
+    Ok(page(
+        &signed_in.viewer(),
+        Section::Activity,
+        "Activity",
+        body,
+    ))
 }
 
 #[cfg(test)]
@@ -110,15 +118,24 @@ mod tests {
         };
         let query = audit_query(&filter).unwrap();
         assert!(query.contains("&endpoint=rag&allowed=false"), "{query}");
-        assert!(query.contains("&since_ms=1796083200000&until_ms=1796169600000"), "{query}");
+        assert!(
+            query.contains("&since_ms=1796083200000&until_ms=1796169600000"),
+            "{query}"
+        );
         assert!(query.ends_with("&contains=consent%20withdrawn"), "{query}");
     }
 
     #[test]
     fn a_bad_filter_is_refused() {
-        let bad_date = Filter { since: Some("yesterday".into()), ..Filter::default() };
+        let bad_date = Filter {
+            since: Some("yesterday".into()),
+            ..Filter::default()
+        };
         assert!(audit_query(&bad_date).is_err());
-        let bad_decision = Filter { decision: Some("maybe".into()), ..Filter::default() };
+        let bad_decision = Filter {
+            decision: Some("maybe".into()),
+            ..Filter::default()
+        };
         assert!(audit_query(&bad_decision).is_err());
     }
 }

@@ -179,8 +179,13 @@ fn endpoint_row(endpoint: &Value) -> Vec<String> {
         text(endpoint, "name").to_owned(),
         serves,
         text(&endpoint["state"], "ready").to_owned(),
-        agent["service_principal"].as_str().unwrap_or("—").to_owned(),
-        agent["workers"].as_u64().map_or_else(|| "—".into(), |workers| workers.to_string()),
+        agent["service_principal"]
+            .as_str()
+            .unwrap_or("—")
+            .to_owned(),
+        agent["workers"]
+            .as_u64()
+            .map_or_else(|| "—".into(), |workers| workers.to_string()),
         when(endpoint["creation_timestamp"].as_i64().unwrap_or_default()),
     ]
 }

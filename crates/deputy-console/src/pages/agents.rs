@@ -146,7 +146,9 @@ fn ask_form(base: &str, plain: &str, csrf: &str) -> Markup {
     }
 }
 
-pub(crate) fn question_of(fields: &std::collections::HashMap<String, String>) -> Result<String, ConsoleError> {
+pub(crate) fn question_of(
+    fields: &std::collections::HashMap<String, String>,
+) -> Result<String, ConsoleError> {
     let question = fields.get("question").map(|text| text.trim()).unwrap_or("");
     match question.is_empty() {
         true => Err(ConsoleError::BadRequest("ask a question first".into())),
@@ -166,10 +168,14 @@ async fn start(
     let api = signed_in.api();
     let id = create_conversation(&api, &name, &question).await?;
     match ask(&api, &id, &name, &[], &question).await {
-        Ok(()) => Ok(Redirect::to(&format!("/console/conversations/{}", encode(&id))).into_response()),
+        Ok(()) => {
+            Ok(Redirect::to(&format!("/console/conversations/{}", encode(&id))).into_response())
+        }
         Err(refusal) => {
             // A conversation whose first question was refused holds nothing worth keeping.
-            let _ = api.delete(&format!("{CONVERSATIONS}/{}", encode(&id))).await;
+            let _ = api
+                .delete(&format!("{CONVERSATIONS}/{}", encode(&id)))
+                .await;
             playground_page(&signed_in, &name, Some(&refusal)).await
         }
     }
@@ -187,9 +193,14 @@ async fn follow_up(
     let api = signed_in.api();
     let conversation = api.get(&format!("{CONVERSATIONS}/{}", encode(&id))).await?;
     let name = conversation["endpoint_name"].as_str().unwrap_or_default();
-    let history = conversation["messages"].as_array().cloned().unwrap_or_default();
+    let history = conversation["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     match ask(&api, &id, name, &history, &question).await {
-        Ok(()) => Ok(Redirect::to(&format!("/console/conversations/{}", encode(&id))).into_response()),
+        Ok(()) => {
+            Ok(Redirect::to(&format!("/console/conversations/{}", encode(&id))).into_response())
+        }
         Err(refusal) => conversation_page(&signed_in, &id, Some(&refusal)).await,
     }
 }
@@ -228,8 +239,11 @@ pub(crate) async fn record_exchange(
     sources: &[String],
 ) -> Result<(), ApiFailure> {
     let messages_path = format!("{CONVERSATIONS}/{}/messages", encode(conversation));
-    api.post(&messages_path, &json!({ "role": "user", "content": question }))
-        .await?;
+    api.post(
+        &messages_path,
+        &json!({ "role": "user", "content": question }),
+    )
+    .await?;
     api.post(
         &messages_path,
         &json!({ "role": "assistant", "content": answer, "request_id": request_id, "sources": sources }),
@@ -266,9 +280,21 @@ async fn ask(
         .as_array()
         .into_iter()
         .flatten()
-        .map(|source| source.as_str().map_or_else(|| source.to_string(), str::to_owned))
+        .map(|source| {
+            source
+                .as_str()
+                .map_or_else(|| source.to_string(), str::to_owned)
+        })
         .collect();
-    record_exchange(api, conversation, question, &text, request_id.as_deref(), &sources).await
+    record_exchange(
+        api,
+        conversation,
+        question,
+        &text,
+        request_id.as_deref(),
+        &sources,
+    )
+    .await
 }
 
 /// The answer's text: a ChatAgent's last message, or an OpenAI-style choice.
@@ -326,16 +352,15 @@ async fn render_message(api: &AsPerson<'_>, message: &Value) -> Result<Markup, A
         return Ok(html! { li.message.user { p.question { (content) } } });
     }
     let events = match message["request_id"].as_str() {
-        Some(request_id) => {
-            api.get(&format!(
+        Some(request_id) => api
+            .get(&format!(
                 "/api/2.0/deputy/audit?request_id={}&limit=200",
                 encode(request_id)
             ))
             .await?["events"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        }
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
         None => Vec::new(),
     };
     let sources: Vec<&str> = message["sources"]

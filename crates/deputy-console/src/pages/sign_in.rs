@@ -100,7 +100,10 @@ pub async fn callback(
     if let Some(error) = query.error {
         let message = query.error_description.unwrap_or(error);
         return with_cookies(
-            error_page(StatusCode::FORBIDDEN, &format!("sign-in refused: {message}")),
+            error_page(
+                StatusCode::FORBIDDEN,
+                &format!("sign-in refused: {message}"),
+            ),
             &[clear_login],
         );
     }
@@ -122,7 +125,10 @@ pub async fn callback(
     match session {
         Ok(id) => with_cookies(
             Redirect::to("/console/agents"),
-            &[console.cookies.set(console.cookies.session, &id), clear_login],
+            &[
+                console.cookies.set(console.cookies.session, &id),
+                clear_login,
+            ],
         ),
         Err(failure) => with_cookies(ConsoleError::Api(failure), &[clear_login]),
     }

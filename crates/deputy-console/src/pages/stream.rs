@@ -5,7 +5,9 @@
 //! same forms post to the plain routes in `agents` and the page appears when the answer is complete.
 
 use crate::api::{ApiFailure, AsPerson, encode};
-use crate::pages::agents::{CONVERSATIONS, create_conversation, history_messages, question_of, record_exchange};
+use crate::pages::agents::{
+    CONVERSATIONS, create_conversation, history_messages, question_of, record_exchange,
+};
 use crate::{ConsoleError, ConsoleState, SignedIn, checked_form};
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -49,8 +51,14 @@ async fn follow_up(
         .api()
         .get(&format!("{CONVERSATIONS}/{}", encode(&id)))
         .await?;
-    let name = conversation["endpoint_name"].as_str().unwrap_or_default().to_owned();
-    let history = conversation["messages"].as_array().cloned().unwrap_or_default();
+    let name = conversation["endpoint_name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let history = conversation["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     Ok(relay(signed_in, id, name, history, question, false).await)
 }
 
@@ -70,7 +78,10 @@ impl Answer {
         }
         let delta = &chunk["delta"];
         let (id, text) = match delta.is_object() {
-            true => (delta["id"].as_str().map(str::to_owned), delta["content"].as_str()),
+            true => (
+                delta["id"].as_str().map(str::to_owned),
+                delta["content"].as_str(),
+            ),
             false => (None, chunk["choices"][0]["delta"]["content"].as_str()),
         };
         if let Some(text) = text {
@@ -82,7 +93,11 @@ impl Answer {
         if let Some(sources) = chunk["custom_outputs"]["sources"].as_array() {
             self.sources = sources
                 .iter()
-                .map(|source| source.as_str().map_or_else(|| source.to_string(), str::to_owned))
+                .map(|source| {
+                    source
+                        .as_str()
+                        .map_or_else(|| source.to_string(), str::to_owned)
+                })
                 .collect();
         }
         Ok(())
@@ -111,10 +126,15 @@ async fn relay(
     messages.push(json!({ "role": "user", "content": question }));
     let request = Request::builder()
         .method(Method::POST)
-        .uri(format!("/serving-endpoints/{}/invocations", encode(&endpoint)))
+        .uri(format!(
+            "/serving-endpoints/{}/invocations",
+            encode(&endpoint)
+        ))
         .header(header::AUTHORIZATION, format!("Bearer {}", signed_in.token))
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(json!({ "messages": messages, "stream": true }).to_string()));
+        .body(Body::from(
+            json!({ "messages": messages, "stream": true }).to_string(),
+        ));
     let signed_in = Arc::new(signed_in);
     let response = match request {
         Ok(request) => signed_in.api.send(request).await,
@@ -122,7 +142,10 @@ async fn relay(
     };
     if !response.status().is_success() {
         let failure = crate::api::json_answer(response).await.err();
-        let message = failure.map_or_else(|| "the agent did not answer".to_owned(), |failure| failure.message);
+        let message = failure.map_or_else(
+            || "the agent did not answer".to_owned(),
+            |failure| failure.message,
+        );
         if new_conversation {
             forget(&signed_in.api(), &conversation).await;
         }
@@ -155,7 +178,11 @@ async fn relay(
                         let _ = sender.send(event(&json!({ "error": message }))).await;
                         return;
                     }
-                    if sender.send(event(&json!({ "text": answer.text() }))).await.is_err() {
+                    if sender
+                        .send(event(&json!({ "text": answer.text() })))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -171,7 +198,9 @@ async fn relay(
         )
         .await;
         let last = match recorded {
-            Ok(()) => json!({ "done": format!("/console/conversations/{}", encode(&conversation)) }),
+            Ok(()) => {
+                json!({ "done": format!("/console/conversations/{}", encode(&conversation)) })
+            }
             Err(failure) => json!({ "error": failure.message }),
         };
         let _ = sender.send(event(&last)).await;
@@ -231,15 +260,20 @@ mod tests {
         }
         assert_eq!(answer.text(), "Falcon launches");
         assert_eq!(answer.sources, ["Falcon plan"]);
-        let refused = answer.take(&json!({ "error_code": "PERMISSION_DENIED", "message": "no consent" }));
+        let refused =
+            answer.take(&json!({ "error_code": "PERMISSION_DENIED", "message": "no consent" }));
         assert_eq!(refused, Err("no consent".to_owned()));
     }
 
     #[test]
     fn openai_style_chunks_are_read_too() {
         let mut answer = Answer::default();
-        answer.take(&json!({ "choices": [{ "delta": { "content": "a" } }] })).unwrap();
-        answer.take(&json!({ "choices": [{ "delta": { "content": "b" } }] })).unwrap();
+        answer
+            .take(&json!({ "choices": [{ "delta": { "content": "a" } }] }))
+            .unwrap();
+        answer
+            .take(&json!({ "choices": [{ "delta": { "content": "b" } }] }))
+            .unwrap();
         assert_eq!(answer.text(), "ab");
     }
 }

@@ -14,7 +14,9 @@ pub async fn sign_in_details(host: &str, admin_token: &str, data_dir: &Path) -> 
     let admin = WorkspaceClient::new(host, deputy_sdk::Credentials::Token(admin_token.into()));
     let path = data_dir.join(PASSWORDS_FILE);
     let mut passwords: Map<String, Value> = match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?,
+        Ok(text) => {
+            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Map::new(),
         Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
     };
@@ -34,11 +36,19 @@ pub async fn sign_in_details(host: &str, admin_token: &str, data_dir: &Path) -> 
     write_private(&path, &serde_json::to_string_pretty(&passwords)?)?;
 
     println!("\n== The web console: {host}/console/");
-    println!("   Sign in as a demo user (no identity provider is configured, so Deputy asks for a password):");
+    println!(
+        "   Sign in as a demo user (no identity provider is configured, so Deputy asks for a password):"
+    );
     for (user_name, _) in super::rag::USERS {
-        println!("     {user_name:<20} {}", super::text(&passwords[user_name]));
+        println!(
+            "     {user_name:<20} {}",
+            super::text(&passwords[user_name])
+        );
     }
-    println!("   (kept in {}; the admin sets their own with `deputy local-password set`)", path.display());
+    println!(
+        "   (kept in {}; the admin sets their own with `deputy local-password set`)",
+        path.display()
+    );
     Ok(())
 }
 
