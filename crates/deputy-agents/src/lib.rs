@@ -157,6 +157,16 @@ impl AgentHost {
             .remove(endpoint_id);
     }
 
+    /// The endpoint's workers now; `None` when none has been started since the server started (they start on the
+    /// first request).
+    pub fn health(&self, endpoint_id: &str) -> Option<worker::PoolHealth> {
+        self.pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(endpoint_id)
+            .map(|pool| pool.health())
+    }
+
     pub fn is_running(&self, endpoint_id: &str) -> bool {
         self.pools
             .lock()

@@ -216,9 +216,18 @@ fn crashed(message: String) -> WorkerEvent {
     }
 }
 
+/// A pool's workers at one moment: configured, running (a busy worker counts as running), busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolHealth {
+    pub workers: usize,
+    pub running: usize,
+    pub busy: usize,
+}
+
 /// The workers of one endpoint. Idle slots hold a running worker or `None` (to be started on next use).
 pub struct AgentPool {
     command: WorkerCommand,
+    slots: usize,
     idle: Mutex<Vec<Option<Worker>>>,
     permits: Arc<Semaphore>,
     startup_timeout: Duration,
@@ -235,6 +244,7 @@ impl AgentPool {
         let workers = workers.max(1);
         AgentPool {
             command,
+            slots: workers,
             idle: Mutex::new((0..workers).map(|_| None).collect()),
             permits: Arc::new(Semaphore::new(workers)),
             startup_timeout,
@@ -249,6 +259,24 @@ impl AgentPool {
             .acquire_owned()
             .await
             .map_err(|_| WorkerError::Busy)
+    }
+
+    /// How many of the pool's workers are running (idle and ready, or serving a request) and how many are busy.
+    pub fn health(&self) -> PoolHealth {
+        let workers = self.slots;
+        let busy = workers.saturating_sub(self.permits.available_permits());
+        let idle_running = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .filter(|slot| slot.is_some())
+            .count();
+        PoolHealth {
+            workers,
+            running: idle_running + busy,
+            busy,
+        }
     }
 
     /// Starts one worker now (instead of on the first request), so deploying reports a broken agent at once.

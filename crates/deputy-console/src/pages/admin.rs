@@ -183,11 +183,25 @@ fn endpoint_row(endpoint: &Value) -> Vec<String> {
             .as_str()
             .unwrap_or("—")
             .to_owned(),
-        agent["workers"]
-            .as_u64()
-            .map_or_else(|| "—".into(), |workers| workers.to_string()),
+        workers(&agent["worker_health"]),
         when(endpoint["creation_timestamp"].as_i64().unwrap_or_default()),
     ]
+}
+
+/// An agent's worker health in words: "2 of 2 running, 1 busy", "2, not started yet", "in the server".
+fn workers(health: &Value) -> String {
+    let count = |key: &str| health[key].as_u64().unwrap_or_default();
+    match health["state"].as_str() {
+        Some("RUNNING" | "IDLE") => format!(
+            "{} of {} running, {} busy",
+            count("running"),
+            count("workers"),
+            count("busy")
+        ),
+        Some("NOT_STARTED") => format!("{}, not started yet", count("workers")),
+        Some("IN_SERVER") => "in the server".into(),
+        _ => "—".into(),
+    }
 }
 
 fn table(headings: &[&str], rows: Vec<Vec<String>>) -> Markup {
