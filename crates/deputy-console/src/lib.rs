@@ -230,10 +230,10 @@ pub(crate) fn checked_form(
     body: &Bytes,
 ) -> Result<HashMap<String, String>, ConsoleError> {
     let cross_site = || ConsoleError::Forbidden("this form was not sent from the console".into());
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        if origin.as_bytes() != console.origin().as_bytes() {
-            return Err(cross_site());
-        }
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && origin.as_bytes() != console.origin().as_bytes()
+    {
+        return Err(cross_site());
     }
     if headers.get("sec-fetch-site") == Some(&HeaderValue::from_static("cross-site")) {
         return Err(cross_site());
