@@ -222,7 +222,10 @@ impl FromRequestParts<ConsoleState> for SignedIn {
 }
 
 /// A console form: checked to come from the console's own origin with the session's CSRF token before any field
-/// is read. Browsers send `Origin` on every POST; one from elsewhere (or a cross-site fetch) is refused outright.
+/// is read. Browsers send `Origin` on every POST and `Sec-Fetch-Site` on every request: another site's origin, or a
+/// request the browser calls cross-site, is refused outright. An opaque origin (`Origin: null`, which Chromium sends
+/// for a page under a strict referrer policy, and sandboxed frames send anywhere) passes only when the browser says
+/// the request is same-origin.
 pub(crate) fn checked_form(
     console: &Console,
     signed_in: &SignedIn,
@@ -230,13 +233,15 @@ pub(crate) fn checked_form(
     body: &Bytes,
 ) -> Result<HashMap<String, String>, ConsoleError> {
     let cross_site = || ConsoleError::Forbidden("this form was not sent from the console".into());
-    if let Some(origin) = headers.get(header::ORIGIN)
-        && origin.as_bytes() != console.origin().as_bytes()
-    {
+    let fetch_site = headers.get("sec-fetch-site").map(HeaderValue::as_bytes);
+    if fetch_site.is_some_and(|site| site != b"same-origin") {
         return Err(cross_site());
     }
-    if headers.get("sec-fetch-site") == Some(&HeaderValue::from_static("cross-site")) {
-        return Err(cross_site());
+    match headers.get(header::ORIGIN).map(HeaderValue::as_bytes) {
+        Some(b"null") if fetch_site != Some(b"same-origin") => return Err(cross_site()),
+        Some(b"null") | None => {}
+        Some(origin) if origin != console.origin().as_bytes() => return Err(cross_site()),
+        Some(_) => {}
     }
     let fields: HashMap<String, String> = serde_urlencoded::from_bytes(body)
         .map_err(|error| ConsoleError::BadRequest(format!("the form does not parse: {error}")))?;

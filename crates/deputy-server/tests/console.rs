@@ -46,7 +46,7 @@ impl Browser {
         method: Method,
         path: &str,
         form: Option<&[(&str, &str)]>,
-        origin: Option<&str>,
+        extra_headers: &[(&str, &str)],
     ) -> Page {
         let path = path.strip_prefix(&self.base_url).unwrap_or(path);
         let mut request = Request::builder().method(method).uri(path);
@@ -58,8 +58,8 @@ impl Browser {
                 .collect();
             request = request.header(header::COOKIE, jar.join("; "));
         }
-        if let Some(origin) = origin {
-            request = request.header(header::ORIGIN, origin);
+        for (name, value) in extra_headers {
+            request = request.header(*name, *value);
         }
         let body = match form {
             Some(fields) => {
@@ -102,7 +102,7 @@ impl Browser {
     }
 
     async fn get(&mut self, path: &str) -> Page {
-        self.request(Method::GET, path, None, None).await
+        self.request(Method::GET, path, None, &[]).await
     }
 
     /// Follows redirects from `path` until a page answers.
@@ -121,7 +121,7 @@ impl Browser {
     /// A console form, posted from the console's own origin.
     async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
         let origin = self.base_url.clone();
-        self.request(Method::POST, path, Some(fields), Some(&origin))
+        self.request(Method::POST, path, Some(fields), &[("origin", &origin)])
             .await
     }
 
@@ -265,15 +265,27 @@ async fn forms_need_the_sessions_csrf_token_and_the_consoles_origin() {
                 &[("csrf_token", "guessed"), ("obo-enabled", "true")],
             )
             .await,
-        admin
-            .request(
-                Method::POST,
-                "/console/admin/settings",
-                Some(&change),
-                Some("https://evil.example"),
-            )
-            .await,
     ];
+    let mut forged = forged.into_iter().collect::<Vec<_>>();
+    // With the right token, but from elsewhere: another origin, a request the browser calls cross-site, an opaque
+    // origin the browser does not vouch for.
+    for headers in [
+        &[("origin", "https://evil.example")][..],
+        &[("sec-fetch-site", "cross-site")],
+        &[("origin", "null")],
+        &[("origin", "null"), ("sec-fetch-site", "same-site")],
+    ] {
+        forged.push(
+            admin
+                .request(
+                    Method::POST,
+                    "/console/admin/settings",
+                    Some(&change),
+                    headers,
+                )
+                .await,
+        );
+    }
     for refused in forged {
         assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
     }
@@ -286,6 +298,19 @@ async fn forms_need_the_sessions_csrf_token_and_the_consoles_origin() {
     let accepted = admin.post("/console/admin/settings", &change).await;
     assert_eq!(accepted.status, StatusCode::SEE_OTHER, "{}", accepted.text);
     assert_eq!(settings().await, json!(true));
+    // Chromium's own form under the console's referrer policy: an opaque origin, vouched for as same-origin.
+    let switch_off = [("csrf_token", csrf.as_str())];
+    let same_origin = [("origin", "null"), ("sec-fetch-site", "same-origin")];
+    let accepted = admin
+        .request(
+            Method::POST,
+            "/console/admin/settings",
+            Some(&switch_off),
+            &same_origin,
+        )
+        .await;
+    assert_eq!(accepted.status, StatusCode::SEE_OTHER, "{}", accepted.text);
+    assert_eq!(settings().await, json!(false));
 }
 
 #[tokio::test]

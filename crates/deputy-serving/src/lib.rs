@@ -9,6 +9,8 @@
 //!   asked is a 403.
 //! - A provider key is stored with the endpoint and never returned or logged.
 
+pub mod conversations;
+
 use deputy_access::audit::AuditEntry;
 use deputy_access::{Access, Caller, Error, ErrorCode};
 use deputy_agents::resources::{ResourceKind, SystemResource};
@@ -450,7 +452,7 @@ async fn check_consent(
         .await
         .map_err(|error| error.to_string())?;
     let how = format!(
-        "consent with `deputy agents consent {}` (POST /api/2.0/deputy/consents)",
+        "consent on the console's Access page, with `deputy agents consent {}`, or POST /api/2.0/deputy/consents",
         record.name
     );
     match consented {

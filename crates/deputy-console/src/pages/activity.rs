@@ -93,7 +93,7 @@ async fn show(signed_in: SignedIn, Query(filter): Query<Filter>) -> Result<Respo
             button type="submit" { "Search" }
         }
         @if events.is_empty() { p.empty { "Nothing matches." } }
-        div #activity-wrap { (events_table("activity", &events)) }
+        div #activity-wrap { (events_table("events", Some("activity"), &events)) }
     };
     Ok(page(
         &signed_in.viewer(),

@@ -376,7 +376,7 @@ async fn render_message(api: &AsPerson<'_>, message: &Value) -> Result<Markup, A
                 summary { "What ran for this answer" }
                 h3 { "Calls made for you" }
                 @if events.is_empty() { p.empty { "The agent made no call on your behalf." } }
-                @else { (events_table("tools", &events)) }
+                @else { (events_table("tools", None, &events)) }
                 h3 { "Sources" }
                 @if sources.is_empty() { p.empty { "No sources." } }
                 ul.sources { @for source in &sources { li { (source) } } }
@@ -386,9 +386,9 @@ async fn render_message(api: &AsPerson<'_>, message: &Value) -> Result<Markup, A
 }
 
 /// Audit events as a table: when, who for whom, which API with which scope, on what, the decision and its reason.
-pub(crate) fn events_table(class: &str, events: &[Value]) -> Markup {
+pub(crate) fn events_table(class: &str, id: Option<&str>, events: &[Value]) -> Markup {
     html! {
-        table class=(class) {
+        table class=(class) id=[id] {
             thead { tr {
                 th { "Time" } th { "Acting" } th { "API" } th { "Scope" } th { "On" } th { "Decision" } th { "Reason" }
             } }
