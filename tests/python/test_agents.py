@@ -152,13 +152,14 @@ def test_the_audit_log_names_user_agent_and_decision(server, world):
     assert calls and calls[0]["allowed"] and calls[0]["endpoint"] == "notes-agent", events
     denied = [e for e in events if not e["allowed"] and "catalog.catalogs" in e["reason"]]
     assert denied, "the refused catalogs call is audited with its reason"
-    # Only admins read the audit log.
-    refused = requests.get(
-        server.url("/api/2.0/deputy/audit"),
-        headers={"Authorization": f"Bearer {world['tokens']['alice@example.com']}"},
-        timeout=10,
-    )
-    assert refused.status_code == 403
+    # Everyone reads their own part of the audit log; only admins read others'.
+    alice = {"Authorization": f"Bearer {world['tokens']['alice@example.com']}"}
+    own = requests.get(server.url("/api/2.0/deputy/audit"), headers=alice, params={"limit": 1000}, timeout=10)
+    assert own.status_code == 200, own.text
+    assert {event["user_name"] for event in own.json()["events"]} == {"alice@example.com"}
+    refused = requests.get(server.url("/api/2.0/deputy/audit"), headers=alice,
+                           params={"user_name": "bob@example.com"}, timeout=10)
+    assert refused.status_code == 403 and refused.json()["error_code"] == "PERMISSION_DENIED"
 
 
 def test_a_crashing_agent_gets_an_error_and_a_new_worker(server, world):

@@ -27,7 +27,7 @@ use deputy_authz::{
 };
 use deputy_core::ApiScope;
 use deputy_store::catalog::WorkspaceObjectRecord;
-use deputy_store::{AuditEvent, Store};
+use deputy_store::{AuditEvent, AuditFilter, Store};
 use directory::{Directory, DirectoryState};
 use std::sync::Arc;
 
@@ -217,6 +217,28 @@ impl Access {
             .append_audit_events(events)
             .await
             .map_err(Error::internal)
+    }
+
+    /// The audit events matching `filter` that `caller` may read: admins read everyone's, anyone else only the events
+    /// of which they are the user, so a filter naming another user is refused and one naming none is narrowed.
+    pub async fn read_audit(
+        &self,
+        caller: &Caller,
+        mut filter: AuditFilter,
+    ) -> Result<Vec<AuditEvent>, Error> {
+        if !caller.is_admin() {
+            let own = &caller.identity.name;
+            if let Some(named) = &filter.user_name
+                && !named.eq_ignore_ascii_case(own)
+            {
+                return Err(Error::permission_denied(format!(
+                    "only members of the `{}` group may read the audit events of `{named}`; you may read your own",
+                    directory::ADMINS_GROUP
+                )));
+            }
+            filter.user_name = Some(own.clone());
+        }
+        Ok(self.store().audit_events(&filter).await?)
     }
 
     /// An audit event of `caller` calling `api` with its own token (see [`audit::AuditEntry::of_caller`]).

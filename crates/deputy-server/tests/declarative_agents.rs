@@ -694,3 +694,74 @@ async fn the_mcp_tool_calls_a_managed_mcp_server_as_the_user() {
         StatusCode::BAD_REQUEST
     );
 }
+
+/// Each answer names its request in `x-request-id`, the id of the audit events of the agent's calls for it, which the
+/// user reads with their own token; streamed and refused answers too.
+#[tokio::test]
+async fn an_answer_names_its_request_and_the_user_reads_its_audit_events() {
+    let w = world().await;
+    let deployed = w.deploy("orders", &w.orders_agent("fail", SQL)).await;
+    let principal = &deployed["config"]["served_entities"][0]["deputy_agent"]["service_principal"];
+    let audited = |token: String, request_id: String| {
+        let h = &w.h;
+        async move {
+            let path = format!("/api/2.0/deputy/audit?request_id={request_id}");
+            let reply = h.call(Method::GET, &path, Some(&token), None).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+            reply.body["events"].as_array().unwrap().clone()
+        }
+    };
+    let request_id =
+        |reply: &support::Reply| reply.headers["x-request-id"].to_str().unwrap().to_owned();
+
+    let answered = w.ask(&w.alice, "orders", ORDERS_QUERY).await;
+    assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
+    let id = request_id(&answered);
+    let events = audited(w.alice.clone(), id.clone()).await;
+    let apis: Vec<&str> = events
+        .iter()
+        .map(|event| event["api"].as_str().unwrap())
+        .collect();
+    for api in [
+        "serving.on-behalf-of-token",
+        "agent.tool-access",
+        "POST /api/2.0/sql/statements",
+    ] {
+        assert!(apis.contains(&api), "{api} not in {apis:?}");
+    }
+    for event in &events {
+        assert_eq!(event["request_id"], id.as_str());
+        assert_eq!(event["user_name"], "alice@example.com");
+    }
+    let statement = events
+        .iter()
+        .find(|event| event["api"] == "POST /api/2.0/sql/statements")
+        .unwrap();
+    assert_eq!(statement["actors"], json!([principal]));
+
+    let body = json!({ "messages": [{ "role": "user", "content": ORDERS_QUERY }], "stream": true });
+    let path = "/serving-endpoints/orders/invocations";
+    let streamed =
+        w.h.call(Method::POST, path, Some(&w.alice), Some(body))
+            .await;
+    assert_eq!(streamed.status, StatusCode::OK, "{}", streamed.body);
+    let streamed_id = request_id(&streamed);
+    assert_ne!(streamed_id, id);
+    let events = audited(w.alice.clone(), streamed_id).await;
+    assert!(
+        events
+            .iter()
+            .any(|event| event["api"] == "POST /api/2.0/sql/statements"),
+        "{events:?}"
+    );
+
+    let refused = w.ask(&w.carol, "orders", ORDERS_QUERY).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    let events = audited(w.carol.clone(), request_id(&refused)).await;
+    let denied = events
+        .iter()
+        .find(|event| event["api"] == "agent.tool-access")
+        .unwrap_or_else(|| panic!("no audited tool access: {events:?}"));
+    assert_eq!(denied["allowed"], false);
+    assert_eq!(denied["user_name"], "carol@example.com");
+}

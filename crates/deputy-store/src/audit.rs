@@ -26,12 +26,33 @@ pub struct AuditEvent {
     pub reason: String,
 }
 
+/// Which events a read returns: those matching every condition set, in `seq` order (`descending`: newest first), at
+/// most `limit`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub user_name: Option<String>,
+    pub endpoint: Option<String>,
+    pub allowed: Option<bool>,
+    pub request_id: Option<String>,
+    /// Events at or after this time.
+    pub since_ms: Option<EpochMillis>,
+    /// Events before this time.
+    pub until_ms: Option<EpochMillis>,
+    /// A substring of the API, securable, reason, endpoint or one of the actors, matched ignoring ASCII case.
+    pub contains: Option<String>,
+    /// Events with `seq > after`.
+    pub after: Option<i64>,
+    /// Events with `seq < before`.
+    pub before: Option<i64>,
+    pub descending: bool,
+    pub limit: u32,
+}
+
 #[async_trait]
 pub trait AuditStore: Send + Sync + 'static {
     /// Appends events atomically and durably: when this returns, they survive a crash.
     async fn append_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()>;
-    /// Events with `seq > after`, oldest first, at most `limit`.
-    async fn audit_events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+    async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
 }
 
 /// Group commit for audit appends. Every on-behalf-of request appends events and waits until they are durable, and

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod consent;
+pub mod conversations;
 pub mod federation;
 pub mod genie;
 pub mod sign_in;
@@ -25,9 +26,10 @@ use async_trait::async_trait;
 use std::fmt;
 use std::str::FromStr;
 
-pub use audit::{AuditEvent, AuditStore};
+pub use audit::{AuditEvent, AuditFilter, AuditStore};
 pub use catalog::CatalogStore;
 pub use consent::{Consent, ConsentStore};
+pub use conversations::{ConversationStore, EndpointConversation, EndpointMessage};
 pub use federation::{FederationPolicy, FederationStore};
 pub use genie::GenieStore;
 pub use sign_in::{
@@ -43,6 +45,7 @@ pub trait Store:
     + AuditStore
     + GenieStore
     + ConsentStore
+    + ConversationStore
     + FederationStore
     + SignInStore
 {
@@ -54,6 +57,7 @@ impl<T> Store for T where
         + AuditStore
         + GenieStore
         + ConsentStore
+        + ConversationStore
         + FederationStore
         + SignInStore
 {

@@ -48,6 +48,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sign-in",
         include_str!("../migrations/0012_sign_in.sql"),
     ),
+    (
+        13,
+        "audit by user",
+        include_str!("../migrations/0013_audit_by_user.sql"),
+    ),
+    (
+        14,
+        "endpoint conversations",
+        include_str!("../migrations/0014_endpoint_conversations.sql"),
+    ),
 ];
 
 /// The columns of `principals` that make an [`Identity`]; a macro so that statements stay `&'static str` literals,

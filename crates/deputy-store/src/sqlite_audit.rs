@@ -1,11 +1,12 @@
 //! The SQLite implementation of the audit store: appends grouped into one commit per batch (see
 //! `audit::AuditGroupCommit`).
 
-use crate::audit::{AuditEvent, AuditStore, PendingAppend};
+use crate::audit::{AuditEvent, AuditFilter, AuditStore, PendingAppend};
 use crate::sqlite::SqliteStore;
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
-use sqlx::{Row, SqlitePool};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 fn poisoned<T>(_: T) -> StoreError {
     StoreError::AuditWrite("the audit queue's lock is poisoned".into())
@@ -49,36 +50,87 @@ impl AuditStore for SqliteStore {
         }
     }
 
-    async fn audit_events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
-        let rows = sqlx::query(
-            "SELECT seq, time_ms, request_id, user_name, actors, endpoint, api, scope, securable, decision, \
-             reason FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let actors: String = row.try_get("actors")?;
-                let decision: String = row.try_get("decision")?;
-                Ok(AuditEvent {
-                    seq: row.try_get("seq")?,
-                    time_ms: row.try_get("time_ms")?,
-                    request_id: row.try_get("request_id")?,
-                    user_name: row.try_get("user_name")?,
-                    actors: serde_json::from_str(&actors)
-                        .map_err(|error| StoreError::Corrupt(error.to_string()))?,
-                    endpoint: row.try_get("endpoint")?,
-                    api: row.try_get("api")?,
-                    scope: row.try_get("scope")?,
-                    securable: row.try_get("securable")?,
-                    allowed: decision == "ALLOW",
-                    reason: row.try_get("reason")?,
-                })
-            })
-            .collect()
+    async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
+        let rows = select_events(filter).build().fetch_all(self.pool()).await?;
+        rows.iter().map(event_of).collect()
     }
+}
+
+/// The statement of a filtered read. Only the conditions asked for are in it, so that SQLite can use the index that
+/// selects (a user's events, a request's); every value is a bound parameter, never SQL text.
+fn select_events(filter: &AuditFilter) -> QueryBuilder<Sqlite> {
+    let mut query = QueryBuilder::new(
+        "SELECT seq, time_ms, request_id, user_name, actors, endpoint, api, scope, securable, decision, reason \
+         FROM audit_events WHERE 1 = 1",
+    );
+    if let Some(user_name) = &filter.user_name {
+        query.push(" AND user_name = ").push_bind(user_name.clone());
+    }
+    if let Some(endpoint) = &filter.endpoint {
+        query.push(" AND endpoint = ").push_bind(endpoint.clone());
+    }
+    if let Some(allowed) = filter.allowed {
+        query
+            .push(" AND decision = ")
+            .push_bind(if allowed { "ALLOW" } else { "DENY" });
+    }
+    if let Some(request_id) = &filter.request_id {
+        query
+            .push(" AND request_id = ")
+            .push_bind(request_id.clone());
+    }
+    if let Some(since) = filter.since_ms {
+        query.push(" AND time_ms >= ").push_bind(since);
+    }
+    if let Some(until) = filter.until_ms {
+        query.push(" AND time_ms < ").push_bind(until);
+    }
+    if let Some(after) = filter.after {
+        query.push(" AND seq > ").push_bind(after);
+    }
+    if let Some(before) = filter.before {
+        query.push(" AND seq < ").push_bind(before);
+    }
+    if let Some(needle) = &filter.contains {
+        // SQLite's lower() folds ASCII only: both sides go through it, so the match is consistent.
+        query.push(" AND (");
+        for column in ["api", "securable", "reason", "endpoint"] {
+            query
+                .push(format_args!("instr(lower({column}), lower("))
+                .push_bind(needle.clone())
+                .push(")) > 0 OR ");
+        }
+        // Actor by actor, so that a needle cannot match the JSON punctuation between them.
+        query
+            .push("EXISTS (SELECT 1 FROM json_each(actors) WHERE instr(lower(value), lower(")
+            .push_bind(needle.clone())
+            .push(")) > 0))");
+    }
+    query.push(match filter.descending {
+        true => " ORDER BY seq DESC LIMIT ",
+        false => " ORDER BY seq LIMIT ",
+    });
+    query.push_bind(i64::from(filter.limit));
+    query
+}
+
+fn event_of(row: &SqliteRow) -> StoreResult<AuditEvent> {
+    let actors: String = row.try_get("actors")?;
+    let decision: String = row.try_get("decision")?;
+    Ok(AuditEvent {
+        seq: row.try_get("seq")?,
+        time_ms: row.try_get("time_ms")?,
+        request_id: row.try_get("request_id")?,
+        user_name: row.try_get("user_name")?,
+        actors: serde_json::from_str(&actors)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+        endpoint: row.try_get("endpoint")?,
+        api: row.try_get("api")?,
+        scope: row.try_get("scope")?,
+        securable: row.try_get("securable")?,
+        allowed: decision == "ALLOW",
+        reason: row.try_get("reason")?,
+    })
 }
 
 /// Writes the events of a batch of appends in one transaction: one commit, one fsync.
@@ -128,6 +180,14 @@ mod tests {
         }
     }
 
+    fn after(seq: i64, limit: u32) -> AuditFilter {
+        AuditFilter {
+            after: Some(seq),
+            limit,
+            ..AuditFilter::default()
+        }
+    }
+
     #[tokio::test]
     async fn events_survive_reopening_in_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -144,14 +204,14 @@ mod tests {
                 .unwrap();
         }
         let store = SqliteStore::open(&path).await.unwrap();
-        let all = store.audit_events_after(0, 10).await.unwrap();
+        let all = store.audit_events(&after(0, 10)).await.unwrap();
         let ids: Vec<_> = all
             .iter()
             .map(|e| (e.request_id.as_str(), e.allowed))
             .collect();
         assert_eq!(ids, [("r1", true), ("r2", false), ("r2", true)]);
         assert_eq!(all[0].actors, ["agent-sp", "outer-agent"]);
-        let later = store.audit_events_after(all[0].seq, 1).await.unwrap();
+        let later = store.audit_events(&after(all[0].seq, 1)).await.unwrap();
         assert_eq!(later.len(), 1);
         assert_eq!(later[0].seq, all[1].seq);
     }
@@ -180,7 +240,7 @@ mod tests {
             }
         }
         let store = SqliteStore::open(&path).await.unwrap();
-        let all = store.audit_events_after(0, 1_000).await.unwrap();
+        let all = store.audit_events(&after(0, 1_000)).await.unwrap();
         assert_eq!(all.len(), 128);
         for pair in all.chunks(2) {
             assert_eq!(
@@ -197,5 +257,74 @@ mod tests {
         requests.sort_unstable();
         requests.dedup();
         assert_eq!(requests.len(), 64);
+    }
+
+    /// A user's or a request's events are found through an index, not by reading the whole log.
+    #[tokio::test]
+    async fn user_and_request_lookups_use_an_index() {
+        let (_dir, store) = crate::test_support::open_temporary().await;
+        for filter in [
+            AuditFilter {
+                user_name: Some("alice".into()),
+                descending: true,
+                ..AuditFilter::default()
+            },
+            AuditFilter {
+                request_id: Some("r1".into()),
+                ..AuditFilter::default()
+            },
+        ] {
+            let sql = select_events(&filter).into_string();
+            let plan: Vec<String> =
+                sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .fetch_all(store.pool())
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|row| row.get("detail"))
+                    .collect();
+            assert!(
+                plan.iter().any(|step| step.contains("USING INDEX")),
+                "{filter:?}: {plan:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn contains_matches_any_text_column_or_one_actor_ignoring_case() {
+        let (_dir, store) = crate::test_support::open_temporary().await;
+        let mut other = event("r2", false);
+        other.actors = vec!["x".into(), "y".into()];
+        other.securable = None;
+        other.endpoint = None;
+        other.api = "GET /api/2.0/preview/scim/v2/Me".into();
+        other.reason = "nothing".into();
+        store
+            .append_audit_events(&[event("r1", true), other])
+            .await
+            .unwrap();
+        let matching = |needle: &str| {
+            let filter = AuditFilter {
+                contains: Some(needle.into()),
+                limit: 10,
+                ..AuditFilter::default()
+            };
+            let store = store.clone();
+            async move {
+                store
+                    .audit_events(&filter)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|event| event.request_id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(matching("MAIN.DOCS").await, ["r1"]);
+        assert_eq!(matching("OUTER-agent").await, ["r1"]);
+        assert_eq!(matching("scim").await, ["r2"]);
+        assert_eq!(matching("granted to").await, ["r1"]);
+        // The actors are stored as a JSON array; its punctuation is not text of any actor.
+        assert!(matching("\",\"").await.is_empty());
     }
 }

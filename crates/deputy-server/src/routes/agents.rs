@@ -8,9 +8,9 @@
 
 use super::{ApiRouter, Requires};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Authenticated};
+use crate::extract::{ApiJson, ApiQuery, Authenticated};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use deputy_access::Access;
 use deputy_access::Error;
 use deputy_access::credentials::Caller;
@@ -23,7 +23,7 @@ use deputy_authz::{PermissionLevel, SecurableKind};
 use deputy_core::ApiScope;
 use deputy_serving::Serving;
 use deputy_store::catalog::{GrantChange, WorkspaceObjectRecord};
-use deputy_store::{IdentityKind, NewIdentity, PrincipalId};
+use deputy_store::{AuditFilter, IdentityKind, NewIdentity, PrincipalId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -422,21 +422,53 @@ async fn change_settings(
 #[derive(Deserialize)]
 struct AuditQuery {
     after: Option<i64>,
+    before: Option<i64>,
     limit: Option<u32>,
+    user_name: Option<String>,
+    endpoint: Option<String>,
+    allowed: Option<bool>,
+    request_id: Option<String>,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+    contains: Option<String>,
+    #[serde(default)]
+    order: AuditOrder,
 }
 
-/// Audit events after a sequence number, oldest first (admins only).
+#[derive(Deserialize, Default, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum AuditOrder {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// Audit events in `seq` order (`order=desc`: newest first), at most `limit` (default 100, at most 1000), matching
+/// every parameter given: `user_name`, `endpoint`, `allowed`, `request_id` exactly; `since_ms` (inclusive) and
+/// `until_ms` (exclusive) on the event's time; `contains` in the API, securable, reason, endpoint or an actor
+/// (ignoring ASCII case); `after`/`before` on `seq`. `last_seq` is the last event's `seq`: the next page's `after`,
+/// or `before` when newest first. An empty text parameter is no filter. Admins read every event, anyone else their
+/// own (see `Access::read_audit`).
 async fn audit(
     State(access): State<Arc<Access>>,
     Authenticated(caller): Authenticated,
-    Query(query): Query<AuditQuery>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let events = access
-        .store()
-        .audit_events_after(query.after.unwrap_or(0), limit)
-        .await?;
+    let text = |value: Option<String>| value.filter(|value| !value.is_empty());
+    let filter = AuditFilter {
+        user_name: text(query.user_name),
+        endpoint: text(query.endpoint),
+        allowed: query.allowed,
+        request_id: text(query.request_id),
+        since_ms: query.since_ms,
+        until_ms: query.until_ms,
+        contains: text(query.contains),
+        after: query.after,
+        before: query.before,
+        descending: query.order == AuditOrder::Desc,
+        limit: query.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    let events = access.read_audit(&caller, filter).await?;
     let next = events.last().map(|event| event.seq);
     Ok(Json(json!({ "events": events, "last_seq": next })))
 }

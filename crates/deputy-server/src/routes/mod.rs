@@ -7,6 +7,7 @@
 
 pub mod agents;
 pub mod consents;
+pub mod conversations;
 pub mod external_function;
 pub mod federation;
 pub mod genie;
@@ -102,6 +103,7 @@ pub fn api_routes() -> ApiRouter {
     let router = serving::routes(router);
     let router = agents::routes(router);
     let router = consents::routes(router);
+    let router = conversations::routes(router);
     let router = vector_search::routes(router);
     let router = external_function::routes(router);
     let router = federation::routes(router);

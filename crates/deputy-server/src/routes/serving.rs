@@ -74,7 +74,10 @@ pub fn render_endpoint(
         }
         _ => deputy_models::installed_models(&serving.backends().models_dir).is_some(),
     };
-    let entity = served_entity(record, spec, installed);
+    let mut entity = served_entity(record, spec, installed);
+    if let deputy_serving::EndpointSpec::Agent(agent) = spec {
+        entity["deputy_agent"]["worker_health"] = worker_health(serving, record, agent);
+    }
     let levels = [
         PermissionLevel::CanManage,
         PermissionLevel::CanQuery,
@@ -109,6 +112,27 @@ pub fn render_endpoint(
         "route_optimized": false,
         "tags": [],
     })
+}
+
+/// An agent's workers now (Deputy's own field): a declarative agent runs inside the server; workers start on an
+/// endpoint's first request after a start.
+fn worker_health(
+    serving: &Serving,
+    record: &WorkspaceObjectRecord,
+    agent: &DeployedAgent,
+) -> Value {
+    if agent.kind == deputy_agents::definition::AgentKind::Declarative {
+        return json!({ "state": "IN_SERVER" });
+    }
+    match serving.agents().health(&record.object_id) {
+        None => json!({ "state": "NOT_STARTED", "workers": agent.workers }),
+        Some(health) => json!({
+            "state": if health.running > 0 { "RUNNING" } else { "IDLE" },
+            "workers": health.workers,
+            "running": health.running,
+            "busy": health.busy,
+        }),
+    }
 }
 
 /// The endpoint's one served entity, as the serving API describes it.
@@ -475,7 +499,8 @@ fn in_dialect(
 }
 
 /// Runs one request on the agent's workers for the caller: with the caller's downscoped token when on-behalf-of
-/// access is on (audited), with none otherwise.
+/// access is on (audited), with none otherwise. The answer names the request in `x-request-id`, the id the audit
+/// events of the agent's calls carry; a failed answer too, since the calls made before the failure are audited.
 async fn invoke_agent(
     state: &AppState,
     caller: &Caller,
@@ -484,9 +509,27 @@ async fn invoke_agent(
     body: Value,
     dialect: Dialect,
 ) -> Result<Response, ApiError> {
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let (user_token, request_id) =
         deputy_serving::user_token_for_agent(state.serving(), caller, record, agent).await?;
+    let header = axum::http::HeaderValue::from_str(&request_id).map_err(Error::internal)?;
+    let granted = (user_token, request_id);
+    let answer = run_agent(state, caller, record, agent, body, dialect, granted).await;
+    let mut response = answer.unwrap_or_else(IntoResponse::into_response);
+    response.headers_mut().insert("x-request-id", header);
+    Ok(response)
+}
+
+/// `granted`: the user's token for the agent, if any, and the request's id.
+async fn run_agent(
+    state: &AppState,
+    caller: &Caller,
+    record: &WorkspaceObjectRecord,
+    agent: &DeployedAgent,
+    body: Value,
+    dialect: Dialect,
+    (user_token, request_id): (Option<String>, String),
+) -> Result<Response, ApiError> {
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let mut events = match state.serving().agents().pool(&record.object_id, agent) {
         // A declarative agent: Deputy runs its loop itself and reports as a worker does. The loop reads chat
         // messages, so a Responses-style request (`input`) is translated first, as the Python runtime does for
