@@ -84,10 +84,11 @@ pub fn document(status: StatusCode, title: &str, body: Markup) -> Response {
             body { (body) }
         }
     };
-    with_headers((status, Html(document.into_string())).into_response())
+    (status, Html(document.into_string())).into_response()
 }
 
-pub fn with_headers(mut response: Response) -> Response {
+/// The headers that confine what a page may do, on every console response (the router's outermost layer).
+pub async fn confine(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,

@@ -95,14 +95,18 @@ pub fn routes(console: Arc<Console>, api: Arc<dyn Api>) -> Router {
         .merge(pages::activity::routes())
         .merge(pages::admin::routes())
         .with_state(ConsoleState { console, api })
+        // Every console response, redirects and errors included, carries the headers that confine a page.
+        .layer(axum::middleware::map_response(layout::confine))
 }
 
 /// Why a console request was not answered with its page.
 #[derive(Debug)]
 pub enum ConsoleError {
-    /// No session: pages send the browser to sign in; forms are refused.
+    /// No session: pages send the browser to sign in; forms are refused. `clear` is the `Set-Cookie` value that
+    /// forgets a session the API no longer accepts, so the sign-in page does not send the browser back.
     SignedOut {
         form: bool,
+        clear: Option<String>,
     },
     Forbidden(String),
     NotFound(String),
@@ -119,13 +123,19 @@ impl From<ApiFailure> for ConsoleError {
 impl IntoResponse for ConsoleError {
     fn into_response(self) -> Response {
         match self {
-            ConsoleError::SignedOut { form: false } => {
-                layout::with_headers(Redirect::to("/console/").into_response())
+            ConsoleError::SignedOut { form, clear } => {
+                let mut response = match form {
+                    false => Redirect::to("/console/").into_response(),
+                    true => error_page(
+                        StatusCode::FORBIDDEN,
+                        "you are not signed in (or your session ended): sign in and try again",
+                    ),
+                };
+                if let Some(value) = clear.and_then(|value| HeaderValue::from_str(&value).ok()) {
+                    response.headers_mut().insert(header::SET_COOKIE, value);
+                }
+                response
             }
-            ConsoleError::SignedOut { form: true } => error_page(
-                StatusCode::FORBIDDEN,
-                "you are not signed in (or your session ended): sign in and try again",
-            ),
             ConsoleError::Forbidden(message) => error_page(StatusCode::FORBIDDEN, &message),
             ConsoleError::NotFound(message) => error_page(StatusCode::NOT_FOUND, &message),
             ConsoleError::BadRequest(message) => error_page(StatusCode::BAD_REQUEST, &message),
@@ -184,24 +194,31 @@ impl FromRequestParts<ConsoleState> for SignedIn {
         state: &ConsoleState,
     ) -> Result<SignedIn, ConsoleError> {
         let form = parts.method != Method::GET && parts.method != Method::HEAD;
-        let signed_out = ConsoleError::SignedOut { form };
         let console = &state.console;
-        let session = session::cookie(&parts.headers, console.cookies.session)
-            .and_then(|id| console.sessions.find(id))
-            .ok_or(signed_out)?;
-        let token = session
-            .access_token(state.api.as_ref())
-            .await
-            .ok_or(ConsoleError::SignedOut { form })?;
+        let id = session::cookie(&parts.headers, console.cookies.session).unwrap_or_default();
+        let session = console
+            .sessions
+            .find(id)
+            .ok_or(ConsoleError::SignedOut { form, clear: None })?;
+        // A session whose tokens the API no longer accepts (sign-in revoked, user disabled) is forgotten.
+        let ended = || async {
+            console.sessions.end(id).await;
+            ConsoleError::SignedOut {
+                form,
+                clear: Some(console.cookies.clear(console.cookies.session)),
+            }
+        };
+        let Some(token) = session.access_token(state.api.as_ref()).await else {
+            return Err(ended().await);
+        };
         let as_person = AsPerson {
             api: state.api.as_ref(),
             token: &token,
         };
         let me = match as_person.get("/api/2.0/preview/scim/v2/Me").await {
             Ok(me) => me,
-            // A token the API no longer accepts (revoked, user disabled) ends the visit as signed out.
             Err(failure) if failure.status == StatusCode::UNAUTHORIZED => {
-                return Err(ConsoleError::SignedOut { form });
+                return Err(ended().await);
             }
             Err(failure) => return Err(failure.into()),
         };

@@ -27,6 +27,7 @@ struct Browser {
 
 struct Page {
     status: StatusCode,
+    content_security_policy: String,
     location: Option<String>,
     set_cookies: Vec<String>,
     text: String,
@@ -88,6 +89,11 @@ impl Browser {
             }
         }
         let status = response.status();
+        let content_security_policy = response
+            .headers()
+            .get(header::CONTENT_SECURITY_POLICY)
+            .map(|value| value.to_str().unwrap().to_owned())
+            .unwrap_or_default();
         let location = response
             .headers()
             .get(header::LOCATION)
@@ -95,6 +101,7 @@ impl Browser {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         Page {
             status,
+            content_security_policy,
             location,
             set_cookies,
             text: String::from_utf8_lossy(&bytes).into_owned(),
@@ -297,6 +304,11 @@ async fn forms_need_the_sessions_csrf_token_and_the_consoles_origin() {
 
     let accepted = admin.post("/console/admin/settings", &change).await;
     assert_eq!(accepted.status, StatusCode::SEE_OTHER, "{}", accepted.text);
+    assert!(
+        accepted
+            .content_security_policy
+            .contains("default-src 'none'")
+    );
     assert_eq!(settings().await, json!(true));
     // Chromium's own form under the console's referrer policy: an opaque origin, vouched for as same-origin.
     let switch_off = [("csrf_token", csrf.as_str())];
@@ -387,6 +399,52 @@ async fn cookies_are_http_only_and_behind_https_secure_host_cookies() {
         authorize.contains("redirect_uri=https%3A%2F%2Fdeputy.example.com%2Fconsole%2Fcallback"),
         "{authorize}"
     );
+}
+
+#[tokio::test]
+async fn a_session_the_api_no_longer_accepts_is_forgotten_not_bounced() {
+    let harness = harness().await;
+    with_passwords(&harness, &["alice@example.com"]).await;
+    let mut alice = Browser::new(&harness.state, BASE_URL);
+    alice.sign_in("alice@example.com").await;
+    let users = harness
+        .call(
+            Method::GET,
+            &format!("{SCIM}/Users?filter=userName%20eq%20%22alice@example.com%22"),
+            Some(&harness.admin_token),
+            None,
+        )
+        .await;
+    let id = users.body["Resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let disabled = harness
+        .call(
+            Method::PATCH,
+            &format!("{SCIM}/Users/{id}"),
+            Some(&harness.admin_token),
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{ "op": "replace", "path": "active", "value": false }],
+            })),
+        )
+        .await;
+    assert!(disabled.status.is_success(), "{:?}", disabled.body);
+
+    let page = alice.get("/console/agents").await;
+    assert_eq!(page.location.as_deref(), Some("/console/"));
+    assert!(
+        page.set_cookies
+            .iter()
+            .any(|cookie| cookie.starts_with("deputy_console=;")),
+        "{:?}",
+        page.set_cookies
+    );
+    // The redirect carries the page headers too, and the start page now offers sign-in instead of bouncing back.
+    let (at, start) = alice.visit("/console/").await;
+    assert_eq!(at, "/console/");
+    assert!(start.text.contains("id=\"sign-in\""), "{}", start.text);
 }
 
 #[tokio::test]

@@ -218,18 +218,19 @@ impl SignIn {
     ) -> Result<(), Error> {
         let user = own_user(caller)?;
         let store = self.access.store();
-        let existed = store.delete_app_consent(user, client_id).await?;
+        // No approval, nothing withdrawn: a trusted app's sign-ins (the console's, the CLI's) are ended by revoking
+        // their refresh token, not through here.
+        if !store.delete_app_consent(user, client_id).await? {
+            return Err(Error::not_found(format!(
+                "you have not approved an app with client id `{client_id}`"
+            )));
+        }
         for family_id in store.live_sign_in_families(user, client_id).await? {
             self.revoke_family_id(&family_id)
                 .await
                 .map_err(Error::internal)?;
         }
-        match existed {
-            true => Ok(()),
-            false => Err(Error::not_found(format!(
-                "you have not approved an app with client id `{client_id}`"
-            ))),
-        }
+        Ok(())
     }
 
     async fn issue(

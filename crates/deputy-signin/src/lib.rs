@@ -23,7 +23,8 @@
 //!   Deputy's client id, unexpired, carrying the nonce Deputy sent. A user name is a verified email or a configured
 //!   claim, never an opaque subject id. Disabled users are refused. Only groups marked IdP-managed are changed.
 //! - Every sign-in, refusal and grant is audited. Internal failures are logged; clients learn only that one happened.
-//! - At most [`password::MAX_FAILURES`] wrong local passwords per [`password::FAILURE_WINDOW`] are checked.
+//! - At most [`password::MAX_FAILURES`] wrong local passwords per user name (and [`password::MAX_FAILURES_IN_ALL`]
+//!   in all) per [`password::FAILURE_WINDOW`] are checked.
 
 pub mod apps;
 pub mod flow;

@@ -9,38 +9,46 @@ use deputy_access::Error;
 use deputy_access::clock::now_millis;
 use deputy_access::credentials::Caller;
 use deputy_store::{Identity, IdentityKind};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const MIN_PASSWORD_LENGTH: usize = 12;
-/// At most this many wrong local passwords per [`FAILURE_WINDOW`]; then every attempt is refused until the oldest
-/// failure leaves the window, so the password cannot be guessed at argon2's speed indefinitely.
+/// At most this many wrong local passwords for one user name per [`FAILURE_WINDOW`]; then every attempt for that
+/// name is refused until the oldest failure leaves the window, so a password cannot be guessed at argon2's speed, and
+/// one person's lock does not lock everyone else out.
 pub const MAX_FAILURES: usize = 10;
+/// At most this many wrong local passwords for all names together per window: guessing one password each across
+/// many names is bounded too.
+pub const MAX_FAILURES_IN_ALL: usize = 1000;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
-/// Recent failed local sign-ins, in this process (each replica counts its own).
+/// Recent failed local sign-ins by user name (lowercased), in this process (each replica counts its own). Only
+/// names with a failure in the window are kept, at most [`MAX_FAILURES_IN_ALL`] failures in all.
 #[derive(Default)]
-pub(crate) struct FailedLogins(Mutex<VecDeque<Instant>>);
+pub(crate) struct FailedLogins(Mutex<HashMap<String, VecDeque<Instant>>>);
 
 impl FailedLogins {
-    fn recent(&self) -> std::sync::MutexGuard<'_, VecDeque<Instant>> {
-        // A panic while holding the lock leaves a plain list behind; it is still consistent.
+    fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Instant>>> {
+        // A panic while holding the lock leaves plain lists behind; they are still consistent.
         let mut failures = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        while failures
-            .front()
-            .is_some_and(|failed| failed.elapsed() >= FAILURE_WINDOW)
-        {
-            failures.pop_front();
-        }
+        failures.retain(|_, times| {
+            times.retain(|failed| failed.elapsed() < FAILURE_WINDOW);
+            !times.is_empty()
+        });
         failures
     }
 
-    fn check(&self) -> Result<(), SignInError> {
-        match self.recent().len() >= MAX_FAILURES {
+    fn check(&self, user_name: &str) -> Result<(), SignInError> {
+        let failures = self.recent();
+        let in_all: usize = failures.values().map(VecDeque::len).sum();
+        let for_name = failures
+            .get(&user_name.to_lowercase())
+            .map_or(0, VecDeque::len);
+        match for_name >= MAX_FAILURES || in_all >= MAX_FAILURES_IN_ALL {
             true => Err(SignInError::AccessDenied(
                 "too many wrong passwords; try again in a few minutes".into(),
             )),
@@ -48,8 +56,11 @@ impl FailedLogins {
         }
     }
 
-    fn record(&self) {
-        self.recent().push_back(Instant::now());
+    fn record(&self, user_name: &str) {
+        self.recent()
+            .entry(user_name.to_lowercase())
+            .or_default()
+            .push_back(Instant::now());
     }
 }
 
@@ -106,10 +117,10 @@ impl SignIn {
         user_name: &str,
         password: &str,
     ) -> Result<Identity, SignInError> {
-        self.failed_logins.check()?;
+        self.failed_logins.check(user_name)?;
         let checked = self.verify_local_password(user_name, password).await;
         if let Err(SignInError::AccessDenied(_)) = &checked {
-            self.failed_logins.record();
+            self.failed_logins.record(user_name);
         }
         checked
     }
@@ -137,5 +148,33 @@ impl SignIn {
             true => Ok(user),
             false => Err(refused()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_passwords_lock_only_their_user_name() {
+        let failures = FailedLogins::default();
+        for _ in 0..MAX_FAILURES {
+            assert!(failures.check("Alice@example.com").is_ok());
+            failures.record("Alice@example.com");
+        }
+        assert!(
+            failures.check("alice@example.com").is_err(),
+            "names lock whatever their case"
+        );
+        assert!(failures.check("bob@example.com").is_ok());
+    }
+
+    #[test]
+    fn guesses_spread_over_many_names_are_bounded_too() {
+        let failures = FailedLogins::default();
+        for guess in 0..MAX_FAILURES_IN_ALL {
+            failures.record(&format!("user-{guess}@example.com"));
+        }
+        assert!(failures.check("someone-new@example.com").is_err());
     }
 }

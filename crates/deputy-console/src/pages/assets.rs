@@ -14,7 +14,7 @@ fn asset(content_type: &'static str, text: &'static str) -> Response {
         header::CACHE_CONTROL,
         HeaderValue::from_static("max-age=300"),
     );
-    crate::layout::with_headers(response)
+    response
 }
 
 pub async fn style() -> Response {

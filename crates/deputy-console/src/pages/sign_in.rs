@@ -3,7 +3,7 @@
 //! token endpoint. Signing out revokes the sign-in's refresh token, which revokes every token of the sign-in.
 
 use crate::api::{encode, post_form};
-use crate::layout::{document, error_page, with_headers};
+use crate::layout::{document, error_page};
 use crate::session::{self, CONSOLE_CLIENT_ID, cookie, pkce_pair, random_token};
 use crate::{ConsoleError, ConsoleState, SignedIn, checked_form};
 use axum::body::Bytes;
@@ -18,7 +18,7 @@ use serde::Deserialize;
 const SCOPE: &str = "all-apis offline_access";
 
 fn with_cookies(response: impl IntoResponse, cookies: &[String]) -> Response {
-    let mut response = with_headers(response.into_response());
+    let mut response = response.into_response();
     for value in cookies {
         if let Ok(value) = HeaderValue::from_str(value) {
             response.headers_mut().append(header::SET_COOKIE, value);
@@ -33,7 +33,7 @@ pub async fn start_page(State(state): State<ConsoleState>, headers: HeaderMap) -
         .and_then(|id| console.sessions.find(id))
         .is_some()
     {
-        return with_headers(Redirect::to("/console/agents").into_response());
+        return Redirect::to("/console/agents").into_response();
     }
     let body = html! {
         main.sign-in {

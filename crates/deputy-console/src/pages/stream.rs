@@ -241,7 +241,7 @@ fn event_stream_response(events: EventStream) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
     );
-    crate::layout::with_headers(response)
+    response
 }
 
 #[cfg(test)]
