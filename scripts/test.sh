@@ -21,7 +21,7 @@ venv=${DEPUTY_TEST_VENV:-$root/.venv}
 # databricks-langchain, for the tests of its classes: a lock installed without resolution (its file says why).
 "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -r tests/python/langchain-requirements.txt
 # Every package the tests import is importable in the environment just made.
-"$venv/bin/python" -c 'import databricks.sdk, databricks.vector_search, mlflow.pyfunc, openai, databricks_langchain'
+"$venv/bin/python" -c 'import databricks.sdk, databricks.vector_search, mlflow.pyfunc, openai, databricks_langchain, selenium'
 "$venv/bin/python" -m pytest -q -p no:cacheprovider python/deputy-agent-runtime/tests
 # The attack suite and a short crash-safety run, each against its own fresh server.
 DEPUTY_BIN="$target_dir/debug/deputy" "$venv/bin/python" tests/security/run.py

@@ -1,12 +1,27 @@
 """What the agent tests share: running SQL as admin, logging an agent with MLflow, deploying it, switching
-on-behalf-of, asking an agent, the service principal an agent acts as."""
+on-behalf-of, asking an agent, the service principal an agent acts as, and the seed's RAG scenario."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import requests
 from databricks.sdk.service import sql
+from databricks.sdk.service import vectorsearch as vs
+
+RAG_AGENT_DIR = Path(__file__).resolve().parents[2] / "python" / "examples" / "rag_agent"
+RAG_INDEX = "demo.docs.documents_index"
+RAG_QUESTION = "What are we launching next quarter?"
+# (id, title, department, body): `everyone`'s documents are readable by all, the others by the department's group.
+RAG_DOCUMENTS = [
+    (1, "Holiday calendar", "everyone", "The office is closed on the first Monday of May."),
+    (2, "Falcon launch plan", "engineering", "Project Falcon, our new search engine, launches next quarter."),
+    (3, "Falcon architecture", "engineering", "Falcon shards the index across twelve storage nodes."),
+    (4, "Acme renewal", "sales", "Acme renews its contract next quarter for two million dollars."),
+    (5, "Pricing change", "sales", "List prices rise by five percent next quarter."),
+]
 
 
 def run_sql(w, warehouse, statement):
@@ -113,3 +128,54 @@ def json_answer(response):
     """The content of the last message, for agents that answer with a JSON object."""
     assert response.status_code == 200, response.text
     return json.loads(response.json()["messages"][-1]["content"])
+
+
+def rag_scenario(server, admin, model_dir, index_readers, endpoint="rag-agent"):
+    """The seed's RAG scenario on `server` (`admin` is the bootstrap admin's WorkspaceClient): a documents table with
+    a row filter (public documents, plus those of the reader's department group, all for `admins`), a delta-sync
+    vector index over it embedded by the built-in model, SELECT on the index for `index_readers` (principal names
+    that exist now), and the seed's RAG agent logged into `model_dir`, deployed as `endpoint`, queryable by `users`,
+    with on-behalf-of access on. The built-in models must be installed (`deputy models install`)."""
+    warehouse = admin.warehouses.create(name="rag-warehouse").result().id
+    rows = ", ".join(f"({i}, '{title}', '{dept}', '{body}')" for i, title, dept, body in RAG_DOCUMENTS)
+    for statement in [
+        "CREATE CATALOG demo",
+        "CREATE SCHEMA demo.docs",
+        "CREATE TABLE demo.docs.documents (id INT, title STRING, department STRING, body STRING)",
+        f"INSERT INTO demo.docs.documents VALUES {rows}",
+        "CREATE FUNCTION demo.docs.readable(department STRING) RETURNS BOOLEAN "
+        "RETURN department = 'everyone' OR is_account_group_member(department) OR is_account_group_member('admins')",
+        "ALTER TABLE demo.docs.documents SET ROW FILTER demo.docs.readable ON (department)",
+        "GRANT USE CATALOG ON CATALOG demo TO `users`",
+        "GRANT USE SCHEMA ON SCHEMA demo.docs TO `users`",
+    ]:
+        run_sql(admin, warehouse, statement)
+    admin.vector_search_endpoints.create_endpoint_and_wait(name="demo-docs", endpoint_type=vs.EndpointType.STANDARD)
+    admin.vector_search_indexes.create_index(
+        name=RAG_INDEX,
+        endpoint_name="demo-docs",
+        primary_key="id",
+        index_type=vs.VectorIndexType.DELTA_SYNC,
+        delta_sync_index_spec=vs.DeltaSyncVectorIndexSpecRequest(
+            source_table="demo.docs.documents",
+            pipeline_type=vs.PipelineType.TRIGGERED,
+            embedding_source_columns=[
+                vs.EmbeddingSourceColumn(name="body", embedding_model_endpoint_name="deputy-embed-minilm")
+            ],
+        ),
+    )
+    for reader in index_readers:
+        run_sql(admin, warehouse, f"GRANT SELECT ON TABLE {RAG_INDEX} TO `{reader}`")
+
+    # Logging a ChatAgent runs it once on an example (MLflow validates the output), so it is logged as the admin.
+    environment = {**os.environ, "DATABRICKS_HOST": server.host, "DATABRICKS_TOKEN": server.admin_token}
+    logged = subprocess.run(
+        [sys.executable, str(RAG_AGENT_DIR / "log_agent.py"), str(model_dir)],
+        env=environment, capture_output=True, text=True, timeout=300,
+    )
+    assert logged.returncode == 0, logged.stderr
+    assert "vectorsearch.vector-search-indexes" in (Path(model_dir) / "MLmodel").read_text()
+    deployed = deploy(server, endpoint, model_dir)
+    let_users_query(server, deployed["id"])
+    set_obo(server, True)
+    return deployed

@@ -8,78 +8,23 @@ documents. The built-in models answer (embeddings and chat), so `deputy models i
 invokes databricks-langchain's `VectorSearchRetrieverTool` directly, outside any agent, with each user's own client.
 """
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-from agent_helpers import ask, deploy, let_users_query, run_sql, set_obo
+from agent_helpers import RAG_INDEX as INDEX
+from agent_helpers import RAG_QUESTION as QUESTION
+from agent_helpers import ask, rag_scenario, set_obo
 from databricks.sdk.service import iam
-from databricks.sdk.service import vectorsearch as vs
-
-AGENT_DIR = Path(__file__).resolve().parents[2] / "python" / "examples" / "rag_agent"
-INDEX = "demo.docs.documents_index"
-QUESTION = "What are we launching next quarter?"
-DOCUMENTS = [
-    (1, "Holiday calendar", "everyone", "The office is closed on the first Monday of May."),
-    (2, "Falcon launch plan", "engineering", "Project Falcon, our new search engine, launches next quarter."),
-    (3, "Falcon architecture", "engineering", "Falcon shards the index across twelve storage nodes."),
-    (4, "Acme renewal", "sales", "Acme renews its contract next quarter for two million dollars."),
-    (5, "Pricing change", "sales", "List prices rise by five percent next quarter."),
-]
 
 
 @pytest.fixture(scope="module")
 def rag(server, admin, tmp_path_factory):
-    warehouse = admin.warehouses.create(name="rag-warehouse").result().id
     tokens = {}
     for name, group in [("ann@example.com", "engineering"), ("ben@example.com", "sales"), ("cid@example.com", None)]:
         user = admin.users.create(user_name=name)
         tokens[name] = admin.token_management.create_obo_token(application_id=user.id, lifetime_seconds=3600).token_value
         if group:
             admin.groups.create(display_name=group, members=[iam.ComplexValue(value=user.id)])
-    rows = ", ".join(f"({i}, '{title}', '{dept}', '{body}')" for i, title, dept, body in DOCUMENTS)
-    for statement in [
-        "CREATE CATALOG demo",
-        "CREATE SCHEMA demo.docs",
-        "CREATE TABLE demo.docs.documents (id INT, title STRING, department STRING, body STRING)",
-        f"INSERT INTO demo.docs.documents VALUES {rows}",
-        "CREATE FUNCTION demo.docs.readable(department STRING) RETURNS BOOLEAN "
-        "RETURN department = 'everyone' OR is_account_group_member(department) OR is_account_group_member('admins')",
-        "ALTER TABLE demo.docs.documents SET ROW FILTER demo.docs.readable ON (department)",
-        "GRANT USE CATALOG ON CATALOG demo TO `users`",
-        "GRANT USE SCHEMA ON SCHEMA demo.docs TO `users`",
-    ]:
-        run_sql(admin, warehouse, statement)
-    admin.vector_search_endpoints.create_endpoint_and_wait(name="demo-docs", endpoint_type=vs.EndpointType.STANDARD)
-    admin.vector_search_indexes.create_index(
-        name=INDEX,
-        endpoint_name="demo-docs",
-        primary_key="id",
-        index_type=vs.VectorIndexType.DELTA_SYNC,
-        delta_sync_index_spec=vs.DeltaSyncVectorIndexSpecRequest(
-            source_table="demo.docs.documents",
-            pipeline_type=vs.PipelineType.TRIGGERED,
-            embedding_source_columns=[vs.EmbeddingSourceColumn(name="body", embedding_model_endpoint_name="deputy-embed-minilm")],
-        ),
-    )
     # ann and ben may query the index; cid may query the agent but not the index.
-    for name in ["ann@example.com", "ben@example.com"]:
-        run_sql(admin, warehouse, f"GRANT SELECT ON TABLE {INDEX} TO `{name}`")
-
-    # Logging a ChatAgent runs it once on an example (MLflow validates the output), so it is logged as the admin.
-    model_dir = tmp_path_factory.mktemp("rag") / "model"
-    environment = {**os.environ, "DATABRICKS_HOST": server.host, "DATABRICKS_TOKEN": server.admin_token}
-    logged = subprocess.run(
-        [sys.executable, str(AGENT_DIR / "log_agent.py"), str(model_dir)],
-        env=environment, capture_output=True, text=True, timeout=300,
-    )
-    assert logged.returncode == 0, logged.stderr
-    assert "vectorsearch.vector-search-indexes" in (model_dir / "MLmodel").read_text()
-    deployed = deploy(server, "rag-agent", model_dir)
-    let_users_query(server, deployed["id"])
-    set_obo(server, True)
+    rag_scenario(server, admin, tmp_path_factory.mktemp("rag") / "model", ["ann@example.com", "ben@example.com"])
     return tokens
 
 

@@ -60,8 +60,10 @@ class Server:
     """One `deputy serve` process on a data directory; can be stopped, killed and started again on the same
     directory (a new port each time, since the old one may linger in TIME_WAIT)."""
 
-    def __init__(self, data_dir: Path | None = None, log_dir: Path | None = None):
+    def __init__(self, data_dir: Path | None = None, log_dir: Path | None = None, extra_args=()):
         self._tmp = None
+        # More `deputy serve` flags (e.g. `--public-url`), passed at every start.
+        self.extra_args = list(extra_args)
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="deputy-security-")
             data_dir = Path(self._tmp.name) / "data"
@@ -84,7 +86,8 @@ class Server:
         log.write(f"\n===== start {self.starts} on port {self.port} =====\n".encode())
         log.flush()
         self.process = subprocess.Popen(
-            [str(binary), "serve", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}"],
+            [str(binary), "serve", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}",
+             *self.extra_args],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -950,6 +950,32 @@ def _(ctx):
     check(rows.body["status"]["state"] == "FAILED", f"SQL GRANT by bob: {rows.body['status']}")
 
 
+@case(CROSS, "another user's conversation reads, grows and deletes like a missing one; an agent cannot touch its user's")
+def _(ctx):
+    conversations = "/api/2.0/deputy/conversations"
+    started = expect_ok(ctx.api.post(conversations, ctx.alice, {"endpoint_name": "deputy-chat-smollm2",
+                                                                 "title": "alice-private"}), "alice's conversation")
+    unknown = "0" * 32
+    message = {"role": "user", "content": "someone else was here"}
+
+    def calls(token, conversation_id):
+        path = f"{conversations}/{conversation_id}"
+        return [ctx.api.get(path, token), ctx.api.post(f"{path}/messages", token, message), ctx.api.delete(path, token)]
+
+    for token in [ctx.bob, ctx.admin]:
+        for reply, control in zip(calls(token, started["id"]), calls(token, unknown)):
+            expect_api_error(reply, 404, "RESOURCE_DOES_NOT_EXIST", "does not exist")
+            check(reply.body["message"].replace(started["id"], "X") == control.body["message"].replace(unknown, "X"),
+                  f"someone else's and a missing conversation differ: {reply!r} vs {control!r}")
+        listed = expect_ok(ctx.api.get(conversations, token), "list")["conversations"]
+        check(all(c["id"] != started["id"] for c in listed), f"alice's conversation listed: {listed}")
+    agent = ctx.delegated(ctx.alice)
+    for reply in calls(agent, started["id"]) + [ctx.api.get(conversations, agent)]:
+        expect_api_error(reply, 403, "PERMISSION_DENIED", "names an actor")
+    mine = expect_ok(ctx.api.get(f"{conversations}/{started['id']}", ctx.alice), "alice reads her own")
+    check(mine["messages"] == [] and mine["title"] == "alice-private", f"changed by someone else: {mine}")
+
+
 @case(CROSS, "hidden tables read exactly like missing ones")
 def _(ctx):
     hidden = ctx.api.get("/api/2.1/unity-catalog/tables/sec.hr.secret", ctx.bob)
@@ -1493,10 +1519,15 @@ def _(ctx):
                      "PERMISSION_DENIED", "only members of the `admins` group")
 
 
-@case(ADMIN_ONLY, "reading the audit log -> 403 for a non-admin")
+@case(ADMIN_ONLY, "reading the audit log: a non-admin reads only their own events; naming another user -> 403")
 def _(ctx):
-    expect_api_error(ctx.api.get("/api/2.0/deputy/audit", ctx.alice), 403, "PERMISSION_DENIED",
-                     "only members of the `admins` group")
+    for token in [ctx.alice, ctx.delegated(ctx.alice)]:
+        expect_api_error(ctx.api.get("/api/2.0/deputy/audit?user_name=bob@example.com", token), 403,
+                         "PERMISSION_DENIED", "only members of the `admins` group")
+        for query in ["limit=1000", "limit=1000&order=desc&contains=bob", "limit=1000&user_name="]:
+            events = expect_ok(ctx.api.get(f"/api/2.0/deputy/audit?{query}", token), query)["events"]
+            others = [e for e in events if e["user_name"] != "alice@example.com"]
+            check(not others, f"{query}: someone else's events {others[:3]}")
 
 
 @case(ADMIN_ONLY, "deploying an agent (a program from the server's disk) -> 403 for a non-admin")
@@ -1828,12 +1859,15 @@ def _(ctx):
             db.execute("UPDATE federation_policies SET audiences = ? WHERE policy_id = 'sec-federation'", original)
 
 
-# ---- MCP, sign-in and SQL functions: the `mcp` category lives in mcp_cases.py, the `sign-in` category in
-# sign_in_cases.py and the `sql-functions` category in function_cases.py; all import their helpers from this module.
-# `mcp` is registered first: it signs in with the bootstrap admin's password, which the last sign-in cases lock for
-# the rest of the run. `sql-functions` works in its own catalog `fnsec` with fresh PATs.
+# ---- the console, MCP, sign-in and SQL functions: the `console` category lives in console_cases.py, the `mcp`
+# category in mcp_cases.py, the `sign-in` category in sign_in_cases.py and the `sql-functions` category in
+# function_cases.py; all import their helpers from this module. `console` and `mcp` are registered before `sign-in`
+# (which mcp_cases imports, so `console` comes first): they sign in with local passwords, which the last sign-in
+# cases lock for the rest of the run (and `console` removes the passwords it gave before `sign-in` counts them).
+# `sql-functions` works in its own catalog `fnsec` with fresh PATs.
 
 sys.modules.setdefault("run", sys.modules[__name__])
+import console_cases  # noqa: E402,F401
 import mcp_cases  # noqa: E402,F401
 import sign_in_cases  # noqa: E402,F401
 import function_cases  # noqa: E402,F401
