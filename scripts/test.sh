@@ -14,6 +14,12 @@ cargo test --workspace
 # The built-in models (fetched once with pip, cached outside the clone); the serving tests need them.
 "$target_dir/debug/deputy" models install
 
+# The console's browser tests drive Debian's headless Chromium through its WebDriver (not on a fresh machine).
+if ! { command -v chromium && command -v chromedriver; } >/dev/null; then
+  as_root=$([ "$(id -u)" = 0 ] || echo sudo)
+  $as_root apt-get update && $as_root apt-get install -y chromium chromium-driver
+fi
+
 venv=${DEPUTY_TEST_VENV:-$root/.venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt

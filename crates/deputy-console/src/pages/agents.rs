@@ -146,13 +146,43 @@ fn ask_form(base: &str, plain: &str, csrf: &str) -> Markup {
     }
 }
 
-pub(crate) fn question_of(
-    fields: &std::collections::HashMap<String, String>,
+/// The question of an ask form, once the form is checked (origin, CSRF token); an empty one is refused.
+pub(crate) fn asked(
+    state: &ConsoleState,
+    signed_in: &SignedIn,
+    headers: &HeaderMap,
+    body: &Bytes,
 ) -> Result<String, ConsoleError> {
+    let fields = checked_form(&state.console, signed_in, headers, body)?;
     let question = fields.get("question").map(|text| text.trim()).unwrap_or("");
     match question.is_empty() {
         true => Err(ConsoleError::BadRequest("ask a question first".into())),
         false => Ok(question.to_owned()),
+    }
+}
+
+/// A conversation's endpoint and its messages so far.
+pub(crate) async fn conversation_so_far(
+    api: &AsPerson<'_>,
+    id: &str,
+) -> Result<(String, Vec<Value>), ApiFailure> {
+    let conversation = api.get(&format!("{CONVERSATIONS}/{}", encode(id))).await?;
+    let endpoint = conversation["endpoint_name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let history = conversation["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    Ok((endpoint, history))
+}
+
+/// Deletes a conversation whose first question was refused: it holds nothing worth keeping.
+pub(crate) async fn forget_conversation(api: &AsPerson<'_>, id: &str) {
+    let forgotten = api.delete(&format!("{CONVERSATIONS}/{}", encode(id))).await;
+    if let Err(failure) = forgotten {
+        tracing::warn!(error = %failure.message, "could not delete a refused conversation");
     }
 }
 
@@ -163,19 +193,13 @@ async fn start(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ConsoleError> {
-    let fields = checked_form(&state.console, &signed_in, &headers, &body)?;
-    let question = question_of(&fields)?;
+    let question = asked(&state, &signed_in, &headers, &body)?;
     let api = signed_in.api();
     let id = create_conversation(&api, &name, &question).await?;
     match ask(&api, &id, &name, &[], &question).await {
-        Ok(()) => {
-            Ok(Redirect::to(&format!("/console/conversations/{}", encode(&id))).into_response())
-        }
+        Ok(()) => Ok(to_conversation(&id)),
         Err(refusal) => {
-            // A conversation whose first question was refused holds nothing worth keeping.
-            let _ = api
-                .delete(&format!("{CONVERSATIONS}/{}", encode(&id)))
-                .await;
+            forget_conversation(&api, &id).await;
             playground_page(&signed_in, &name, Some(&refusal)).await
         }
     }
@@ -188,21 +212,17 @@ async fn follow_up(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ConsoleError> {
-    let fields = checked_form(&state.console, &signed_in, &headers, &body)?;
-    let question = question_of(&fields)?;
+    let question = asked(&state, &signed_in, &headers, &body)?;
     let api = signed_in.api();
-    let conversation = api.get(&format!("{CONVERSATIONS}/{}", encode(&id))).await?;
-    let name = conversation["endpoint_name"].as_str().unwrap_or_default();
-    let history = conversation["messages"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    match ask(&api, &id, name, &history, &question).await {
-        Ok(()) => {
-            Ok(Redirect::to(&format!("/console/conversations/{}", encode(&id))).into_response())
-        }
+    let (name, history) = conversation_so_far(&api, &id).await?;
+    match ask(&api, &id, &name, &history, &question).await {
+        Ok(()) => Ok(to_conversation(&id)),
         Err(refusal) => conversation_page(&signed_in, &id, Some(&refusal)).await,
     }
+}
+
+fn to_conversation(id: &str) -> Response {
+    Redirect::to(&format!("/console/conversations/{}", encode(id))).into_response()
 }
 
 /// A new conversation with `endpoint`, named after the start of its first question; its id.

@@ -4,11 +4,12 @@
 //! last event names the conversation's page, which shows the answer with what ran for it. Without the script, the
 //! same forms post to the plain routes in `agents` and the page appears when the answer is complete.
 
-use crate::api::{ApiFailure, AsPerson, encode};
+use crate::api::encode;
 use crate::pages::agents::{
-    CONVERSATIONS, create_conversation, history_messages, question_of, record_exchange,
+    asked, conversation_so_far, create_conversation, forget_conversation, history_messages,
+    record_exchange,
 };
-use crate::{ConsoleError, ConsoleState, SignedIn, checked_form};
+use crate::{ConsoleError, ConsoleState, SignedIn};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -32,8 +33,7 @@ async fn start(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ConsoleError> {
-    let fields = checked_form(&state.console, &signed_in, &headers, &body)?;
-    let question = question_of(&fields)?;
+    let question = asked(&state, &signed_in, &headers, &body)?;
     let id = create_conversation(&signed_in.api(), &name, &question).await?;
     Ok(relay(signed_in, id, name, Vec::new(), question, true).await)
 }
@@ -45,20 +45,8 @@ async fn follow_up(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ConsoleError> {
-    let fields = checked_form(&state.console, &signed_in, &headers, &body)?;
-    let question = question_of(&fields)?;
-    let conversation = signed_in
-        .api()
-        .get(&format!("{CONVERSATIONS}/{}", encode(&id)))
-        .await?;
-    let name = conversation["endpoint_name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let history = conversation["messages"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let question = asked(&state, &signed_in, &headers, &body)?;
+    let (name, history) = conversation_so_far(&signed_in.api(), &id).await?;
     Ok(relay(signed_in, id, name, history, question, false).await)
 }
 
@@ -147,7 +135,7 @@ async fn relay(
             |failure| failure.message,
         );
         if new_conversation {
-            forget(&signed_in.api(), &conversation).await;
+            forget_conversation(&signed_in.api(), &conversation).await;
         }
         return stream_of(vec![event(&json!({ "error": message }))]);
     }
@@ -173,7 +161,7 @@ async fn relay(
                     let chunk: Value = serde_json::from_str(data).unwrap_or(Value::Null);
                     if let Err(message) = answer.take(&chunk) {
                         if new_conversation {
-                            forget(&signed_in.api(), &conversation).await;
+                            forget_conversation(&signed_in.api(), &conversation).await;
                         }
                         let _ = sender.send(event(&json!({ "error": message }))).await;
                         return;
@@ -206,15 +194,6 @@ async fn relay(
         let _ = sender.send(event(&last)).await;
     });
     event_stream_response(events)
-}
-
-async fn forget(api: &AsPerson<'_>, conversation: &str) {
-    let forgotten: Result<Value, ApiFailure> = api
-        .delete(&format!("{CONVERSATIONS}/{}", encode(conversation)))
-        .await;
-    if let Err(failure) = forgotten {
-        tracing::warn!(error = %failure.message, "could not delete a refused conversation");
-    }
 }
 
 /// A stream fed by a task through a small channel, so the agent's pace (not the buffer) sets the page's.
