@@ -23,7 +23,6 @@ from __future__ import annotations
 import html
 import re
 import sqlite3
-import threading
 import types
 import urllib.parse
 import uuid
@@ -31,7 +30,7 @@ from html.parser import HTMLParser
 
 import requests
 
-from harness import Server, free_loopback_port
+from harness import Server, free_loopback_port, serve_json_on_loopback
 from run import Fail, case, check, expect_api_error, expect_ok
 
 CONSOLE = "console"
@@ -203,33 +202,15 @@ class FakeModel:
     ANSWER = "the model says " + PAYLOAD
 
     def __init__(self):
-        import http.server
-        import json
-
         self.calls = 0
-        model = self
+        self.httpd, base = serve_json_on_loopback(self._answer)
+        self.url = f"{base}/v1"
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
-                model.calls += 1
-                body = json.dumps({"id": "chatcmpl-console", "object": "chat.completion", "created": 0,
-                                   "model": "m", "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                                       "role": "assistant", "content": FakeModel.ANSWER}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def _answer(self, _method, _path, _body):
+        self.calls += 1
+        return 200, {"id": "chatcmpl-console", "object": "chat.completion", "created": 0, "model": "m",
+                     "choices": [{"index": 0, "finish_reason": "stop",
+                                  "message": {"role": "assistant", "content": FakeModel.ANSWER}}]}
 
 
 SCIM = "/api/2.0/preview/scim/v2"

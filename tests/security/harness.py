@@ -251,3 +251,33 @@ def current_signing_key(data_dir: Path):
 def sign_eddsa(key, header: dict, claims: dict) -> str:
     message = f"{b64json(header)}.{b64json(claims)}"
     return f"{message}.{b64url(key.sign(message.encode()))}"
+
+
+def serve_json_on_loopback(answer):
+    """Serves JSON from a daemon thread on 127.0.0.1 (a free port); returns the server (to shut down) and its base
+    URL. `answer(method, path,
+    body)` gives `(status, object)` for each request; the request body is read whole first. For the suite's test
+    doubles of things outside the project (an identity provider, a model provider)."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            request_body = self.rfile.read(length) if length else b""
+            status, document = answer(self.command, self.path, request_body)
+            body = json.dumps(document).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *_):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"

@@ -28,7 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (  # noqa: E402
-    Api, Reply, Server, b64json, b64url, b64url_decode, current_signing_key, sign_eddsa, split_jwt,
+    Api, Reply, Server, b64json, b64url, b64url_decode, current_signing_key, serve_json_on_loopback, sign_eddsa,
+    split_jwt,
 )
 
 GRANT_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -1584,34 +1585,20 @@ class LoopbackIssuer:
     own URL by default) and a key set, served from a thread. What a CI system or identity provider publishes."""
 
     def __init__(self, named_issuer=None):
-        import http.server
-        import threading
         from cryptography.hazmat.primitives.asymmetric import rsa
 
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = "sec-key-1"
-        issuer = self
+        self.named_issuer = named_issuer
+        self.httpd, self.url = serve_json_on_loopback(self._answer)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                documents = {
-                    "/.well-known/openid-configuration": {"issuer": named_issuer or issuer.url,
-                                                          "jwks_uri": f"{issuer.url}/jwks"},
-                    "/jwks": {"keys": [issuer.jwk()]},
-                }
-                body = json.dumps(documents.get(self.path, {})).encode()
-                self.send_response(200 if self.path in documents else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def _answer(self, _method, path, _body):
+        documents = {
+            "/.well-known/openid-configuration": {"issuer": self.named_issuer or self.url,
+                                                  "jwks_uri": f"{self.url}/jwks"},
+            "/jwks": {"keys": [self.jwk()]},
+        }
+        return (200, documents[path]) if path in documents else (404, {})
 
     def jwk(self) -> dict:
         numbers = self.key.public_key().public_numbers()
