@@ -90,7 +90,7 @@ impl InProcessApi {
 impl InProcessApi {
     /// One request through the whole application.
     async fn call(&self, request: Request<Body>) -> axum::response::Response {
-        match crate::app(self.state.clone()).oneshot(request).await {
+        match crate::api_app(self.state.clone()).oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
         }

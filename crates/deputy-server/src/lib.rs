@@ -169,16 +169,26 @@ pub async fn prepare(
 /// authentication layers, calling the API in process). Tests drive it with `tower::ServiceExt::oneshot`.
 ///
 /// A trailing slash is trimmed before routing, as Databricks does: MLflow's deployments client lists endpoints at
-/// `/api/2.0/serving-endpoints/`. The console's own `/console/` is routed before that trim would matter: its
-/// router names `/console` too.
+/// `/api/2.0/serving-endpoints/`. The console's own `/console/` arrives at its router as `/console`.
 pub fn app(state: AppState) -> NormalizePath<Router> {
     let console = deputy_console::routes(
         state.console().clone(),
         Arc::new(in_process::InProcessApi::new(state.clone())),
     );
+    with_outer_layers(api(state).merge(console))
+}
+
+/// The API alone, with the same outer layers as [`app`]: what in-process calls go through. The console is left out
+/// because nothing calls it in process, and building its router on every call would be wasted work.
+pub(crate) fn api_app(state: AppState) -> NormalizePath<Router> {
+    with_outer_layers(api(state))
+}
+
+/// The route table with the API's layers and its fallback, bound to the state.
+fn api(state: AppState) -> Router {
     let router = state.route_table().clone();
     // Layers added later run first: authentication, then the delegated-call audit, then the scope check.
-    let router = router
+    router
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::check_scope,
@@ -193,7 +203,10 @@ pub fn app(state: AppState) -> NormalizePath<Router> {
         ))
         .fallback(unknown_route)
         .with_state(state)
-        .merge(console)
+}
+
+fn with_outer_layers(router: Router) -> NormalizePath<Router> {
+    let router = router
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http());
     NormalizePath::trim_trailing_slash(router)

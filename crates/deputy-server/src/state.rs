@@ -110,7 +110,7 @@ impl AppState {
         &self.inner.console
     }
 
-    /// The routes without their layers and state; `crate::app` completes them.
+    /// The routes without their layers and state; `crate::app` and `crate::api_app` complete them.
     pub fn route_table(&self) -> &Router<AppState> {
         &self.inner.route_table
     }
