@@ -83,6 +83,16 @@ impl AsPerson<'_> {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Answer, ApiFailure> {
+        json_answer(self.send(method, path, body).await?).await
+    }
+
+    /// The API's response as it comes, for a caller that reads the body itself (a stream).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Response<Body>, ApiFailure> {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -93,7 +103,7 @@ impl AsPerson<'_> {
         let request = request
             .body(body.map_or_else(Body::empty, |body| Body::from(body.to_string())))
             .map_err(|error| ApiFailure::internal(error.to_string()))?;
-        json_answer(self.api.send(request).await).await
+        Ok(self.api.send(request).await)
     }
 }
 

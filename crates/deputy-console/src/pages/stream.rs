@@ -13,12 +13,11 @@ use crate::{ConsoleError, ConsoleState, SignedIn};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, Request, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use std::sync::Arc;
 
 pub fn routes() -> Router<ConsoleState> {
     Router::new()
@@ -112,21 +111,17 @@ async fn relay(
 ) -> Response {
     let mut messages = history_messages(&history);
     messages.push(json!({ "role": "user", "content": question }));
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(format!(
-            "/serving-endpoints/{}/invocations",
-            encode(&endpoint)
-        ))
-        .header(header::AUTHORIZATION, format!("Bearer {}", signed_in.token))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(
-            json!({ "messages": messages, "stream": true }).to_string(),
-        ));
-    let signed_in = Arc::new(signed_in);
-    let response = match request {
-        Ok(request) => signed_in.api.send(request).await,
-        Err(error) => return stream_of(vec![event(&json!({ "error": error.to_string() }))]),
+    let sent = signed_in
+        .api()
+        .send(
+            Method::POST,
+            &format!("/serving-endpoints/{}/invocations", encode(&endpoint)),
+            Some(&json!({ "messages": messages, "stream": true })),
+        )
+        .await;
+    let response = match sent {
+        Ok(response) => response,
+        Err(failure) => return stream_of(vec![event(&json!({ "error": failure.message }))]),
     };
     if !response.status().is_success() {
         let failure = crate::api::json_answer(response).await.err();
