@@ -147,7 +147,7 @@ impl TokenIssuer {
         token.push_str(&URL_SAFE_NO_PAD.encode(payload));
         let signature = key.sign(token.as_bytes());
         token.push('.');
-        token.push_str(&URL_SAFE_NO_PAD.encode(signature.to_bytes()));
+        token.push_str(&URL_SAFE_NO_PAD.encode(signature));
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLarge);
         }
