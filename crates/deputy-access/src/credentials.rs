@@ -138,6 +138,7 @@ pub struct Credentials {
     issuer: RwLock<TokenIssuer>,
     revoked: RwLock<HashSet<String>>,
     verified: VerifiedTokens,
+    personal: KnownPersonalTokens,
 }
 
 /// Claims of tokens whose signature, issuer and audience were already checked, keyed by the SHA-256 of the token.
@@ -171,6 +172,55 @@ impl VerifiedTokens {
             entries.clear();
         }
         entries.insert(key, claims.clone());
+    }
+}
+
+/// Personal access tokens already found in the store, keyed by the SHA-256 of the token, so that a request with a
+/// known token does not query the database. Expiry and the owner's standing are still checked on every use; any
+/// deletion of a token, and any change to the directory (a user deleted, whose tokens go with them), empties it.
+///
+/// A lookup that raced with a deletion must not put the deleted token back: `generation` counts the emptyings, and a
+/// record found in the store is kept only if no emptying happened since the lookup began.
+#[derive(Default)]
+struct KnownPersonalTokens {
+    entries: std::sync::Mutex<KnownPersonalEntries>,
+}
+
+#[derive(Default)]
+struct KnownPersonalEntries {
+    generation: u64,
+    by_hash: std::collections::HashMap<[u8; 32], PersonalAccessToken>,
+}
+
+impl KnownPersonalTokens {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KnownPersonalEntries> {
+        // The map is only ever a cache: a panic mid-update leaves at worst a missing entry.
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The cached record, or the generation a store lookup starts from.
+    fn get(&self, hash: &[u8; 32]) -> Result<PersonalAccessToken, u64> {
+        let entries = self.lock();
+        entries.by_hash.get(hash).cloned().ok_or(entries.generation)
+    }
+
+    fn insert(&self, hash: [u8; 32], found: &PersonalAccessToken, looked_up_at: u64) {
+        let mut entries = self.lock();
+        if entries.generation != looked_up_at {
+            return;
+        }
+        if entries.by_hash.len() >= VERIFIED_TOKENS_CAPACITY {
+            entries.by_hash.clear();
+        }
+        entries.by_hash.insert(hash, found.clone());
+    }
+
+    fn forget_all(&self) {
+        let mut entries = self.lock();
+        entries.generation += 1;
+        entries.by_hash.clear();
     }
 }
 
@@ -212,6 +262,7 @@ impl Credentials {
             verified: VerifiedTokens {
                 entries: Default::default(),
             },
+            personal: KnownPersonalTokens::default(),
         })
     }
 
@@ -344,11 +395,7 @@ impl Credentials {
             };
             return caller(&directory, identity, claims.scope, credential, token);
         }
-        let personal = self
-            .store
-            .find_personal_access_token_by_hash(&SecretHash::of(token).to_hex())
-            .await?
-            .ok_or(AuthenticationError::UnknownPersonalAccessToken)?;
+        let personal = self.find_personal_access_token(token).await?;
         if personal.expires_at >= 0 && personal.expires_at <= now_millis() {
             return Err(AuthenticationError::ExpiredPersonalAccessToken);
         }
@@ -365,9 +412,38 @@ impl Credentials {
         caller(&directory, identity, scopes, credential, token)
     }
 
+    /// The stored record of a personal access token, from the cache of known tokens when it is there.
+    async fn find_personal_access_token(
+        &self,
+        token: &str,
+    ) -> Result<PersonalAccessToken, AuthenticationError> {
+        let hash = SecretHash::of(token);
+        let key = *hash.as_bytes();
+        let looked_up_at = match self.personal.get(&key) {
+            Ok(known) => return Ok(known),
+            Err(generation) => generation,
+        };
+        let found = self
+            .store
+            .find_personal_access_token_by_hash(&hash.to_hex())
+            .await?
+            .ok_or(AuthenticationError::UnknownPersonalAccessToken)?;
+        self.personal.insert(key, &found, looked_up_at);
+        Ok(found)
+    }
+
+    /// Forgets every personal access token found so far, so that the next use of each reads the store: after the
+    /// directory changed (a deleted user's tokens are deleted with them).
+    pub fn forget_known_personal_tokens(&self) {
+        self.personal.forget_all();
+    }
+
     /// Deletes a personal access token, and revokes every token exchanged from it; returns whether it existed.
     pub async fn delete_personal_access_token(&self, token_id: &str) -> Result<bool, StoreError> {
-        let existed = self.store.delete_personal_access_token(token_id).await?;
+        let deleted = self.store.delete_personal_access_token(token_id).await;
+        // Forgotten whatever the store answered: a failed delete may still have committed.
+        self.personal.forget_all();
+        let existed = deleted?;
         if existed {
             // No token exchanged from it outlives the longest access-token lifetime.
             let until = now_seconds() + ACCESS_TOKEN_LIFETIME_SECONDS;
@@ -539,4 +615,44 @@ fn covers(bound: &str, resource: &str) -> bool {
     resource
         .strip_prefix(bound)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(id: &str) -> PersonalAccessToken {
+        PersonalAccessToken {
+            token_id: id.into(),
+            owner_id: PrincipalId(7),
+            created_by: PrincipalId(7),
+            secret_hash: "00".into(),
+            comment: String::new(),
+            scopes: "all-apis".into(),
+            created_at: 0,
+            expires_at: -1,
+        }
+    }
+
+    #[test]
+    fn a_lookup_that_raced_with_a_deletion_is_not_kept() {
+        let known = KnownPersonalTokens::default();
+        let key = [1; 32];
+        let looked_up_at = known.get(&key).unwrap_err();
+        // The token is deleted while the lookup is in the store.
+        known.forget_all();
+        known.insert(key, &token("a"), looked_up_at);
+        assert!(known.get(&key).is_err(), "the deleted token came back");
+    }
+
+    #[test]
+    fn found_tokens_are_kept_until_forgotten() {
+        let known = KnownPersonalTokens::default();
+        let key = [2; 32];
+        let looked_up_at = known.get(&key).unwrap_err();
+        known.insert(key, &token("b"), looked_up_at);
+        assert_eq!(known.get(&key).map(|found| found.token_id), Ok("b".into()));
+        known.forget_all();
+        assert!(known.get(&key).is_err());
+    }
 }

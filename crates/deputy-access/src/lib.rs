@@ -38,6 +38,8 @@ pub struct Access {
     authz: AuthzState,
     /// Serializes publishing, so the last snapshot published includes every write that completed before it.
     publish_lock: tokio::sync::Mutex<()>,
+    /// How many publishes have completed: a view read from the store at one generation is current until it changes.
+    published: std::sync::atomic::AtomicU64,
     credentials: Credentials,
     workspace_id: i64,
     base_url: String,
@@ -64,6 +66,7 @@ impl Access {
             directory,
             authz: AuthzState::new(snapshot),
             publish_lock: tokio::sync::Mutex::new(()),
+            published: std::sync::atomic::AtomicU64::new(0),
             credentials,
             workspace_id,
             base_url: base_url.to_owned(),
@@ -107,6 +110,15 @@ impl Access {
     /// the rest of its work succeeded.
     pub async fn publish(&self) -> Result<(), Error> {
         let _serialized = self.publish_lock.lock().await;
+        let rebuilt = self.rebuild_from_store().await;
+        // Whatever the outcome: the writes before this publish committed, and what was read before them may be stale.
+        self.credentials.forget_known_personal_tokens();
+        self.published
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        rebuilt
+    }
+
+    async fn rebuild_from_store(&self) -> Result<(), Error> {
         self.directory.reload(self.store()).await?;
         let snapshot = deputy_catalog::load_snapshot(self.store())
             .await
@@ -116,6 +128,12 @@ impl Access {
             Ok(())
         });
         published.map(|_| ()).map_err(Error::internal)
+    }
+
+    /// The number of publishes so far. A view of stored rows (such as the serving endpoints) read after this returned
+    /// `g` includes every write published before it, and must be read again once this is no longer `g`.
+    pub fn published_generation(&self) -> u64 {
+        self.published.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Stores a new workspace object with its creator's ACL entry at `creator_level` and publishes both; the
