@@ -2,8 +2,8 @@
 //! for a caller, consent, and the on-behalf-of token an agent gets for one request.
 //!
 //! **Invariants**
-//! - `on_behalf_of_token`, private and reached only through [`user_token_for_agent`], is the only code that mints a
-//!   delegated token: `sub` = the user, `act` = the endpoint's service principal over the caller's chain, scopes =
+//! - [`user_token_for_agent`] is the only code that mints a delegated token, and hands it out only after its audit
+//!   event is durable: `sub` = the user, `act` = the endpoint's service principal over the caller's chain, scopes =
 //!   the caller's ∩ the author's declaration (never wider), and a lifetime no longer than the caller's token.
 //! - An endpoint the caller cannot view does not exist for them (404); one they can view but not use at the level
 //!   asked is a 403.
@@ -36,6 +36,11 @@ pub struct Serving {
     access: Arc<Access>,
     backends: ServingBackends,
     agents: AgentHost,
+    /// The serving endpoints as read from the store, with the publish generation they were read at, so that finding
+    /// an endpoint (every query does) reads the database only after a publish. Every write of an endpoint publishes
+    /// before it answers (created and updated with `Access::create_workspace_object` or a spec update and
+    /// `publish`, deleted then published).
+    endpoints: Mutex<Option<(u64, Arc<[WorkspaceObjectRecord]>)>>,
 }
 
 impl Serving {
@@ -44,6 +49,7 @@ impl Serving {
             access,
             backends,
             agents,
+            endpoints: Mutex::new(None),
         }
     }
 
@@ -237,14 +243,41 @@ pub async fn endpoint_record(
     state: &Serving,
     name: &str,
 ) -> Result<Option<WorkspaceObjectRecord>, Error> {
-    let records = state
-        .access()
-        .store()
-        .list_workspace_objects(serving_object_type())
-        .await?;
+    let records = state.endpoints().await?;
     Ok(records
-        .into_iter()
-        .find(|record| record.name.eq_ignore_ascii_case(name)))
+        .iter()
+        .find(|record| record.name.eq_ignore_ascii_case(name))
+        .cloned())
+}
+
+impl Serving {
+    /// Every serving endpoint, current as of the last publish.
+    async fn endpoints(&self) -> Result<Arc<[WorkspaceObjectRecord]>, Error> {
+        // Read before the store: a publish after this point makes what is read below stale, and it is read again.
+        let generation = self.access.published_generation();
+        if let Some((read_at, records)) = &*self.endpoints_cache()
+            && *read_at == generation
+        {
+            return Ok(records.clone());
+        }
+        let records: Arc<[WorkspaceObjectRecord]> = self
+            .access
+            .store()
+            .list_workspace_objects(serving_object_type())
+            .await?
+            .into();
+        *self.endpoints_cache() = Some((generation, records.clone()));
+        Ok(records)
+    }
+
+    fn endpoints_cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<(u64, Arc<[WorkspaceObjectRecord]>)>> {
+        // Only a cache: a panic mid-update leaves at worst a stale generation, which is read again.
+        self.endpoints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// The endpoint named `name` if the caller holds at least `level` on it; an endpoint the caller cannot view does not
@@ -289,14 +322,14 @@ pub fn validate_endpoint_name(name: Option<String>) -> Result<String, Error> {
 /// so the agent's calls with it are audited under the invocation.
 pub const AGENT_USER_TOKEN_SECONDS: i64 = 600;
 
-/// The invoking user's token for the agent: `sub` = the user, `act` = the endpoint's service principal on top of
-/// whatever chain the caller already carries, scopes = the caller's ∩ the author's declaration. An agent that calls
-/// another agent with such a token can only hand down fewer scopes.
-fn on_behalf_of_token(
+/// The claims of the invoking user's token for the agent: `sub` = the user, `act` = the endpoint's service principal
+/// on top of whatever chain the caller already carries, scopes = the caller's ∩ the author's declaration. An agent
+/// that calls another agent with such a token can only hand down fewer scopes.
+fn on_behalf_of_claims(
     state: &Serving,
     caller: &Caller,
     agent: &DeployedAgent,
-) -> Result<(String, deputy_tokens::AccessClaims), Error> {
+) -> Result<deputy_tokens::AccessClaims, Error> {
     let declared = deputy_core::ScopeSet::parse(&agent.user_scopes).map_err(Error::internal)?;
     let request = deputy_tokens::ExchangeRequest {
         scope: Some(declared),
@@ -310,19 +343,13 @@ fn on_behalf_of_token(
         mode: deputy_tokens::ScopeMode::Intersect,
     };
     let subject = state.access().credentials().subject_claims(caller);
-    let claims = deputy_tokens::exchange(
+    deputy_tokens::exchange(
         &subject,
         &request,
         deputy_access::clock::now_seconds(),
         AGENT_USER_TOKEN_SECONDS,
     )
-    .map_err(|error| Error::permission_denied(format!("cannot act for you: {error}")))?;
-    let token = state
-        .access()
-        .credentials()
-        .sign(&claims)
-        .map_err(Error::internal)?;
-    Ok((token, claims))
+    .map_err(|error| Error::permission_denied(format!("cannot act for you: {error}")))
 }
 
 /// Writes a fresh system token of the endpoint's service principal for its workers.
@@ -622,7 +649,7 @@ pub async fn user_token_for_agent(
             state.access().record(&[event]).await?;
             return Err(Error::permission_denied(reason));
         }
-        let (token, claims) = on_behalf_of_token(state, caller, agent)?;
+        let claims = on_behalf_of_claims(state, caller, agent)?;
         let reason = format!(
             "{} may query `{}`; the agent acts with scopes [{}] (the caller's ∩ the declared [{}])",
             caller.identity.name, record.name, claims.scope, agent.user_scopes
@@ -631,7 +658,14 @@ pub async fn user_token_for_agent(
             .request_id(claims.jti.clone())
             .scope_named(Some(claims.scope.to_string()))
             .allowed(reason);
-        state.access().record(&[event]).await?;
+        // The audit commit (its fsync) and the signature run at once: `join!` starts the commit, then signs on this
+        // thread while the database's thread writes. The token leaves here only once both are done.
+        let events = [event];
+        let (recorded, signed) = tokio::join!(state.access().record(&events), async {
+            state.access().credentials().sign(&claims)
+        });
+        recorded?;
+        let token = signed.map_err(Error::internal)?;
         (Some(token), claims.jti)
     } else {
         (None, uuid::Uuid::new_v4().to_string())
