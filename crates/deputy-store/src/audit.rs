@@ -56,17 +56,83 @@ pub trait AuditStore: Send + Sync + 'static {
 }
 
 /// Group commit for audit appends. Every on-behalf-of request appends events and waits until they are durable, and
-/// with `synchronous = FULL` each commit costs an fsync; appends that arrive while a commit is in flight are written
-/// together by the next one, so concurrent requests share fsyncs instead of queueing for one each. An append is
-/// still acknowledged only after the commit that holds it, and a failed commit fails every append in it.
+/// each commit costs an fsync; so one writer task commits, and everything that arrives while it commits goes into its
+/// next commit together. An appender waits for the commit that holds its events and nothing else (no turn to take,
+/// no commit of others' events to sit through); it is acknowledged only after that commit, and a failed commit fails
+/// every append in it. The writer is its own task, so an appender that goes away (its client hung up) leaves its
+/// events queued, and they are written all the same.
 #[derive(Default)]
 pub(crate) struct AuditGroupCommit {
-    pub(crate) waiting: std::sync::Mutex<Vec<PendingAppend>>,
-    /// Held for the whole of one commit: the next commit starts when it is released.
-    pub(crate) turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+    queue: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<PendingAppend>>>,
 }
 
 pub(crate) struct PendingAppend {
-    pub(crate) events: Vec<AuditEvent>,
-    pub(crate) durable: tokio::sync::oneshot::Sender<Result<(), String>>,
+    events: Vec<AuditEvent>,
+    durable: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// How a store commits one batch of appended events, atomically.
+#[async_trait]
+pub(crate) trait AuditBatchWriter: Send + Sync + 'static {
+    async fn write_batch(&mut self, events: &[&AuditEvent]) -> StoreResult<()>;
+}
+
+impl AuditGroupCommit {
+    /// Queues `events` for the writer (started with `writer` when there is none, or when the runtime that ran the
+    /// last one has gone) and waits until the commit that holds them is durable.
+    pub(crate) async fn append<W: AuditBatchWriter>(
+        &self,
+        events: &[AuditEvent],
+        writer: impl FnOnce() -> W,
+    ) -> StoreResult<()> {
+        let (durable, receipt) = tokio::sync::oneshot::channel();
+        let append = PendingAppend {
+            events: events.to_vec(),
+            durable,
+        };
+        {
+            let mut queue = self.queue.lock().map_err(|_| {
+                crate::StoreError::AuditWrite("the audit queue's lock is poisoned".into())
+            })?;
+            let append = match queue.as_ref() {
+                Some(sender) => sender.send(append).err().map(|unsent| unsent.0),
+                None => Some(append),
+            };
+            if let Some(append) = append {
+                let (sender, appends) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(commit_in_groups(writer(), appends));
+                // The receiver was just made and lives in the task: the send cannot fail.
+                let _ = sender.send(append);
+                *queue = Some(sender);
+            }
+        }
+        match receipt.await {
+            Ok(result) => result.map_err(crate::StoreError::AuditWrite),
+            Err(_) => Err(crate::StoreError::AuditWrite(
+                "the audit commit ended without an answer".into(),
+            )),
+        }
+    }
+}
+
+/// The writer: takes the first waiting append, everything queued behind it, commits them as one batch, answers each.
+async fn commit_in_groups<W: AuditBatchWriter>(
+    mut writer: W,
+    mut appends: tokio::sync::mpsc::UnboundedReceiver<PendingAppend>,
+) {
+    while let Some(first) = appends.recv().await {
+        let mut batch = vec![first];
+        while let Ok(next) = appends.try_recv() {
+            batch.push(next);
+        }
+        let events: Vec<&AuditEvent> = batch.iter().flat_map(|append| &append.events).collect();
+        let result = writer
+            .write_batch(&events)
+            .await
+            .map_err(|error| error.to_string());
+        for append in batch {
+            // The appender may have gone away; its events are written all the same.
+            let _ = append.durable.send(result.clone());
+        }
+    }
 }

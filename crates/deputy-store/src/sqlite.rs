@@ -87,6 +87,9 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A local file has no connection to lose; the default ping before every acquire costs a round trip to
+            // the connection's thread on every query.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         migrator().run(&pool).await?;
