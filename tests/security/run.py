@@ -820,6 +820,30 @@ def _(ctx):
     ctx.revoked_pat = pat2
 
 
+@case(REPLAY, "a PAT in use (so remembered by the server) is refused on the next request after any deletion")
+def _(ctx):
+    def pat_in_use(user: str) -> tuple[str, str]:
+        body = {"application_id": ctx.users[user]["id"], "lifetime_seconds": 3600, "comment": "remembered"}
+        made = expect_ok(ctx.api.post("/api/2.0/token-management/on-behalf-of/tokens", ctx.admin, body), "PAT")
+        for _ in range(3):
+            expect_ok(ctx.api.get("/api/2.0/preview/scim/v2/Me", made["token_value"]), f"{user}'s PAT in use")
+        return made["token_value"], made["token_info"]["token_id"]
+
+    pat, token_id = pat_in_use("carol@example.com")
+    expect_ok(ctx.api.post("/api/2.0/token/delete", pat, {"token_id": token_id}), "owner deletes")
+    unauthenticated(ctx, pat, "invalid personal access token")
+    pat, token_id = pat_in_use("carol@example.com")
+    expect_ok(ctx.api.delete(f"/api/2.0/token-management/tokens/{token_id}", ctx.admin), "admin deletes")
+    unauthenticated(ctx, pat, "invalid personal access token")
+    # A deleted user's tokens go with them, and must not pass for whoever is created next (ids may be reused).
+    user = expect_ok(ctx.api.post("/api/2.0/preview/scim/v2/Users", ctx.admin, {"userName": "erin@example.com"}), "erin")
+    ctx.users["erin@example.com"] = user
+    pat, _ = pat_in_use("erin@example.com")
+    check(ctx.api.delete(f"/api/2.0/preview/scim/v2/Users/{user['id']}", ctx.admin).status in (200, 204), "delete erin")
+    expect_ok(ctx.api.post("/api/2.0/preview/scim/v2/Users", ctx.admin, {"userName": "frank@example.com"}), "frank")
+    unauthenticated(ctx, pat, "invalid personal access token")
+
+
 @case(REPLAY, "revoking garbage or someone else's token answers 200 and changes nothing")
 def _(ctx):
     check(ctx.api.form("/oidc/v1/revoke", {"token": "garbage"}).status == 200, "garbage revoke")
