@@ -14,10 +14,9 @@ impl AuditStore for SqliteStore {
         if events.is_empty() {
             return Ok(());
         }
-        let pool = self.pool().clone();
         self.audit_group()
             .append(events, || SqliteAuditWriter {
-                pool,
+                pool: self.pool().clone(),
                 connection: None,
             })
             .await
