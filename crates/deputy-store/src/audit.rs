@@ -73,7 +73,7 @@ pub(crate) struct PendingAppend {
 
 /// How a store commits one batch of appended events, atomically.
 #[async_trait]
-pub(crate) trait AuditBatchWriter: Send + Sync + 'static {
+pub(crate) trait AuditBatchWriter: Send + 'static {
     async fn write_batch(&mut self, events: &[&AuditEvent]) -> StoreResult<()>;
 }
 

@@ -27,15 +27,15 @@ pub trait ConsentStore: Send + Sync + 'static {
     async fn delete_consent(&self, user_id: PrincipalId, endpoint_id: &str) -> StoreResult<bool>;
 }
 
-mod sqlite {
+mod sql {
     use super::{Consent, ConsentStore};
-    use crate::sqlite::SqliteStore;
+    use crate::sql_store::SqlStore;
     use crate::{PrincipalId, StoreResult};
     use async_trait::async_trait;
     use sqlx::Row;
-    use sqlx::sqlite::SqliteRow;
+    use sqlx::any::AnyRow;
 
-    fn consent_of(row: &SqliteRow) -> Result<Consent, sqlx::Error> {
+    fn consent_of(row: &AnyRow) -> Result<Consent, sqlx::Error> {
         Ok(Consent {
             user_id: PrincipalId(row.try_get("user_id")?),
             endpoint_id: row.try_get("endpoint_id")?,
@@ -45,10 +45,10 @@ mod sqlite {
     }
 
     #[async_trait]
-    impl ConsentStore for SqliteStore {
+    impl ConsentStore for SqlStore {
         async fn put_consent(&self, consent: &Consent) -> StoreResult<()> {
             sqlx::query(
-                "INSERT INTO consents (user_id, endpoint_id, scopes, granted_ms) VALUES (?, ?, ?, ?) \
+                "INSERT INTO consents (user_id, endpoint_id, scopes, granted_ms) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (user_id, endpoint_id) DO UPDATE SET scopes = excluded.scopes, \
                  granted_ms = excluded.granted_ms",
             )
@@ -68,7 +68,7 @@ mod sqlite {
         ) -> StoreResult<Option<Consent>> {
             let row = sqlx::query(
                 "SELECT user_id, endpoint_id, scopes, granted_ms FROM consents \
-                 WHERE user_id = ? AND endpoint_id = ?",
+                 WHERE user_id = $1 AND endpoint_id = $2",
             )
             .bind(user_id.0)
             .bind(endpoint_id)
@@ -80,7 +80,7 @@ mod sqlite {
         async fn consents_of(&self, user_id: PrincipalId) -> StoreResult<Vec<Consent>> {
             let rows = sqlx::query(
                 "SELECT user_id, endpoint_id, scopes, granted_ms FROM consents \
-                 WHERE user_id = ? ORDER BY granted_ms",
+                 WHERE user_id = $1 ORDER BY granted_ms",
             )
             .bind(user_id.0)
             .fetch_all(self.pool())
@@ -93,7 +93,7 @@ mod sqlite {
             user_id: PrincipalId,
             endpoint_id: &str,
         ) -> StoreResult<bool> {
-            let deleted = sqlx::query("DELETE FROM consents WHERE user_id = ? AND endpoint_id = ?")
+            let deleted = sqlx::query("DELETE FROM consents WHERE user_id = $1 AND endpoint_id = $2")
                 .bind(user_id.0)
                 .bind(endpoint_id)
                 .execute(self.pool())

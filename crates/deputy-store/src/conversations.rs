@@ -49,15 +49,15 @@ pub trait ConversationStore: Send + Sync + 'static {
     async fn endpoint_messages(&self, conversation_id: &str) -> StoreResult<Vec<EndpointMessage>>;
 }
 
-mod sqlite {
+mod sql {
     use super::{ConversationStore, EndpointConversation, EndpointMessage};
-    use crate::sqlite::SqliteStore;
+    use crate::sql_store::SqlStore;
     use crate::{PrincipalId, StoreError, StoreResult};
     use async_trait::async_trait;
     use sqlx::Row;
-    use sqlx::sqlite::SqliteRow;
+    use sqlx::any::AnyRow;
 
-    fn conversation_of(row: &SqliteRow) -> StoreResult<EndpointConversation> {
+    fn conversation_of(row: &AnyRow) -> StoreResult<EndpointConversation> {
         Ok(EndpointConversation {
             conversation_id: row.try_get("conversation_id")?,
             endpoint_id: row.try_get("endpoint_id")?,
@@ -67,7 +67,7 @@ mod sqlite {
         })
     }
 
-    fn message_of(row: &SqliteRow) -> StoreResult<EndpointMessage> {
+    fn message_of(row: &AnyRow) -> StoreResult<EndpointMessage> {
         let sources: String = row.try_get("sources")?;
         Ok(EndpointMessage {
             conversation_id: row.try_get("conversation_id")?,
@@ -81,14 +81,14 @@ mod sqlite {
     }
 
     #[async_trait]
-    impl ConversationStore for SqliteStore {
+    impl ConversationStore for SqlStore {
         async fn create_endpoint_conversation(
             &self,
             conversation: &EndpointConversation,
         ) -> StoreResult<()> {
             sqlx::query(
                 "INSERT INTO endpoint_conversations (conversation_id, endpoint_id, owner_id, title, created_at) \
-                 VALUES (?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(&conversation.conversation_id)
             .bind(&conversation.endpoint_id)
@@ -106,7 +106,7 @@ mod sqlite {
         ) -> StoreResult<Option<EndpointConversation>> {
             let row = sqlx::query(
                 "SELECT conversation_id, endpoint_id, owner_id, title, created_at FROM endpoint_conversations \
-                 WHERE conversation_id = ?",
+                 WHERE conversation_id = $1",
             )
             .bind(conversation_id)
             .fetch_optional(self.pool())
@@ -122,13 +122,13 @@ mod sqlite {
             let query = match endpoint_id {
                 Some(endpoint_id) => sqlx::query(
                     "SELECT conversation_id, endpoint_id, owner_id, title, created_at FROM endpoint_conversations \
-                     WHERE owner_id = ? AND endpoint_id = ? ORDER BY created_at DESC, rowid DESC",
+                     WHERE owner_id = $1 AND endpoint_id = $2 ORDER BY created_at DESC, rowid DESC",
                 )
                 .bind(owner_id.0)
                 .bind(endpoint_id),
                 None => sqlx::query(
                     "SELECT conversation_id, endpoint_id, owner_id, title, created_at FROM endpoint_conversations \
-                     WHERE owner_id = ? ORDER BY created_at DESC, rowid DESC",
+                     WHERE owner_id = $1 ORDER BY created_at DESC, rowid DESC",
                 )
                 .bind(owner_id.0),
             };
@@ -138,7 +138,7 @@ mod sqlite {
 
         async fn delete_endpoint_conversation(&self, conversation_id: &str) -> StoreResult<bool> {
             let deleted =
-                sqlx::query("DELETE FROM endpoint_conversations WHERE conversation_id = ?")
+                sqlx::query("DELETE FROM endpoint_conversations WHERE conversation_id = $1")
                     .bind(conversation_id)
                     .execute(self.pool())
                     .await?;
@@ -151,7 +151,7 @@ mod sqlite {
             // One statement: a conversation deleted meanwhile gets no orphan, and the caller hears it is gone.
             let inserted = sqlx::query(
                 "INSERT INTO endpoint_messages (conversation_id, role, content, request_id, sources, created_at) \
-                 SELECT conversation_id, ?, ?, ?, ?, ? FROM endpoint_conversations WHERE conversation_id = ?",
+                 SELECT conversation_id, $1, $2, $3, $4, $5 FROM endpoint_conversations WHERE conversation_id = $6",
             )
             .bind(&message.role)
             .bind(&message.content)
@@ -176,7 +176,7 @@ mod sqlite {
         ) -> StoreResult<Vec<EndpointMessage>> {
             let rows = sqlx::query(
                 "SELECT conversation_id, role, content, request_id, sources, created_at FROM endpoint_messages \
-                 WHERE conversation_id = ? ORDER BY seq",
+                 WHERE conversation_id = $1 ORDER BY seq",
             )
             .bind(conversation_id)
             .fetch_all(self.pool())

@@ -35,13 +35,13 @@ pub trait FederationStore: Send + Sync + 'static {
     async fn delete_federation_policy(&self, policy_id: &str) -> StoreResult<bool>;
 }
 
-mod sqlite {
+mod sql {
     use super::{FederationPolicy, FederationStore};
-    use crate::sqlite::{SqliteStore, is_unique_violation};
+    use crate::sql_store::{SqlStore, is_unique_violation};
     use crate::{PrincipalId, StoreError, StoreResult};
     use async_trait::async_trait;
     use sqlx::Row;
-    use sqlx::sqlite::SqliteRow;
+    use sqlx::any::AnyRow;
 
     macro_rules! policy_columns {
         () => {
@@ -51,7 +51,7 @@ mod sqlite {
     }
 
     /// A stored row that does not parse is an error, never a policy with empty audiences.
-    fn policy_of(row: &SqliteRow) -> StoreResult<FederationPolicy> {
+    fn policy_of(row: &AnyRow) -> StoreResult<FederationPolicy> {
         let audiences: String = row.try_get("audiences")?;
         let audiences: Vec<String> = serde_json::from_str(&audiences).map_err(|error| {
             StoreError::Corrupt(format!("a federation policy's audiences: {error}"))
@@ -72,14 +72,14 @@ mod sqlite {
     }
 
     #[async_trait]
-    impl FederationStore for SqliteStore {
+    impl FederationStore for SqlStore {
         async fn insert_federation_policy(&self, policy: &FederationPolicy) -> StoreResult<()> {
             let audiences = serde_json::to_string(&policy.audiences)
                 .map_err(|error| StoreError::Corrupt(error.to_string()))?;
             sqlx::query(concat!(
                 "INSERT INTO federation_policies (",
                 policy_columns!(),
-                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ))
             .bind(&policy.policy_id)
             .bind(&policy.description)
@@ -108,7 +108,7 @@ mod sqlite {
             let row = sqlx::query(concat!(
                 "SELECT ",
                 policy_columns!(),
-                " FROM federation_policies WHERE policy_id = ?"
+                " FROM federation_policies WHERE policy_id = $1"
             ))
             .bind(policy_id)
             .fetch_optional(self.pool())
@@ -134,7 +134,7 @@ mod sqlite {
             let rows = sqlx::query(concat!(
                 "SELECT ",
                 policy_columns!(),
-                " FROM federation_policies WHERE issuer = ? ORDER BY created_ms, policy_id"
+                " FROM federation_policies WHERE issuer = $1 ORDER BY created_ms, policy_id"
             ))
             .bind(issuer)
             .fetch_all(self.pool())
@@ -143,7 +143,7 @@ mod sqlite {
         }
 
         async fn delete_federation_policy(&self, policy_id: &str) -> StoreResult<bool> {
-            let deleted = sqlx::query("DELETE FROM federation_policies WHERE policy_id = ?")
+            let deleted = sqlx::query("DELETE FROM federation_policies WHERE policy_id = $1")
                 .bind(policy_id)
                 .execute(self.pool())
                 .await?;

@@ -61,15 +61,15 @@ pub trait GenieStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
 }
 
-mod sqlite {
+mod sql {
     use super::{ConversationRecord, GenieStore, MessageRecord};
-    use crate::sqlite::SqliteStore;
+    use crate::sql_store::SqlStore;
     use crate::{EpochMillis, PrincipalId, StoreError, StoreResult};
     use async_trait::async_trait;
     use sqlx::Row;
-    use sqlx::sqlite::SqliteRow;
+    use sqlx::any::AnyRow;
 
-    fn conversation_from_row(row: &SqliteRow) -> StoreResult<ConversationRecord> {
+    fn conversation_from_row(row: &AnyRow) -> StoreResult<ConversationRecord> {
         Ok(ConversationRecord {
             conversation_id: row.try_get("conversation_id")?,
             space_id: row.try_get("space_id")?,
@@ -80,7 +80,7 @@ mod sqlite {
         })
     }
 
-    fn message_from_row(row: &SqliteRow) -> StoreResult<MessageRecord> {
+    fn message_from_row(row: &AnyRow) -> StoreResult<MessageRecord> {
         Ok(MessageRecord {
             message_id: row.try_get("message_id")?,
             conversation_id: row.try_get("conversation_id")?,
@@ -93,12 +93,12 @@ mod sqlite {
     }
 
     async fn insert_message(
-        connection: &mut sqlx::SqliteConnection,
+        connection: &mut sqlx::AnyConnection,
         message: &MessageRecord,
     ) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO genie_messages (message_id, conversation_id, content, status, outcome, created_at, \
-             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&message.message_id)
         .bind(&message.conversation_id)
@@ -113,7 +113,7 @@ mod sqlite {
     }
 
     #[async_trait]
-    impl GenieStore for SqliteStore {
+    impl GenieStore for SqlStore {
         async fn create_conversation(
             &self,
             conversation: &ConversationRecord,
@@ -122,7 +122,7 @@ mod sqlite {
             let mut transaction = self.pool().begin().await?;
             sqlx::query(
                 "INSERT INTO genie_conversations (conversation_id, space_id, owner_id, title, created_at, \
-                 updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                 updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&conversation.conversation_id)
             .bind(&conversation.space_id)
@@ -141,7 +141,7 @@ mod sqlite {
             &self,
             conversation_id: &str,
         ) -> StoreResult<Option<ConversationRecord>> {
-            let row = sqlx::query("SELECT * FROM genie_conversations WHERE conversation_id = ?")
+            let row = sqlx::query("SELECT * FROM genie_conversations WHERE conversation_id = $1")
                 .bind(conversation_id)
                 .fetch_optional(self.pool())
                 .await?;
@@ -156,8 +156,8 @@ mod sqlite {
             limit: i64,
         ) -> StoreResult<Vec<ConversationRecord>> {
             let rows = sqlx::query(
-                "SELECT * FROM genie_conversations WHERE space_id = ? AND owner_id = ? \
-                 ORDER BY created_at DESC, conversation_id LIMIT ? OFFSET ?",
+                "SELECT * FROM genie_conversations WHERE space_id = $1 AND owner_id = $2 \
+                 ORDER BY created_at DESC, conversation_id LIMIT $3 OFFSET $4",
             )
             .bind(space_id)
             .bind(owner_id.0)
@@ -169,7 +169,7 @@ mod sqlite {
         }
 
         async fn delete_conversation(&self, conversation_id: &str) -> StoreResult<()> {
-            let deleted = sqlx::query("DELETE FROM genie_conversations WHERE conversation_id = ?")
+            let deleted = sqlx::query("DELETE FROM genie_conversations WHERE conversation_id = $1")
                 .bind(conversation_id)
                 .execute(self.pool())
                 .await?;
@@ -184,7 +184,7 @@ mod sqlite {
         async fn add_message(&self, message: &MessageRecord) -> StoreResult<()> {
             let mut transaction = self.pool().begin().await?;
             let touched = sqlx::query(
-                "UPDATE genie_conversations SET updated_at = ? WHERE conversation_id = ?",
+                "UPDATE genie_conversations SET updated_at = $1 WHERE conversation_id = $2",
             )
             .bind(message.created_at)
             .bind(&message.conversation_id)
@@ -202,7 +202,7 @@ mod sqlite {
         }
 
         async fn get_message(&self, message_id: &str) -> StoreResult<Option<MessageRecord>> {
-            let row = sqlx::query("SELECT * FROM genie_messages WHERE message_id = ?")
+            let row = sqlx::query("SELECT * FROM genie_messages WHERE message_id = $1")
                 .bind(message_id)
                 .fetch_optional(self.pool())
                 .await?;
@@ -211,7 +211,7 @@ mod sqlite {
 
         async fn messages_of(&self, conversation_id: &str) -> StoreResult<Vec<MessageRecord>> {
             let rows = sqlx::query(
-                "SELECT * FROM genie_messages WHERE conversation_id = ? ORDER BY created_at, rowid",
+                "SELECT * FROM genie_messages WHERE conversation_id = $1 ORDER BY created_at, rowid",
             )
             .bind(conversation_id)
             .fetch_all(self.pool())
@@ -227,7 +227,7 @@ mod sqlite {
             now: EpochMillis,
         ) -> StoreResult<()> {
             let updated = sqlx::query(
-                "UPDATE genie_messages SET status = ?, outcome = ?, updated_at = ? WHERE message_id = ?",
+                "UPDATE genie_messages SET status = $1, outcome = $2, updated_at = $3 WHERE message_id = $4",
             )
             .bind(status)
             .bind(outcome)

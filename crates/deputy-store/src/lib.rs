@@ -5,7 +5,7 @@
 //! and enforces the integrity rules a database can (uniqueness, cascades); every caller decides *whether* a write is
 //! allowed before it asks for it. Secrets reach it only as hashes.
 //!
-//! [`MetadataStore`] is the interface; [`SqliteStore`] the embedded implementation. A PostgreSQL implementation goes
+//! [`MetadataStore`] is the interface; [`SqlStore`] the embedded implementation. A PostgreSQL implementation goes
 //! behind the same trait: the SQL here sticks to what both dialects share, apart from the connection setup.
 
 pub mod audit;
@@ -16,11 +16,13 @@ pub mod federation;
 pub mod genie;
 pub mod sign_in;
 pub mod specs;
-mod sqlite;
-mod sqlite_audit;
-mod sqlite_catalog;
+mod sql_store;
+mod postgres;
+mod sql_audit;
+mod sql_catalog;
 #[cfg(test)]
 mod test_support;
+pub mod testing;
 
 use async_trait::async_trait;
 use std::fmt;
@@ -36,7 +38,7 @@ pub use sign_in::{
     AppConsent, AuthorizationCode, AuthorizationRequest, Grant, IdentityProvider, OAuthApp,
     Presentation, SignInFamily, SignInStore, UpstreamLogin,
 };
-pub use sqlite::SqliteStore;
+pub use sql_store::{Dialect, SqlStore};
 
 /// Everything the server persists, behind one object.
 pub trait Store:
@@ -213,6 +215,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("audit events were not written: {0}")]
     AuditWrite(String),
+    #[error("{0}")]
+    Configuration(String),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
 }

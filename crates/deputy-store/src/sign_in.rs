@@ -220,19 +220,19 @@ pub trait SignInStore: Send + Sync + 'static {
     async fn local_password(&self, user: PrincipalId) -> StoreResult<Option<String>>;
 }
 
-mod sqlite {
+mod sql {
     use super::{
         AppConsent, AuthorizationCode, AuthorizationRequest, Grant, IdentityProvider, OAuthApp,
         Presentation, SignInFamily, SignInStore, UpstreamLogin,
     };
-    use crate::sqlite::{SqliteStore, is_unique_violation};
+    use crate::sql_store::{SqlStore, is_unique_violation};
     use crate::{EpochMillis, PrincipalId, StoreError, StoreResult};
     use async_trait::async_trait;
     use sqlx::Row;
-    use sqlx::sqlite::SqliteRow;
+    use sqlx::any::AnyRow;
 
     /// A stored JSON list that does not parse is an error, never an empty list (which could mean "anything").
-    fn json_list(row: &SqliteRow, column: &str) -> StoreResult<Vec<String>> {
+    fn json_list(row: &AnyRow, column: &str) -> StoreResult<Vec<String>> {
         let text: String = row.try_get(column)?;
         serde_json::from_str(&text)
             .map_err(|error| StoreError::Corrupt(format!("the stored list `{column}`: {error}")))
@@ -242,19 +242,19 @@ mod sqlite {
         serde_json::to_string(list).map_err(|error| StoreError::Corrupt(error.to_string()))
     }
 
-    fn app_of(row: &SqliteRow) -> StoreResult<OAuthApp> {
+    fn app_of(row: &AnyRow) -> StoreResult<OAuthApp> {
         Ok(OAuthApp {
             client_id: row.try_get("client_id")?,
             name: row.try_get("name")?,
             redirect_uris: json_list(row, "redirect_uris")?,
             scopes: row.try_get("scopes")?,
             secret_hash: row.try_get("secret_hash")?,
-            trusted: row.try_get("trusted")?,
+            trusted: crate::sql_store::flag(row, "trusted")?,
             created_ms: row.try_get("created_ms")?,
         })
     }
 
-    fn provider_of(row: &SqliteRow) -> StoreResult<IdentityProvider> {
+    fn provider_of(row: &AnyRow) -> StoreResult<IdentityProvider> {
         Ok(IdentityProvider {
             issuer: row.try_get("issuer")?,
             client_id: row.try_get("client_id")?,
@@ -266,7 +266,7 @@ mod sqlite {
         })
     }
 
-    fn request_of(row: &SqliteRow) -> StoreResult<AuthorizationRequest> {
+    fn request_of(row: &AnyRow) -> StoreResult<AuthorizationRequest> {
         let issuer: Option<String> = row.try_get("upstream_issuer")?;
         let nonce: Option<String> = row.try_get("upstream_nonce")?;
         let verifier: Option<String> = row.try_get("upstream_verifier")?;
@@ -291,7 +291,7 @@ mod sqlite {
             state: row.try_get("state")?,
             code_challenge: row.try_get("code_challenge")?,
             scopes: row.try_get("scopes")?,
-            offline: row.try_get("offline")?,
+            offline: crate::sql_store::flag(row, "offline")?,
             resource: row.try_get("resource")?,
             upstream,
             user_id: row.try_get::<Option<i64>, _>("user_id")?.map(PrincipalId),
@@ -299,7 +299,7 @@ mod sqlite {
         })
     }
 
-    fn family_of(row: &SqliteRow) -> StoreResult<SignInFamily> {
+    fn family_of(row: &AnyRow) -> StoreResult<SignInFamily> {
         Ok(SignInFamily {
             family_id: row.try_get("family_id")?,
             user_id: PrincipalId(row.try_get("user_id")?),
@@ -309,18 +309,18 @@ mod sqlite {
         })
     }
 
-    fn grant_of(row: &SqliteRow, hash_column: &str) -> StoreResult<Grant> {
+    fn grant_of(row: &AnyRow, hash_column: &str) -> StoreResult<Grant> {
         Ok(Grant {
             secret_hash: row.try_get(hash_column)?,
             family_id: row.try_get("family_id")?,
             scopes: row.try_get("scopes")?,
-            offline: row.try_get("offline")?,
+            offline: crate::sql_store::flag(row, "offline")?,
             resource: row.try_get("resource")?,
             expires_ms: row.try_get("expires_ms")?,
         })
     }
 
-    fn consent_of(row: &SqliteRow) -> StoreResult<AppConsent> {
+    fn consent_of(row: &AnyRow) -> StoreResult<AppConsent> {
         Ok(AppConsent {
             user_id: PrincipalId(row.try_get("user_id")?),
             client_id: row.try_get("client_id")?,
@@ -329,11 +329,11 @@ mod sqlite {
         })
     }
 
-    impl SqliteStore {
+    impl SqlStore {
         async fn family(&self, family_id: &str) -> StoreResult<SignInFamily> {
             let row = sqlx::query(
                 "SELECT family_id, user_id, client_id, created_ms, revoked_ms FROM sign_in_families \
-                 WHERE family_id = ?",
+                 WHERE family_id = $1",
             )
             .bind(family_id)
             .fetch_optional(self.pool())
@@ -344,11 +344,11 @@ mod sqlite {
     }
 
     #[async_trait]
-    impl SignInStore for SqliteStore {
+    impl SignInStore for SqlStore {
         async fn insert_oauth_app(&self, app: &OAuthApp) -> StoreResult<()> {
             sqlx::query(
                 "INSERT INTO oauth_apps (client_id, name, redirect_uris, scopes, secret_hash, trusted, \
-                 created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&app.client_id)
             .bind(&app.name)
@@ -367,7 +367,7 @@ mod sqlite {
         }
 
         async fn oauth_app(&self, client_id: &str) -> StoreResult<Option<OAuthApp>> {
-            let row = sqlx::query("SELECT * FROM oauth_apps WHERE client_id = ?")
+            let row = sqlx::query("SELECT * FROM oauth_apps WHERE client_id = $1")
                 .bind(client_id)
                 .fetch_optional(self.pool())
                 .await?;
@@ -382,7 +382,7 @@ mod sqlite {
         }
 
         async fn delete_oauth_app(&self, client_id: &str) -> StoreResult<bool> {
-            let done = sqlx::query("DELETE FROM oauth_apps WHERE client_id = ?")
+            let done = sqlx::query("DELETE FROM oauth_apps WHERE client_id = $1")
                 .bind(client_id)
                 .execute(self.pool())
                 .await?;
@@ -392,7 +392,7 @@ mod sqlite {
         async fn put_identity_provider(&self, provider: &IdentityProvider) -> StoreResult<()> {
             sqlx::query(
                 "INSERT INTO identity_providers (issuer, client_id, client_secret, groups_claim, \
-                 username_claim, allowed_domains, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 username_claim, allowed_domains, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (issuer) DO UPDATE SET client_id = excluded.client_id, \
                  client_secret = excluded.client_secret, groups_claim = excluded.groups_claim, \
                  username_claim = excluded.username_claim, allowed_domains = excluded.allowed_domains",
@@ -417,7 +417,7 @@ mod sqlite {
         }
 
         async fn delete_identity_provider(&self, issuer: &str) -> StoreResult<bool> {
-            let done = sqlx::query("DELETE FROM identity_providers WHERE issuer = ?")
+            let done = sqlx::query("DELETE FROM identity_providers WHERE issuer = $1")
                 .bind(issuer)
                 .execute(self.pool())
                 .await?;
@@ -430,7 +430,7 @@ mod sqlite {
             issuer: &str,
         ) -> StoreResult<()> {
             sqlx::query(
-                "INSERT INTO idp_managed_groups (group_id, issuer) VALUES (?, ?) \
+                "INSERT INTO idp_managed_groups (group_id, issuer) VALUES ($1, $2) \
                  ON CONFLICT (group_id) DO NOTHING",
             )
             .bind(group.0)
@@ -452,7 +452,7 @@ mod sqlite {
             request: &AuthorizationRequest,
             expired_before: EpochMillis,
         ) -> StoreResult<()> {
-            sqlx::query("DELETE FROM authorization_requests WHERE created_ms < ?")
+            sqlx::query("DELETE FROM authorization_requests WHERE created_ms < $1")
                 .bind(expired_before)
                 .execute(self.pool())
                 .await?;
@@ -460,7 +460,7 @@ mod sqlite {
             sqlx::query(
                 "INSERT INTO authorization_requests (request_id, browser_hash, client_id, redirect_uri, \
                  state, code_challenge, scopes, offline, resource, upstream_issuer, upstream_nonce, \
-                 upstream_verifier, user_id, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 upstream_verifier, user_id, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             )
             .bind(&request.request_id)
             .bind(&request.browser_hash)
@@ -485,7 +485,7 @@ mod sqlite {
             &self,
             request_id: &str,
         ) -> StoreResult<Option<AuthorizationRequest>> {
-            let row = sqlx::query("SELECT * FROM authorization_requests WHERE request_id = ?")
+            let row = sqlx::query("SELECT * FROM authorization_requests WHERE request_id = $1")
                 .bind(request_id)
                 .fetch_optional(self.pool())
                 .await?;
@@ -498,7 +498,7 @@ mod sqlite {
             user: PrincipalId,
         ) -> StoreResult<bool> {
             let done =
-                sqlx::query("UPDATE authorization_requests SET user_id = ? WHERE request_id = ?")
+                sqlx::query("UPDATE authorization_requests SET user_id = $1 WHERE request_id = $2")
                     .bind(user.0)
                     .bind(request_id)
                     .execute(self.pool())
@@ -512,8 +512,8 @@ mod sqlite {
             upstream: &UpstreamLogin,
         ) -> StoreResult<bool> {
             let done = sqlx::query(
-                "UPDATE authorization_requests SET upstream_issuer = ?, upstream_nonce = ?, \
-                 upstream_verifier = ? WHERE request_id = ?",
+                "UPDATE authorization_requests SET upstream_issuer = $1, upstream_nonce = $2, \
+                 upstream_verifier = $3 WHERE request_id = $4",
             )
             .bind(&upstream.issuer)
             .bind(&upstream.nonce)
@@ -529,7 +529,7 @@ mod sqlite {
             request_id: &str,
         ) -> StoreResult<Option<AuthorizationRequest>> {
             let row =
-                sqlx::query("DELETE FROM authorization_requests WHERE request_id = ? RETURNING *")
+                sqlx::query("DELETE FROM authorization_requests WHERE request_id = $1 RETURNING *")
                     .bind(request_id)
                     .fetch_optional(self.pool())
                     .await?;
@@ -544,7 +544,7 @@ mod sqlite {
             let mut transaction = self.pool().begin().await?;
             sqlx::query(
                 "INSERT INTO sign_in_families (family_id, user_id, client_id, created_ms, revoked_ms) \
-                 VALUES (?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(&family.family_id)
             .bind(family.user_id.0)
@@ -555,7 +555,7 @@ mod sqlite {
             .await?;
             sqlx::query(
                 "INSERT INTO authorization_codes (code_hash, family_id, redirect_uri, code_challenge, \
-                 scopes, offline, resource, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 scopes, offline, resource, expires_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&code.grant.secret_hash)
             .bind(&code.grant.family_id)
@@ -576,7 +576,7 @@ mod sqlite {
             code_hash: &str,
         ) -> StoreResult<Option<Presentation<AuthorizationCode>>> {
             let Some(row) = sqlx::query(
-                "UPDATE authorization_codes SET uses = uses + 1 WHERE code_hash = ? RETURNING *",
+                "UPDATE authorization_codes SET uses = uses + 1 WHERE code_hash = $1 RETURNING *",
             )
             .bind(code_hash)
             .fetch_optional(self.pool())
@@ -601,7 +601,7 @@ mod sqlite {
         async fn insert_refresh_token(&self, token: &Grant) -> StoreResult<()> {
             sqlx::query(
                 "INSERT INTO refresh_tokens (token_hash, family_id, scopes, resource, expires_ms) \
-                 VALUES (?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(&token.secret_hash)
             .bind(&token.family_id)
@@ -618,7 +618,7 @@ mod sqlite {
             token_hash: &str,
         ) -> StoreResult<Option<Presentation<Grant>>> {
             let Some(row) = sqlx::query(
-                "UPDATE refresh_tokens SET uses = uses + 1 WHERE token_hash = ? \
+                "UPDATE refresh_tokens SET uses = uses + 1 WHERE token_hash = $1 \
                  RETURNING token_hash, family_id, scopes, 1 AS offline, resource, expires_ms, uses",
             )
             .bind(token_hash)
@@ -643,7 +643,7 @@ mod sqlite {
             now: EpochMillis,
         ) -> StoreResult<bool> {
             let done = sqlx::query(
-                "UPDATE sign_in_families SET revoked_ms = ? WHERE family_id = ? AND revoked_ms IS NULL",
+                "UPDATE sign_in_families SET revoked_ms = $1 WHERE family_id = $2 AND revoked_ms IS NULL",
             )
             .bind(now)
             .bind(family_id)
@@ -658,7 +658,7 @@ mod sqlite {
             client_id: &str,
         ) -> StoreResult<Vec<String>> {
             Ok(sqlx::query_scalar(
-                "SELECT family_id FROM sign_in_families WHERE user_id = ? AND client_id = ? \
+                "SELECT family_id FROM sign_in_families WHERE user_id = $1 AND client_id = $2 \
                  AND revoked_ms IS NULL",
             )
             .bind(user.0)
@@ -672,7 +672,7 @@ mod sqlite {
             token_hash: &str,
         ) -> StoreResult<Option<SignInFamily>> {
             let family_id: Option<String> =
-                sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = ?")
+                sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
                     .bind(token_hash)
                     .fetch_optional(self.pool())
                     .await?;
@@ -684,7 +684,7 @@ mod sqlite {
 
         async fn put_app_consent(&self, consent: &AppConsent) -> StoreResult<()> {
             sqlx::query(
-                "INSERT INTO app_consents (user_id, client_id, scopes, granted_ms) VALUES (?, ?, ?, ?) \
+                "INSERT INTO app_consents (user_id, client_id, scopes, granted_ms) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (user_id, client_id) DO UPDATE SET scopes = excluded.scopes, \
                  granted_ms = excluded.granted_ms",
             )
@@ -702,7 +702,7 @@ mod sqlite {
             user: PrincipalId,
             client_id: &str,
         ) -> StoreResult<Option<AppConsent>> {
-            let row = sqlx::query("SELECT * FROM app_consents WHERE user_id = ? AND client_id = ?")
+            let row = sqlx::query("SELECT * FROM app_consents WHERE user_id = $1 AND client_id = $2")
                 .bind(user.0)
                 .bind(client_id)
                 .fetch_optional(self.pool())
@@ -712,7 +712,7 @@ mod sqlite {
 
         async fn app_consents_of(&self, user: PrincipalId) -> StoreResult<Vec<AppConsent>> {
             let rows =
-                sqlx::query("SELECT * FROM app_consents WHERE user_id = ? ORDER BY client_id")
+                sqlx::query("SELECT * FROM app_consents WHERE user_id = $1 ORDER BY client_id")
                     .bind(user.0)
                     .fetch_all(self.pool())
                     .await?;
@@ -724,7 +724,7 @@ mod sqlite {
             user: PrincipalId,
             client_id: &str,
         ) -> StoreResult<bool> {
-            let done = sqlx::query("DELETE FROM app_consents WHERE user_id = ? AND client_id = ?")
+            let done = sqlx::query("DELETE FROM app_consents WHERE user_id = $1 AND client_id = $2")
                 .bind(user.0)
                 .bind(client_id)
                 .execute(self.pool())
@@ -739,7 +739,7 @@ mod sqlite {
             now: EpochMillis,
         ) -> StoreResult<()> {
             sqlx::query(
-                "INSERT INTO local_passwords (user_id, password_hash, updated_ms) VALUES (?, ?, ?) \
+                "INSERT INTO local_passwords (user_id, password_hash, updated_ms) VALUES ($1, $2, $3) \
                  ON CONFLICT (user_id) DO UPDATE SET password_hash = excluded.password_hash, \
                  updated_ms = excluded.updated_ms",
             )
@@ -753,7 +753,7 @@ mod sqlite {
 
         async fn local_password(&self, user: PrincipalId) -> StoreResult<Option<String>> {
             Ok(
-                sqlx::query_scalar("SELECT password_hash FROM local_passwords WHERE user_id = ?")
+                sqlx::query_scalar("SELECT password_hash FROM local_passwords WHERE user_id = $1")
                     .bind(user.0)
                     .fetch_optional(self.pool())
                     .await?,

@@ -1,6 +1,7 @@
-//! What the store's unit tests share: a store in a temporary directory, and a user to create in it.
+//! What the store's unit tests share: a store of their own, and a user to create in it.
 
-use crate::{IdentityKind, NewIdentity, SqliteStore};
+use crate::testing::TemporaryStore;
+use crate::{IdentityKind, NewIdentity, SqlStore};
 
 pub fn user(name: &str) -> NewIdentity {
     NewIdentity {
@@ -14,11 +15,9 @@ pub fn user(name: &str) -> NewIdentity {
     }
 }
 
-/// The directory must outlive the store, so both are returned.
-pub async fn open_temporary() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("metadata.db"))
-        .await
-        .unwrap();
-    (dir, store)
+/// The temporary store must outlive the open one, so both are returned.
+pub async fn open_temporary() -> (TemporaryStore, SqlStore) {
+    let temporary = TemporaryStore::new();
+    let store = temporary.open().await.unwrap();
+    (temporary, store)
 }

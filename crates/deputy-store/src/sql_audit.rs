@@ -1,21 +1,20 @@
-//! The SQLite implementation of the audit store: appends grouped into one commit per batch (see
-//! `audit::AuditGroupCommit`).
+//! The audit store on SQL: appends grouped into one commit per batch (see `audit::AuditGroupCommit`).
 
 use crate::audit::{AuditBatchWriter, AuditEvent, AuditFilter, AuditStore};
-use crate::sqlite::SqliteStore;
+use crate::sql_store::{Dialect, SqlStore, Statement};
 use crate::{StoreError, StoreResult};
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 #[async_trait]
-impl AuditStore for SqliteStore {
+impl AuditStore for SqlStore {
     async fn append_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()> {
         if events.is_empty() {
             return Ok(());
         }
         self.audit_group()
-            .append(events, || SqliteAuditWriter {
+            .append(events, || AuditWriter {
                 pool: self.pool().clone(),
                 connection: None,
             })
@@ -23,70 +22,79 @@ impl AuditStore for SqliteStore {
     }
 
     async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
-        let rows = select_events(filter).build().fetch_all(self.pool()).await?;
+        let rows = select_events(filter, self.dialect())?
+            .query()
+            .fetch_all(self.pool())
+            .await?;
         rows.iter().map(event_of).collect()
     }
 }
 
-/// The statement of a filtered read. Only the conditions asked for are in it, so that SQLite can use the index that
-/// selects (a user's events, a request's); every value is a bound parameter, never SQL text.
-fn select_events(filter: &AuditFilter) -> QueryBuilder<Sqlite> {
-    let mut query = QueryBuilder::new(
+/// The statement of a filtered read. Only the conditions asked for are in it, so that the database can use the index
+/// that selects (a user's events, a request's); every value is a bound parameter, never SQL text.
+fn select_events(filter: &AuditFilter, dialect: Dialect) -> StoreResult<Statement> {
+    let mut query = Statement::new(
         "SELECT seq, time_ms, request_id, user_name, actors, endpoint, api, scope, securable, decision, reason \
          FROM audit_events WHERE 1 = 1",
     );
     if let Some(user_name) = &filter.user_name {
-        query.push(" AND user_name = ").push_bind(user_name.clone());
+        query.push(" AND user_name = ").bind(user_name.clone())?;
     }
     if let Some(endpoint) = &filter.endpoint {
-        query.push(" AND endpoint = ").push_bind(endpoint.clone());
+        query.push(" AND endpoint = ").bind(endpoint.clone())?;
     }
     if let Some(allowed) = filter.allowed {
         query
             .push(" AND decision = ")
-            .push_bind(if allowed { "ALLOW" } else { "DENY" });
+            .bind(if allowed { "ALLOW" } else { "DENY" })?;
     }
     if let Some(request_id) = &filter.request_id {
-        query
-            .push(" AND request_id = ")
-            .push_bind(request_id.clone());
+        query.push(" AND request_id = ").bind(request_id.clone())?;
     }
     if let Some(since) = filter.since_ms {
-        query.push(" AND time_ms >= ").push_bind(since);
+        query.push(" AND time_ms >= ").bind(since)?;
     }
     if let Some(until) = filter.until_ms {
-        query.push(" AND time_ms < ").push_bind(until);
+        query.push(" AND time_ms < ").bind(until)?;
     }
     if let Some(after) = filter.after {
-        query.push(" AND seq > ").push_bind(after);
+        query.push(" AND seq > ").bind(after)?;
     }
     if let Some(before) = filter.before {
-        query.push(" AND seq < ").push_bind(before);
+        query.push(" AND seq < ").bind(before)?;
     }
     if let Some(needle) = &filter.contains {
-        // SQLite's lower() folds ASCII only: both sides go through it, so the match is consistent.
+        // Both sides go through the database's lower() (ASCII only on SQLite), so the match is consistent.
+        let position = match dialect {
+            Dialect::Sqlite => "instr",
+            Dialect::Postgres => "strpos",
+        };
         query.push(" AND (");
         for column in ["api", "securable", "reason", "endpoint"] {
             query
-                .push(format_args!("instr(lower({column}), lower("))
-                .push_bind(needle.clone())
+                .push(&format!("{position}(lower({column}), lower("))
+                .bind(needle.clone())?
                 .push(")) > 0 OR ");
         }
         // Actor by actor, so that a needle cannot match the JSON punctuation between them.
-        query
-            .push("EXISTS (SELECT 1 FROM json_each(actors) WHERE instr(lower(value), lower(")
-            .push_bind(needle.clone())
-            .push(")) > 0))");
+        query.push(match dialect {
+            Dialect::Sqlite => "EXISTS (SELECT 1 FROM json_each(actors) WHERE instr(lower(value), lower(",
+            Dialect::Postgres => {
+                "EXISTS (SELECT 1 FROM jsonb_array_elements_text(actors::jsonb) AS actor(value) \
+                 WHERE strpos(lower(actor.value), lower("
+            }
+        });
+        query.bind(needle.clone())?.push(")) > 0))");
     }
     query.push(match filter.descending {
         true => " ORDER BY seq DESC LIMIT ",
         false => " ORDER BY seq LIMIT ",
     });
-    query.push_bind(i64::from(filter.limit));
-    query
+    query.bind(i64::from(filter.limit))?;
+    Ok(query)
 }
 
-fn event_of(row: &SqliteRow) -> StoreResult<AuditEvent> {
+fn event_of(row: &AnyRow) -> StoreResult<AuditEvent> {
     let actors: String = row.try_get("actors")?;
     let decision: String = row.try_get("decision")?;
     Ok(AuditEvent {
@@ -106,18 +114,18 @@ fn event_of(row: &SqliteRow) -> StoreResult<AuditEvent> {
 }
 
 /// Writes the events of a batch of appends in one transaction: one commit, one fsync.
-/// Rows per INSERT statement: ten bound values each, well under SQLite's limit on a statement's parameters.
+/// Rows per INSERT statement: ten bound values each, well under either database's limit on a statement's parameters.
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// The audit writer keeps one connection of its own: its page cache stays warm from commit to commit, where a
 /// connection taken from the pool each time would first read back the pages another connection last wrote.
-struct SqliteAuditWriter {
-    pool: SqlitePool,
-    connection: Option<SqliteConnection>,
+struct AuditWriter {
+    pool: AnyPool,
+    connection: Option<AnyConnection>,
 }
 
 #[async_trait]
-impl AuditBatchWriter for SqliteAuditWriter {
+impl AuditBatchWriter for AuditWriter {
     async fn write_batch(&mut self, events: &[&AuditEvent]) -> StoreResult<()> {
         let connection = match &mut self.connection {
             Some(connection) => connection,
@@ -135,12 +143,12 @@ impl AuditBatchWriter for SqliteAuditWriter {
 /// Writes a batch in one commit: one statement (atomic by itself) when it fits, which is one round trip to the
 /// database's thread instead of a transaction's four, else a transaction of several.
 async fn write_events(
-    connection: &mut SqliteConnection,
+    connection: &mut AnyConnection,
     events: &[&AuditEvent],
 ) -> StoreResult<()> {
     if events.len() <= ROWS_PER_STATEMENT {
         insert_events(events)?
-            .build()
+            .query()
             .execute(&mut *connection)
             .await?;
         return Ok(());
@@ -148,7 +156,7 @@ async fn write_events(
     let mut transaction = connection.begin().await?;
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         insert_events(chunk)?
-            .build()
+            .query()
             .execute(&mut *transaction)
             .await?;
     }
@@ -156,29 +164,26 @@ async fn write_events(
     Ok(())
 }
 
-fn insert_events(events: &[&AuditEvent]) -> StoreResult<QueryBuilder<Sqlite>> {
-    let mut rows = Vec::with_capacity(events.len());
-    for event in events {
+fn insert_events(events: &[&AuditEvent]) -> StoreResult<Statement> {
+    let mut query = Statement::new(
+        "INSERT INTO audit_events (time_ms, request_id, user_name, actors, endpoint, api, scope, securable, \
+         decision, reason) VALUES ",
+    );
+    for (index, event) in events.iter().enumerate() {
         let actors = serde_json::to_string(&event.actors)
             .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-        rows.push((*event, actors));
+        query.push(if index == 0 { "(" } else { ", (" });
+        query.bind(event.time_ms)?.push(", ");
+        query.bind(event.request_id.clone())?.push(", ");
+        query.bind(event.user_name.clone())?.push(", ");
+        query.bind(actors)?.push(", ");
+        query.bind(event.endpoint.clone())?.push(", ");
+        query.bind(event.api.clone())?.push(", ");
+        query.bind(event.scope.clone())?.push(", ");
+        query.bind(event.securable.clone())?.push(", ");
+        query.bind(if event.allowed { "ALLOW" } else { "DENY" })?.push(", ");
+        query.bind(event.reason.clone())?.push(")");
     }
-    let mut query = QueryBuilder::new(
-        "INSERT INTO audit_events (time_ms, request_id, user_name, actors, endpoint, api, scope, securable, \
-         decision, reason) ",
-    );
-    query.push_values(rows, |mut row, (event, actors)| {
-        row.push_bind(event.time_ms)
-            .push_bind(event.request_id.clone())
-            .push_bind(event.user_name.clone())
-            .push_bind(actors)
-            .push_bind(event.endpoint.clone())
-            .push_bind(event.api.clone())
-            .push_bind(event.scope.clone())
-            .push_bind(event.securable.clone())
-            .push_bind(if event.allowed { "ALLOW" } else { "DENY" })
-            .push_bind(event.reason.clone());
-    });
     Ok(query)
 }
 
@@ -212,10 +217,9 @@ mod tests {
 
     #[tokio::test]
     async fn events_survive_reopening_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("metadata.db");
+        let temporary = crate::testing::TemporaryStore::new();
         {
-            let store = SqliteStore::open(&path).await.unwrap();
+            let store = temporary.open().await.unwrap();
             store
                 .append_audit_events(&[event("r1", true)])
                 .await
@@ -225,7 +229,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let store = SqliteStore::open(&path).await.unwrap();
+        let store = temporary.open().await.unwrap();
         let all = store.audit_events(&after(0, 10)).await.unwrap();
         let ids: Vec<_> = all
             .iter()
@@ -241,10 +245,7 @@ mod tests {
     /// A batch larger than one statement takes is written in one transaction of several, all of it and in order.
     #[tokio::test]
     async fn a_batch_of_several_statements_is_written_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("metadata.db"))
-            .await
-            .unwrap();
+        let (_temporary, store) = crate::test_support::open_temporary().await;
         let events: Vec<_> = (0..ROWS_PER_STATEMENT * 2 + 7)
             .map(|n| event(&format!("r{n}"), n % 2 == 0))
             .collect();
@@ -262,10 +263,9 @@ mod tests {
     /// the events of one append stay together and in order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_are_group_committed_without_loss() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("metadata.db");
+        let temporary = crate::testing::TemporaryStore::new();
         {
-            let store = SqliteStore::open(&path).await.unwrap();
+            let store = temporary.open().await.unwrap();
             let appends: Vec<_> = (0..64)
                 .map(|n| {
                     let store = store.clone();
@@ -281,7 +281,7 @@ mod tests {
                 append.await.unwrap().unwrap();
             }
         }
-        let store = SqliteStore::open(&path).await.unwrap();
+        let store = temporary.open().await.unwrap();
         let all = store.audit_events(&after(0, 1_000)).await.unwrap();
         assert_eq!(all.len(), 128);
         for pair in all.chunks(2) {
@@ -301,10 +301,14 @@ mod tests {
         assert_eq!(requests.len(), 64);
     }
 
-    /// A user's or a request's events are found through an index, not by reading the whole log.
+    /// A user's or a request's events are found through an index, not by reading the whole log. (SQLite's plan:
+    /// PostgreSQL 15 cannot explain a statement whose parameters are not bound.)
     #[tokio::test]
     async fn user_and_request_lookups_use_an_index() {
-        let (_dir, store) = crate::test_support::open_temporary().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::open_sqlite(&dir.path().join("metadata.db"))
+            .await
+            .unwrap();
         for filter in [
             AuditFilter {
                 user_name: Some("alice".into()),
@@ -316,7 +320,8 @@ mod tests {
                 ..AuditFilter::default()
             },
         ] {
-            let sql = select_events(&filter).into_string();
+            let statement = select_events(&filter, Dialect::Sqlite).unwrap();
+            let sql = statement.sql();
             let plan: Vec<String> =
                 sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
                     .fetch_all(store.pool())

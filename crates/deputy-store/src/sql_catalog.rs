@@ -4,13 +4,13 @@ use crate::catalog::{
     AclEntry, CatalogStore, GrantChange, GrantRecord, NewSecurable, SecurableChanges, SecurableId,
     SecurablePage, SecurableRecord, WorkspaceObjectRecord,
 };
-use crate::sqlite::{SqliteStore, is_unique_violation};
+use crate::sql_store::{SqlStore, is_unique_violation};
 use crate::{EpochMillis, PrincipalId, StoreError, StoreResult};
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
-fn securable_from_row(row: &SqliteRow) -> StoreResult<SecurableRecord> {
+fn securable_from_row(row: &AnyRow) -> StoreResult<SecurableRecord> {
     Ok(SecurableRecord {
         id: SecurableId(row.try_get("id")?),
         kind: row.try_get("kind")?,
@@ -28,7 +28,7 @@ fn securable_from_row(row: &SqliteRow) -> StoreResult<SecurableRecord> {
     })
 }
 
-fn grant_from_row(row: &SqliteRow) -> StoreResult<GrantRecord> {
+fn grant_from_row(row: &AnyRow) -> StoreResult<GrantRecord> {
     Ok(GrantRecord {
         securable_id: SecurableId(row.try_get("securable_id")?),
         principal_id: PrincipalId(row.try_get("principal_id")?),
@@ -36,7 +36,7 @@ fn grant_from_row(row: &SqliteRow) -> StoreResult<GrantRecord> {
     })
 }
 
-fn workspace_object_from_row(row: &SqliteRow) -> StoreResult<WorkspaceObjectRecord> {
+fn workspace_object_from_row(row: &AnyRow) -> StoreResult<WorkspaceObjectRecord> {
     Ok(WorkspaceObjectRecord {
         object_type: row.try_get("object_type")?,
         object_id: row.try_get("object_id")?,
@@ -47,7 +47,7 @@ fn workspace_object_from_row(row: &SqliteRow) -> StoreResult<WorkspaceObjectReco
     })
 }
 
-fn acl_from_row(row: &SqliteRow) -> StoreResult<AclEntry> {
+fn acl_from_row(row: &AnyRow) -> StoreResult<AclEntry> {
     Ok(AclEntry {
         object_type: row.try_get("object_type")?,
         object_id: row.try_get("object_id")?,
@@ -57,7 +57,7 @@ fn acl_from_row(row: &SqliteRow) -> StoreResult<AclEntry> {
 }
 
 #[async_trait]
-impl CatalogStore for SqliteStore {
+impl CatalogStore for SqlStore {
     async fn create_securable(
         &self,
         securable: NewSecurable,
@@ -65,7 +65,7 @@ impl CatalogStore for SqliteStore {
     ) -> StoreResult<SecurableRecord> {
         let row = sqlx::query(
             "INSERT INTO securables (kind, namespace, full_name, parent_id, owner_id, comment, properties, spec, \
-             created_at, created_by, updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+             created_at, created_by, updated_at, updated_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
         )
         .bind(&securable.kind)
         .bind(&securable.namespace)
@@ -93,7 +93,7 @@ impl CatalogStore for SqliteStore {
         namespace: &str,
         full_name: &str,
     ) -> StoreResult<Option<SecurableRecord>> {
-        let row = sqlx::query("SELECT * FROM securables WHERE namespace = ? AND full_name = ?")
+        let row = sqlx::query("SELECT * FROM securables WHERE namespace = $1 AND full_name = $2")
             .bind(namespace)
             .bind(full_name)
             .fetch_optional(self.pool())
@@ -102,7 +102,7 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn get_securable(&self, id: SecurableId) -> StoreResult<Option<SecurableRecord>> {
-        let row = sqlx::query("SELECT * FROM securables WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM securables WHERE id = $1")
             .bind(id.0)
             .fetch_optional(self.pool())
             .await?;
@@ -111,8 +111,8 @@ impl CatalogStore for SqliteStore {
 
     async fn list_securables(&self, page: &SecurablePage) -> StoreResult<Vec<SecurableRecord>> {
         let rows = sqlx::query(
-            "SELECT * FROM securables WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR parent_id = ?2) \
-             AND (?3 IS NULL OR full_name > ?3) ORDER BY full_name LIMIT ?4",
+            "SELECT * FROM securables WHERE ($1 IS NULL OR kind = $1) AND ($2 IS NULL OR parent_id = $2) \
+             AND ($3 IS NULL OR full_name > $3) ORDER BY full_name LIMIT $4",
         )
         .bind(&page.kind)
         .bind(page.parent_id.map(|id| id.0))
@@ -131,17 +131,17 @@ impl CatalogStore for SqliteStore {
         now: EpochMillis,
     ) -> StoreResult<SecurableRecord> {
         let mut transaction = self.pool().begin().await?;
-        let current = sqlx::query("SELECT * FROM securables WHERE id = ?")
+        let current = sqlx::query("SELECT * FROM securables WHERE id = $1")
             .bind(id.0)
             .fetch_optional(&mut *transaction)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("securable {}", id.0)))?;
         let current = securable_from_row(&current)?;
         if let Some(new_name) = &changes.full_name {
-            // Descendants share the prefix `old.`; rewrite it. LIKE is case-insensitive for ASCII, as names are.
+            // Descendants share the prefix `old.`; rewrite it. Names compare ignoring case.
             sqlx::query(
-                "UPDATE securables SET full_name = ?1 || substr(full_name, length(?2) + 1) \
-                 WHERE full_name LIKE replace(replace(?2, '%', '\\%'), '_', '\\_') || '.%' ESCAPE '\\'",
+                "UPDATE securables SET full_name = $1 || substr(full_name, length($2) + 1) \
+                 WHERE lower(substr(full_name, 1, length($2) + 1)) = lower($2 || '.')",
             )
             .bind(new_name)
             .bind(&current.full_name)
@@ -157,8 +157,8 @@ impl CatalogStore for SqliteStore {
             None => current.comment,
         };
         let row = sqlx::query(
-            "UPDATE securables SET full_name = ?, owner_id = ?, comment = ?, properties = ?, spec = ?, \
-             updated_at = ?, updated_by = ? WHERE id = ? RETURNING *",
+            "UPDATE securables SET full_name = $1, owner_id = $2, comment = $3, properties = $4, spec = $5, \
+             updated_at = $6, updated_by = $7 WHERE id = $8 RETURNING *",
         )
         .bind(changes.full_name.as_ref().unwrap_or(&current.full_name))
         .bind(changes.owner_id.unwrap_or(current.owner_id).0)
@@ -180,7 +180,7 @@ impl CatalogStore for SqliteStore {
 
     async fn delete_securable(&self, id: SecurableId) -> StoreResult<()> {
         // Children go through ON DELETE CASCADE on parent_id, and their grants through the grants foreign key.
-        let result = sqlx::query("DELETE FROM securables WHERE id = ?")
+        let result = sqlx::query("DELETE FROM securables WHERE id = $1")
             .bind(id.0)
             .execute(self.pool())
             .await?;
@@ -206,7 +206,7 @@ impl CatalogStore for SqliteStore {
         let mut transaction = self.pool().begin().await?;
         for change in changes {
             for privilege in &change.add {
-                sqlx::query("INSERT OR IGNORE INTO grants (securable_id, principal_id, privilege) VALUES (?, ?, ?)")
+                sqlx::query("INSERT INTO grants (securable_id, principal_id, privilege) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                     .bind(securable.0)
                     .bind(change.principal_id.0)
                     .bind(privilege)
@@ -214,7 +214,7 @@ impl CatalogStore for SqliteStore {
                     .await?;
             }
             for privilege in &change.remove {
-                sqlx::query("DELETE FROM grants WHERE securable_id = ? AND principal_id = ? AND privilege = ?")
+                sqlx::query("DELETE FROM grants WHERE securable_id = $1 AND principal_id = $2 AND privilege = $3")
                     .bind(securable.0)
                     .bind(change.principal_id.0)
                     .bind(privilege)
@@ -228,7 +228,7 @@ impl CatalogStore for SqliteStore {
 
     async fn grants_on(&self, securable: SecurableId) -> StoreResult<Vec<GrantRecord>> {
         let rows = sqlx::query(
-            "SELECT * FROM grants WHERE securable_id = ? ORDER BY principal_id, privilege",
+            "SELECT * FROM grants WHERE securable_id = $1 ORDER BY principal_id, privilege",
         )
         .bind(securable.0)
         .fetch_all(self.pool())
@@ -247,7 +247,7 @@ impl CatalogStore for SqliteStore {
     async fn create_workspace_object(&self, object: WorkspaceObjectRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO workspace_objects (object_type, object_id, name, owner_id, spec, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&object.object_type)
         .bind(&object.object_id)
@@ -270,7 +270,7 @@ impl CatalogStore for SqliteStore {
         object_id: &str,
     ) -> StoreResult<Option<WorkspaceObjectRecord>> {
         let row =
-            sqlx::query("SELECT * FROM workspace_objects WHERE object_type = ? AND object_id = ?")
+            sqlx::query("SELECT * FROM workspace_objects WHERE object_type = $1 AND object_id = $2")
                 .bind(object_type)
                 .bind(object_id)
                 .fetch_optional(self.pool())
@@ -283,7 +283,7 @@ impl CatalogStore for SqliteStore {
         object_type: &str,
     ) -> StoreResult<Vec<WorkspaceObjectRecord>> {
         let rows = sqlx::query(
-            "SELECT * FROM workspace_objects WHERE object_type = ? ORDER BY created_at, object_id",
+            "SELECT * FROM workspace_objects WHERE object_type = $1 ORDER BY created_at, object_id",
         )
         .bind(object_type)
         .fetch_all(self.pool())
@@ -298,7 +298,7 @@ impl CatalogStore for SqliteStore {
         spec: &str,
     ) -> StoreResult<()> {
         let result = sqlx::query(
-            "UPDATE workspace_objects SET spec = ? WHERE object_type = ? AND object_id = ?",
+            "UPDATE workspace_objects SET spec = $1 WHERE object_type = $2 AND object_id = $3",
         )
         .bind(spec)
         .bind(object_type)
@@ -313,7 +313,7 @@ impl CatalogStore for SqliteStore {
 
     async fn delete_workspace_object(&self, object_type: &str, object_id: &str) -> StoreResult<()> {
         let result =
-            sqlx::query("DELETE FROM workspace_objects WHERE object_type = ? AND object_id = ?")
+            sqlx::query("DELETE FROM workspace_objects WHERE object_type = $1 AND object_id = $2")
                 .bind(object_type)
                 .bind(object_id)
                 .execute(self.pool())
@@ -333,7 +333,7 @@ impl CatalogStore for SqliteStore {
     ) -> StoreResult<()> {
         let mut transaction = self.pool().begin().await?;
         if replace {
-            sqlx::query("DELETE FROM object_acls WHERE object_type = ? AND object_id = ?")
+            sqlx::query("DELETE FROM object_acls WHERE object_type = $1 AND object_id = $2")
                 .bind(object_type)
                 .bind(object_id)
                 .execute(&mut *transaction)
@@ -341,7 +341,7 @@ impl CatalogStore for SqliteStore {
         }
         for (principal, level) in entries {
             sqlx::query(
-                "INSERT INTO object_acls (object_type, object_id, principal_id, level) VALUES (?, ?, ?, ?) \
+                "INSERT INTO object_acls (object_type, object_id, principal_id, level) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (object_type, object_id, principal_id) DO UPDATE SET level = excluded.level",
             )
             .bind(object_type)
@@ -356,7 +356,7 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn object_acl(&self, object_type: &str, object_id: &str) -> StoreResult<Vec<AclEntry>> {
-        let rows = sqlx::query("SELECT * FROM object_acls WHERE object_type = ? AND object_id = ? ORDER BY principal_id")
+        let rows = sqlx::query("SELECT * FROM object_acls WHERE object_type = $1 AND object_id = $2 ORDER BY principal_id")
             .bind(object_type)
             .bind(object_id)
             .fetch_all(self.pool())
@@ -378,11 +378,8 @@ mod tests {
     use super::*;
     use crate::{IdentityKind, MetadataStore, NewIdentity};
 
-    async fn store_with_owner() -> (tempfile::TempDir, SqliteStore, PrincipalId) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("metadata.db"))
-            .await
-            .unwrap();
+    async fn store_with_owner() -> (crate::testing::TemporaryStore, SqlStore, PrincipalId) {
+        let (temporary, store) = crate::test_support::open_temporary().await;
         let owner = store
             .create_identity(
                 NewIdentity {
@@ -398,7 +395,7 @@ mod tests {
             )
             .await
             .unwrap();
-        (dir, store, owner.id)
+        (temporary, store, owner.id)
     }
 
     fn new(

@@ -1,4 +1,7 @@
-//! The embedded [`MetadataStore`]: one SQLite file in WAL mode.
+//! The SQL implementation of every store trait, on SQLite (the embedded default: one file in WAL mode) or on
+//! PostgreSQL (several replicas sharing one database). One implementation serves both through sqlx's `Any` driver:
+//! statements use what the two dialects share (`$N` parameters, `ON CONFLICT`, `RETURNING`, recursive CTEs), and
+//! the few places that differ ask [`Dialect`]. Each dialect has its own migrations with the same version numbers.
 
 use crate::audit::AuditGroupCommit;
 use crate::{
@@ -7,57 +10,54 @@ use crate::{
     StoredSigningKey,
 };
 use async_trait::async_trait;
+use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::query::Query;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{
+    Any, AnyPool, Arguments, AssertSqlSafe, ConnectOptions, Encode, Executor, Row, SqlSafeStr, Type,
 };
-use sqlx::{Row, SqlSafeStr, SqlitePool};
 use std::borrow::Cow;
 use std::path::Path;
+use std::str::FromStr;
+
+/// Which database a store talks to, for the few statements whose spelling differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A migration: its version, description, and its SQL for each dialect.
+struct DialectMigration {
+    version: i64,
+    description: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+macro_rules! migration {
+    ($version:literal, $description:literal, $file:literal) => {
+        DialectMigration {
+            version: $version,
+            description: $description,
+            sqlite: include_str!(concat!("../migrations/sqlite/", $file)),
+            postgres: include_str!(concat!("../migrations/postgres/", $file)),
+        }
+    };
+}
 
 /// Migrations are compiled into the binary so that `deputy` runs from any directory.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "foundation",
-        include_str!("../migrations/0001_foundation.sql"),
-    ),
-    (
-        2,
-        "unity catalog",
-        include_str!("../migrations/0002_unity_catalog.sql"),
-    ),
-    (4, "audit", include_str!("../migrations/0004_audit.sql")),
-    (
-        7,
-        "genie conversations",
-        include_str!("../migrations/0007_genie_conversations.sql"),
-    ),
-    (
-        10,
-        "consents",
-        include_str!("../migrations/0010_consents.sql"),
-    ),
-    (
-        11,
-        "federation policies",
-        include_str!("../migrations/0011_federation_policies.sql"),
-    ),
-    (
-        12,
-        "sign-in",
-        include_str!("../migrations/0012_sign_in.sql"),
-    ),
-    (
-        13,
-        "audit by user",
-        include_str!("../migrations/0013_audit_by_user.sql"),
-    ),
-    (
-        14,
-        "endpoint conversations",
-        include_str!("../migrations/0014_endpoint_conversations.sql"),
-    ),
+const MIGRATIONS: &[DialectMigration] = &[
+    migration!(1, "foundation", "0001_foundation.sql"),
+    migration!(2, "unity catalog", "0002_unity_catalog.sql"),
+    migration!(4, "audit", "0004_audit.sql"),
+    migration!(7, "genie conversations", "0007_genie_conversations.sql"),
+    migration!(10, "consents", "0010_consents.sql"),
+    migration!(11, "federation policies", "0011_federation_policies.sql"),
+    migration!(12, "sign-in", "0012_sign_in.sql"),
+    migration!(13, "audit by user", "0013_audit_by_user.sql"),
+    migration!(14, "endpoint conversations", "0014_endpoint_conversations.sql"),
 ];
 
 /// The columns of `principals` that make an [`Identity`]; a macro so that statements stay `&'static str` literals,
@@ -69,38 +69,84 @@ macro_rules! identity_columns {
 }
 
 #[derive(Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
     audit: std::sync::Arc<AuditGroupCommit>,
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database file and brings its schema up to date.
-    pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
-        let options = SqliteConnectOptions::new()
+/// Connections per process. PostgreSQL serves every replica from one server, so each replica takes a modest share.
+const MAX_CONNECTIONS: u32 = 8;
+
+impl SqlStore {
+    /// Opens (creating if needed) an SQLite database file and brings its schema up to date.
+    pub async fn open_sqlite(path: &Path) -> StoreResult<SqlStore> {
+        SqlStore::start(&SqlStore::sqlite_url(path), Dialect::Sqlite).await
+    }
+
+    /// The `sqlite://` URL of a database file, created when first opened.
+    pub fn sqlite_url(path: &Path) -> String {
+        SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: an acknowledged write (a revocation, a new token) survives power loss, not just a crash.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+            .to_url_lossy()
+            .to_string()
+    }
+
+    /// Connects to the database a URL names: `postgres://` (created when it does not exist yet) or `sqlite://`.
+    pub async fn connect(url: &str) -> StoreResult<SqlStore> {
+        match url.split_once(':').map(|(scheme, _)| scheme) {
+            Some("postgres" | "postgresql") => {
+                crate::postgres::create_database_if_missing(url).await?;
+                SqlStore::start(url, Dialect::Postgres).await
+            }
+            Some("sqlite") => SqlStore::start(url, Dialect::Sqlite).await,
+            _ => Err(StoreError::Configuration(format!(
+                "a database URL must start with postgres:// or sqlite://, not `{}`",
+                crate::postgres::without_password(url)
+            ))),
+        }
+    }
+
+    async fn start(url: &str, dialect: Dialect) -> StoreResult<SqlStore> {
+        sqlx::any::install_default_drivers();
+        let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
+        let pool = AnyPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
             // A local file has no connection to lose; the default ping before every acquire costs a round trip to
-            // the connection's thread on every query.
-            .test_before_acquire(false)
+            // the connection's thread on every query. A PostgreSQL connection can drop, so it is pinged.
+            .test_before_acquire(dialect == Dialect::Postgres)
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // FULL: an acknowledged write (a revocation, a new token) survives power loss, not just a
+                        // crash. The rest as sqlx's own SQLite defaults, which a URL cannot carry.
+                        connection
+                            .execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                            )
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await?;
-        migrator().run(&pool).await?;
-        Ok(SqliteStore {
+        migrator(dialect).run(&pool).await?;
+        Ok(SqlStore {
             pool,
+            dialect,
             audit: Default::default(),
         })
     }
 
-    pub(crate) fn pool(&self) -> &SqlitePool {
+    pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     pub(crate) fn audit_group(&self) -> &AuditGroupCommit {
@@ -108,13 +154,17 @@ impl SqliteStore {
     }
 }
 
-fn migrator() -> Migrator {
+fn migrator(dialect: Dialect) -> Migrator {
     let migrations = MIGRATIONS
         .iter()
-        .map(|(version, description, sql)| {
+        .map(|migration| {
+            let sql = match dialect {
+                Dialect::Sqlite => migration.sqlite,
+                Dialect::Postgres => migration.postgres,
+            };
             Migration::new(
-                *version,
-                Cow::Borrowed(*description),
+                migration.version,
+                Cow::Borrowed(migration.description),
                 MigrationType::Simple,
                 sql.into_sql_str(),
                 false,
@@ -127,7 +177,57 @@ fn migrator() -> Migrator {
     }
 }
 
-fn identity_from_row(row: &SqliteRow) -> StoreResult<Identity> {
+/// A statement put together at run time, its values bound as numbered parameters (`$1`, `$2`, ...), which both
+/// dialects read. (sqlx's `QueryBuilder` writes `?` through the `Any` driver, which PostgreSQL does not read.)
+pub(crate) struct Statement {
+    sql: String,
+    arguments: AnyArguments,
+}
+
+impl Statement {
+    pub(crate) fn new(sql: &str) -> Statement {
+        Statement {
+            sql: sql.to_owned(),
+            arguments: AnyArguments::default(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, sql: &str) -> &mut Statement {
+        self.sql.push_str(sql);
+        self
+    }
+
+    /// Appends the next parameter's placeholder and binds `value` to it.
+    pub(crate) fn bind<'t, T>(&mut self, value: T) -> StoreResult<&mut Statement>
+    where
+        T: Encode<'t, Any> + Type<Any>,
+    {
+        self.arguments
+            .add(value)
+            .map_err(|error| StoreError::Corrupt(format!("a statement's parameter: {error}")))?;
+        self.sql.push_str(&format!("${}", self.arguments.len()));
+        Ok(self)
+    }
+
+    pub(crate) fn query(self) -> Query<'static, Any, AnyArguments> {
+        sqlx::query_with(AssertSqlSafe(self.sql), self.arguments)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn sql(&self) -> &str {
+        &self.sql
+    }
+}
+
+/// Reads a yes/no column: PostgreSQL keeps a `BOOLEAN`, SQLite an integer 0 or 1.
+pub(crate) fn flag(row: &AnyRow, column: &str) -> StoreResult<bool> {
+    match row.try_get::<bool, _>(column) {
+        Ok(value) => Ok(value),
+        Err(_) => Ok(row.try_get::<i64, _>(column)? != 0),
+    }
+}
+
+fn identity_from_row(row: &AnyRow) -> StoreResult<Identity> {
     Ok(Identity {
         id: PrincipalId(row.try_get("id")?),
         kind: row.try_get::<String, _>("kind")?.parse()?,
@@ -136,12 +236,12 @@ fn identity_from_row(row: &SqliteRow) -> StoreResult<Identity> {
         given_name: row.try_get("given_name")?,
         family_name: row.try_get("family_name")?,
         external_id: row.try_get("external_id")?,
-        active: row.try_get("active")?,
+        active: flag(row, "active")?,
         created_at: row.try_get("created_at")?,
     })
 }
 
-fn token_from_row(row: &SqliteRow) -> StoreResult<PersonalAccessToken> {
+fn token_from_row(row: &AnyRow) -> StoreResult<PersonalAccessToken> {
     Ok(PersonalAccessToken {
         token_id: row.try_get("token_id")?,
         owner_id: PrincipalId(row.try_get("owner_id")?),
@@ -168,7 +268,7 @@ fn describe(identity_kind: IdentityKind, name: &str) -> String {
 }
 
 #[async_trait]
-impl MetadataStore for SqliteStore {
+impl MetadataStore for SqlStore {
     async fn workspace_id(&self) -> StoreResult<Option<i64>> {
         let row = sqlx::query("SELECT workspace_id FROM workspace WHERE singleton = 1")
             .fetch_optional(&self.pool)
@@ -177,7 +277,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn create_workspace(&self, workspace_id: i64, now: EpochMillis) -> StoreResult<()> {
-        sqlx::query("INSERT INTO workspace (singleton, workspace_id, created_at) VALUES (1, ?, ?)")
+        sqlx::query("INSERT INTO workspace (singleton, workspace_id, created_at) VALUES (1, $1, $2)")
             .bind(workspace_id)
             .bind(now)
             .execute(&self.pool)
@@ -196,7 +296,7 @@ impl MetadataStore for SqliteStore {
     ) -> StoreResult<Identity> {
         let sql = concat!(
             "INSERT INTO principals (kind, name, display_name, given_name, family_name, external_id, active, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
             identity_columns!()
         );
         let row = sqlx::query(sql)
@@ -221,7 +321,7 @@ impl MetadataStore for SqliteStore {
         let sql = concat!(
             "SELECT ",
             identity_columns!(),
-            " FROM principals WHERE id = ?"
+            " FROM principals WHERE id = $1"
         );
         let row = sqlx::query(sql)
             .bind(id.0)
@@ -234,7 +334,7 @@ impl MetadataStore for SqliteStore {
         let sql = concat!(
             "SELECT ",
             identity_columns!(),
-            " FROM principals WHERE kind = ? AND name = ?"
+            " FROM principals WHERE kind = $1 AND name = $2"
         );
         let row = sqlx::query(sql)
             .bind(kind.as_str())
@@ -252,7 +352,7 @@ impl MetadataStore for SqliteStore {
         // NULL parameters switch a condition off, so one statement serves every combination of filters.
         macro_rules! condition {
             () => {
-                "kind = ?1 AND (?2 IS NULL OR name = ?2) AND (?3 IS NULL OR display_name = ?3 COLLATE NOCASE)"
+                "kind = $1 AND ($2 IS NULL OR name = $2) AND ($3 IS NULL OR lower(display_name) = lower($3))"
             };
         }
         let total: i64 = sqlx::query(concat!(
@@ -270,7 +370,7 @@ impl MetadataStore for SqliteStore {
             identity_columns!(),
             " FROM principals WHERE ",
             condition!(),
-            " ORDER BY id LIMIT ?4 OFFSET ?5"
+            " ORDER BY id LIMIT $4 OFFSET $5"
         );
         let rows = sqlx::query(sql)
             .bind(kind.as_str())
@@ -293,8 +393,8 @@ impl MetadataStore for SqliteStore {
         update: IdentityUpdate,
     ) -> StoreResult<Identity> {
         let sql = concat!(
-            "UPDATE principals SET name = ?, display_name = ?, given_name = ?, family_name = ?, external_id = ?, \
-             active = ? WHERE id = ? RETURNING ",
+            "UPDATE principals SET name = $1, display_name = $2, given_name = $3, family_name = $4, external_id = $5, \
+             active = $6 WHERE id = $7 RETURNING ",
             identity_columns!()
         );
         let row = sqlx::query(sql)
@@ -319,7 +419,7 @@ impl MetadataStore for SqliteStore {
 
     async fn delete_identity(&self, id: PrincipalId) -> StoreResult<()> {
         // Foreign keys cascade to memberships, tokens and secrets inside the same statement.
-        let result = sqlx::query("DELETE FROM principals WHERE id = ?")
+        let result = sqlx::query("DELETE FROM principals WHERE id = $1")
             .bind(id.0)
             .execute(&self.pool)
             .await?;
@@ -335,12 +435,12 @@ impl MetadataStore for SqliteStore {
         members: &[PrincipalId],
     ) -> StoreResult<()> {
         let mut transaction = self.pool.begin().await?;
-        sqlx::query("DELETE FROM memberships WHERE group_id = ?")
+        sqlx::query("DELETE FROM memberships WHERE group_id = $1")
             .bind(group.0)
             .execute(&mut *transaction)
             .await?;
         for member in members {
-            sqlx::query("INSERT OR IGNORE INTO memberships (group_id, member_id) VALUES (?, ?)")
+            sqlx::query("INSERT INTO memberships (group_id, member_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(group.0)
                 .bind(member.0)
                 .execute(&mut *transaction)
@@ -351,7 +451,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn add_group_member(&self, group: PrincipalId, member: PrincipalId) -> StoreResult<()> {
-        sqlx::query("INSERT OR IGNORE INTO memberships (group_id, member_id) VALUES (?, ?)")
+        sqlx::query("INSERT INTO memberships (group_id, member_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(group.0)
             .bind(member.0)
             .execute(&self.pool)
@@ -364,7 +464,7 @@ impl MetadataStore for SqliteStore {
         group: PrincipalId,
         member: PrincipalId,
     ) -> StoreResult<()> {
-        sqlx::query("DELETE FROM memberships WHERE group_id = ? AND member_id = ?")
+        sqlx::query("DELETE FROM memberships WHERE group_id = $1 AND member_id = $2")
             .bind(group.0)
             .bind(member.0)
             .execute(&self.pool)
@@ -376,7 +476,7 @@ impl MetadataStore for SqliteStore {
         let sql = concat!(
             "SELECT ",
             identity_columns!(),
-            " FROM principals WHERE id IN (SELECT member_id FROM memberships WHERE group_id = ?) ORDER BY id"
+            " FROM principals WHERE id IN (SELECT member_id FROM memberships WHERE group_id = $1) ORDER BY id"
         );
         let rows = sqlx::query(sql).bind(group.0).fetch_all(&self.pool).await?;
         rows.iter().map(identity_from_row).collect()
@@ -386,7 +486,7 @@ impl MetadataStore for SqliteStore {
         let sql = concat!(
             "SELECT ",
             identity_columns!(),
-            " FROM principals WHERE id IN (SELECT group_id FROM memberships WHERE member_id = ?) ORDER BY id"
+            " FROM principals WHERE id IN (SELECT group_id FROM memberships WHERE member_id = $1) ORDER BY id"
         );
         let rows = sqlx::query(sql)
             .bind(member.0)
@@ -399,7 +499,7 @@ impl MetadataStore for SqliteStore {
         // UNION (not UNION ALL) discards rows already seen, which is what stops a membership cycle.
         let sql = concat!(
             "WITH RECURSIVE ancestors(group_id) AS ( \
-                 SELECT group_id FROM memberships WHERE member_id = ? \
+                 SELECT group_id FROM memberships WHERE member_id = $1 \
                  UNION SELECT m.group_id FROM memberships m JOIN ancestors a ON m.member_id = a.group_id) \
              SELECT ",
             identity_columns!(),
@@ -441,7 +541,7 @@ impl MetadataStore for SqliteStore {
         sqlx::query(
             "INSERT INTO personal_access_tokens \
              (token_id, owner_id, created_by, secret_hash, comment, scopes, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&token.token_id)
         .bind(token.owner_id.0)
@@ -460,7 +560,7 @@ impl MetadataStore for SqliteStore {
         &self,
         secret_hash: &str,
     ) -> StoreResult<Option<PersonalAccessToken>> {
-        let row = sqlx::query("SELECT * FROM personal_access_tokens WHERE secret_hash = ?")
+        let row = sqlx::query("SELECT * FROM personal_access_tokens WHERE secret_hash = $1")
             .bind(secret_hash)
             .fetch_optional(&self.pool)
             .await?;
@@ -471,7 +571,7 @@ impl MetadataStore for SqliteStore {
         &self,
         token_id: &str,
     ) -> StoreResult<Option<PersonalAccessToken>> {
-        let row = sqlx::query("SELECT * FROM personal_access_tokens WHERE token_id = ?")
+        let row = sqlx::query("SELECT * FROM personal_access_tokens WHERE token_id = $1")
             .bind(token_id)
             .fetch_optional(&self.pool)
             .await?;
@@ -483,7 +583,7 @@ impl MetadataStore for SqliteStore {
         owner: Option<PrincipalId>,
     ) -> StoreResult<Vec<PersonalAccessToken>> {
         let rows = sqlx::query(
-            "SELECT * FROM personal_access_tokens WHERE (?1 IS NULL OR owner_id = ?1) ORDER BY created_at, token_id",
+            "SELECT * FROM personal_access_tokens WHERE ($1 IS NULL OR owner_id = $1) ORDER BY created_at, token_id",
         )
         .bind(owner.map(|id| id.0))
         .fetch_all(&self.pool)
@@ -492,7 +592,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn delete_personal_access_token(&self, token_id: &str) -> StoreResult<bool> {
-        let result = sqlx::query("DELETE FROM personal_access_tokens WHERE token_id = ?")
+        let result = sqlx::query("DELETE FROM personal_access_tokens WHERE token_id = $1")
             .bind(token_id)
             .execute(&self.pool)
             .await?;
@@ -502,7 +602,7 @@ impl MetadataStore for SqliteStore {
     async fn insert_client_secret(&self, secret: ClientSecret) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO client_secrets (secret_id, principal_id, secret_hash, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&secret.secret_id)
         .bind(secret.principal_id.0)
@@ -516,7 +616,7 @@ impl MetadataStore for SqliteStore {
 
     async fn list_client_secrets(&self, principal: PrincipalId) -> StoreResult<Vec<ClientSecret>> {
         let rows = sqlx::query(
-            "SELECT * FROM client_secrets WHERE principal_id = ? ORDER BY created_at, secret_id",
+            "SELECT * FROM client_secrets WHERE principal_id = $1 ORDER BY created_at, secret_id",
         )
         .bind(principal.0)
         .fetch_all(&self.pool)
@@ -540,7 +640,7 @@ impl MetadataStore for SqliteStore {
         secret_id: &str,
     ) -> StoreResult<bool> {
         let result =
-            sqlx::query("DELETE FROM client_secrets WHERE principal_id = ? AND secret_id = ?")
+            sqlx::query("DELETE FROM client_secrets WHERE principal_id = $1 AND secret_id = $2")
                 .bind(principal.0)
                 .bind(secret_id)
                 .execute(&self.pool)
@@ -573,7 +673,7 @@ impl MetadataStore for SqliteStore {
             .await?;
         for key in keys {
             sqlx::query(
-                "INSERT INTO signing_keys (kid, seed, created_at, retired_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO signing_keys (kid, seed, created_at, retired_at) VALUES ($1, $2, $3, $4)",
             )
             .bind(&key.kid)
             .bind(&key.seed)
@@ -587,7 +687,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn revoke_token_id(&self, jti: &str, expires_at: EpochMillis) -> StoreResult<()> {
-        sqlx::query("INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)")
+        sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(jti)
             .bind(expires_at)
             .execute(&self.pool)
@@ -596,7 +696,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn live_revoked_token_ids(&self, now: EpochMillis) -> StoreResult<Vec<String>> {
-        sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < ?")
+        sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
             .bind(now)
             .execute(&self.pool)
             .await?;
@@ -607,7 +707,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn get_setting(&self, key: &str) -> StoreResult<Option<String>> {
-        let row = sqlx::query("SELECT value FROM settings WHERE key = ?")
+        let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
             .bind(key)
             .fetch_optional(&self.pool)
             .await?;
@@ -615,7 +715,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn set_setting(&self, key: &str, value: &str) -> StoreResult<()> {
-        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .bind(key)
             .bind(value)
             .execute(&self.pool)
@@ -725,10 +825,9 @@ mod tests {
 
     #[tokio::test]
     async fn state_survives_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("metadata.db");
+        let temporary = crate::testing::TemporaryStore::new();
         {
-            let store = SqliteStore::open(&path).await.unwrap();
+            let store = temporary.open().await.unwrap();
             store.create_workspace(42, 1).await.unwrap();
             store.set_setting("obo-enabled", "true").await.unwrap();
             let key = StoredSigningKey {
@@ -741,7 +840,7 @@ mod tests {
             store.revoke_token_id("jti-1", 10_000).await.unwrap();
             store.revoke_token_id("jti-old", 5).await.unwrap();
         }
-        let store = SqliteStore::open(&path).await.unwrap();
+        let store = temporary.open().await.unwrap();
         assert_eq!(store.workspace_id().await.unwrap(), Some(42));
         assert!(matches!(
             store.create_workspace(7, 2).await,
