@@ -9,7 +9,8 @@
 use arc_swap::ArcSwap;
 /// The group whose members administer the workspace; the decision engine knows it by the same name.
 pub use deputy_authz::ADMINS_GROUP;
-use deputy_store::{Identity, IdentityKind, MetadataStore, PrincipalId, StoreError};
+use deputy_store::catalog::AuthorizationRows;
+use deputy_store::{Identity, IdentityKind, PrincipalId};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -26,6 +27,10 @@ pub struct Directory {
 }
 
 impl Directory {
+    pub fn of(rows: &AuthorizationRows) -> Directory {
+        Directory::build(rows.identities.clone(), &rows.memberships)
+    }
+
     pub fn build(
         identities: Vec<Identity>,
         memberships: &[(PrincipalId, PrincipalId)],
@@ -91,34 +96,23 @@ fn closure(
 
 pub struct DirectoryState {
     current: ArcSwap<Directory>,
-    reload_lock: tokio::sync::Mutex<()>,
 }
 
 impl DirectoryState {
-    pub async fn load(store: &dyn MetadataStore) -> Result<DirectoryState, StoreError> {
-        let directory = Directory::build(
-            store.all_identities().await?,
-            &store.all_memberships().await?,
-        );
-        Ok(DirectoryState {
-            current: ArcSwap::from_pointee(directory),
-            reload_lock: tokio::sync::Mutex::new(()),
-        })
+    /// The directory of rows read at one moment, the same the authorization snapshot is built from.
+    pub fn of(rows: &AuthorizationRows) -> DirectoryState {
+        DirectoryState {
+            current: ArcSwap::from_pointee(Directory::of(rows)),
+        }
     }
 
     pub fn current(&self) -> Arc<Directory> {
         self.current.load_full()
     }
 
-    /// Re-reads identities and memberships and publishes them as one new directory.
-    pub async fn reload(&self, store: &dyn MetadataStore) -> Result<(), StoreError> {
-        let _serialized = self.reload_lock.lock().await;
-        let directory = Directory::build(
-            store.all_identities().await?,
-            &store.all_memberships().await?,
-        );
-        self.current.store(Arc::new(directory));
-        Ok(())
+    /// Publishes the directory of newer rows (callers serialize: `Access::publish`).
+    pub fn replace(&self, rows: &AuthorizationRows) {
+        self.current.store(Arc::new(Directory::of(rows)));
     }
 }
 

@@ -9,7 +9,7 @@ use deputy_authz::{
     PermissionLevel, PrincipalId, PrincipalType, Privilege, PrivilegeSet, SecurableKind,
     SecurableRef, Snapshot, WorkspaceObjectKind, WorkspaceObjectRef,
 };
-use deputy_store::catalog::SecurableRecord;
+use deputy_store::catalog::{AuthorizationRows, SecurableRecord};
 use deputy_store::{IdentityKind, Store, StoreError};
 use std::collections::BTreeMap;
 
@@ -64,10 +64,15 @@ pub fn securable_ref(record: &SecurableRecord) -> Result<SecurableRef, CatalogEr
     Ok(SecurableRef::new(kind, &record.full_name))
 }
 
-/// Builds the whole authorization snapshot from the store: principals and memberships, the metastore (owned by the
+/// Builds the whole authorization snapshot from the store, read at one moment: principals and memberships, the metastore (owned by the
 /// `admins` group), securables in creation order (parents first), grants, and workspace-object ACLs.
 pub async fn load_snapshot(store: &dyn Store) -> Result<Snapshot, CatalogError> {
-    let identities = store.all_identities().await?;
+    snapshot_of(&store.authorization_rows().await?)
+}
+
+/// The snapshot of rows read at one moment ([`deputy_store::catalog::AuthorizationRows`]).
+pub fn snapshot_of(rows: &AuthorizationRows) -> Result<Snapshot, CatalogError> {
+    let identities = &rows.identities;
     let admins = identities
         .iter()
         .find(|identity| {
@@ -76,7 +81,7 @@ pub async fn load_snapshot(store: &dyn Store) -> Result<Snapshot, CatalogError> 
         .map(|identity| principal_id(identity.id))
         .ok_or_else(|| CatalogError::Inconsistent("the `admins` group does not exist".into()))?;
     let mut snapshot = Snapshot::new(METASTORE_NAME, admins).map_err(inconsistent)?;
-    for identity in &identities {
+    for identity in identities {
         let principal_type = match identity.kind {
             IdentityKind::User => PrincipalType::User,
             IdentityKind::ServicePrincipal => PrincipalType::ServicePrincipal,
@@ -86,15 +91,14 @@ pub async fn load_snapshot(store: &dyn Store) -> Result<Snapshot, CatalogError> 
             .add_principal(principal_id(identity.id), principal_type, &identity.name)
             .map_err(inconsistent)?;
     }
-    for (group, member) in store.all_memberships().await? {
+    for &(group, member) in &rows.memberships {
         snapshot
             .add_member(principal_id(group), principal_id(member))
             .map_err(inconsistent)?;
     }
 
-    let securables = store.all_securables().await?;
     let mut references = BTreeMap::new();
-    for record in &securables {
+    for record in &rows.securables {
         let reference = securable_ref(record)?;
         snapshot
             .add_securable(&reference, principal_id(record.owner_id))
@@ -103,7 +107,7 @@ pub async fn load_snapshot(store: &dyn Store) -> Result<Snapshot, CatalogError> 
     }
     let mut grants: BTreeMap<(deputy_store::catalog::SecurableId, PrincipalId), PrivilegeSet> =
         BTreeMap::new();
-    for grant in store.all_grants().await? {
+    for grant in &rows.grants {
         let privilege = Privilege::from_wire_name(&grant.privilege).map_err(|_| {
             CatalogError::Inconsistent(format!("unknown privilege `{}`", grant.privilege))
         })?;
@@ -122,13 +126,14 @@ pub async fn load_snapshot(store: &dyn Store) -> Result<Snapshot, CatalogError> 
     }
 
     let mut acls: BTreeMap<(String, String), Vec<(PrincipalId, PermissionLevel)>> = BTreeMap::new();
-    for kind in WorkspaceObjectKind::ALL {
-        for object in store.list_workspace_objects(object_type_of(kind)).await? {
-            acls.entry((object.object_type, object.object_id))
+    let known_types: Vec<&str> = WorkspaceObjectKind::ALL.map(object_type_of).to_vec();
+    for object in &rows.workspace_objects {
+        if known_types.contains(&object.object_type.as_str()) {
+            acls.entry((object.object_type.clone(), object.object_id.clone()))
                 .or_default();
         }
     }
-    for entry in store.all_object_acls().await? {
+    for entry in rows.object_acls.iter().cloned() {
         let level = PermissionLevel::from_wire_name(&entry.level).ok_or_else(|| {
             CatalogError::Inconsistent(format!("unknown permission level `{}`", entry.level))
         })?;
@@ -156,7 +161,7 @@ mod tests {
     use super::*;
     use deputy_authz::{AccessRequest, Action, decide};
     use deputy_store::catalog::{CatalogStore, GrantChange, NewSecurable};
-    use deputy_store::{MetadataStore, NewIdentity, SqliteStore};
+    use deputy_store::{MetadataStore, NewIdentity};
 
     fn identity(kind: IdentityKind, name: &str) -> NewIdentity {
         NewIdentity {
@@ -172,10 +177,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_snapshot_rebuilt_from_the_store_decides_like_the_grants_say() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("metadata.db"))
-            .await
-            .unwrap();
+        let temporary = deputy_store::testing::TemporaryStore::new();
+        let store = temporary.open().await.unwrap();
         let admins = store
             .create_identity(identity(IdentityKind::Group, "admins"), 1)
             .await

@@ -26,7 +26,7 @@ use deputy_authz::{AuthzState, PrincipalId};
 use deputy_core::ScopeSet;
 use deputy_sql::{CancellationToken, Session, SqlEngine, StatementResult, apply_catalog_changes};
 use deputy_store::catalog::CatalogStore;
-use deputy_store::{IdentityKind, MetadataStore, NewIdentity, SqliteStore, Store};
+use deputy_store::{IdentityKind, MetadataStore, NewIdentity, SqlStore, Store};
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -111,7 +111,7 @@ async fn bench() -> BenchResult<()> {
         .and_then(|value| value.parse().ok())
         .unwrap_or(10_000_000);
     let dir = tempfile::tempdir()?;
-    let store = Arc::new(SqliteStore::open(&dir.path().join("meta.db")).await?);
+    let store = Arc::new(SqlStore::open_sqlite(&dir.path().join("meta.db")).await?);
     let admin = store
         .create_identity(identity(IdentityKind::User, "admin"), 0)
         .await?;

@@ -15,7 +15,7 @@ use deputy_sql::SqlError;
 
 /// A directory for input files, outside the warehouse's data directory.
 fn inputs(fixture: &Fixture) -> PathBuf {
-    let directory = fixture.dir.path().join("inputs");
+    let directory = fixture.temporary.dir().join("inputs");
     std::fs::create_dir_all(&directory).unwrap();
     directory
 }
@@ -171,7 +171,7 @@ async fn only_admins_load_and_only_from_plain_paths() {
         );
         assert_eq!(error.error_code(), "PERMISSION_DENIED");
     }
-    let data_file = fixture.dir.path().join("data").join("tables");
+    let data_file = fixture.temporary.dir().join("data").join("tables");
     for (path, expected) in [
         ("p.csv".to_owned(), "not absolute"),
         ("/does/not/exist.csv".to_owned(), "cannot be read"),
@@ -208,7 +208,7 @@ async fn only_admins_load_and_only_from_plain_paths() {
         );
     }
     assert_eq!(loaded(&fixture).await, Vec::<String>::new());
-    let partials: Vec<_> = std::fs::read_dir(fixture.dir.path().join("data").join("tables"))
+    let partials: Vec<_> = std::fs::read_dir(fixture.temporary.dir().join("data").join("tables"))
         .unwrap()
         .flat_map(|entry| {
             std::fs::read_dir(entry.unwrap().path())

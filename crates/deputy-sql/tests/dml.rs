@@ -15,7 +15,7 @@ async fn affected(fixture: &Fixture, user: &str, sql: &str) -> Vec<String> {
 
 /// Every entry of the warehouse's `tables/` directory, sorted.
 fn table_entries(fixture: &Fixture) -> Vec<String> {
-    let mut names: Vec<String> = walk(&fixture.dir.path().join("data").join("tables"));
+    let mut names: Vec<String> = walk(&fixture.temporary.dir().join("data").join("tables"));
     names.sort();
     names
 }

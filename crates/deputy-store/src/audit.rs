@@ -1,5 +1,6 @@
-//! The append-only audit log: who (the end user), through which agents (the `act` chain), did what, and whether it
-//! was allowed and why.
+//! The audit log: who (the end user), through which agents (the `act` chain), did what, and whether it was allowed
+//! and why. Append-only: events are never changed, and only deleted once older than the retention period an admin
+//! set ([`AuditStore::delete_audit_events_before`]).
 
 use crate::{EpochMillis, StoreResult};
 use async_trait::async_trait;
@@ -53,6 +54,11 @@ pub trait AuditStore: Send + Sync + 'static {
     /// Appends events atomically and durably: when this returns, they survive a crash.
     async fn append_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()>;
     async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
+    /// Deletes the events older than `cutoff` (`time_ms < cutoff`) and returns how many it deleted. It works through
+    /// them in chunks of bounded size, each deleted by its own short statement, so that purging millions of events
+    /// never holds one long transaction. Deleting by time is idempotent: two processes purging at once (replicas on
+    /// one database) delete each event once between them, and never a newer one.
+    async fn delete_audit_events_before(&self, cutoff: EpochMillis) -> StoreResult<u64>;
 }
 
 /// Group commit for audit appends. Every on-behalf-of request appends events and waits until they are durable, and

@@ -127,7 +127,6 @@ pub trait CatalogStore: Send + Sync + 'static {
         changes: &[GrantChange],
     ) -> StoreResult<()>;
     async fn grants_on(&self, securable: SecurableId) -> StoreResult<Vec<GrantRecord>>;
-    async fn all_grants(&self) -> StoreResult<Vec<GrantRecord>>;
 
     async fn create_workspace_object(&self, object: WorkspaceObjectRecord) -> StoreResult<()>;
     async fn get_workspace_object(
@@ -155,5 +154,23 @@ pub trait CatalogStore: Send + Sync + 'static {
         replace: bool,
     ) -> StoreResult<()>;
     async fn object_acl(&self, object_type: &str, object_id: &str) -> StoreResult<Vec<AclEntry>>;
-    async fn all_object_acls(&self) -> StoreResult<Vec<AclEntry>>;
+
+    /// Every row the in-memory directory and authorization snapshot are built from, read in one transaction.
+    async fn authorization_rows(&self) -> StoreResult<AuthorizationRows>;
+}
+
+/// The identities, memberships, securables, grants, workspace objects and ACLs as of one moment: no row refers to
+/// one written after the read began (a grant to a principal the identities leave out), however other processes
+/// write meanwhile.
+#[derive(Debug, Clone, Default)]
+pub struct AuthorizationRows {
+    /// Ordered by id.
+    pub identities: Vec<crate::Identity>,
+    /// `(group, member)`, direct memberships.
+    pub memberships: Vec<(PrincipalId, PrincipalId)>,
+    /// Ordered by id: parents before children.
+    pub securables: Vec<SecurableRecord>,
+    pub grants: Vec<GrantRecord>,
+    pub workspace_objects: Vec<WorkspaceObjectRecord>,
+    pub object_acls: Vec<AclEntry>,
 }

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod changes;
 pub mod consent;
 pub mod conversations;
 pub mod federation;
@@ -30,6 +31,7 @@ use std::str::FromStr;
 
 pub use audit::{AuditEvent, AuditFilter, AuditStore};
 pub use catalog::CatalogStore;
+pub use changes::Change;
 pub use consent::{Consent, ConsentStore};
 pub use conversations::{ConversationStore, EndpointConversation, EndpointMessage};
 pub use federation::{FederationPolicy, FederationStore};
@@ -63,6 +65,12 @@ impl<T> Store for T where
         + FederationStore
         + SignInStore
 {
+}
+
+/// Held while a process starts up; see [`MetadataStore::exclusive_startup`]. Dropping it lets the next one in.
+pub struct StartupGuard {
+    /// PostgreSQL's session-level advisory lock ends with the session that holds it.
+    _session: Option<sqlx::AnyConnection>,
 }
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp in the store and on the Databricks wire.
@@ -266,10 +274,6 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn direct_groups(&self, member: PrincipalId) -> StoreResult<Vec<Identity>>;
     /// Every group `member` belongs to, directly or through nested groups. Cycles terminate.
     async fn transitive_groups(&self, member: PrincipalId) -> StoreResult<Vec<Identity>>;
-    /// Every identity, ordered by id: the in-memory directory is rebuilt from this.
-    async fn all_identities(&self) -> StoreResult<Vec<Identity>>;
-    /// Every direct membership as `(group, member)`.
-    async fn all_memberships(&self) -> StoreResult<Vec<(PrincipalId, PrincipalId)>>;
 
     async fn insert_personal_access_token(&self, token: PersonalAccessToken) -> StoreResult<()>;
     async fn find_personal_access_token_by_hash(
@@ -306,4 +310,15 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     async fn get_setting(&self, key: &str) -> StoreResult<Option<String>>;
     async fn set_setting(&self, key: &str, value: &str) -> StoreResult<()>;
+
+    /// Holds every other process sharing this store out of its start-up until the guard is dropped, so that
+    /// replicas starting at once do not each create what must exist once (the workspace, the first signing keys,
+    /// built-in principals and objects). Immediate on SQLite, which one process owns.
+    async fn exclusive_startup(&self) -> StoreResult<StartupGuard>;
+
+    /// The changes other processes commit to what is kept in memory, as they commit (see [`changes`]); `None` when
+    /// no other process writes to this store (SQLite: this process owns the file).
+    async fn follow_changes(
+        &self,
+    ) -> StoreResult<Option<tokio::sync::mpsc::UnboundedReceiver<Change>>>;
 }

@@ -2,7 +2,7 @@
 
 use crate::audit::{AuditBatchWriter, AuditEvent, AuditFilter, AuditStore};
 use crate::sql_store::{Dialect, SqlStore, Statement};
-use crate::{StoreError, StoreResult};
+use crate::{EpochMillis, StoreError, StoreResult};
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
@@ -27,6 +27,51 @@ impl AuditStore for SqlStore {
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(event_of).collect()
+    }
+
+    async fn delete_audit_events_before(&self, cutoff: EpochMillis) -> StoreResult<u64> {
+        delete_events_before(self.pool(), cutoff, PURGE_ROWS_PER_STATEMENT).await
+    }
+}
+
+/// Events deleted per statement by a purge: each statement is a short transaction of its own.
+const PURGE_ROWS_PER_STATEMENT: i64 = 10_000;
+
+/// Deletes the events with `time_ms < cutoff`, at most `chunk` per statement, oldest `seq` first. Each turn first
+/// reads where the next `chunk` such events lie (a read, which on SQLite does not hold the write lock while it scans:
+/// `time_ms` has no index, so the last turn reads every event kept), then deletes the expired events of that `seq`
+/// range by the primary key. A range holds no expired event beyond the ones counted, so the purge is done once a read
+/// counts fewer than `chunk`. Another process purging at once deletes some of a range first; the other's DELETE then
+/// finds them gone, and each counts only what it deleted.
+async fn delete_events_before(pool: &AnyPool, cutoff: EpochMillis, chunk: i64) -> StoreResult<u64> {
+    let mut deleted = 0;
+    loop {
+        let range = sqlx::query(
+            "SELECT MIN(seq) AS first, MAX(seq) AS last, COUNT(*) AS expired FROM \
+             (SELECT seq FROM audit_events WHERE time_ms < $1 ORDER BY seq LIMIT $2) AS chunk",
+        )
+        .bind(cutoff)
+        .bind(chunk)
+        .fetch_one(pool)
+        .await?;
+        let expired: i64 = range.try_get("expired")?;
+        let (Some(first), Some(last)) = (
+            range.try_get::<Option<i64>, _>("first")?,
+            range.try_get::<Option<i64>, _>("last")?,
+        ) else {
+            return Ok(deleted);
+        };
+        deleted +=
+            sqlx::query("DELETE FROM audit_events WHERE seq >= $1 AND seq <= $2 AND time_ms < $3")
+                .bind(first)
+                .bind(last)
+                .bind(cutoff)
+                .execute(pool)
+                .await?
+                .rows_affected();
+        if expired < chunk {
+            return Ok(deleted);
+        }
     }
 }
 
@@ -335,6 +380,68 @@ mod tests {
                 "{filter:?}: {plan:?}"
             );
         }
+    }
+
+    fn at(time_ms: i64, request_id: &str) -> AuditEvent {
+        AuditEvent {
+            time_ms,
+            ..event(request_id, true)
+        }
+    }
+
+    async fn request_ids(store: &SqlStore) -> Vec<String> {
+        let all = store.audit_events(&after(0, 1_000)).await.unwrap();
+        all.into_iter().map(|event| event.request_id).collect()
+    }
+
+    /// A purge deletes exactly the events older than the cutoff, chunk by chunk (here several chunks of 3, one of
+    /// them mixing old and new events, as a clock set back would), counts them, and deletes nothing more when run
+    /// again.
+    #[tokio::test]
+    async fn a_purge_deletes_the_events_before_the_cutoff_in_chunks() {
+        let (_temporary, store) = crate::test_support::open_temporary().await;
+        let times = [10, 20, 1_000, 30, 40, 50, 60, 70, 999, 2_000, 80, 1_000];
+        let events: Vec<_> = times
+            .iter()
+            .enumerate()
+            .map(|(n, time)| at(*time, &format!("r{n}-{time}")))
+            .collect();
+        store.append_audit_events(&events).await.unwrap();
+        let kept: Vec<String> = events
+            .iter()
+            .filter(|event| event.time_ms >= 1_000)
+            .map(|event| event.request_id.clone())
+            .collect();
+
+        let deleted = delete_events_before(store.pool(), 1_000, 3).await.unwrap();
+        assert_eq!(deleted, 9);
+        assert_eq!(request_ids(&store).await, kept);
+        assert_eq!(store.delete_audit_events_before(1_000).await.unwrap(), 0);
+        assert_eq!(request_ids(&store).await, kept);
+        assert_eq!(store.delete_audit_events_before(1_001).await.unwrap(), 2);
+        assert_eq!(request_ids(&store).await, ["r9-2000"]);
+    }
+
+    /// Two processes on one database (replicas) purging at once delete every old event once between them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_purges_delete_each_event_once() {
+        let (temporary, store) = crate::test_support::open_temporary().await;
+        let replica = temporary.open().await.unwrap();
+        let events: Vec<_> = (0..1_000)
+            .map(|n| at(if n % 10 == 9 { 5_000 } else { n }, &format!("r{n}")))
+            .collect();
+        store.append_audit_events(&events).await.unwrap();
+        let purges = [store.clone(), replica].map(|store| {
+            tokio::spawn(async move { delete_events_before(store.pool(), 5_000, 50).await })
+        });
+        let mut deleted = 0;
+        for purge in purges {
+            deleted += purge.await.unwrap().unwrap();
+        }
+        assert_eq!(deleted, 900);
+        let kept = request_ids(&store).await;
+        assert_eq!(kept.len(), 100);
+        assert!(kept.iter().all(|id| id.ends_with('9')), "{kept:?}");
     }
 
     #[tokio::test]

@@ -1,10 +1,13 @@
-//! [`CatalogStore`] on the embedded SQLite database.
+//! [`CatalogStore`] on SQL (SQLite or PostgreSQL).
 
 use crate::catalog::{
-    AclEntry, CatalogStore, GrantChange, GrantRecord, NewSecurable, SecurableChanges, SecurableId,
-    SecurablePage, SecurableRecord, WorkspaceObjectRecord,
+    AclEntry, AuthorizationRows, CatalogStore, GrantChange, GrantRecord, NewSecurable,
+    SecurableChanges, SecurableId, SecurablePage, SecurableRecord, WorkspaceObjectRecord,
 };
-use crate::sql_store::{SqlStore, is_unique_violation};
+use crate::sql_store::{
+    ALL_IDENTITIES, ALL_MEMBERSHIPS, Dialect, SqlStore, identity_from_row, is_unique_violation,
+    membership_from_row,
+};
 use crate::{EpochMillis, PrincipalId, StoreError, StoreResult};
 use async_trait::async_trait;
 use sqlx::Row;
@@ -191,8 +194,7 @@ impl CatalogStore for SqlStore {
     }
 
     async fn all_securables(&self) -> StoreResult<Vec<SecurableRecord>> {
-        // Parents before children: ids grow with creation and a parent always exists before its children.
-        let rows = sqlx::query("SELECT * FROM securables ORDER BY id")
+        let rows = sqlx::query(ALL_SECURABLES)
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(securable_from_row).collect()
@@ -233,14 +235,6 @@ impl CatalogStore for SqlStore {
         .bind(securable.0)
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(grant_from_row).collect()
-    }
-
-    async fn all_grants(&self) -> StoreResult<Vec<GrantRecord>> {
-        let rows =
-            sqlx::query("SELECT * FROM grants ORDER BY securable_id, principal_id, privilege")
-                .fetch_all(self.pool())
-                .await?;
         rows.iter().map(grant_from_row).collect()
     }
 
@@ -364,14 +358,41 @@ impl CatalogStore for SqlStore {
         rows.iter().map(acl_from_row).collect()
     }
 
-    async fn all_object_acls(&self) -> StoreResult<Vec<AclEntry>> {
-        let rows =
-            sqlx::query("SELECT * FROM object_acls ORDER BY object_type, object_id, principal_id")
-                .fetch_all(self.pool())
+    async fn authorization_rows(&self) -> StoreResult<AuthorizationRows> {
+        let mut transaction = self.pool().begin().await?;
+        if self.dialect() == Dialect::Postgres {
+            // One snapshot for every statement below: PostgreSQL's default takes a new one per statement, where
+            // SQLite's read transaction keeps the first.
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *transaction)
                 .await?;
-        rows.iter().map(acl_from_row).collect()
+        }
+        let mut read = async |sql: &'static str| sqlx::query(sql).fetch_all(&mut *transaction).await;
+        let identities = read(ALL_IDENTITIES).await?;
+        let memberships = read(ALL_MEMBERSHIPS).await?;
+        let securables = read(ALL_SECURABLES).await?;
+        let grants = read("SELECT * FROM grants ORDER BY securable_id, principal_id, privilege").await?;
+        let workspace_objects =
+            read("SELECT * FROM workspace_objects ORDER BY object_type, created_at, object_id").await?;
+        let object_acls =
+            read("SELECT * FROM object_acls ORDER BY object_type, object_id, principal_id").await?;
+        transaction.commit().await?;
+        Ok(AuthorizationRows {
+            identities: identities.iter().map(identity_from_row).collect::<StoreResult<_>>()?,
+            memberships: memberships.iter().map(membership_from_row).collect::<StoreResult<_>>()?,
+            securables: securables.iter().map(securable_from_row).collect::<StoreResult<_>>()?,
+            grants: grants.iter().map(grant_from_row).collect::<StoreResult<_>>()?,
+            workspace_objects: workspace_objects
+                .iter()
+                .map(workspace_object_from_row)
+                .collect::<StoreResult<_>>()?,
+            object_acls: object_acls.iter().map(acl_from_row).collect::<StoreResult<_>>()?,
+        })
     }
 }
+
+/// Parents before children: ids grow with creation and a parent always exists before its children.
+const ALL_SECURABLES: &str = "SELECT * FROM securables ORDER BY id";
 
 #[cfg(test)]
 mod tests {
@@ -488,10 +509,10 @@ mod tests {
             remove: vec![],
         };
         store.change_grants(sales.id, &[change]).await.unwrap();
-        assert_eq!(store.all_grants().await.unwrap().len(), 1);
+        assert_eq!(store.authorization_rows().await.unwrap().grants.len(), 1);
         store.delete_securable(main.id).await.unwrap();
         assert!(store.all_securables().await.unwrap().is_empty());
-        assert!(store.all_grants().await.unwrap().is_empty());
+        assert!(store.authorization_rows().await.unwrap().grants.is_empty());
     }
 
     #[tokio::test]

@@ -58,6 +58,7 @@ const MIGRATIONS: &[DialectMigration] = &[
     migration!(12, "sign-in", "0012_sign_in.sql"),
     migration!(13, "audit by user", "0013_audit_by_user.sql"),
     migration!(14, "endpoint conversations", "0014_endpoint_conversations.sql"),
+    migration!(15, "change feed", "0015_change_feed.sql"),
 ];
 
 /// The columns of `principals` that make an [`Identity`]; a macro so that statements stay `&'static str` literals,
@@ -72,8 +73,13 @@ macro_rules! identity_columns {
 pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
+    /// Where the pool connects, for PostgreSQL's listening connection.
+    url: String,
     audit: std::sync::Arc<AuditGroupCommit>,
 }
+
+/// The PostgreSQL advisory lock that start-ups take in turn ("deputy" in ASCII).
+const STARTUP_LOCK: i64 = 0x6465_7075_7479;
 
 /// Connections per process. PostgreSQL serves every replica from one server, so each replica takes a modest share.
 const MAX_CONNECTIONS: u32 = 8;
@@ -137,6 +143,7 @@ impl SqlStore {
         Ok(SqlStore {
             pool,
             dialect,
+            url: url.to_owned(),
             audit: Default::default(),
         })
     }
@@ -227,7 +234,23 @@ pub(crate) fn flag(row: &AnyRow, column: &str) -> StoreResult<bool> {
     }
 }
 
-fn identity_from_row(row: &AnyRow) -> StoreResult<Identity> {
+/// Every identity and every direct membership: what the in-memory directory is built from.
+pub(crate) const ALL_IDENTITIES: &str = concat!(
+    "SELECT ",
+    identity_columns!(),
+    " FROM principals ORDER BY id"
+);
+pub(crate) const ALL_MEMBERSHIPS: &str =
+    "SELECT group_id, member_id FROM memberships ORDER BY group_id, member_id";
+
+pub(crate) fn membership_from_row(row: &AnyRow) -> StoreResult<(PrincipalId, PrincipalId)> {
+    Ok((
+        PrincipalId(row.try_get("group_id")?),
+        PrincipalId(row.try_get("member_id")?),
+    ))
+}
+
+pub(crate) fn identity_from_row(row: &AnyRow) -> StoreResult<Identity> {
     Ok(Identity {
         id: PrincipalId(row.try_get("id")?),
         kind: row.try_get::<String, _>("kind")?.parse()?,
@@ -512,31 +535,6 @@ impl MetadataStore for SqlStore {
         rows.iter().map(identity_from_row).collect()
     }
 
-    async fn all_identities(&self) -> StoreResult<Vec<Identity>> {
-        let sql = concat!(
-            "SELECT ",
-            identity_columns!(),
-            " FROM principals ORDER BY id"
-        );
-        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
-        rows.iter().map(identity_from_row).collect()
-    }
-
-    async fn all_memberships(&self) -> StoreResult<Vec<(PrincipalId, PrincipalId)>> {
-        let rows =
-            sqlx::query("SELECT group_id, member_id FROM memberships ORDER BY group_id, member_id")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    PrincipalId(row.try_get("group_id")?),
-                    PrincipalId(row.try_get("member_id")?),
-                ))
-            })
-            .collect()
-    }
-
     async fn insert_personal_access_token(&self, token: PersonalAccessToken) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO personal_access_tokens \
@@ -721,6 +719,30 @@ impl MetadataStore for SqlStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn exclusive_startup(&self) -> StoreResult<crate::StartupGuard> {
+        let session = match self.dialect {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => {
+                let mut session = self.pool.acquire().await?.detach();
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(STARTUP_LOCK)
+                    .execute(&mut session)
+                    .await?;
+                Some(session)
+            }
+        };
+        Ok(crate::StartupGuard { _session: session })
+    }
+
+    async fn follow_changes(
+        &self,
+    ) -> StoreResult<Option<tokio::sync::mpsc::UnboundedReceiver<crate::Change>>> {
+        match self.dialect {
+            Dialect::Sqlite => Ok(None),
+            Dialect::Postgres => crate::postgres::follow_changes(&self.url).await.map(Some),
+        }
     }
 }
 

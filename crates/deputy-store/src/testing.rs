@@ -46,18 +46,30 @@ impl Default for TemporaryStore {
 /// A URL naming a database no one has used, on the switch's PostgreSQL server; `None` when the switch is off.
 pub fn fresh_postgres_database() -> Option<String> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.subsec_nanos());
+    let next = NEXT.fetch_add(1, Ordering::Relaxed);
+    postgres_database(&format!("{}_{next}_{nanos}", std::process::id()))
+}
+
+/// The database of a server started on `data_dir` under the switch: the same for every start on that directory,
+/// so a restarted server finds its state, and a different one for every other directory.
+pub fn postgres_database_for(data_dir: &Path) -> Option<String> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::path::absolute(data_dir)
+        .unwrap_or_else(|_| data_dir.to_owned())
+        .hash(&mut hasher);
+    postgres_database(&format!("{:016x}", hasher.finish()))
+}
+
+fn postgres_database(suffix: &str) -> Option<String> {
     let server = std::env::var(POSTGRES_SWITCH)
         .ok()
         .filter(|url| !url.is_empty())?;
     let mut url = url::Url::parse(&server)
         .unwrap_or_else(|error| panic!("{POSTGRES_SWITCH} is not a URL: {error}"));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.subsec_nanos());
-    url.set_path(&format!(
-        "/deputy_test_{}_{}_{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
+    url.set_path(&format!("/deputy_test_{suffix}"));
     Some(url.to_string())
 }

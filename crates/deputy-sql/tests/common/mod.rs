@@ -1,4 +1,4 @@
-//! A real deputy-store SQLite database in a temporary directory, principals, an authorization state loaded from
+//! A real deputy-store database (SQLite in a temporary directory, or PostgreSQL under the test switch), principals, an authorization state loaded from
 //! the store, and an engine; `run` executes a statement as a named user and publishes its catalog changes, as the
 //! server does.
 
@@ -12,12 +12,13 @@ use deputy_core::ScopeSet;
 use deputy_sql::{
     CancellationToken, Session, SqlEngine, SqlError, StatementResult, apply_catalog_changes,
 };
-use deputy_store::{IdentityKind, MetadataStore, NewIdentity, SqliteStore, Store};
-use tempfile::TempDir;
+use deputy_store::testing::TemporaryStore;
+use deputy_store::{IdentityKind, MetadataStore, NewIdentity, SqlStore, Store};
 
 pub struct Fixture {
-    pub dir: TempDir,
-    pub store: Arc<SqliteStore>,
+    /// The data directory and, on SQLite, the metadata database; or a fresh PostgreSQL database.
+    pub temporary: TemporaryStore,
+    pub store: Arc<SqlStore>,
     pub engine: Arc<SqlEngine>,
     pub authz: Arc<AuthzState>,
     users: HashMap<String, (PrincipalId, Vec<String>)>,
@@ -33,12 +34,8 @@ const USERS: &[(&str, &[&str])] = &[
 
 impl Fixture {
     pub async fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            SqliteStore::open(&dir.path().join("meta.db"))
-                .await
-                .unwrap(),
-        );
+        let temporary = TemporaryStore::new();
+        let store = Arc::new(temporary.open().await.unwrap());
         let mut groups = HashMap::new();
         for group in ["admins", "analysts"] {
             let identity = store
@@ -68,13 +65,13 @@ impl Fixture {
             .unwrap();
         let engine = Arc::new(
             SqlEngine::new(
-                dir.path().join("data"),
+                temporary.dir().join("data"),
                 Arc::clone(&store) as Arc<dyn Store>,
             )
             .unwrap(),
         );
         Fixture {
-            dir,
+            temporary,
             store,
             engine,
             authz: Arc::new(AuthzState::new(snapshot)),
@@ -85,7 +82,7 @@ impl Fixture {
     /// A fresh engine on the same data directory and store, as after a restart.
     pub fn restart_engine(&self) -> SqlEngine {
         SqlEngine::new(
-            self.dir.path().join("data"),
+            self.temporary.dir().join("data"),
             Arc::clone(&self.store) as Arc<dyn Store>,
         )
         .unwrap()

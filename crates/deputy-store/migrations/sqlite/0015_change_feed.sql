@@ -1,0 +1,2 @@
+-- Nothing on SQLite: one process owns the file and makes every change itself, so no other process needs telling.
+-- (On PostgreSQL this migration adds the triggers that tell replicas what changed.)
