@@ -3,7 +3,11 @@
 //!
 //! **Invariant:** a revocation is written to the store *before* it enters the in-memory list and before the response,
 //! and every verification consults the in-memory list, so a revoked token is refused by the next request everywhere
-//! in this process. (Replicas would share the list through the store; there is one process today.)
+//! in this process. Replicas sharing a database reload the list when the store announces a revocation
+//! ([`Credentials::reload_revocations`]), within the announcement's delay.
+//!
+//! A token signed with a key this process does not know makes it read the key ring from the store before refusing:
+//! a key rotated on another replica verifies here before the announcement of the rotation arrives.
 
 use crate::clock::{now_millis, now_seconds};
 use crate::directory::{Directory, DirectoryState};
@@ -139,7 +143,13 @@ pub struct Credentials {
     revoked: RwLock<HashSet<String>>,
     verified: VerifiedTokens,
     personal: KnownPersonalTokens,
+    /// When the key ring was last read from the store because a token named an unknown key: such reads are spaced,
+    /// so that tokens naming made-up keys cannot turn every request into a database read.
+    unknown_key_reload: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// The least time between two reads of the key ring for tokens that name an unknown key.
+const UNKNOWN_KEY_RELOAD_SPACING: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Claims of tokens whose signature, issuer and audience were already checked, keyed by the SHA-256 of the token.
 /// An agent presents the same token for every call of a request, so this saves an Ed25519 verification per call.
@@ -233,22 +243,17 @@ impl Credentials {
         audience: &str,
     ) -> Result<Credentials, String> {
         let now = now_seconds();
-        let stored = store.load_signing_keys().await.map_err(|e| e.to_string())?;
-        let keys = if stored.is_empty() {
-            let ring =
-                KeyRing::generate(now, ACCESS_TOKEN_LIFETIME_SECONDS).map_err(|e| e.to_string())?;
-            store
-                .replace_signing_keys(&to_stored(&ring))
-                .await
-                .map_err(|e| e.to_string())?;
-            ring
-        } else {
-            let persisted = stored
-                .iter()
-                .map(from_stored)
-                .collect::<Result<Vec<_>, _>>()?;
-            KeyRing::from_persisted(&persisted, ACCESS_TOKEN_LIFETIME_SECONDS)
-                .map_err(|e| e.to_string())?
+        let keys = match stored_key_ring(store.as_ref()).await? {
+            Some(ring) => ring,
+            None => {
+                let ring = KeyRing::generate(now, ACCESS_TOKEN_LIFETIME_SECONDS)
+                    .map_err(|e| e.to_string())?;
+                store
+                    .replace_signing_keys(&to_stored(&ring))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                ring
+            }
         };
         let revoked = store
             .live_revoked_token_ids(now_millis())
@@ -263,7 +268,33 @@ impl Credentials {
                 entries: Default::default(),
             },
             personal: KnownPersonalTokens::default(),
+            unknown_key_reload: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Replaces the key ring with the one in the store (rotated by another replica). A ring that is missing or does
+    /// not parse leaves the current one in place and is an error: this process signs nothing with a key it could
+    /// not read back.
+    pub async fn reload_signing_keys(&self) -> Result<(), String> {
+        let ring = stored_key_ring(self.store.as_ref())
+            .await?
+            .ok_or("the store holds no signing keys")?;
+        self.issuer
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .keys = ring;
+        Ok(())
+    }
+
+    /// Adds the store's revocations (made by another replica) to the list. Adds only: a reload that read the store
+    /// just before a revocation made here committed must not take that revocation out of the list.
+    pub async fn reload_revocations(&self) -> Result<(), StoreError> {
+        let stored = self.store.live_revoked_token_ids(now_millis()).await?;
+        self.revoked
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(stored);
+        Ok(())
     }
 
     pub fn issuer(&self) -> String {
@@ -379,7 +410,15 @@ impl Credentials {
     ) -> Result<Caller, AuthenticationError> {
         let directory = self.directory.current();
         if looks_like_jwt(token) {
-            let claims = self.verify(token)?;
+            let claims = match self.verify(token) {
+                Err(AuthenticationError::InvalidAccessToken(
+                    deputy_tokens::TokenError::UnknownKeyId(_),
+                )) => {
+                    self.reload_keys_for_unknown_key().await;
+                    self.verify(token)?
+                }
+                verified => verified?,
+            };
             let audience = self.audience();
             if claims.aud != audience && !resource.is_some_and(|url| covers(&claims.aud, url)) {
                 return Err(AuthenticationError::OtherResource(claims.aud));
@@ -410,6 +449,19 @@ impl Credentials {
             expires_at,
         };
         caller(&directory, identity, scopes, credential, token)
+    }
+
+    /// Reads the key ring again for a token that names a key not in it, unless it was read very recently (then
+    /// the token is simply checked against that ring). A ring that cannot be read leaves the current one.
+    async fn reload_keys_for_unknown_key(&self) {
+        let mut last = self.unknown_key_reload.lock().await;
+        if last.is_some_and(|at| at.elapsed() < UNKNOWN_KEY_RELOAD_SPACING) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        if let Err(error) = self.reload_signing_keys().await {
+            tracing::warn!(%error, "could not read the signing keys again");
+        }
     }
 
     /// The stored record of a personal access token, from the cache of known tokens when it is there.
@@ -552,6 +604,21 @@ pub async fn issue_personal_access_token(
     };
     store.insert_personal_access_token(record.clone()).await?;
     Ok(IssuedPersonalAccessToken { value, record })
+}
+
+/// The key ring as stored, or `None` when the store holds no key yet.
+async fn stored_key_ring(store: &dyn MetadataStore) -> Result<Option<KeyRing>, String> {
+    let stored = store.load_signing_keys().await.map_err(|e| e.to_string())?;
+    if stored.is_empty() {
+        return Ok(None);
+    }
+    let persisted = stored
+        .iter()
+        .map(from_stored)
+        .collect::<Result<Vec<_>, _>>()?;
+    KeyRing::from_persisted(&persisted, ACCESS_TOKEN_LIFETIME_SECONDS)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 fn to_stored(ring: &KeyRing) -> Vec<StoredSigningKey> {

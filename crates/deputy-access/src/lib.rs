@@ -1,6 +1,7 @@
 //! The workspace's security kernel, without HTTP: who is calling ([`credentials`]), who exists ([`directory`]), what
 //! they may do (the authorization snapshot and [`Access::decide`]), and the record of what agents did for whom
-//! ([`audit`]). Every service crate asks this one for its decisions; none decides on its own.
+//! ([`audit`], kept as long as [`audit_retention`] says). Every service crate asks this one for its decisions; none
+//! decides on its own.
 //!
 //! **Invariants**
 //! - Writes to identities, memberships, securables, grants or ACLs are followed by [`Access::publish`] before the
@@ -12,6 +13,7 @@
 //! - An audit event that cannot be written fails the request it records ([`Access::record`]).
 
 pub mod audit;
+pub mod audit_retention;
 pub mod bootstrap;
 pub mod clock;
 pub mod credentials;
@@ -27,7 +29,7 @@ use deputy_authz::{
 };
 use deputy_core::ApiScope;
 use deputy_store::catalog::WorkspaceObjectRecord;
-use deputy_store::{AuditEvent, AuditFilter, Store};
+use deputy_store::{AuditEvent, AuditFilter, Change, Store};
 use directory::{Directory, DirectoryState};
 use std::sync::Arc;
 
@@ -43,6 +45,8 @@ pub struct Access {
     credentials: Credentials,
     workspace_id: i64,
     base_url: String,
+    /// Wakes this server's audit purge when an admin changes the retention here.
+    audit_retention_changed: tokio::sync::Notify,
 }
 
 impl Access {
@@ -53,10 +57,9 @@ impl Access {
         workspace_id: i64,
         base_url: &str,
     ) -> Result<Access, Error> {
-        let directory = Arc::new(DirectoryState::load(store.as_ref()).await?);
-        let snapshot = deputy_catalog::load_snapshot(store.as_ref())
-            .await
-            .map_err(Error::internal)?;
+        let rows = store.authorization_rows().await?;
+        let directory = Arc::new(DirectoryState::of(&rows));
+        let snapshot = deputy_catalog::snapshot_of(&rows).map_err(Error::internal)?;
         let issuer = format!("{base_url}/oidc");
         let credentials = Credentials::load(store.clone(), directory.clone(), &issuer, base_url)
             .await
@@ -70,6 +73,7 @@ impl Access {
             credentials,
             workspace_id,
             base_url: base_url.to_owned(),
+            audit_retention_changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -119,15 +123,39 @@ impl Access {
     }
 
     async fn rebuild_from_store(&self) -> Result<(), Error> {
-        self.directory.reload(self.store()).await?;
-        let snapshot = deputy_catalog::load_snapshot(self.store())
-            .await
-            .map_err(Error::internal)?;
+        // One read for both, so that the snapshot and the directory agree however other replicas write meanwhile.
+        let rows = self.store().authorization_rows().await?;
+        let snapshot = deputy_catalog::snapshot_of(&rows).map_err(Error::internal)?;
+        self.directory.replace(&rows);
         let published: Result<_, std::convert::Infallible> = self.authz.update(|current| {
             *current = snapshot;
             Ok(())
         });
         published.map(|_| ()).map_err(Error::internal)
+    }
+
+    /// Brings the in-memory copies up to date with a change another replica committed to the shared store (see
+    /// `deputy_store::changes`). Settings are not kept here: the caller reloads those.
+    pub async fn follow(&self, change: Change) -> Result<(), Error> {
+        let stale = |kind: Change| change == kind || change == Change::Everything;
+        // Every stale copy is reloaded even when another fails; the first failure is reported.
+        let mut followed = Ok(());
+        if stale(Change::Authorization) {
+            // Publishing also forgets the known personal access tokens.
+            followed = followed.and(self.publish().await);
+        }
+        if change == Change::PersonalAccessTokens {
+            self.credentials.forget_known_personal_tokens();
+        }
+        if stale(Change::SigningKeys) {
+            let reloaded = self.credentials.reload_signing_keys().await;
+            followed = followed.and(reloaded.map_err(Error::internal));
+        }
+        if stale(Change::Revocations) {
+            let reloaded = self.credentials.reload_revocations().await;
+            followed = followed.and(reloaded.map_err(Error::from));
+        }
+        followed
     }
 
     /// The number of publishes so far. A view of stored rows (such as the serving endpoints) read after this returned

@@ -44,6 +44,19 @@ pub struct AgentSettings {
 /// When on, an agent may act for a user only with scopes the user consented to for that endpoint.
 pub const CONSENT_SETTING: &str = "consent-required";
 
+impl AgentSettings {
+    /// The switches as stored; a switch never set, or set to anything but `true`, is off.
+    pub async fn read(
+        store: &dyn deputy_store::MetadataStore,
+    ) -> deputy_store::StoreResult<AgentSettings> {
+        let is_on = |value: Option<String>| value.is_some_and(|value| value == "true");
+        Ok(AgentSettings {
+            obo_enabled: is_on(store.get_setting(OBO_SETTING).await?),
+            consent_required: is_on(store.get_setting(CONSENT_SETTING).await?),
+        })
+    }
+}
+
 /// An agent as recorded with its endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployedAgent {
@@ -106,6 +119,17 @@ impl AgentHost {
 
     pub fn set_consent_required(&self, required: bool) {
         self.consent_required.store(required, Ordering::SeqCst);
+    }
+
+    /// Takes the switches as stored (changed by another replica).
+    pub async fn reload_settings(
+        &self,
+        store: &dyn deputy_store::MetadataStore,
+    ) -> deputy_store::StoreResult<()> {
+        let settings = AgentSettings::read(store).await?;
+        self.set_obo_enabled(settings.obo_enabled);
+        self.set_consent_required(settings.consent_required);
+        Ok(())
     }
 
     /// A fresh directory for one deployment of the endpoint, so a redeploy never changes files a running worker

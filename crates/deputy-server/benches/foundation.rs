@@ -193,6 +193,7 @@ async fn run() {
     let data_dir = tempfile::tempdir().unwrap();
     let config = deputy_server::ServerConfig {
         data_dir: data_dir.path().to_owned(),
+        database_url: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         public_url: None,
     };

@@ -14,6 +14,7 @@ pub mod in_process;
 mod mcp_challenge;
 pub mod middleware;
 pub mod registry;
+mod replicas;
 pub mod routes;
 pub mod state;
 
@@ -24,7 +25,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use deputy_access::Access;
 use deputy_access::bootstrap::{self, BootstrapReport};
 use deputy_sql::SqlEngine;
-use deputy_store::{SqliteStore, Store};
+use deputy_store::{SqlStore, Store};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
+    /// A `postgres://` URL when replicas share one database; `None` keeps the metadata in `DATA_DIR/metadata.db`.
+    pub database_url: Option<String>,
     pub listen: SocketAddr,
     /// The URL clients use to reach the server; defaults to `http://<bound address>`.
     pub public_url: Option<String>,
@@ -70,9 +73,11 @@ pub enum ServeError {
     Http(String),
 }
 
-/// Opens the data directory, bootstraps it if new, and builds the shared state for a server reachable at `base_url`.
+/// Opens the data directory and the metadata database (`database_url`, else SQLite in the data directory),
+/// bootstraps the workspace if new, and builds the shared state for a server reachable at `base_url`.
 pub async fn prepare(
     data_dir: &std::path::Path,
+    database_url: Option<&str>,
     base_url: &str,
 ) -> Result<(AppState, BootstrapReport), ServeError> {
     // A relative data directory is resolved against the server's working directory once, here: agents' deployment
@@ -85,7 +90,12 @@ pub async fn prepare(
         path: data_dir.to_owned(),
         source,
     })?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("metadata.db")).await?);
+    let store: Arc<dyn Store> = Arc::new(match database_url {
+        Some(url) => SqlStore::connect(url).await?,
+        None => SqlStore::open_sqlite(&data_dir.join("metadata.db")).await?,
+    });
+    // Until the console's app exists, this start-up creates what must exist once in the workspace.
+    let startup = store.exclusive_startup().await?;
     let report = bootstrap::bootstrap(store.as_ref(), data_dir).await?;
     deputy_serving::ensure_builtin_endpoints(
         store.as_ref(),
@@ -101,16 +111,7 @@ pub async fn prepare(
     );
     let sql = SqlEngine::new(data_dir.join("warehouse"), store.clone())
         .map_err(|error| ServeError::Catalog(error.to_string()))?;
-    let settings = deputy_agents::AgentSettings {
-        obo_enabled: store
-            .get_setting(deputy_agents::OBO_SETTING)
-            .await?
-            .is_some_and(|value| value == "true"),
-        consent_required: store
-            .get_setting(deputy_agents::CONSENT_SETTING)
-            .await?
-            .is_some_and(|value| value == "true"),
-    };
+    let settings = deputy_agents::AgentSettings::read(store.as_ref()).await?;
     let runtime_dir =
         deputy_agents::python_runtime_dir(data_dir).map_err(|source| ServeError::DataDir {
             path: data_dir.join("python"),
@@ -143,11 +144,13 @@ pub async fn prepare(
         )
         .await
         .map_err(|error| ServeError::Access(error.to_string()))?;
+    drop(startup);
     let serving = Arc::new(deputy_serving::Serving::new(
         access.clone(),
         deputy_serving::ServingBackends::new(deputy_models::default_models_dir()),
         agents,
     ));
+    replicas::follow_other_replicas(store.as_ref(), access.clone(), serving.clone()).await?;
     // The route table is built once; `app` only adds the layers and the state.
     let (route_table, registry) = routes::api_routes().into_parts();
     let state = AppState::new(StateParts {
@@ -228,15 +231,21 @@ impl BoundServer {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish.
+    /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish. Meanwhile, expired
+    /// audit events are purged (see `deputy_access::audit_retention`).
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        let purge = tokio::spawn(deputy_access::audit_retention::purge_periodically(
+            self.state.access().clone(),
+        ));
         let app = axum::ServiceExt::<Request>::into_make_service(app(self.state));
-        axum::serve(self.listener, app)
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
-            .await?;
+            .await;
+        purge.abort();
+        served?;
         Ok(())
     }
 }
@@ -254,7 +263,12 @@ pub async fn bind(config: &ServerConfig) -> Result<BoundServer, ServeError> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{address}"));
-    let (state, report) = prepare(&config.data_dir, &base_url).await?;
+    let (state, report) = prepare(
+        &config.data_dir,
+        config.database_url.as_deref(),
+        &base_url,
+    )
+    .await?;
     Ok(BoundServer {
         listener,
         state,

@@ -380,9 +380,14 @@ async fn cookies_are_http_only_and_behind_https_secure_host_cookies() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let (https_state, _) = deputy_server::prepare(dir.path(), "https://deputy.example.com")
-        .await
-        .unwrap();
+    let database = deputy_store::testing::fresh_postgres_database();
+    let (https_state, _) = deputy_server::prepare(
+        dir.path(),
+        database.as_deref(),
+        "https://deputy.example.com",
+    )
+    .await
+    .unwrap();
     let mut browser = Browser::new(&https_state, "https://deputy.example.com");
     let login = browser.get("/console/login").await;
     let cookie = &login.set_cookies[0];

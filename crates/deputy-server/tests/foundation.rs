@@ -19,7 +19,10 @@ use support::{BASE_URL, Harness, SCIM, harness, now, payload};
 #[tokio::test]
 async fn bootstrap_creates_admin_and_restart_reuses_everything() {
     let dir = tempfile::tempdir().unwrap();
-    let (state, first) = prepare(dir.path(), BASE_URL).await.unwrap();
+    let database = deputy_store::testing::fresh_postgres_database();
+    let (state, first) = prepare(dir.path(), database.as_deref(), BASE_URL)
+        .await
+        .unwrap();
     assert!(first.wrote_admin_token);
     #[cfg(unix)]
     {
@@ -52,7 +55,9 @@ async fn bootstrap_creates_admin_and_restart_reuses_everything() {
         .unwrap();
     drop(state);
 
-    let (state, second) = prepare(dir.path(), BASE_URL).await.unwrap();
+    let (state, second) = prepare(dir.path(), database.as_deref(), BASE_URL)
+        .await
+        .unwrap();
     assert_eq!(second.workspace_id, first.workspace_id);
     assert!(!second.wrote_admin_token);
     assert_eq!(
@@ -63,6 +68,7 @@ async fn bootstrap_creates_admin_and_restart_reuses_everything() {
     );
     let harness = Harness {
         dir,
+        database,
         state,
         admin_token: admin_token.clone(),
     };

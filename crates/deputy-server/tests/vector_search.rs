@@ -437,13 +437,17 @@ async fn direct_access_writes_survive_a_restart() {
 
     let Harness {
         dir,
+        database,
         state,
         admin_token,
     } = h;
     drop(state);
-    let (state, _) = prepare(dir.path(), BASE_URL).await.unwrap();
+    let (state, _) = prepare(dir.path(), database.as_deref(), BASE_URL)
+        .await
+        .unwrap();
     let h = Harness {
         dir,
+        database,
         state,
         admin_token,
     };

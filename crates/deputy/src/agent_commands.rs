@@ -1,8 +1,8 @@
-//! Agent commands: deploy an agent behind a serving endpoint, the on-behalf-of switch, the audit log, and the
-//! built-in models' files.
+//! Agent commands: deploy an agent behind a serving endpoint, the on-behalf-of switch, the audit log (tail, export,
+//! retention), and the built-in models' files.
 
 use crate::Connection;
-use crate::client_commands::{client, print, table, text};
+use crate::client_commands::{client, print, table, text, urlencode};
 use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{Value, json};
@@ -59,6 +59,49 @@ pub enum AuditCommand {
         after: i64,
         #[arg(long)]
         follow: bool,
+    },
+    /// Write audit events as JSON lines, oldest first, one event per line in the shape the API answers (admins export
+    /// everyone's events, anyone else their own). Pages through the log, so it never holds more than one page.
+    Export {
+        /// Only events at or after this time: RFC 3339 (`2025-01-31T00:00:00Z`) or milliseconds since the epoch.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events before this time: RFC 3339 or milliseconds since the epoch.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only the events of this user (the end user an agent acted for).
+        #[arg(long)]
+        user: Option<String>,
+        /// Write to this file (replaced if it exists) instead of standard output.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Events per request (at most 1000).
+        #[arg(
+            long,
+            default_value_t = 1000,
+            value_parser = clap::value_parser!(u32).range(1..=1000)
+        )]
+        page_size: u32,
+    },
+    /// How long audit events are kept before the server deletes them (admins).
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RetentionCommand {
+    /// Show the retention period.
+    Get,
+    /// Keep audit events `--days N` (1 to 36500), deleting older ones, or `--forever`.
+    Set {
+        /// Delete events older than this many days.
+        #[arg(long, required_unless_present = "forever", conflicts_with = "forever")]
+        days: Option<u32>,
+        /// Keep events forever (the default).
+        #[arg(long)]
+        forever: bool,
     },
 }
 
@@ -178,8 +221,45 @@ pub async fn settings(command: SettingsCommand, connection: &Connection) -> anyh
 }
 
 pub async fn audit(command: AuditCommand, connection: &Connection) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Tail { after, follow } => tail(after, follow, connection).await,
+        AuditCommand::Export {
+            since,
+            until,
+            user,
+            file,
+            page_size,
+        } => {
+            let query = ExportQuery {
+                since_ms: since.as_deref().map(epoch_millis).transpose()?,
+                until_ms: until.as_deref().map(epoch_millis).transpose()?,
+                user,
+                page_size,
+            };
+            match file {
+                Some(path) => {
+                    let created = std::fs::File::create(&path)
+                        .with_context(|| format!("cannot create `{}`", path.display()))?;
+                    let mut out = std::io::BufWriter::new(created);
+                    export(&query, connection, &mut out).await?;
+                    out.into_inner()
+                        .map_err(|error| error.into_error())
+                        .and_then(|file| file.sync_all())
+                        .with_context(|| format!("cannot write `{}`", path.display()))
+                }
+                None => {
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    export(&query, connection, &mut out).await?;
+                    Ok(std::io::Write::flush(&mut out)?)
+                }
+            }
+        }
+        AuditCommand::Retention { command } => retention(command, connection).await,
+    }
+}
+
+async fn tail(mut after: i64, follow: bool, connection: &Connection) -> anyhow::Result<()> {
     let client = client(connection)?;
-    let AuditCommand::Tail { mut after, follow } = command;
     loop {
         let page = client
             .get(&format!("/api/2.0/deputy/audit?after={after}&limit=500"))
@@ -198,6 +278,97 @@ pub async fn audit(command: AuditCommand, connection: &Connection) -> anyhow::Re
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     }
+}
+
+/// What `deputy audit export` asks for.
+struct ExportQuery {
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+    user: Option<String>,
+    page_size: u32,
+}
+
+/// Writes the matching events to `out`, one JSON line each, page by page in `seq` order: each page starts after the
+/// last `seq` of the one before, so no event is skipped or written twice. It ends at the first empty page (a page
+/// shorter than asked for does not prove the end: the server may answer fewer than the limit).
+async fn export(
+    query: &ExportQuery,
+    connection: &Connection,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    let client = client(connection)?;
+    let mut filters = String::new();
+    if let Some(since) = query.since_ms {
+        filters.push_str(&format!("&since_ms={since}"));
+    }
+    if let Some(until) = query.until_ms {
+        filters.push_str(&format!("&until_ms={until}"));
+    }
+    if let Some(user) = &query.user {
+        filters.push_str(&format!("&user_name={}", urlencode(user)));
+    }
+    let mut after = 0;
+    loop {
+        let path = format!(
+            "/api/2.0/deputy/audit?after={after}&limit={}{filters}",
+            query.page_size
+        );
+        let page = client.get(&path).await?;
+        let events = page["events"]
+            .as_array()
+            .context("the server's answer has no `events`")?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        for event in events {
+            writeln!(out, "{event}")?;
+        }
+        let last = page["last_seq"]
+            .as_i64()
+            .context("the server's answer has no `last_seq`")?;
+        anyhow::ensure!(
+            last > after,
+            "the server answered events at or before `seq` {after}, which it was asked to start after"
+        );
+        after = last;
+    }
+}
+
+/// A time given as milliseconds since the epoch, or as RFC 3339.
+fn epoch_millis(text: &str) -> anyhow::Result<i64> {
+    if let Ok(millis) = text.parse::<i64>() {
+        return Ok(millis);
+    }
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    let instant = time::OffsetDateTime::parse(text, rfc3339).with_context(|| {
+        format!(
+            "`{text}` is neither RFC 3339 (`2025-01-31T00:00:00Z`) nor milliseconds since the epoch"
+        )
+    })?;
+    i64::try_from(instant.unix_timestamp_nanos().div_euclid(1_000_000))
+        .with_context(|| format!("`{text}` is out of range"))
+}
+
+async fn retention(command: RetentionCommand, connection: &Connection) -> anyhow::Result<()> {
+    let client = client(connection)?;
+    const PATH: &str = "/api/2.0/deputy/audit/retention";
+    let retention = match command {
+        RetentionCommand::Get => client.get(PATH).await?,
+        RetentionCommand::Set { days, forever } => {
+            let days = if forever { None } else { days };
+            client.put(PATH, &json!({ "retention_days": days })).await?
+        }
+    };
+    print(
+        connection,
+        &retention,
+        |retention| match retention["retention_days"].as_u64() {
+            Some(1) => "audit events are kept for 1 day\n".to_owned(),
+            Some(days) => format!("audit events are kept for {days} days\n"),
+            None => "audit events are kept forever\n".to_owned(),
+        },
+    );
+    Ok(())
 }
 
 fn audit_line(connection: &Connection, event: &Value) -> String {

@@ -170,6 +170,10 @@ struct ServeArgs {
     /// Where Deputy keeps its state.
     #[arg(long, env = "DEPUTY_DATA_DIR", default_value = "./deputy-data")]
     data_dir: PathBuf,
+    /// The metadata database: a `postgres://` URL that replicas share (the database is created when missing).
+    /// Without it, metadata lives in SQLite in the data directory.
+    #[arg(long = "database", env = "DEPUTY_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Address to listen on.
     #[arg(long, env = "DEPUTY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -323,6 +327,7 @@ impl ServeArgs {
     fn server_config(self) -> deputy_server::ServerConfig {
         deputy_server::ServerConfig {
             data_dir: self.data_dir,
+            database_url: self.database_url,
             listen: self.listen,
             public_url: self.public_url,
         }

@@ -1,4 +1,4 @@
-//! Deploying agents behind serving endpoints, the on-behalf-of switch, and the audit log.
+//! Deploying agents behind serving endpoints, the on-behalf-of switch, and the audit log and its retention.
 //!
 //! `POST /api/2.0/deputy/agents` takes an agent on the server's disk (an MLflow model directory, a models-from-code
 //! Python file, or an executable speaking the worker protocol), records what its author declared, gives the endpoint
@@ -13,6 +13,7 @@ use axum::Json;
 use axum::extract::State;
 use deputy_access::Access;
 use deputy_access::Error;
+use deputy_access::audit_retention::AuditRetention;
 use deputy_access::credentials::Caller;
 use deputy_agents::definition::{AgentKind, read_definition};
 use deputy_agents::resources::SystemResource;
@@ -50,6 +51,16 @@ pub fn routes(router: ApiRouter) -> ApiRouter {
             "/api/2.0/deputy/audit",
             Requires::Scope(ApiScope::DeputyAudit),
             audit,
+        )
+        .get(
+            "/api/2.0/deputy/audit/retention",
+            Requires::Scope(ApiScope::DeputyAudit),
+            audit_retention,
+        )
+        .put(
+            "/api/2.0/deputy/audit/retention",
+            Requires::Scope(ApiScope::SettingsWorkspaceConf),
+            change_audit_retention,
         )
 }
 
@@ -471,4 +482,60 @@ async fn audit(
     let events = access.read_audit(&caller, filter).await?;
     let next = events.last().map(|event| event.seq);
     Ok(Json(json!({ "events": events, "last_seq": next })))
+}
+
+/// How long audit events are kept (admins only): `{"retention_days": N}`, or `{}` when they are kept forever.
+async fn audit_retention(
+    State(access): State<Arc<Access>>,
+    Authenticated(caller): Authenticated,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(render_retention(
+        access.audit_retention(&caller).await?,
+    )))
+}
+
+/// Sets how long audit events are kept (admins only): `{"retention_days": N}` with N whole days from 1 to 36500, or
+/// `{"retention_days": null}` to keep them forever. Answers as `GET` does. Events older than that are purged soon
+/// after, and every hour (see `deputy_access::audit_retention`).
+async fn change_audit_retention(
+    State(access): State<Arc<Access>>,
+    Authenticated(caller): Authenticated,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let days = retention_days(&body)?;
+    Ok(Json(render_retention(
+        access.set_audit_retention(&caller, days).await?,
+    )))
+}
+
+/// `retention_days` off the wire: a JSON integer, or null for forever; anything else is refused here, the range by
+/// `AuditRetention::from_days`.
+fn retention_days(body: &Value) -> Result<Option<i64>, Error> {
+    let invalid = |message: &str| Error::invalid_parameter(message);
+    let object = body
+        .as_object()
+        .ok_or_else(|| invalid("the body must be a JSON object with `retention_days`"))?;
+    if let Some(unknown) = object.keys().find(|key| *key != "retention_days") {
+        return Err(Error::invalid_parameter(format!(
+            "unknown field `{unknown}`; the only field is `retention_days`"
+        )));
+    }
+    match object.get("retention_days") {
+        None => Err(invalid(
+            "`retention_days` is required: a number of days, or null to keep audit events forever",
+        )),
+        Some(Value::Null) => Ok(None),
+        Some(days) => days.as_i64().map(Some).ok_or_else(|| {
+            Error::invalid_parameter(format!(
+                "`retention_days` must be a whole number of days or null, not `{days}`"
+            ))
+        }),
+    }
+}
+
+fn render_retention(retention: AuditRetention) -> Value {
+    match retention {
+        AuditRetention::Forever => json!({}),
+        AuditRetention::Days(days) => json!({ "retention_days": days }),
+    }
 }

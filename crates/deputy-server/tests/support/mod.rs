@@ -20,19 +20,25 @@ pub const SCIM: &str = "/api/2.0/preview/scim/v2";
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
+    /// The metadata database: `None` for SQLite in `dir`, a fresh PostgreSQL database when the tests run on one.
+    pub database: Option<String>,
     pub state: AppState,
     pub admin_token: String,
 }
 
 pub async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let (state, report) = prepare(dir.path(), BASE_URL).await.unwrap();
+    let database = deputy_store::testing::fresh_postgres_database();
+    let (state, report) = prepare(dir.path(), database.as_deref(), BASE_URL)
+        .await
+        .unwrap();
     let admin_token = std::fs::read_to_string(report.admin_token_path)
         .unwrap()
         .trim()
         .to_owned();
     Harness {
         dir,
+        database,
         state,
         admin_token,
     }

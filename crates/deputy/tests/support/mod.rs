@@ -40,10 +40,15 @@ pub fn http_get(port: u16, path: &str, token: Option<&str>) -> std::io::Result<(
     Ok((status, body))
 }
 
+/// Starts `deputy serve` on `data_dir`, its metadata in SQLite there or, when the tests run on PostgreSQL, in the
+/// directory's own database.
 pub fn start(data_dir: &std::path::Path, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_deputy"))
-        .args(["serve", "--data-dir"])
-        .arg(data_dir)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_deputy"));
+    command.args(["serve", "--data-dir"]).arg(data_dir);
+    if let Some(database) = deputy_store::testing::postgres_database_for(data_dir) {
+        command.args(["--database", &database]);
+    }
+    let mut child = command
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
