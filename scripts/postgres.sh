@@ -2,11 +2,12 @@
 # A throwaway PostgreSQL server for the tests: Debian's packages (installed when missing), a new cluster in DIR,
 # listening on a loopback port only, trusting local connections (nothing but this machine's own tests reach it).
 #   scripts/postgres.sh start DIR [PORT]   prints the server's URL, e.g. postgres://postgres@127.0.0.1:55432/
+#                                          (without PORT, a free one)
 #   scripts/postgres.sh stop DIR
 set -euo pipefail
 command=${1:?usage: postgres.sh start|stop DIR [PORT]}
 dir=${2:?usage: postgres.sh start|stop DIR [PORT]}
-port=${3:-55432}
+port=${3:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 
 bin_dir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 if [ -z "$(bin_dir)" ]; then

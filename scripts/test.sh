@@ -10,7 +10,8 @@ cargo fmt --all --check
 cargo build -p deputy
 # The Rust example agent that the Python tests deploy.
 cargo build -p deputy-sdk --example whoami_agent
-cargo test --workspace
+# The replica tests need PostgreSQL: they run in the second pass below.
+cargo test --workspace -- --skip replicas_
 # The built-in models (fetched once with pip, cached outside the clone); the serving tests need them.
 "$target_dir/debug/deputy" models install
 
@@ -34,4 +35,18 @@ DEPUTY_BIN="$target_dir/debug/deputy" "$venv/bin/python" tests/security/run.py
 DEPUTY_BIN="$target_dir/debug/deputy" "$venv/bin/python" tests/security/crash.py --rounds 3
 # The MCP conformance suite and the Node.js 22 it needs, as its package-lock.json says (test_mcp_conformance.py).
 (cd tests/mcp-conformance && npm ci --no-audit --no-fund --silent)
+DEPUTY_BIN="$target_dir/debug/deputy" PYTHON="$venv/bin/python" bash tests/python/run.sh
+
+# The same suites again with the metadata on PostgreSQL, where replicas share one database: a throwaway server from
+# Debian's packages (installed when missing) unless DEPUTY_TEST_POSTGRES_URL names one. The tests give every server
+# and store a database of its own on it.
+if [ -z "${DEPUTY_TEST_POSTGRES_URL:-}" ]; then
+  postgres_dir=$(mktemp -d)
+  trap 'scripts/postgres.sh stop "$postgres_dir"; rm -rf "$postgres_dir"' EXIT
+  DEPUTY_TEST_POSTGRES_URL=$(scripts/postgres.sh start "$postgres_dir")
+fi
+export DEPUTY_TEST_POSTGRES_URL
+cargo test --workspace
+DEPUTY_BIN="$target_dir/debug/deputy" "$venv/bin/python" tests/security/run.py
+DEPUTY_BIN="$target_dir/debug/deputy" "$venv/bin/python" tests/security/crash.py --rounds 3
 DEPUTY_BIN="$target_dir/debug/deputy" PYTHON="$venv/bin/python" bash tests/python/run.sh

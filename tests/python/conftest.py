@@ -2,7 +2,8 @@
 
 The binary comes from `DEPUTY_BIN` (default `target/debug/deputy` under the repository root). The server gets a
 fresh data directory and a free loopback port; on teardown it is sent SIGTERM and must exit 0 within 10 s, which
-tests graceful shutdown.
+tests graceful shutdown. Its metadata is in SQLite in the data directory or, when `DEPUTY_TEST_POSTGRES_URL` names a
+PostgreSQL server (the Rust tests' switch), in a database of its own there.
 """
 
 import contextlib
@@ -14,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import uuid
 from pathlib import Path
 
 import pytest
@@ -73,6 +76,15 @@ def _deputy_binary() -> Path:
     return binary
 
 
+def _database_arguments() -> list[str]:
+    """`--database` with a database no one has used on the PostgreSQL server that `DEPUTY_TEST_POSTGRES_URL` names
+    (`deputy` creates it); nothing when the switch is off, for SQLite in the data directory."""
+    server = os.environ.get("DEPUTY_TEST_POSTGRES_URL")
+    if not server:
+        return []
+    return ["--database", urllib.parse.urlsplit(server)._replace(path=f"/deputy_test_py_{uuid.uuid4().hex}").geturl()]
+
+
 def _server_environment() -> dict:
     environment = {
         name: value
@@ -96,7 +108,8 @@ def running_deputy(tmp_path_factory, port=None, extra_env=None):
     host = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [str(binary), "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
+            [str(binary), "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}",
+             *_database_arguments()],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -111,7 +124,9 @@ def running_deputy(tmp_path_factory, port=None, extra_env=None):
             try:
                 if requests.get(f"{host}/healthz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            # The port listens before the store is ready (longer on PostgreSQL, whose database a first start creates
+            # and migrates): a connection may be accepted and not answered for a while.
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"deputy did not answer /healthz within {STARTUP_TIMEOUT_SECONDS}s:\n{log_path.read_text()}")

@@ -6,14 +6,14 @@ import os
 import subprocess
 import sys
 
-from conftest import _deputy_binary, _server_environment
+from conftest import _database_arguments, _deputy_binary, _server_environment
 from demo_output import check_walkthrough
 
 
 def test_the_demo_runs_end_to_end(tmp_path):
     environment = {**_server_environment(), "DEPUTY_AGENT_PYTHON": sys.executable}
     run = subprocess.run(
-        [str(_deputy_binary()), "demo", "--exit", "--listen", "127.0.0.1:0"],
+        [str(_deputy_binary()), "demo", "--exit", "--listen", "127.0.0.1:0", *_database_arguments()],
         env=environment, capture_output=True, text=True, timeout=900, cwd=tmp_path,
     )
     assert run.returncode == 0, run.stdout + run.stderr

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import html
 import re
-import sqlite3
 import types
 import urllib.parse
 import uuid
@@ -1107,16 +1106,11 @@ def _(ctx):
         if reply.status not in (200, 204):
             problems.append(f"delete group {group_id}: {reply!r}")
     # No API removes a local password: alice's and bob's go from the store (read at every sign-in) directly.
-    ids = [ctx.users[name]["id"] for name in ("alice@example.com", "bob@example.com")] + list(world.created)
-    db = sqlite3.connect(ctx.server.data_dir / "metadata.db", timeout=30)
-    try:
-        with db:
-            db.executemany("DELETE FROM local_passwords WHERE user_id = ?", [(int(i),) for i in ids])
-        left = db.execute(
-            f"SELECT count(*) FROM local_passwords WHERE user_id IN ({','.join('?' * len(ids))})",
-            [int(i) for i in ids]).fetchone()[0]
-    finally:
-        db.close()
+    ids = [int(i) for i in [ctx.users[name]["id"] for name in ("alice@example.com", "bob@example.com")]
+           + list(world.created)]
+    among = f"user_id IN ({','.join('?' * len(ids))})"
+    ctx.server.sql(f"DELETE FROM local_passwords WHERE {among}", ids)
+    [(left,)] = ctx.server.sql(f"SELECT count(*) FROM local_passwords WHERE {among}", ids)
     if left:
         problems.append(f"{left} local passwords of the category are left")
     settings = _settings(ctx)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 
-from run import StoredSpec, case, check, expect_api_error
+from run import StoredSpec, case, check, expect_api_error, stored_spec
 
 FUNCTIONS = "sql-functions"
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
@@ -370,11 +370,7 @@ def _orders_as_before(ctx, users):
 
 def _edited_spec(ctx, full_name: str, **changes) -> str:
     """The stored spec of `full_name` (JSON) with `changes` applied, for `StoredSpec`."""
-    import sqlite3
-    with sqlite3.connect(ctx.server.data_dir / "metadata.db", timeout=30) as db:
-        row = db.execute("SELECT spec FROM securables WHERE full_name = ?", (full_name,)).fetchone()
-    check(row is not None, f"{full_name} is not in the store")
-    spec = json.loads(row[0])
+    spec = json.loads(stored_spec(ctx.server, full_name))
     check(all(key in spec for key in changes), f"{full_name}: the stored spec has no {list(changes)}: {spec}")
     spec.update(changes)
     return json.dumps(spec)

@@ -3,7 +3,8 @@ talking to it, and forging tokens.
 
 The server is started the way `tests/python/conftest.py` starts it: the binary from `DEPUTY_BIN`, a fresh data
 directory, a free loopback port, no inherited `DEPUTY_*`/`DATABRICKS_*` variables, SIGTERM at the end (which must
-exit 0 within 10 s).
+exit 0 within 10 s). Its metadata is in SQLite in the data directory or, when `DEPUTY_TEST_POSTGRES_URL` names a
+PostgreSQL server (the Rust tests' switch), in a database of its own there.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import sqlite3
 import subprocess
 import tempfile
 import time
+import urllib.parse
+import uuid
 from pathlib import Path
 
+import psycopg
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +52,15 @@ def free_loopback_port() -> int:
         return sock.getsockname()[1]
 
 
+def fresh_database_url() -> str | None:
+    """A database no one has used on the PostgreSQL server that `DEPUTY_TEST_POSTGRES_URL` names (`deputy serve`
+    creates it); `None` when the switch is off, for SQLite in the data directory."""
+    server = os.environ.get("DEPUTY_TEST_POSTGRES_URL")
+    if not server:
+        return None
+    return urllib.parse.urlsplit(server)._replace(path=f"/deputy_test_py_{uuid.uuid4().hex}").geturl()
+
+
 def server_environment() -> dict:
     return {
         name: value
@@ -68,6 +81,8 @@ class Server:
             self._tmp = tempfile.TemporaryDirectory(prefix="deputy-security-")
             data_dir = Path(self._tmp.name) / "data"
         self.data_dir = Path(data_dir)
+        # Chosen once: every start on this data directory finds its state in the same database.
+        self.database_url = fresh_database_url()
         self.log_path = (log_dir or self.data_dir.parent) / "server.log"
         self.process: subprocess.Popen | None = None
         self.port = 0
@@ -87,7 +102,7 @@ class Server:
         log.flush()
         self.process = subprocess.Popen(
             [str(binary), "serve", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}",
-             *self.extra_args],
+             *(["--database", self.database_url] if self.database_url else []), *self.extra_args],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -111,6 +126,23 @@ class Server:
     @property
     def admin_token(self) -> str:
         return (self.data_dir / "admin-token").read_text().strip()
+
+    def sql(self, statement: str, params=()) -> list[tuple]:
+        """Runs one statement on the server's metadata database behind its back, committed at once, and returns its
+        rows (none for a statement without any; `RETURNING` tells what an UPDATE changed). Placeholders are SQLite's
+        `?`. Like a plain sqlite3 connection, the PostgreSQL one enforces no foreign keys, so that a case can leave
+        a dangling row as a damaged store would."""
+        if self.database_url is None:
+            db = sqlite3.connect(self.data_dir / "metadata.db", timeout=30)
+            try:
+                with db:
+                    return db.execute(statement, params).fetchall()
+            finally:
+                db.close()
+        with psycopg.connect(self.database_url, autocommit=True,
+                             options="-c session_replication_role=replica") as db:
+            cursor = db.execute(statement.replace("?", "%s"), params)
+            return cursor.fetchall() if cursor.description else []
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -233,18 +265,13 @@ def split_jwt(token: str):
     return json.loads(b64url_decode(header)), json.loads(b64url_decode(payload)), signature
 
 
-def current_signing_key(data_dir: Path):
+def current_signing_key(server: Server):
     """The server's current Ed25519 signing key, read from its store. Used only to show that every claim is checked
     even when the signature is genuine (expired, wrong issuer, ...); the attacker model never holds this key."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    db = sqlite3.connect(f"file:{data_dir / 'metadata.db'}?mode=ro", uri=True)
-    try:
-        kid, seed = db.execute(
-            "SELECT kid, seed FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC LIMIT 1"
-        ).fetchone()
-    finally:
-        db.close()
+    [(kid, seed)] = server.sql(
+        "SELECT kid, seed FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC LIMIT 1")
     return kid, Ed25519PrivateKey.from_private_bytes(bytes(seed))
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 import time
 import traceback
@@ -314,7 +313,7 @@ def genuine_claims(ctx: Ctx, token: str) -> dict:
 def real_sign(ctx: Ctx, claims: dict, header=None) -> str:
     """Signs with the server's own current key (read from its store by the harness), so only the claim checks
     stand between the token and the API."""
-    kid, key = current_signing_key(ctx.server.data_dir)
+    kid, key = current_signing_key(ctx.server)
     return sign_eddsa(key, header or {"alg": "EdDSA", "typ": "at+jwt", "kid": kid}, claims)
 
 
@@ -1773,21 +1772,24 @@ class StoredSpec:
     a manual edit or disk damage would), and puts the original back afterwards so later categories are unaffected."""
 
     def __init__(self, ctx, full_name: str, replacement: str):
-        self.path = ctx.server.data_dir / "metadata.db"
+        self.server = ctx.server
         self.full_name = full_name
         self.replacement = replacement
 
     def __enter__(self):
-        with sqlite3.connect(self.path, timeout=30) as db:
-            row = db.execute("SELECT spec FROM securables WHERE full_name = ?", (self.full_name,)).fetchone()
-            check(row is not None, f"{self.full_name} is not in the store")
-            self.original = row[0]
-            db.execute("UPDATE securables SET spec = ? WHERE full_name = ?", (self.replacement, self.full_name))
+        self.original = stored_spec(self.server, self.full_name)
+        self.server.sql("UPDATE securables SET spec = ? WHERE full_name = ?", (self.replacement, self.full_name))
         return self
 
     def __exit__(self, *_):
-        with sqlite3.connect(self.path, timeout=30) as db:
-            db.execute("UPDATE securables SET spec = ? WHERE full_name = ?", (self.original, self.full_name))
+        self.server.sql("UPDATE securables SET spec = ? WHERE full_name = ?", (self.original, self.full_name))
+
+
+def stored_spec(server, full_name: str) -> str:
+    """The spec (JSON) of `full_name` in the metadata database."""
+    rows = server.sql("SELECT spec FROM securables WHERE full_name = ?", (full_name,))
+    check(rows, f"{full_name} is not in the store")
+    return rows[0][0]
 
 
 def _filtered_delta_index(ctx, catalog: str) -> None:
@@ -1859,16 +1861,13 @@ def _(ctx):
 @case(FAIL_CLOSED, "a federation policy whose stored audiences do not parse refuses the exchange (server_error)")
 def _(ctx):
     issuer = _federation(ctx)
-    path = ctx.server.data_dir / "metadata.db"
-    with sqlite3.connect(path, timeout=30) as db:
-        original = db.execute("SELECT audiences FROM federation_policies WHERE policy_id = 'sec-federation'").fetchone()
-        check(original is not None, "the suite's federation policy is stored")
-        db.execute("UPDATE federation_policies SET audiences = 'not json' WHERE policy_id = 'sec-federation'")
+    original = ctx.server.sql("SELECT audiences FROM federation_policies WHERE policy_id = 'sec-federation'")
+    check(original, "the suite's federation policy is stored")
+    ctx.server.sql("UPDATE federation_policies SET audiences = 'not json' WHERE policy_id = 'sec-federation'")
     try:
         _refused(ctx, issuer.sign(issuer.claims()), "", status=500, error="server_error")
     finally:
-        with sqlite3.connect(path, timeout=30) as db:
-            db.execute("UPDATE federation_policies SET audiences = ? WHERE policy_id = 'sec-federation'", original)
+        ctx.server.sql("UPDATE federation_policies SET audiences = ? WHERE policy_id = 'sec-federation'", original[0])
 
 
 # ---- the console, MCP, sign-in and SQL functions: the `console` category lives in console_cases.py, the `mcp`

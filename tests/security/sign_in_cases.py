@@ -13,13 +13,11 @@ that none is left.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import html
 import json
 import re
 import secrets
-import sqlite3
 import threading
 import time
 import urllib.parse
@@ -138,17 +136,6 @@ def _users_named(ctx, user_name) -> int:
     found = expect_ok(ctx.api.get("/api/2.0/preview/scim/v2/Users", ctx.admin, timeout=TIMEOUT,
                                   params={"filter": f'userName eq "{user_name}"'}), "SCIM user search")
     return found["totalResults"]
-
-
-@contextlib.contextmanager
-def _db(ctx):
-    """The server's store, edited behind its back (committed and closed on the way out)."""
-    db = sqlite3.connect(ctx.server.data_dir / "metadata.db", timeout=30)
-    try:
-        with db:
-            yield db
-    finally:
-        db.close()
 
 
 def _hash(secret: str) -> str:
@@ -431,42 +418,35 @@ def _(ctx):
 @case(SIGN_IN, "fail closed: an app whose stored redirect_uris do not parse -> 500 page, never a redirect")
 def _(ctx):
     app = _register_app(ctx, [APP])["client_id"]
-    with _db(ctx) as db:
-        db.execute("UPDATE oauth_apps SET redirect_uris = ? WHERE client_id = ?", ('["http://127.0.0.1:9/"', app))
+    ctx.server.sql("UPDATE oauth_apps SET redirect_uris = ? WHERE client_id = ?", ('["http://127.0.0.1:9/"', app))
     _, challenge = _pkce()
     _expect_page(_get(requests, _authorize_url(ctx, challenge, client_id=app)), "server_error", "", status=500)
-    with _db(ctx) as db:
-        db.execute("UPDATE oauth_apps SET redirect_uris = ? WHERE client_id = ?", ('"http://127.0.0.1:9/"', app))
+    ctx.server.sql("UPDATE oauth_apps SET redirect_uris = ? WHERE client_id = ?", ('"http://127.0.0.1:9/"', app))
     _expect_page(_get(requests, _authorize_url(ctx, challenge, client_id=app)), "server_error", "", status=500)
-    with _db(ctx) as db:
-        db.execute("DELETE FROM oauth_apps WHERE client_id = ?", (app,))
+    ctx.server.sql("DELETE FROM oauth_apps WHERE client_id = ?", (app,))
 
 
 @case(SIGN_IN, "fail closed: a refresh token whose family row is missing -> server_error, nothing issued")
 def _(ctx):
     tokens = _local_tokens(ctx)
-    with _db(ctx) as db:
-        family = db.execute("SELECT family_id FROM refresh_tokens WHERE token_hash = ?",
-                            (_hash(tokens["refresh_token"]),)).fetchone()
-        check(family is not None, "the refresh token is not stored under its SHA-256")
-        saved = db.execute("SELECT * FROM sign_in_families WHERE family_id = ?", family).fetchone()
-        db.execute("DELETE FROM sign_in_families WHERE family_id = ?", family)
+    family = ctx.server.sql("SELECT family_id FROM refresh_tokens WHERE token_hash = ?",
+                            (_hash(tokens["refresh_token"]),))
+    check(family, "the refresh token is not stored under its SHA-256")
+    [saved] = ctx.server.sql("DELETE FROM sign_in_families WHERE family_id = ? RETURNING *", family[0])
     try:
         reply = _refresh(ctx, tokens["refresh_token"])
         expect_oauth_error(reply, 500, "server_error", "")
         _nothing_issued(reply)
     finally:
-        with _db(ctx) as db:
-            db.execute("INSERT INTO sign_in_families VALUES (?, ?, ?, ?, ?)", saved)
+        ctx.server.sql("INSERT INTO sign_in_families VALUES (?, ?, ?, ?, ?)", saved)
 
 
 @case(SIGN_IN, "fail closed: a refresh token whose stored scopes do not parse -> server_error, nothing issued")
 def _(ctx):
     tokens = _local_tokens(ctx, scope="sql offline_access")
-    with _db(ctx) as db:
-        changed = db.execute("UPDATE refresh_tokens SET scopes = ? WHERE token_hash = ?",
-                             ("sql superuser", _hash(tokens["refresh_token"]))).rowcount
-    check(changed == 1, "the refresh token is not stored under its SHA-256")
+    changed = ctx.server.sql("UPDATE refresh_tokens SET scopes = ? WHERE token_hash = ? RETURNING token_hash",
+                             ("sql superuser", _hash(tokens["refresh_token"])))
+    check(len(changed) == 1, "the refresh token is not stored under its SHA-256")
     reply = _refresh(ctx, tokens["refresh_token"])
     expect_oauth_error(reply, 500, "server_error", "")
     _nothing_issued(reply)
@@ -481,9 +461,9 @@ def _(ctx):
     check(consent.status_code == 200 and 'name="decision"' in consent.text, f"consent page: {_show(consent)}")
     approved = _post(browser, f"{ctx.server.host}/oidc/v1/consent", {"request": request_id, "decision": "approve"})
     expect_ok(_redeem(ctx, _app_answer(approved)["code"], verifier, client_id=app), "approved sign-in")
-    with _db(ctx) as db:
-        changed = db.execute("UPDATE app_consents SET scopes = ? WHERE client_id = ?", ("sql ????", app)).rowcount
-    check(changed == 1, "the consent is stored")
+    changed = ctx.server.sql("UPDATE app_consents SET scopes = ? WHERE client_id = ? RETURNING user_id",
+                             ("sql ????", app))
+    check(len(changed) == 1, "the consent is stored")
     browser = requests.Session()
     request_id, _ = _password_form(ctx, browser, client_id=app, scope="sql")
     again = _local_login(ctx, browser, request_id)
@@ -495,14 +475,12 @@ def _(ctx):
 @case(SIGN_IN, "fail closed: a stored password hash that is not a PHC string (or is the password itself) matches nothing")
 def _(ctx):
     password = _password(ctx)
-    with _db(ctx) as db:
-        original = db.execute("SELECT user_id, password_hash FROM local_passwords").fetchall()
-        check(len(original) == 1, f"one local password is stored: {len(original)}")
+    original = ctx.server.sql("SELECT user_id, password_hash FROM local_passwords")
+    check(len(original) == 1, f"one local password is stored: {len(original)}")
     user_id = original[0][0]
     try:
         for stored in ["not a phc string", password, "", "$argon2id$v=19$m=19456,t=2,p=1$", "$plain$" + password]:
-            with _db(ctx) as db:
-                db.execute("UPDATE local_passwords SET password_hash = ? WHERE user_id = ?", (stored, user_id))
+            ctx.server.sql("UPDATE local_passwords SET password_hash = ? WHERE user_id = ?", (stored, user_id))
             browser = requests.Session()
             request_id, _ = _password_form(ctx, browser)
             refused = _local_login(ctx, browser, request_id, password=password)
@@ -510,8 +488,7 @@ def _(ctx):
                   and "wrong user name or password" in refused.text,
                   f"stored hash {stored!r}: {_show(refused)}")
     finally:
-        with _db(ctx) as db:
-            db.execute("UPDATE local_passwords SET password_hash = ? WHERE user_id = ?", (original[0][1], user_id))
+        ctx.server.sql("UPDATE local_passwords SET password_hash = ? WHERE user_id = ?", (original[0][1], user_id))
     _local_code(ctx)  # the restored hash works again
 
 
