@@ -83,7 +83,10 @@ async fn exchanged(http: &reqwest::Client, host: &str, subject: &str) -> String 
         host,
         "/oidc/v1/token",
         &[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
             ("subject_token", subject),
             (
                 "subject_token_type",
@@ -150,7 +153,10 @@ async fn replicas_accept_tokens_issued_by_either() {
     let header = signed_with_new_key.split('.').next().unwrap();
     let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
     assert_eq!(header["kid"], rotated["kid"], "{rotated}");
-    assert_eq!(status(&alice_on_b.with_token(&signed_with_new_key), ME).await, 200);
+    assert_eq!(
+        status(&alice_on_b.with_token(&signed_with_new_key), ME).await,
+        200
+    );
     // Tokens signed before the rotation still verify everywhere until they expire.
     assert_eq!(status(&alice_on_b.with_token(&jwt), ME).await, 200);
 }
@@ -169,13 +175,31 @@ async fn replicas_refuse_a_token_revoked_on_either_within_the_bound() {
         assert_eq!(status(&on_b, ME).await, 200);
         assert_eq!(status(&jwt_on_b, ME).await, 200);
 
-        oauth(&admin_a.http, &a.host, "/oidc/v1/revoke", &[("token", &jwt)]).await;
+        oauth(
+            &admin_a.http,
+            &a.host,
+            "/oidc/v1/revoke",
+            &[("token", &jwt)],
+        )
+        .await;
         jwt_delays.record(until_status(&jwt_on_b, ME, 401).await);
-        oauth(&admin_a.http, &a.host, "/oidc/v1/revoke", &[("token", &pat)]).await;
+        oauth(
+            &admin_a.http,
+            &a.host,
+            "/oidc/v1/revoke",
+            &[("token", &pat)],
+        )
+        .await;
         pat_delays.record(until_status(&on_b, ME, 401).await);
     }
-    report("a revoked access token refused on the other replica", &jwt_delays);
-    report("a deleted personal access token refused on the other replica", &pat_delays);
+    report(
+        "a revoked access token refused on the other replica",
+        &jwt_delays,
+    );
+    report(
+        "a deleted personal access token refused on the other replica",
+        &pat_delays,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,7 +208,10 @@ async fn replicas_enforce_a_grant_changed_on_either_within_the_bound() {
     let (_, _, pat) = user_with_token(&admin_a, "alice@example.com").await;
     let alice_on_a = admin_a.with_token(&pat);
     admin_b
-        .post("/api/2.1/unity-catalog/catalogs", &json!({ "name": "sales" }))
+        .post(
+            "/api/2.1/unity-catalog/catalogs",
+            &json!({ "name": "sales" }),
+        )
         .await
         .unwrap();
     let catalog = "/api/2.1/unity-catalog/catalogs/sales";
@@ -206,13 +233,22 @@ async fn replicas_enforce_a_grant_changed_on_either_within_the_bound() {
             .unwrap();
         let start = Instant::now();
         while status(&alice_on_a, catalog).await == 200 {
-            assert!(start.elapsed() < BOUND, "the revoked grant still held after {BOUND:?}");
+            assert!(
+                start.elapsed() < BOUND,
+                "the revoked grant still held after {BOUND:?}"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         revoked.record(start.elapsed());
     }
-    report("a grant made on one replica enforced on the other", &granted);
-    report("a grant revoked on one replica enforced on the other", &revoked);
+    report(
+        "a grant made on one replica enforced on the other",
+        &granted,
+    );
+    report(
+        "a grant revoked on one replica enforced on the other",
+        &revoked,
+    );
 }
 
 /// Clients write through both replicas; one is killed (SIGKILL) mid-run. The other keeps answering, every write
@@ -235,7 +271,10 @@ async fn replicas_lose_nothing_acknowledged_when_one_is_killed() {
                     let via_b = n % 2 == 1;
                     let via = if via_b { &admin_b } else { &admin_a };
                     let body = json!({ "userName": name });
-                    match via.call(Method::POST, "/api/2.0/preview/scim/v2/Users", Some(&body)).await {
+                    match via
+                        .call(Method::POST, "/api/2.0/preview/scim/v2/Users", Some(&body))
+                        .await
+                    {
                         Ok(reply) if (200..300).contains(&reply.status) => acknowledged.push(name),
                         Ok(_) | Err(_) if via_b => refused_by_b += 1,
                         // A's connection dropped or was refused: not acknowledged, so not counted.
@@ -271,7 +310,11 @@ async fn replicas_lose_nothing_acknowledged_when_one_is_killed() {
         acknowledged.extend(names);
     }
     assert!(reader.await.unwrap() > 0);
-    assert!(acknowledged.len() > 20, "too few writes to tell: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() > 20,
+        "too few writes to tell: {}",
+        acknowledged.len()
+    );
     for name in &acknowledged {
         let found = admin_b
             .ok(

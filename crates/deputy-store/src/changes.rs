@@ -48,7 +48,7 @@ mod tests {
     /// Another process's write is announced to a follower of the same database; on SQLite there is no other
     /// process to hear from.
     #[tokio::test]
-    async fn another_replicas_writes_are_announced_by_kind() {
+    async fn writes_by_another_process_are_announced_by_kind() {
         let (temporary, follower) = open_temporary().await;
         let Some(mut changes) = follower.follow_changes().await.unwrap() else {
             assert_eq!(follower.dialect(), Dialect::Sqlite);
@@ -70,9 +70,6 @@ mod tests {
         // Purging expired revocations on reload announces nothing, or replicas would wake each other forever.
         writer.live_revoked_token_ids(0).await.unwrap();
         writer.delete_personal_access_token("none").await.unwrap();
-        assert_eq!(
-            next(&mut changes).await,
-            Some(Change::PersonalAccessTokens)
-        );
+        assert_eq!(next(&mut changes).await, Some(Change::PersonalAccessTokens));
     }
 }

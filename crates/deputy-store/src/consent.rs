@@ -93,11 +93,12 @@ mod sql {
             user_id: PrincipalId,
             endpoint_id: &str,
         ) -> StoreResult<bool> {
-            let deleted = sqlx::query("DELETE FROM consents WHERE user_id = $1 AND endpoint_id = $2")
-                .bind(user_id.0)
-                .bind(endpoint_id)
-                .execute(self.pool())
-                .await?;
+            let deleted =
+                sqlx::query("DELETE FROM consents WHERE user_id = $1 AND endpoint_id = $2")
+                    .bind(user_id.0)
+                    .bind(endpoint_id)
+                    .execute(self.pool())
+                    .await?;
             Ok(deleted.rows_affected() > 0)
         }
     }

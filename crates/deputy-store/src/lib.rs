@@ -15,12 +15,12 @@ pub mod consent;
 pub mod conversations;
 pub mod federation;
 pub mod genie;
+mod postgres;
 pub mod sign_in;
 pub mod specs;
-mod sql_store;
-mod postgres;
 mod sql_audit;
 mod sql_catalog;
+mod sql_store;
 #[cfg(test)]
 mod test_support;
 pub mod testing;

@@ -702,11 +702,12 @@ mod sql {
             user: PrincipalId,
             client_id: &str,
         ) -> StoreResult<Option<AppConsent>> {
-            let row = sqlx::query("SELECT * FROM app_consents WHERE user_id = $1 AND client_id = $2")
-                .bind(user.0)
-                .bind(client_id)
-                .fetch_optional(self.pool())
-                .await?;
+            let row =
+                sqlx::query("SELECT * FROM app_consents WHERE user_id = $1 AND client_id = $2")
+                    .bind(user.0)
+                    .bind(client_id)
+                    .fetch_optional(self.pool())
+                    .await?;
             row.as_ref().map(consent_of).transpose()
         }
 
@@ -724,11 +725,12 @@ mod sql {
             user: PrincipalId,
             client_id: &str,
         ) -> StoreResult<bool> {
-            let done = sqlx::query("DELETE FROM app_consents WHERE user_id = $1 AND client_id = $2")
-                .bind(user.0)
-                .bind(client_id)
-                .execute(self.pool())
-                .await?;
+            let done =
+                sqlx::query("DELETE FROM app_consents WHERE user_id = $1 AND client_id = $2")
+                    .bind(user.0)
+                    .bind(client_id)
+                    .execute(self.pool())
+                    .await?;
             Ok(done.rows_affected() > 0)
         }
 

@@ -123,7 +123,9 @@ fn select_events(filter: &AuditFilter, dialect: Dialect) -> StoreResult<Statemen
         }
         // Actor by actor, so that a needle cannot match the JSON punctuation between them.
         query.push(match dialect {
-            Dialect::Sqlite => "EXISTS (SELECT 1 FROM json_each(actors) WHERE instr(lower(value), lower(",
+            Dialect::Sqlite => {
+                "EXISTS (SELECT 1 FROM json_each(actors) WHERE instr(lower(value), lower("
+            }
             Dialect::Postgres => {
                 "EXISTS (SELECT 1 FROM jsonb_array_elements_text(actors::jsonb) AS actor(value) \
                  WHERE strpos(lower(actor.value), lower("
@@ -187,10 +189,7 @@ impl AuditBatchWriter for AuditWriter {
 
 /// Writes a batch in one commit: one statement (atomic by itself) when it fits, which is one round trip to the
 /// database's thread instead of a transaction's four, else a transaction of several.
-async fn write_events(
-    connection: &mut AnyConnection,
-    events: &[&AuditEvent],
-) -> StoreResult<()> {
+async fn write_events(connection: &mut AnyConnection, events: &[&AuditEvent]) -> StoreResult<()> {
     if events.len() <= ROWS_PER_STATEMENT {
         insert_events(events)?
             .query()
@@ -226,7 +225,9 @@ fn insert_events(events: &[&AuditEvent]) -> StoreResult<Statement> {
         query.bind(event.api.clone())?.push(", ");
         query.bind(event.scope.clone())?.push(", ");
         query.bind(event.securable.clone())?.push(", ");
-        query.bind(if event.allowed { "ALLOW" } else { "DENY" })?.push(", ");
+        query
+            .bind(if event.allowed { "ALLOW" } else { "DENY" })?
+            .push(", ");
         query.bind(event.reason.clone())?.push(")");
     }
     Ok(query)

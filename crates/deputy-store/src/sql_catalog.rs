@@ -194,9 +194,7 @@ impl CatalogStore for SqlStore {
     }
 
     async fn all_securables(&self) -> StoreResult<Vec<SecurableRecord>> {
-        let rows = sqlx::query(ALL_SECURABLES)
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(ALL_SECURABLES).fetch_all(self.pool()).await?;
         rows.iter().map(securable_from_row).collect()
     }
 
@@ -263,12 +261,13 @@ impl CatalogStore for SqlStore {
         object_type: &str,
         object_id: &str,
     ) -> StoreResult<Option<WorkspaceObjectRecord>> {
-        let row =
-            sqlx::query("SELECT * FROM workspace_objects WHERE object_type = $1 AND object_id = $2")
-                .bind(object_type)
-                .bind(object_id)
-                .fetch_optional(self.pool())
-                .await?;
+        let row = sqlx::query(
+            "SELECT * FROM workspace_objects WHERE object_type = $1 AND object_id = $2",
+        )
+        .bind(object_type)
+        .bind(object_id)
+        .fetch_optional(self.pool())
+        .await?;
         row.as_ref().map(workspace_object_from_row).transpose()
     }
 
@@ -367,26 +366,44 @@ impl CatalogStore for SqlStore {
                 .execute(&mut *transaction)
                 .await?;
         }
-        let mut read = async |sql: &'static str| sqlx::query(sql).fetch_all(&mut *transaction).await;
+        let mut read =
+            async |sql: &'static str| sqlx::query(sql).fetch_all(&mut *transaction).await;
         let identities = read(ALL_IDENTITIES).await?;
         let memberships = read(ALL_MEMBERSHIPS).await?;
         let securables = read(ALL_SECURABLES).await?;
-        let grants = read("SELECT * FROM grants ORDER BY securable_id, principal_id, privilege").await?;
+        let grants =
+            read("SELECT * FROM grants ORDER BY securable_id, principal_id, privilege").await?;
         let workspace_objects =
-            read("SELECT * FROM workspace_objects ORDER BY object_type, created_at, object_id").await?;
+            read("SELECT * FROM workspace_objects ORDER BY object_type, created_at, object_id")
+                .await?;
         let object_acls =
             read("SELECT * FROM object_acls ORDER BY object_type, object_id, principal_id").await?;
         transaction.commit().await?;
         Ok(AuthorizationRows {
-            identities: identities.iter().map(identity_from_row).collect::<StoreResult<_>>()?,
-            memberships: memberships.iter().map(membership_from_row).collect::<StoreResult<_>>()?,
-            securables: securables.iter().map(securable_from_row).collect::<StoreResult<_>>()?,
-            grants: grants.iter().map(grant_from_row).collect::<StoreResult<_>>()?,
+            identities: identities
+                .iter()
+                .map(identity_from_row)
+                .collect::<StoreResult<_>>()?,
+            memberships: memberships
+                .iter()
+                .map(membership_from_row)
+                .collect::<StoreResult<_>>()?,
+            securables: securables
+                .iter()
+                .map(securable_from_row)
+                .collect::<StoreResult<_>>()?,
+            grants: grants
+                .iter()
+                .map(grant_from_row)
+                .collect::<StoreResult<_>>()?,
             workspace_objects: workspace_objects
                 .iter()
                 .map(workspace_object_from_row)
                 .collect::<StoreResult<_>>()?,
-            object_acls: object_acls.iter().map(acl_from_row).collect::<StoreResult<_>>()?,
+            object_acls: object_acls
+                .iter()
+                .map(acl_from_row)
+                .collect::<StoreResult<_>>()?,
         })
     }
 }

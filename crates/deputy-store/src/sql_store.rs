@@ -11,8 +11,8 @@ use crate::{
 };
 use async_trait::async_trait;
 use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::query::Query;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::query::Query;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{
     Any, AnyPool, Arguments, AssertSqlSafe, ConnectOptions, Encode, Executor, Row, SqlSafeStr, Type,
@@ -57,7 +57,11 @@ const MIGRATIONS: &[DialectMigration] = &[
     migration!(11, "federation policies", "0011_federation_policies.sql"),
     migration!(12, "sign-in", "0012_sign_in.sql"),
     migration!(13, "audit by user", "0013_audit_by_user.sql"),
-    migration!(14, "endpoint conversations", "0014_endpoint_conversations.sql"),
+    migration!(
+        14,
+        "endpoint conversations",
+        "0014_endpoint_conversations.sql"
+    ),
     migration!(15, "change feed", "0015_change_feed.sql"),
 ];
 
@@ -300,15 +304,17 @@ impl MetadataStore for SqlStore {
     }
 
     async fn create_workspace(&self, workspace_id: i64, now: EpochMillis) -> StoreResult<()> {
-        sqlx::query("INSERT INTO workspace (singleton, workspace_id, created_at) VALUES (1, $1, $2)")
-            .bind(workspace_id)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(|error| match is_unique_violation(&error) {
-                true => StoreError::AlreadyExists("workspace".into()),
-                false => error.into(),
-            })?;
+        sqlx::query(
+            "INSERT INTO workspace (singleton, workspace_id, created_at) VALUES (1, $1, $2)",
+        )
+        .bind(workspace_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| match is_unique_violation(&error) {
+            true => StoreError::AlreadyExists("workspace".into()),
+            false => error.into(),
+        })?;
         Ok(())
     }
 
@@ -474,11 +480,13 @@ impl MetadataStore for SqlStore {
     }
 
     async fn add_group_member(&self, group: PrincipalId, member: PrincipalId) -> StoreResult<()> {
-        sqlx::query("INSERT INTO memberships (group_id, member_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(group.0)
-            .bind(member.0)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO memberships (group_id, member_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(group.0)
+        .bind(member.0)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -685,11 +693,13 @@ impl MetadataStore for SqlStore {
     }
 
     async fn revoke_token_id(&self, jti: &str, expires_at: EpochMillis) -> StoreResult<()> {
-        sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(jti)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

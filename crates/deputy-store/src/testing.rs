@@ -16,6 +16,8 @@ pub struct TemporaryStore {
 }
 
 impl TemporaryStore {
+    /// Panics without a temporary directory or with a switch that is not a URL: a test cannot run without them.
+    #[allow(clippy::expect_used, clippy::panic)]
     pub fn new() -> TemporaryStore {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let url = fresh_postgres_database()
@@ -64,6 +66,7 @@ pub fn postgres_database_for(data_dir: &Path) -> Option<String> {
     postgres_database(&format!("{:016x}", hasher.finish()))
 }
 
+#[allow(clippy::panic)]
 fn postgres_database(suffix: &str) -> Option<String> {
     let server = std::env::var(POSTGRES_SWITCH)
         .ok()
