@@ -263,12 +263,8 @@ pub async fn bind(config: &ServerConfig) -> Result<BoundServer, ServeError> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{address}"));
-    let (state, report) = prepare(
-        &config.data_dir,
-        config.database_url.as_deref(),
-        &base_url,
-    )
-    .await?;
+    let (state, report) =
+        prepare(&config.data_dir, config.database_url.as_deref(), &base_url).await?;
     Ok(BoundServer {
         listener,
         state,
