@@ -1,14 +1,17 @@
 //! What the load generator and the on-behalf-of benchmark share: a real `deputy serve` started on a fresh data
-//! directory on 127.0.0.1 (and stopped with it), a small JSON client for the public API, latency histograms, and the
-//! resident memory of a process read from `/proc`.
+//! directory on 127.0.0.1 (and stopped with it), replicas of it with a balancer in front, a small JSON client for the
+//! public API, latency histograms, and the resident memory and CPU time of a process read from `/proc`.
 //!
 //! Everything here talks to loopback only; every loop that sends requests is bounded by a count or a deadline.
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
 /// Where the release binaries built next to the running one are (`target/release/`).
@@ -31,18 +34,40 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// A `deputy serve` this process started on a fresh data directory; killed (and the directory removed) on drop.
+/// A `deputy serve` this process started; killed on drop. The first server of a data directory made it and removes it
+/// when dropped; replicas started with [`Server::start_replica`] share it (drop them first).
 pub struct Server {
     pub host: String,
     pub admin_token: String,
     pub pid: u32,
-    pub data_dir: tempfile::TempDir,
     pub binary: PathBuf,
+    /// Where the server's output goes: `server.log` in the data directory, `server-PORT.log` for a replica.
+    pub log: PathBuf,
+    address: SocketAddr,
+    // Declared before the data directory, so the server is killed before its directory goes.
     child: Child,
+    data_dir: DataDir,
+}
+
+enum DataDir {
+    /// Made for this server; removed with it.
+    Owned(tempfile::TempDir),
+    /// Another server's, shared by a replica.
+    Shared(PathBuf),
+}
+
+impl DataDir {
+    fn path(&self) -> &Path {
+        match self {
+            DataDir::Owned(owned) => owned.path(),
+            DataDir::Shared(shared) => shared,
+        }
+    }
 }
 
 impl Server {
-    /// Starts `binary serve` on a free port of 127.0.0.1 with `env` added, and waits for `/healthz`.
+    /// Starts `binary serve` on a fresh data directory and a free port of 127.0.0.1 with `env` added, and waits
+    /// for `/healthz`.
     pub async fn start(binary: &Path, env: &[(&str, String)]) -> anyhow::Result<Server> {
         if !binary.is_file() {
             bail!(
@@ -51,15 +76,36 @@ impl Server {
             );
         }
         let data_dir = tempfile::Builder::new().prefix("deputy-load-").tempdir()?;
+        Server::spawn(binary, DataDir::Owned(data_dir), env).await
+    }
+
+    /// Starts another `deputy serve` on this server's data directory and a free port, and waits for `/healthz`:
+    /// a replica, when `env` names the same database and public URL as this server's.
+    pub async fn start_replica(&self, env: &[(&str, String)]) -> anyhow::Result<Server> {
+        let data_dir = DataDir::Shared(self.data_dir().to_owned());
+        Server::spawn(&self.binary, data_dir, env).await
+    }
+
+    async fn spawn(
+        binary: &Path,
+        data_dir: DataDir,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Server> {
         let port = free_port()?;
-        let host = format!("http://127.0.0.1:{port}");
-        let log = std::fs::File::create(data_dir.path().join("server.log"))?;
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        let host = format!("http://{address}");
+        let directory = data_dir.path().to_owned();
+        let log_path = directory.join(match data_dir {
+            DataDir::Owned(_) => "server.log".to_owned(),
+            DataDir::Shared(_) => format!("server-{port}.log"),
+        });
+        let log = std::fs::File::create(&log_path)?;
         let child = Command::new(binary)
             .arg("serve")
             .arg("--data-dir")
-            .arg(data_dir.path())
+            .arg(&directory)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(address.to_string())
             .env("RUST_LOG", "warn")
             .envs(env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
@@ -81,20 +127,26 @@ impl Server {
         {
             bail!(
                 "the server did not answer /healthz within 60 s (log: {})",
-                data_dir.path().join("server.log").display()
+                log_path.display()
             );
         }
-        let admin_token = std::fs::read_to_string(data_dir.path().join("admin-token"))?
+        let admin_token = std::fs::read_to_string(directory.join("admin-token"))?
             .trim()
             .to_owned();
         Ok(Server {
             host,
             admin_token,
             pid,
-            data_dir,
             binary: binary.to_path_buf(),
+            log: log_path,
+            address,
             child,
+            data_dir,
         })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
     }
 
     /// Runs a `deputy` client command against this server as the admin, e.g. `["agents", "deploy", ...]`.
@@ -120,6 +172,72 @@ impl Server {
         self.child.start_kill()?;
         self.child.wait().await?;
         Ok(())
+    }
+}
+
+/// A round-robin TCP balancer on 127.0.0.1 in front of replicas, as a load balancer would be: each connection goes
+/// to the next replica that accepts it, so a killed one is skipped. Replicas that run agents need such an address as
+/// their public URL, since their agents call back at it; it starts before them, and each is added once it is up.
+pub struct Balancer {
+    pub url: String,
+    backends: Arc<Mutex<Vec<SocketAddr>>>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Balancer {
+    pub async fn start() -> anyhow::Result<Balancer> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let backends = Arc::new(Mutex::new(Vec::new()));
+        let accepting = tokio::spawn(balance(listener, backends.clone()));
+        Ok(Balancer {
+            url,
+            backends,
+            accepting,
+        })
+    }
+
+    pub fn add(&self, server: &Server) {
+        if let Ok(mut backends) = self.backends.lock() {
+            backends.push(server.address);
+        }
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+async fn balance(listener: TcpListener, backends: Arc<Mutex<Vec<SocketAddr>>>) {
+    let mut turn = 0;
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            // Out of file descriptors, say: try again later rather than spin.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let mut candidates = backends
+            .lock()
+            .map(|backends| backends.clone())
+            .unwrap_or_default();
+        if !candidates.is_empty() {
+            let first = turn % candidates.len();
+            candidates.rotate_left(first);
+        }
+        turn += 1;
+        tokio::spawn(async move {
+            for backend in candidates {
+                if let Ok(mut server) = TcpStream::connect(backend).await {
+                    // Small requests and answers, each written at once: no Nagle delay on either leg.
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    return;
+                }
+            }
+        });
     }
 }
 
@@ -327,6 +445,14 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|kib| kib.parse().ok())
 }
 
+/// The fields of `/proc/PID/stat` after `pid (comm)` (comm may hold spaces, so they are read after the last `)`):
+/// state, ppid, ...
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
 /// The ids of the direct children of `pid` (the server's agent workers), from `/proc/*/stat`.
 pub fn children_of(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -336,16 +462,17 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         .filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         .filter(|child| {
-            std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // `pid (comm) state ppid ...`: comm may hold spaces, so read after the last `)`.
-                    let rest = &stat[stat.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(pid)
+            stat_fields(*child).and_then(|fields| fields.get(1)?.parse::<u32>().ok()) == Some(pid)
         })
         .collect()
+}
+
+/// The CPU time (user and system) a process has used so far, in seconds, from `/proc/PID/stat`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let fields = stat_fields(pid)?;
+    let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
+    // utime and stime, in clock ticks: Linux reports them at USER_HZ = 100 per second on every architecture.
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
 }
 
 /// The one-minute load average, to print next to figures measured on a shared machine.
