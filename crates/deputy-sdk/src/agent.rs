@@ -68,6 +68,8 @@ pub struct RequestContext {
     pub user_id: Option<String>,
     user_token: Option<String>,
     host: String,
+    /// The worker's one HTTP client, shared by every request's workspace clients.
+    http: reqwest::Client,
 }
 
 impl std::fmt::Debug for RequestContext {
@@ -113,12 +115,20 @@ impl RequestContext {
             .user_token
             .clone()
             .ok_or(AgentError::NoUserCredentials)?;
-        Ok(WorkspaceClient::new(&self.host, Credentials::Token(token)))
+        Ok(WorkspaceClient::with_http_client(
+            &self.host,
+            Credentials::Token(token),
+            self.http.clone(),
+        ))
     }
 
     /// A client acting as the endpoint's own service principal (the serving-system strategy).
     pub fn system_client(&self) -> WorkspaceClient {
-        WorkspaceClient::new(&self.host, Credentials::serving_system())
+        WorkspaceClient::with_http_client(
+            &self.host,
+            Credentials::serving_system(),
+            self.http.clone(),
+        )
     }
 }
 
@@ -144,6 +154,7 @@ struct WorkerRequest {
 /// Runs the agent as a Deputy worker until stdin closes. Call it from `main` inside a tokio runtime.
 pub async fn serve<A: ChatAgent>(agent: A) -> std::io::Result<()> {
     let host = std::env::var("DATABRICKS_MODEL_SERVING_HOST_URL").unwrap_or_default();
+    let http = crate::new_http_client();
     write_line(&json!({ "type": "ready", "flavor": "chat_agent", "runtime": "deputy-sdk" }))?;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
@@ -165,6 +176,7 @@ pub async fn serve<A: ChatAgent>(agent: A) -> std::io::Result<()> {
             user_id: request.user_id,
             user_token: request.user_token,
             host: host.clone(),
+            http: http.clone(),
         };
         let answer = match serde_json::from_value::<ChatAgentRequest>(request.payload) {
             Ok(chat) => agent.predict(chat, &context).await,

@@ -139,6 +139,14 @@ impl ApiError {
     }
 }
 
+/// The HTTP client [`WorkspaceClient::new`] builds: calls are bounded so a stalled server cannot hang the caller.
+pub fn new_http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap_or_default()
+}
+
 pub struct WorkspaceClient {
     host: String,
     credentials: Credentials,
@@ -147,10 +155,16 @@ pub struct WorkspaceClient {
 
 impl WorkspaceClient {
     pub fn new(host: impl Into<String>, credentials: Credentials) -> WorkspaceClient {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap_or_default();
+        WorkspaceClient::with_http_client(host, credentials, new_http_client())
+    }
+
+    /// A client that shares `http` (its connection pool and TLS roots) with others: building a `reqwest::Client`
+    /// reads the system's certificate store, which costs far more than the call an agent makes with it.
+    pub fn with_http_client(
+        host: impl Into<String>,
+        credentials: Credentials,
+        http: reqwest::Client,
+    ) -> WorkspaceClient {
         WorkspaceClient {
             host: host.into().trim_end_matches('/').to_owned(),
             credentials,
