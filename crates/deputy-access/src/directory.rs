@@ -2,7 +2,7 @@
 //! principal belongs to (transitively). Authentication reads it on every request, so it must not touch the database.
 //!
 //! **Invariant:** every write to identities or memberships is followed, before the response, by [`DirectoryState::
-//! reload`]. Reloads are serialized and each reads the store after its own write committed, so the published
+//! replace`]. Reloads are serialized and each reads the store after its own write committed, so the published
 //! directory always includes every completed write; a request never sees a half-applied change because a directory
 //! is replaced whole.
 
@@ -110,9 +110,10 @@ impl DirectoryState {
         self.current.load_full()
     }
 
-    /// Publishes the directory of newer rows (callers serialize: `Access::publish`).
-    pub fn replace(&self, rows: &AuthorizationRows) {
-        self.current.store(Arc::new(Directory::of(rows)));
+    /// Publishes the directory of newer identities and memberships (callers serialize: `Access::publish`).
+    pub fn replace(&self, identities: Vec<Identity>, memberships: &[(PrincipalId, PrincipalId)]) {
+        self.current
+            .store(Arc::new(Directory::build(identities, memberships)));
     }
 }
 

@@ -27,19 +27,28 @@ use deputy_authz::{
     AccessRequest, Action, AuthzState, Decision, Effect, PermissionLevel, PrincipalId, Reason,
     Snapshot, WorkspaceObjectRef, decide,
 };
+use deputy_catalog::SnapshotPosition;
 use deputy_core::ApiScope;
 use deputy_store::catalog::WorkspaceObjectRecord;
 use deputy_store::{AuditEvent, AuditFilter, Change, Store};
 use directory::{Directory, DirectoryState};
 use std::sync::Arc;
 
+/// More changes than this since the last publish (a bulk import, a long-disconnected replica) rebuild the snapshot
+/// whole: reading the log and every changed row costs more than reading everything once.
+const MAX_CHANGES_TAKEN_IN: usize = 5_000;
+
+/// How long the authorization change log keeps a change.
+pub const CHANGE_LOG_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The security kernel's state, shared by every service: cheap to share behind an `Arc`.
 pub struct Access {
     store: Arc<dyn Store>,
     directory: Arc<DirectoryState>,
     authz: AuthzState,
-    /// Serializes publishing, so the last snapshot published includes every write that completed before it.
-    publish_lock: tokio::sync::Mutex<()>,
+    /// Serializes publishing, so the last snapshot published includes every write that completed before it; and
+    /// where that snapshot stands against the store's change log (`None` after a failed update: rebuild whole).
+    published_position: tokio::sync::Mutex<Option<SnapshotPosition>>,
     /// How many publishes have completed: a view read from the store at one generation is current until it changes.
     published: std::sync::atomic::AtomicU64,
     credentials: Credentials,
@@ -59,7 +68,7 @@ impl Access {
     ) -> Result<Access, Error> {
         let rows = store.authorization_rows().await?;
         let directory = Arc::new(DirectoryState::of(&rows));
-        let snapshot = deputy_catalog::snapshot_of(&rows).map_err(Error::internal)?;
+        let (snapshot, position) = deputy_catalog::snapshot_of(&rows).map_err(Error::internal)?;
         let issuer = format!("{base_url}/oidc");
         let credentials = Credentials::load(store.clone(), directory.clone(), &issuer, base_url)
             .await
@@ -68,7 +77,7 @@ impl Access {
             store,
             directory,
             authz: AuthzState::new(snapshot),
-            publish_lock: tokio::sync::Mutex::new(()),
+            published_position: tokio::sync::Mutex::new(Some(position)),
             published: std::sync::atomic::AtomicU64::new(0),
             credentials,
             workspace_id,
@@ -110,28 +119,73 @@ impl Access {
     }
 
     /// Publishes committed writes to identities, memberships, securables, grants or ACLs: the directory and the
-    /// authorization snapshot are rebuilt from the store. Every write calls this before answering, whether or not
-    /// the rest of its work succeeded.
+    /// authorization snapshot take in what the store's change log says changed since the last publish (by anyone:
+    /// this server or another replica). Every write calls this before answering, whether or not the rest of its work
+    /// succeeded.
     pub async fn publish(&self) -> Result<(), Error> {
-        let _serialized = self.publish_lock.lock().await;
-        let rebuilt = self.rebuild_from_store().await;
+        let mut position = self.published_position.lock().await;
+        let brought_up_to_date = match position.take() {
+            Some(current) => match self.take_in_changes(current).await {
+                Ok(updated) => Ok(updated),
+                // What cannot be applied in place (or failed half way) is rebuilt from every row.
+                Err(_) => self.rebuild_from_store().await,
+            },
+            None => self.rebuild_from_store().await,
+        };
         // Whatever the outcome: the writes before this publish committed, and what was read before them may be stale.
         self.credentials.forget_known_personal_tokens();
         self.published
             .fetch_add(1, std::sync::atomic::Ordering::Release);
-        rebuilt
+        brought_up_to_date.map(|updated| *position = Some(updated))
     }
 
-    async fn rebuild_from_store(&self) -> Result<(), Error> {
+    /// Applies the changes logged after `position` to a copy of the published snapshot and publishes the copy.
+    async fn take_in_changes(
+        &self,
+        mut position: SnapshotPosition,
+    ) -> Result<SnapshotPosition, Error> {
+        let delta = self
+            .store()
+            .authorization_changes(position.through(), MAX_CHANGES_TAKEN_IN)
+            .await?
+            .ok_or_else(|| Error::internal("the change log does not reach back far enough"))?;
+        if delta.is_empty() {
+            return Ok(position);
+        }
+        self.authz
+            .update(|snapshot| deputy_catalog::apply_delta(snapshot, &mut position, &delta))
+            .map_err(Error::internal)?;
+        if let Some((identities, memberships)) = &delta.directory {
+            self.directory.replace(identities.clone(), memberships);
+        }
+        Ok(position)
+    }
+
+    async fn rebuild_from_store(&self) -> Result<SnapshotPosition, Error> {
         // One read for both, so that the snapshot and the directory agree however other replicas write meanwhile.
         let rows = self.store().authorization_rows().await?;
-        let snapshot = deputy_catalog::snapshot_of(&rows).map_err(Error::internal)?;
-        self.directory.replace(&rows);
+        let (snapshot, position) = deputy_catalog::snapshot_of(&rows).map_err(Error::internal)?;
+        self.directory
+            .replace(rows.identities.clone(), &rows.memberships);
         let published: Result<_, std::convert::Infallible> = self.authz.update(|current| {
             *current = snapshot;
             Ok(())
         });
-        published.map(|_| ()).map_err(Error::internal)
+        published.map_err(Error::internal)?;
+        Ok(position)
+    }
+
+    /// Forgets, every [`CHANGE_LOG_RETENTION`], the authorization changes older than that, until the task running it
+    /// is dropped. A replica that missed more (disconnected for longer) rebuilds its snapshot when it is back.
+    pub async fn prune_change_log_periodically(&self) {
+        loop {
+            tokio::time::sleep(CHANGE_LOG_RETENTION).await;
+            let retention = i64::try_from(CHANGE_LOG_RETENTION.as_millis()).unwrap_or(i64::MAX);
+            let cutoff = clock::now_millis().saturating_sub(retention);
+            if let Err(error) = self.store().prune_authorization_changes(cutoff).await {
+                tracing::warn!(%error, "could not prune the authorization change log");
+            }
+        }
     }
 
     /// Brings the in-memory copies up to date with a change another replica committed to the shared store (see

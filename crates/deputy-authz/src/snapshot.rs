@@ -289,7 +289,8 @@ impl Snapshot {
     // ---- securables ---------------------------------------------------------------------------------------------
 
     /// Adds a securable under the parent its name implies (`main.sales.orders` goes under schema `main.sales`;
-    /// catalogs and connections go under the metastore). Every name segment must pass [`validate_name`].
+    /// catalogs and connections go under the metastore). Every name segment must pass [`validate_name`]. The owner
+    /// need not be a known principal: a deleted owner's securables keep its id (see [`PrincipalId`]) and load so.
     pub fn add_securable(
         &mut self,
         securable: &SecurableRef,
@@ -299,7 +300,6 @@ impl Snapshot {
             return Err(AuthzError::MetastoreIsFixed);
         }
         check_name_shape(securable)?;
-        self.require_principal(owner)?;
         if self.lookup(securable).is_some() {
             return Err(AuthzError::SecurableExists(securable.clone()));
         }
@@ -415,6 +415,37 @@ impl Snapshot {
         Ok(())
     }
 
+    /// Makes the direct grants on a securable exactly `grants` (one entry per principal), touching only the
+    /// principals whose privileges differ: how a change made elsewhere (another replica, the store) is taken in.
+    pub fn replace_grants(
+        &mut self,
+        securable: &SecurableRef,
+        grants: &[(PrincipalId, PrivilegeSet)],
+    ) -> Result<(), AuthzError> {
+        let current = self
+            .direct_grants(securable)
+            .ok_or_else(|| AuthzError::SecurableNotFound(securable.clone()))?;
+        let held_by = |principal: PrincipalId| {
+            current
+                .iter()
+                .find(|(holder, _)| *holder == principal)
+                .map_or_else(PrivilegeSet::default, |(_, held)| *held)
+        };
+        for &(principal, held) in &current {
+            if !grants.iter().any(|(wanted_by, _)| *wanted_by == principal) {
+                self.revoke(securable, principal, held)?;
+            }
+        }
+        for &(principal, wanted) in grants {
+            let held = held_by(principal);
+            if held != wanted {
+                self.revoke(securable, principal, held.difference(wanted))?;
+                self.grant(securable, principal, wanted.difference(held))?;
+            }
+        }
+        Ok(())
+    }
+
     // ---- workspace objects --------------------------------------------------------------------------------------
 
     /// Replaces the direct ACL of a workspace object (the permissions API's PUT), registering the object if it is
@@ -472,6 +503,20 @@ impl Snapshot {
 
     pub fn principal(&self, id: PrincipalId) -> Option<&PrincipalRef> {
         self.principals.get(&id).map(|node| &node.reference)
+    }
+
+    /// The group named `admins`, if one exists.
+    pub fn admins_group(&self) -> Option<PrincipalId> {
+        self.admins_group
+    }
+
+    pub fn principals(&self) -> impl Iterator<Item = &PrincipalRef> {
+        self.principals.values().map(|node| &node.reference)
+    }
+
+    /// The groups `member` is a direct member of.
+    pub fn direct_groups(&self, member: PrincipalId) -> impl Iterator<Item = PrincipalId> + '_ {
+        self.groups_of.get(&member).into_iter().flatten().copied()
     }
 
     /// Whether `principal` is `group` or a transitive member of it (what `is_account_group_member` needs).

@@ -2,14 +2,20 @@
 //! the authorization [`Snapshot`] is rebuilt from the store.
 //!
 //! **Architecture invariant:** the store is the source of truth and the snapshot a derived, in-memory view of it.
-//! Whoever writes identities, memberships, securables, grants or ACLs publishes a snapshot rebuilt *after* the write
-//! committed, before answering; so a decision never sees a state the store does not have.
+//! Whoever writes identities, memberships, securables, grants or ACLs publishes a snapshot brought up to date *after*
+//! the write committed, before answering; so a decision never sees a state the store does not have. A snapshot is
+//! brought up to date from the store's authorization change log ([`changes`]): only what changed is read and
+//! applied, and anything the log cannot express (a rename, a pruned log) rebuilds it whole ([`snapshot_of`]).
+
+pub mod changes;
+
+pub use changes::{SnapshotPosition, apply_delta};
 
 use deputy_authz::{
     PermissionLevel, PrincipalId, PrincipalType, Privilege, PrivilegeSet, SecurableKind,
     SecurableRef, Snapshot, WorkspaceObjectKind, WorkspaceObjectRef,
 };
-use deputy_store::catalog::{AuthorizationRows, SecurableRecord};
+use deputy_store::catalog::{AclEntry, AuthorizationRows, GrantRecord, SecurableRecord};
 use deputy_store::{IdentityKind, Store, StoreError};
 use std::collections::BTreeMap;
 
@@ -22,6 +28,9 @@ pub enum CatalogError {
     Store(#[from] StoreError),
     #[error("stored catalog state is inconsistent: {0}")]
     Inconsistent(String),
+    /// A change the change log does not carry enough to apply in place: the snapshot must be rebuilt whole.
+    #[error("{0}: the authorization snapshot is rebuilt whole")]
+    RebuildNeeded(&'static str),
 }
 
 /// The stored `namespace` of a kind: kinds whose names collide share one.
@@ -67,11 +76,12 @@ pub fn securable_ref(record: &SecurableRecord) -> Result<SecurableRef, CatalogEr
 /// Builds the whole authorization snapshot from the store, read at one moment: principals and memberships, the metastore (owned by the
 /// `admins` group), securables in creation order (parents first), grants, and workspace-object ACLs.
 pub async fn load_snapshot(store: &dyn Store) -> Result<Snapshot, CatalogError> {
-    snapshot_of(&store.authorization_rows().await?)
+    snapshot_of(&store.authorization_rows().await?).map(|(snapshot, _)| snapshot)
 }
 
-/// The snapshot of rows read at one moment ([`deputy_store::catalog::AuthorizationRows`]).
-pub fn snapshot_of(rows: &AuthorizationRows) -> Result<Snapshot, CatalogError> {
+/// The snapshot of rows read at one moment ([`deputy_store::catalog::AuthorizationRows`]), and where it stands
+/// against the change log.
+pub fn snapshot_of(rows: &AuthorizationRows) -> Result<(Snapshot, SnapshotPosition), CatalogError> {
     let identities = &rows.identities;
     let admins = identities
         .iter()
@@ -82,13 +92,12 @@ pub fn snapshot_of(rows: &AuthorizationRows) -> Result<Snapshot, CatalogError> {
         .ok_or_else(|| CatalogError::Inconsistent("the `admins` group does not exist".into()))?;
     let mut snapshot = Snapshot::new(METASTORE_NAME, admins).map_err(inconsistent)?;
     for identity in identities {
-        let principal_type = match identity.kind {
-            IdentityKind::User => PrincipalType::User,
-            IdentityKind::ServicePrincipal => PrincipalType::ServicePrincipal,
-            IdentityKind::Group => PrincipalType::Group,
-        };
         snapshot
-            .add_principal(principal_id(identity.id), principal_type, &identity.name)
+            .add_principal(
+                principal_id(identity.id),
+                principal_type_of(identity.kind),
+                &identity.name,
+            )
             .map_err(inconsistent)?;
     }
     for &(group, member) in &rows.memberships {
@@ -97,7 +106,7 @@ pub fn snapshot_of(rows: &AuthorizationRows) -> Result<Snapshot, CatalogError> {
             .map_err(inconsistent)?;
     }
 
-    let mut references = BTreeMap::new();
+    let mut references = std::collections::HashMap::new();
     for record in &rows.securables {
         let reference = securable_ref(record)?;
         snapshot
@@ -108,13 +117,10 @@ pub fn snapshot_of(rows: &AuthorizationRows) -> Result<Snapshot, CatalogError> {
     let mut grants: BTreeMap<(deputy_store::catalog::SecurableId, PrincipalId), PrivilegeSet> =
         BTreeMap::new();
     for grant in &rows.grants {
-        let privilege = Privilege::from_wire_name(&grant.privilege).map_err(|_| {
-            CatalogError::Inconsistent(format!("unknown privilege `{}`", grant.privilege))
-        })?;
         let entry = grants
             .entry((grant.securable_id, principal_id(grant.principal_id)))
             .or_default();
-        *entry = entry.with(privilege);
+        *entry = entry.with(privilege_of(grant)?);
     }
     for ((securable, principal), privileges) in grants {
         let reference = references.get(&securable).ok_or_else(|| {
@@ -133,13 +139,10 @@ pub fn snapshot_of(rows: &AuthorizationRows) -> Result<Snapshot, CatalogError> {
                 .or_default();
         }
     }
-    for entry in rows.object_acls.iter().cloned() {
-        let level = PermissionLevel::from_wire_name(&entry.level).ok_or_else(|| {
-            CatalogError::Inconsistent(format!("unknown permission level `{}`", entry.level))
-        })?;
-        acls.entry((entry.object_type, entry.object_id))
+    for entry in &rows.object_acls {
+        acls.entry((entry.object_type.clone(), entry.object_id.clone()))
             .or_default()
-            .push((principal_id(entry.principal_id), level));
+            .push(acl_entry_of(entry)?);
     }
     for ((object_type, object_id), entries) in acls {
         let kind = object_kind_from_type(&object_type).ok_or_else(|| {
@@ -149,7 +152,27 @@ pub fn snapshot_of(rows: &AuthorizationRows) -> Result<Snapshot, CatalogError> {
             .set_object_acl(&WorkspaceObjectRef::new(kind, &object_id), &entries)
             .map_err(inconsistent)?;
     }
-    Ok(snapshot)
+    Ok((snapshot, SnapshotPosition::new(rows.through, references)))
+}
+
+fn privilege_of(grant: &GrantRecord) -> Result<Privilege, CatalogError> {
+    Privilege::from_wire_name(&grant.privilege)
+        .map_err(|_| CatalogError::Inconsistent(format!("unknown privilege `{}`", grant.privilege)))
+}
+
+fn acl_entry_of(entry: &AclEntry) -> Result<(PrincipalId, PermissionLevel), CatalogError> {
+    let level = PermissionLevel::from_wire_name(&entry.level).ok_or_else(|| {
+        CatalogError::Inconsistent(format!("unknown permission level `{}`", entry.level))
+    })?;
+    Ok((principal_id(entry.principal_id), level))
+}
+
+fn principal_type_of(kind: IdentityKind) -> PrincipalType {
+    match kind {
+        IdentityKind::User => PrincipalType::User,
+        IdentityKind::ServicePrincipal => PrincipalType::ServicePrincipal,
+        IdentityKind::Group => PrincipalType::Group,
+    }
 }
 
 fn inconsistent(error: deputy_authz::AuthzError) -> CatalogError {

@@ -232,14 +232,18 @@ impl BoundServer {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish. Meanwhile, expired
-    /// audit events are purged (see `deputy_access::audit_retention`).
+    /// audit events are purged (see `deputy_access::audit_retention`), and so are old authorization changes.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let purge = tokio::spawn(deputy_access::audit_retention::purge_periodically(
-            self.state.access().clone(),
-        ));
+        let access = self.state.access().clone();
+        let purge = tokio::spawn(async move {
+            tokio::join!(
+                deputy_access::audit_retention::purge_periodically(access.clone()),
+                access.prune_change_log_periodically(),
+            )
+        });
         let app = axum::ServiceExt::<Request>::into_make_service(app(self.state));
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)

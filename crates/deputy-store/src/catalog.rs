@@ -157,6 +157,19 @@ pub trait CatalogStore: Send + Sync + 'static {
 
     /// Every row the in-memory directory and authorization snapshot are built from, read in one transaction.
     async fn authorization_rows(&self) -> StoreResult<AuthorizationRows>;
+
+    /// What the authorization change log holds after position `after` (an earlier `through`), with the rows those
+    /// changes touched as they are now, all read in one transaction. `None` when the log no longer reaches back to
+    /// `after` or holds more than `limit` changes after it: the reader then rebuilds from
+    /// [`CatalogStore::authorization_rows`].
+    async fn authorization_changes(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Option<AuthorizationDelta>>;
+
+    /// Forgets logged authorization changes made before `cutoff`; a reader that had not seen them rebuilds whole.
+    async fn prune_authorization_changes(&self, cutoff: EpochMillis) -> StoreResult<u64>;
 }
 
 /// The identities, memberships, securables, grants, workspace objects and ACLs as of one moment: no row refers to
@@ -173,4 +186,43 @@ pub struct AuthorizationRows {
     pub grants: Vec<GrantRecord>,
     pub workspace_objects: Vec<WorkspaceObjectRecord>,
     pub object_acls: Vec<AclEntry>,
+    /// The authorization change log's position these rows include: every change up to it, none after.
+    pub through: i64,
+}
+
+/// The authorization rows that changed after a log position, as they are at `through` (see
+/// [`CatalogStore::authorization_changes`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthorizationDelta {
+    /// The log position this delta brings its reader to.
+    pub through: i64,
+    /// Every identity and direct membership `(group, member)`, when any of them changed.
+    pub directory: Option<(Vec<crate::Identity>, Vec<(PrincipalId, PrincipalId)>)>,
+    /// Each securable whose row or grants changed, by ascending id (parents before children).
+    pub securables: Vec<SecurableDelta>,
+    /// Each workspace object whose row or ACL changed.
+    pub workspace_objects: Vec<WorkspaceObjectDelta>,
+}
+
+impl AuthorizationDelta {
+    pub fn is_empty(&self) -> bool {
+        self.directory.is_none() && self.securables.is_empty() && self.workspace_objects.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurableDelta {
+    pub id: SecurableId,
+    /// `None`: deleted.
+    pub record: Option<SecurableRecord>,
+    pub grants: Vec<GrantRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceObjectDelta {
+    pub object_type: String,
+    pub object_id: String,
+    /// `false`: deleted.
+    pub exists: bool,
+    pub acl: Vec<AclEntry>,
 }

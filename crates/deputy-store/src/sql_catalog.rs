@@ -1,12 +1,13 @@
 //! [`CatalogStore`] on SQL (SQLite or PostgreSQL).
 
 use crate::catalog::{
-    AclEntry, AuthorizationRows, CatalogStore, GrantChange, GrantRecord, NewSecurable,
-    SecurableChanges, SecurableId, SecurablePage, SecurableRecord, WorkspaceObjectRecord,
+    AclEntry, AuthorizationDelta, AuthorizationRows, CatalogStore, GrantChange, GrantRecord,
+    NewSecurable, SecurableChanges, SecurableDelta, SecurableId, SecurablePage, SecurableRecord,
+    WorkspaceObjectDelta, WorkspaceObjectRecord,
 };
 use crate::sql_store::{
-    ALL_IDENTITIES, ALL_MEMBERSHIPS, Dialect, SqlStore, identity_from_row, is_unique_violation,
-    membership_from_row,
+    ALL_IDENTITIES, ALL_MEMBERSHIPS, Dialect, SqlStore, Statement, identity_from_row,
+    is_unique_violation, membership_from_row,
 };
 use crate::{EpochMillis, PrincipalId, StoreError, StoreResult};
 use async_trait::async_trait;
@@ -358,14 +359,7 @@ impl CatalogStore for SqlStore {
     }
 
     async fn authorization_rows(&self) -> StoreResult<AuthorizationRows> {
-        let mut transaction = self.pool().begin().await?;
-        if self.dialect() == Dialect::Postgres {
-            // One snapshot for every statement below: PostgreSQL's default takes a new one per statement, where
-            // SQLite's read transaction keeps the first.
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .execute(&mut *transaction)
-                .await?;
-        }
+        let mut transaction = self.begin_consistent_read().await?;
         let mut read =
             async |sql: &'static str| sqlx::query(sql).fetch_all(&mut *transaction).await;
         let identities = read(ALL_IDENTITIES).await?;
@@ -378,6 +372,7 @@ impl CatalogStore for SqlStore {
                 .await?;
         let object_acls =
             read("SELECT * FROM object_acls ORDER BY object_type, object_id, principal_id").await?;
+        let through = read(LOG_POSITION).await?;
         transaction.commit().await?;
         Ok(AuthorizationRows {
             identities: identities
@@ -404,9 +399,221 @@ impl CatalogStore for SqlStore {
                 .iter()
                 .map(acl_from_row)
                 .collect::<StoreResult<_>>()?,
+            through: single_number(&through)?,
         })
     }
+
+    async fn authorization_changes(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Option<AuthorizationDelta>> {
+        let mut transaction = self.begin_consistent_read().await?;
+        let pruned_through = sqlx::query("SELECT through_seq FROM authorization_changes_pruned")
+            .fetch_all(&mut *transaction)
+            .await?;
+        if single_number(&pruned_through)? > after {
+            return Ok(None);
+        }
+        let changes = sqlx::query(
+            "SELECT seq, subject, securable_id, object_type, object_id FROM authorization_changes \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
+        .fetch_all(&mut *transaction)
+        .await?;
+        if changes.len() > limit {
+            return Ok(None);
+        }
+        let mut delta = AuthorizationDelta {
+            through: after,
+            ..AuthorizationDelta::default()
+        };
+        let mut directory_changed = false;
+        let mut securable_ids = std::collections::BTreeSet::new();
+        let mut objects = std::collections::BTreeSet::new();
+        for change in &changes {
+            delta.through = change.try_get("seq")?;
+            let subject: String = change.try_get("subject")?;
+            match subject.as_str() {
+                "directory" => directory_changed = true,
+                "securable" => {
+                    securable_ids.insert(
+                        change
+                            .try_get::<Option<i64>, _>("securable_id")?
+                            .ok_or_else(|| {
+                                StoreError::Corrupt(
+                                    "a logged securable change names no securable".into(),
+                                )
+                            })?,
+                    );
+                }
+                "workspace_object" => {
+                    let object_type: Option<String> = change.try_get("object_type")?;
+                    let object_id: Option<String> = change.try_get("object_id")?;
+                    objects.insert(object_type.zip(object_id).ok_or_else(|| {
+                        StoreError::Corrupt(
+                            "a logged workspace object change names no object".into(),
+                        )
+                    })?);
+                }
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "unknown authorization change subject `{other}`"
+                    )));
+                }
+            }
+        }
+        if directory_changed {
+            let identities = sqlx::query(ALL_IDENTITIES)
+                .fetch_all(&mut *transaction)
+                .await?;
+            let memberships = sqlx::query(ALL_MEMBERSHIPS)
+                .fetch_all(&mut *transaction)
+                .await?;
+            delta.directory = Some((
+                identities
+                    .iter()
+                    .map(identity_from_row)
+                    .collect::<StoreResult<_>>()?,
+                memberships
+                    .iter()
+                    .map(membership_from_row)
+                    .collect::<StoreResult<_>>()?,
+            ));
+        }
+        if !securable_ids.is_empty() {
+            let ids: Vec<i64> = securable_ids.into_iter().collect();
+            let records = rows_with_ids(
+                &mut transaction,
+                "SELECT * FROM securables WHERE id IN (",
+                &ids,
+            )
+            .await?
+            .iter()
+            .map(securable_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+            let grants = rows_with_ids(
+                &mut transaction,
+                "SELECT * FROM grants WHERE securable_id IN (",
+                &ids,
+            )
+            .await?
+            .iter()
+            .map(grant_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+            delta.securables = ids
+                .into_iter()
+                .map(|id| SecurableDelta {
+                    id: SecurableId(id),
+                    record: records.iter().find(|record| record.id.0 == id).cloned(),
+                    grants: grants
+                        .iter()
+                        .filter(|grant| grant.securable_id.0 == id)
+                        .cloned()
+                        .collect(),
+                })
+                .collect();
+        }
+        for (object_type, object_id) in objects {
+            let exists = sqlx::query(
+                "SELECT 1 FROM workspace_objects WHERE object_type = $1 AND object_id = $2",
+            )
+            .bind(&object_type)
+            .bind(&object_id)
+            .fetch_optional(&mut *transaction)
+            .await?
+            .is_some();
+            let acl = sqlx::query(
+                "SELECT * FROM object_acls WHERE object_type = $1 AND object_id = $2 ORDER BY principal_id",
+            )
+            .bind(&object_type)
+            .bind(&object_id)
+            .fetch_all(&mut *transaction)
+            .await?
+            .iter()
+            .map(acl_from_row)
+            .collect::<StoreResult<_>>()?;
+            delta.workspace_objects.push(WorkspaceObjectDelta {
+                object_type,
+                object_id,
+                exists,
+                acl,
+            });
+        }
+        transaction.commit().await?;
+        Ok(Some(delta))
+    }
+
+    async fn prune_authorization_changes(&self, cutoff: EpochMillis) -> StoreResult<u64> {
+        let mut transaction = self.pool().begin().await?;
+        let newest_pruned = sqlx::query(
+            "SELECT COALESCE(MAX(seq), 0) AS log_position FROM authorization_changes WHERE changed_at < $1",
+        )
+        .bind(cutoff)
+        .fetch_all(&mut *transaction)
+        .await?;
+        let newest_pruned = single_number(&newest_pruned)?;
+        // Readers behind the pruned positions must learn they cannot catch up from the log, in the same commit.
+        sqlx::query(
+            "UPDATE authorization_changes_pruned SET through_seq = $1 WHERE through_seq < $1",
+        )
+        .bind(newest_pruned)
+        .execute(&mut *transaction)
+        .await?;
+        let deleted = sqlx::query("DELETE FROM authorization_changes WHERE seq <= $1")
+            .bind(newest_pruned)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+        transaction.commit().await?;
+        Ok(deleted)
+    }
 }
+
+impl SqlStore {
+    /// A read-only transaction whose statements all see one moment. PostgreSQL's default takes a new snapshot per
+    /// statement, where SQLite's read transaction keeps the first.
+    async fn begin_consistent_read(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+        let mut transaction = self.pool().begin().await?;
+        if self.dialect() == Dialect::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *transaction)
+                .await?;
+        }
+        Ok(transaction)
+    }
+}
+
+/// The rows `select_in` (a statement ending in `IN (`) finds for `ids`.
+async fn rows_with_ids(
+    transaction: &mut sqlx::Transaction<'static, sqlx::Any>,
+    select_in: &str,
+    ids: &[i64],
+) -> StoreResult<Vec<AnyRow>> {
+    let mut statement = Statement::new(select_in);
+    for (index, id) in ids.iter().enumerate() {
+        if index > 0 {
+            statement.push(", ");
+        }
+        statement.bind(*id)?;
+    }
+    statement.push(")");
+    Ok(statement.query().fetch_all(&mut **transaction).await?)
+}
+
+/// The one number a one-row, one-column read returns.
+fn single_number(rows: &[AnyRow]) -> StoreResult<i64> {
+    let row = rows.first().ok_or_else(|| {
+        StoreError::Corrupt("a bookkeeping row of the change log is missing".into())
+    })?;
+    Ok(row.try_get(0)?)
+}
+
+/// Where the authorization change log stands.
+const LOG_POSITION: &str =
+    "SELECT COALESCE(MAX(seq), 0) AS log_position FROM authorization_changes";
 
 /// Parents before children: ids grow with creation and a parent always exists before its children.
 const ALL_SECURABLES: &str = "SELECT * FROM securables ORDER BY id";

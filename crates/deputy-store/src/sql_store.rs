@@ -63,6 +63,11 @@ const MIGRATIONS: &[DialectMigration] = &[
         "0014_endpoint_conversations.sql"
     ),
     migration!(15, "change feed", "0015_change_feed.sql"),
+    migration!(
+        16,
+        "authorization changes",
+        "0016_authorization_changes.sql"
+    ),
 ];
 
 /// The columns of `principals` that make an [`Identity`]; a macro so that statements stay `&'static str` literals,
