@@ -6,8 +6,8 @@
 //! schemas, the rest tables), with 1,000 users. Building the catalog is not timed.
 
 use deputy_authz::SecurableKind;
-use deputy_catalog::{apply_delta, namespace_of, snapshot_of};
-use deputy_store::catalog::{CatalogStore, GrantChange, NewSecurable, SecurableId};
+use deputy_catalog::{apply_delta, new_securable, snapshot_of};
+use deputy_store::catalog::{CatalogStore, GrantChange, SecurableId};
 use deputy_store::{IdentityKind, MetadataStore, NewIdentity, PrincipalId, SqlStore};
 use std::error::Error;
 use std::time::{Duration, Instant};
@@ -18,18 +18,6 @@ const USERS: usize = 1_000;
 const GRANTS_TIMED: usize = 200;
 const REBUILDS_TIMED: usize = 5;
 
-fn identity(kind: IdentityKind, name: &str) -> NewIdentity {
-    NewIdentity {
-        kind,
-        name: name.into(),
-        display_name: name.into(),
-        given_name: None,
-        family_name: None,
-        external_id: None,
-        active: true,
-    }
-}
-
 async fn create(
     store: &SqlStore,
     kind: SecurableKind,
@@ -38,20 +26,7 @@ async fn create(
     owner: PrincipalId,
 ) -> Result<SecurableId, Box<dyn Error>> {
     let record = store
-        .create_securable(
-            NewSecurable {
-                kind: kind.name().into(),
-                namespace: namespace_of(kind).into(),
-                full_name,
-                parent_id: parent,
-                owner_id: owner,
-                comment: None,
-                properties: "{}".into(),
-                spec: "{}".into(),
-                created_by: owner,
-            },
-            1,
-        )
+        .create_securable(new_securable(kind, &full_name, parent, owner), 1)
         .await?;
     Ok(record.id)
 }
@@ -71,14 +46,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let temporary = deputy_store::testing::TemporaryStore::new();
     let store = temporary.open().await?;
     let admins = store
-        .create_identity(identity(IdentityKind::Group, "admins"), 1)
+        .create_identity(NewIdentity::named(IdentityKind::Group, "admins"), 1)
         .await?;
     let mut users = Vec::with_capacity(USERS);
     for user in 0..USERS {
         let name = format!("user{user}@example.com");
         users.push(
             store
-                .create_identity(identity(IdentityKind::User, &name), 1)
+                .create_identity(NewIdentity::named(IdentityKind::User, &name), 1)
                 .await?
                 .id,
         );

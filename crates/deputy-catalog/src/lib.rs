@@ -15,7 +15,9 @@ use deputy_authz::{
     PermissionLevel, PrincipalId, PrincipalType, Privilege, PrivilegeSet, SecurableKind,
     SecurableRef, Snapshot, WorkspaceObjectKind, WorkspaceObjectRef,
 };
-use deputy_store::catalog::{AclEntry, AuthorizationRows, GrantRecord, SecurableRecord};
+use deputy_store::catalog::{
+    AclEntry, AuthorizationRows, GrantRecord, NewSecurable, SecurableRecord,
+};
 use deputy_store::{IdentityKind, Store, StoreError};
 use std::collections::BTreeMap;
 
@@ -64,6 +66,26 @@ pub fn principal_id(id: deputy_store::PrincipalId) -> PrincipalId {
 
 pub fn store_principal_id(id: PrincipalId) -> deputy_store::PrincipalId {
     deputy_store::PrincipalId(i64::try_from(id.0).unwrap_or(i64::MAX))
+}
+
+/// A securable to store, with no comment, properties or spec yet; its creator owns it.
+pub fn new_securable(
+    kind: SecurableKind,
+    full_name: &str,
+    parent: Option<deputy_store::catalog::SecurableId>,
+    owner: deputy_store::PrincipalId,
+) -> NewSecurable {
+    NewSecurable {
+        kind: kind.name().into(),
+        namespace: namespace_of(kind).into(),
+        full_name: full_name.into(),
+        parent_id: parent,
+        owner_id: owner,
+        comment: None,
+        properties: "{}".into(),
+        spec: "{}".into(),
+        created_by: owner,
+    }
 }
 
 pub fn securable_ref(record: &SecurableRecord) -> Result<SecurableRef, CatalogError> {
@@ -183,53 +205,31 @@ fn inconsistent(error: deputy_authz::AuthzError) -> CatalogError {
 mod tests {
     use super::*;
     use deputy_authz::{AccessRequest, Action, decide};
-    use deputy_store::catalog::{CatalogStore, GrantChange, NewSecurable};
+    use deputy_store::catalog::{CatalogStore, GrantChange};
     use deputy_store::{MetadataStore, NewIdentity};
-
-    fn identity(kind: IdentityKind, name: &str) -> NewIdentity {
-        NewIdentity {
-            kind,
-            name: name.into(),
-            display_name: name.into(),
-            given_name: None,
-            family_name: None,
-            external_id: None,
-            active: true,
-        }
-    }
 
     #[tokio::test]
     async fn a_snapshot_rebuilt_from_the_store_decides_like_the_grants_say() {
         let temporary = deputy_store::testing::TemporaryStore::new();
         let store = temporary.open().await.unwrap();
         let admins = store
-            .create_identity(identity(IdentityKind::Group, "admins"), 1)
+            .create_identity(NewIdentity::named(IdentityKind::Group, "admins"), 1)
             .await
             .unwrap();
         let analysts = store
-            .create_identity(identity(IdentityKind::Group, "analysts"), 1)
+            .create_identity(NewIdentity::named(IdentityKind::Group, "analysts"), 1)
             .await
             .unwrap();
         let alice = store
-            .create_identity(identity(IdentityKind::User, "alice"), 1)
+            .create_identity(NewIdentity::named(IdentityKind::User, "alice"), 1)
             .await
             .unwrap();
         let bob = store
-            .create_identity(identity(IdentityKind::User, "bob"), 1)
+            .create_identity(NewIdentity::named(IdentityKind::User, "bob"), 1)
             .await
             .unwrap();
         store.add_group_member(analysts.id, alice.id).await.unwrap();
-        let new = |kind: SecurableKind, full_name: &str, parent| NewSecurable {
-            kind: kind.name().into(),
-            namespace: namespace_of(kind).into(),
-            full_name: full_name.into(),
-            parent_id: parent,
-            owner_id: admins.id,
-            comment: None,
-            properties: "{}".into(),
-            spec: "{}".into(),
-            created_by: admins.id,
-        };
+        let new = |kind, full_name, parent| new_securable(kind, full_name, parent, admins.id);
         let main = store
             .create_securable(new(SecurableKind::Catalog, "main", None), 1)
             .await

@@ -8,12 +8,11 @@ use deputy_authz::{
     PrivilegeSet, SecurableKind, Snapshot, WorkspaceObjectKind, WorkspaceObjectRef,
 };
 use deputy_catalog::{
-    CatalogError, SnapshotPosition, apply_delta, namespace_of, object_type_of, securable_ref,
+    CatalogError, SnapshotPosition, apply_delta, new_securable, object_type_of, securable_ref,
     snapshot_of,
 };
 use deputy_store::catalog::{
-    AuthorizationRows, CatalogStore, GrantChange, NewSecurable, SecurableChanges,
-    WorkspaceObjectRecord,
+    AuthorizationRows, CatalogStore, GrantChange, SecurableChanges, WorkspaceObjectRecord,
 };
 use deputy_store::{
     IdentityKind, IdentityUpdate, MetadataStore, NewIdentity, PrincipalId, SqlStore,
@@ -32,18 +31,6 @@ impl Dice {
 
     fn pick<T: Clone>(&mut self, from: &[T]) -> Option<T> {
         (!from.is_empty()).then(|| from[self.below(from.len())].clone())
-    }
-}
-
-fn identity(kind: IdentityKind, name: &str) -> NewIdentity {
-    NewIdentity {
-        kind,
-        name: name.into(),
-        display_name: name.into(),
-        given_name: None,
-        family_name: None,
-        external_id: None,
-        active: true,
     }
 }
 
@@ -67,7 +54,7 @@ async fn random_write(store: &SqlStore, dice: &mut Dice, step: usize) -> String 
         0 => {
             let kind = [IdentityKind::User, IdentityKind::Group][dice.below(2)];
             store
-                .create_identity(identity(kind, &format!("p{step}")), 1)
+                .create_identity(NewIdentity::named(kind, &format!("p{step}")), 1)
                 .await
                 .unwrap();
             format!("created {kind:?} p{step}")
@@ -114,20 +101,7 @@ async fn random_write(store: &SqlStore, dice: &mut Dice, step: usize) -> String 
                 None => (SecurableKind::Catalog, format!("c{step}"), None),
             };
             let created = store
-                .create_securable(
-                    NewSecurable {
-                        kind: kind.name().into(),
-                        namespace: namespace_of(kind).into(),
-                        full_name: full_name.clone(),
-                        parent_id,
-                        owner_id: owner,
-                        comment: None,
-                        properties: "{}".into(),
-                        spec: "{}".into(),
-                        created_by: owner,
-                    },
-                    1,
-                )
+                .create_securable(new_securable(kind, &full_name, parent_id, owner), 1)
                 .await;
             format!("created {full_name}: {}", created.is_ok())
         }
@@ -326,11 +300,11 @@ async fn a_snapshot_taking_in_changes_decides_like_one_rebuilt_from_every_row() 
     let temporary = deputy_store::testing::TemporaryStore::new();
     let store = temporary.open().await.unwrap();
     let admins = store
-        .create_identity(identity(IdentityKind::Group, "admins"), 1)
+        .create_identity(NewIdentity::named(IdentityKind::Group, "admins"), 1)
         .await
         .unwrap();
     let alice = store
-        .create_identity(identity(IdentityKind::User, "alice"), 1)
+        .create_identity(NewIdentity::named(IdentityKind::User, "alice"), 1)
         .await
         .unwrap();
     store.add_group_member(admins.id, alice.id).await.unwrap();
@@ -364,22 +338,12 @@ async fn renames_and_a_pruned_log_ask_for_a_rebuild() {
     let temporary = deputy_store::testing::TemporaryStore::new();
     let store = temporary.open().await.unwrap();
     let admins = store
-        .create_identity(identity(IdentityKind::Group, "admins"), 1)
+        .create_identity(NewIdentity::named(IdentityKind::Group, "admins"), 1)
         .await
         .unwrap();
     let catalog = store
         .create_securable(
-            NewSecurable {
-                kind: "catalog".into(),
-                namespace: "catalog".into(),
-                full_name: "main".into(),
-                parent_id: None,
-                owner_id: admins.id,
-                comment: None,
-                properties: "{}".into(),
-                spec: "{}".into(),
-                created_by: admins.id,
-            },
+            new_securable(SecurableKind::Catalog, "main", None, admins.id),
             1,
         )
         .await
@@ -427,7 +391,7 @@ async fn renames_and_a_pruned_log_ask_for_a_rebuild() {
         "a reader at the newest position has nothing to take in"
     );
     store
-        .create_identity(identity(IdentityKind::User, "bob"), 1)
+        .create_identity(NewIdentity::named(IdentityKind::User, "bob"), 1)
         .await
         .unwrap();
     assert_eq!(

@@ -145,6 +145,21 @@ pub struct NewIdentity {
     pub active: bool,
 }
 
+impl NewIdentity {
+    /// An active identity known only by its name, which is also its display name.
+    pub fn named(kind: IdentityKind, name: &str) -> NewIdentity {
+        NewIdentity {
+            kind,
+            name: name.into(),
+            display_name: name.into(),
+            given_name: None,
+            family_name: None,
+            external_id: None,
+            active: true,
+        }
+    }
+}
+
 /// The mutable attributes of an identity, replaced as a whole (SCIM PUT semantics; PATCH is applied by the caller on
 /// top of the current value).
 #[derive(Debug, Clone, PartialEq, Eq)]
