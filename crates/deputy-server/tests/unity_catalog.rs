@@ -324,6 +324,35 @@ async fn only_owners_managers_and_admins_grant() {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 }
 
+/// A deleted owner's securables keep its id as owner (ids are never reused). Rebuilding the snapshot once refused
+/// them, so every publish after such a deletion failed, and so did the next start.
+#[tokio::test]
+async fn a_deleted_owner_leaves_the_workspace_writable_and_restartable() {
+    let w = workspace().await;
+    w.admin(
+        Method::PATCH,
+        &format!("{UC}/schemas/main.sales"),
+        Some(json!({ "owner": "bob@example.com" })),
+    )
+    .await;
+    w.admin(Method::DELETE, &format!("{SCIM}/Users/{}", w.bob_id), None)
+        .await;
+    w.grant("catalog/main", &w.alice, &["USE_CATALOG", "BROWSE"])
+        .await;
+    let seen =
+        w.h.call(
+            Method::GET,
+            &format!("{UC}/catalogs/main"),
+            Some(&w.alice_token),
+            None,
+        )
+        .await;
+    assert_eq!(seen.status, StatusCode::OK, "{:?}", seen.body);
+    let restarted =
+        deputy_server::prepare(w.h.dir.path(), w.h.database.as_deref(), support::BASE_URL).await;
+    assert!(restarted.is_ok(), "{:?}", restarted.err());
+}
+
 #[tokio::test]
 async fn a_deleted_principal_loses_its_grants() {
     let w = workspace().await;

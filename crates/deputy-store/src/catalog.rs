@@ -196,8 +196,8 @@ pub struct AuthorizationRows {
 pub struct AuthorizationDelta {
     /// The log position this delta brings its reader to.
     pub through: i64,
-    /// Every identity and direct membership `(group, member)`, when any of them changed.
-    pub directory: Option<(Vec<crate::Identity>, Vec<(PrincipalId, PrincipalId)>)>,
+    /// Every identity and direct membership, when any of them changed.
+    pub directory: Option<DirectoryRows>,
     /// Each securable whose row or grants changed, by ascending id (parents before children).
     pub securables: Vec<SecurableDelta>,
     /// Each workspace object whose row or ACL changed.
@@ -209,6 +209,9 @@ impl AuthorizationDelta {
         self.directory.is_none() && self.securables.is_empty() && self.workspace_objects.is_empty()
     }
 }
+
+/// Every identity, and every direct membership as `(group, member)`.
+pub type DirectoryRows = (Vec<crate::Identity>, Vec<(PrincipalId, PrincipalId)>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecurableDelta {
