@@ -61,7 +61,9 @@ impl AgentSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployedAgent {
     pub kind: AgentKind,
-    /// The deployed copy of the agent (a directory or a file) under the data directory.
+    /// The deployed copy of the agent (a directory or a file), relative to `STORAGE/agents` (see
+    /// [`AgentHost::artifact_path`]), so that every replica finds it wherever it mounts the shared storage; an agent
+    /// deployed before that was recorded with its absolute path, which is still followed.
     pub artifact: PathBuf,
     /// The user API scopes the author declared, canonical text.
     pub user_scopes: String,
@@ -72,12 +74,21 @@ pub struct DeployedAgent {
 }
 
 /// Running agent workers by endpoint id, and what every worker needs to know.
+///
+/// Two directories: deployments (the agents' copied artifacts) under `STORAGE/agents/<endpoint id>/<deployment>/`,
+/// shared by every replica, since an endpoint deployed through one replica runs on all of them; and this replica's
+/// own `DATA_DIR/agents/<endpoint id>/`: the workers' system token (`credentials/`, written by each replica with its
+/// own refresh), home and working directory, log and MLflow traces. With one server both are `DATA_DIR/agents`.
 pub struct AgentHost {
+    /// This replica's: credentials, worker homes and logs.
     agents_dir: PathBuf,
+    /// Shared by the replicas: deployed artifacts.
+    deployments_dir: PathBuf,
     runtime_dir: PathBuf,
     python: String,
     base_url: String,
-    pools: Mutex<HashMap<String, Arc<AgentPool>>>,
+    /// The running pool of each endpoint, with the artifact its workers run.
+    pools: Mutex<HashMap<String, (PathBuf, Arc<AgentPool>)>>,
     obo_enabled: AtomicBool,
     consent_required: AtomicBool,
     startup_timeout: Duration,
@@ -85,15 +96,18 @@ pub struct AgentHost {
 }
 
 impl AgentHost {
-    /// `runtime_dir` holds the Python agent runtime's packages (see `python_runtime_dir`).
+    /// `runtime_dir` holds the Python agent runtime's packages (see `python_runtime_dir`); deployments go under
+    /// `storage_dir/agents`, this replica's worker files under `data_dir/agents`.
     pub fn new(
         data_dir: &Path,
+        storage_dir: &Path,
         runtime_dir: PathBuf,
         base_url: &str,
         settings: AgentSettings,
     ) -> AgentHost {
         AgentHost {
             agents_dir: data_dir.join("agents"),
+            deployments_dir: storage_dir.join("agents"),
             runtime_dir,
             python: std::env::var("DEPUTY_AGENT_PYTHON").unwrap_or_else(|_| "python3".into()),
             base_url: base_url.to_owned(),
@@ -132,12 +146,26 @@ impl AgentHost {
         Ok(())
     }
 
-    /// A fresh directory for one deployment of the endpoint, so a redeploy never changes files a running worker
-    /// uses.
+    /// A fresh directory for one deployment of the endpoint, in the shared storage, so a redeploy never changes
+    /// files a running worker uses (on any replica).
     pub fn new_deployment_dir(&self, endpoint_id: &str) -> PathBuf {
-        self.agents_dir
+        self.deployments_dir
             .join(endpoint_id)
             .join(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// How an artifact copied under [`new_deployment_dir`](AgentHost::new_deployment_dir) is recorded: relative to
+    /// the deployments' directory (any other path as it is).
+    pub fn recorded_artifact(&self, artifact: &Path) -> PathBuf {
+        artifact
+            .strip_prefix(&self.deployments_dir)
+            .map_or_else(|_| artifact.to_owned(), Path::to_path_buf)
+    }
+
+    /// Where the agent's deployed artifact is on this replica: its recorded path under the shared deployments'
+    /// directory (an absolute recorded path, from before, as it is).
+    pub fn artifact_path(&self, agent: &DeployedAgent) -> PathBuf {
+        self.deployments_dir.join(&agent.artifact)
     }
 
     fn credentials_dir(&self, endpoint_id: &str) -> PathBuf {
@@ -154,13 +182,16 @@ impl AgentHost {
     }
 
     /// The endpoint's workers, started on first use. `fresh` says whether this call created the pool (the caller
-    /// then starts the system token's refresh). `None` for a declarative agent, which Deputy runs itself.
+    /// then starts the system token's refresh). `None` for a declarative agent, which Deputy runs itself. Workers
+    /// running another deployment of the endpoint (redeployed through another replica) are replaced.
     pub fn pool(&self, endpoint_id: &str, agent: &DeployedAgent) -> Option<(Arc<AgentPool>, bool)> {
         let mut pools = self
             .pools
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(pool) = pools.get(endpoint_id) {
+        if let Some((artifact, pool)) = pools.get(endpoint_id)
+            && *artifact == agent.artifact
+        {
             return Some((pool.clone(), false));
         }
         let pool = Arc::new(AgentPool::new(
@@ -169,7 +200,10 @@ impl AgentHost {
             self.startup_timeout,
             self.request_timeout,
         ));
-        pools.insert(endpoint_id.to_owned(), pool.clone());
+        pools.insert(
+            endpoint_id.to_owned(),
+            (agent.artifact.clone(), pool.clone()),
+        );
         Some((pool, true))
     }
 
@@ -188,7 +222,7 @@ impl AgentHost {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(endpoint_id)
-            .map(|pool| pool.health())
+            .map(|(_, pool)| pool.health())
     }
 
     pub fn is_running(&self, endpoint_id: &str) -> bool {
@@ -231,6 +265,7 @@ impl AgentHost {
                 env.push((key.to_owned(), value));
             }
         }
+        let artifact = self.artifact_path(agent);
         let (program, args) = match agent.kind {
             AgentKind::Python => (
                 PathBuf::from(&self.python),
@@ -238,10 +273,10 @@ impl AgentHost {
                     "-m".to_owned(),
                     "deputy_agent_runtime".to_owned(),
                     "--model".to_owned(),
-                    agent.artifact.display().to_string(),
+                    artifact.display().to_string(),
                 ],
             ),
-            AgentKind::Binary => (agent.artifact.clone(), Vec::new()),
+            AgentKind::Binary => (artifact, Vec::new()),
             AgentKind::Declarative => return None,
         };
         Some(WorkerCommand {

@@ -194,6 +194,7 @@ async fn run() {
     let config = deputy_server::ServerConfig {
         data_dir: data_dir.path().to_owned(),
         database_url: None,
+        storage_dir: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         public_url: None,
     };

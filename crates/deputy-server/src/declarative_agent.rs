@@ -36,7 +36,8 @@ pub async fn invoke(
     body: &Value,
     stream: bool,
 ) -> Result<mpsc::Receiver<WorkerEvent>, Error> {
-    let text = std::fs::read_to_string(&agent.artifact).map_err(Error::internal)?;
+    let artifact = state.serving().agents().artifact_path(agent);
+    let text = std::fs::read_to_string(artifact).map_err(Error::internal)?;
     let (definition, declared) = parse(&text).map_err(|error| Error::internal(error.0))?;
     let conversation = conversation(&definition, body)?;
     let tool_token = match user_token {

@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// A `postgres://` URL when replicas share one database; `None` keeps the metadata in `DATA_DIR/metadata.db`.
     pub database_url: Option<String>,
+    /// Where table files, vector indexes and agents' deployments live, when replicas share them (a directory they
+    /// all reach); `None` keeps them in the data directory.
+    pub storage_dir: Option<PathBuf>,
     pub listen: SocketAddr,
     /// The URL clients use to reach the server; defaults to `http://<bound address>`.
     pub public_url: Option<String>,
@@ -80,16 +83,32 @@ pub async fn prepare(
     database_url: Option<&str>,
     base_url: &str,
 ) -> Result<(AppState, BootstrapReport), ServeError> {
-    // A relative data directory is resolved against the server's working directory once, here: agents' deployment
+    prepare_with_storage(data_dir, data_dir, database_url, base_url).await
+}
+
+/// [`prepare`], with table files (`warehouse/`), vector indexes (`vector-search/`) and agents' deployments
+/// (`agents/`) under `storage_dir`, which replicas may share; the rest stays in `data_dir`.
+pub async fn prepare_with_storage(
+    data_dir: &std::path::Path,
+    storage_dir: &std::path::Path,
+    database_url: Option<&str>,
+    base_url: &str,
+) -> Result<(AppState, BootstrapReport), ServeError> {
+    // Relative directories are resolved against the server's working directory once, here: agents' deployment
     // paths and the runtime's path are handed to worker processes, which need absolute ones.
-    let data_dir = &std::path::absolute(data_dir).map_err(|source| ServeError::DataDir {
-        path: data_dir.to_owned(),
-        source,
-    })?;
-    std::fs::create_dir_all(data_dir).map_err(|source| ServeError::DataDir {
-        path: data_dir.to_owned(),
-        source,
-    })?;
+    let absolute = |dir: &std::path::Path| {
+        let absolute = std::path::absolute(dir).map_err(|source| ServeError::DataDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        std::fs::create_dir_all(&absolute).map_err(|source| ServeError::DataDir {
+            path: absolute.clone(),
+            source,
+        })?;
+        Ok::<_, ServeError>(absolute)
+    };
+    let data_dir = &absolute(data_dir)?;
+    let storage_dir = &absolute(storage_dir)?;
     let store: Arc<dyn Store> = Arc::new(match database_url {
         Some(url) => SqlStore::connect(url).await?,
         None => SqlStore::open_sqlite(&data_dir.join("metadata.db")).await?,
@@ -109,7 +128,7 @@ pub async fn prepare(
             .await
             .map_err(|error| ServeError::Access(error.message))?,
     );
-    let sql = SqlEngine::new(data_dir.join("warehouse"), store.clone())
+    let sql = SqlEngine::new(storage_dir.join("warehouse"), store.clone())
         .map_err(|error| ServeError::Catalog(error.to_string()))?;
     let settings = deputy_agents::AgentSettings::read(store.as_ref()).await?;
     let runtime_dir =
@@ -117,11 +136,14 @@ pub async fn prepare(
             path: data_dir.join("python"),
             source,
         })?;
-    let agents = deputy_agents::AgentHost::new(data_dir, runtime_dir, &base_url, settings);
+    let agents =
+        deputy_agents::AgentHost::new(data_dir, storage_dir, runtime_dir, &base_url, settings);
     let warehouse = Arc::new(deputy_warehouse::Warehouse::new(access.clone(), sql));
-    let vector_indexes =
-        deputy_vector_search::VectorIndexes::load(data_dir.join("vector-search"), store.as_ref())
-            .await?;
+    let vector_indexes = deputy_vector_search::VectorIndexes::load(
+        storage_dir.join("vector-search"),
+        store.as_ref(),
+    )
+    .await?;
     let vector_search = Arc::new(deputy_vector_search::VectorSearch::new(
         access.clone(),
         warehouse.clone(),
@@ -267,8 +289,13 @@ pub async fn bind(config: &ServerConfig) -> Result<BoundServer, ServeError> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{address}"));
-    let (state, report) =
-        prepare(&config.data_dir, config.database_url.as_deref(), &base_url).await?;
+    let (state, report) = prepare_with_storage(
+        &config.data_dir,
+        config.storage_dir.as_ref().unwrap_or(&config.data_dir),
+        config.database_url.as_deref(),
+        &base_url,
+    )
+    .await?;
     Ok(BoundServer {
         listener,
         state,

@@ -262,6 +262,7 @@ async fn a_starting_server_purges_expired_events() {
     let config = deputy_server::ServerConfig {
         data_dir: h.dir.path().to_owned(),
         database_url: h.database.clone(),
+        storage_dir: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         public_url: None,
     };

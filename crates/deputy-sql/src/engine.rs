@@ -42,7 +42,7 @@ use crate::result::{CatalogChange, StatementResult};
 use crate::routines::reads_data;
 use crate::session::{Rights, Session};
 use crate::snapshot::{authz_principal, store_principal};
-use crate::storage::{ParquetFile, TableFiles, TableLocks};
+use crate::storage::{ParquetFile, TableFiles, TableLock, TableLocks};
 use crate::types::{arrow_type, storage_type, type_name, type_text};
 
 /// One named statement parameter (`:name` in the statement), as the statement-execution API sends it.
@@ -76,9 +76,10 @@ impl SqlEngine {
         std::fs::create_dir_all(data_dir.join("tables"))?;
         // Table paths are handed to DataFusion as URLs, which must be absolute.
         let data_dir = std::fs::canonicalize(&data_dir)?;
+        let tables = data_dir.join("tables");
         Ok(SqlEngine {
             shared: Arc::new(Shared {
-                files: TableFiles::new(data_dir.join("tables")),
+                files: TableFiles::new(tables.clone()),
                 data_dir,
                 store,
                 runtime: RuntimeEnvBuilder::new()
@@ -88,7 +89,7 @@ impl SqlEngine {
                         CacheManagerConfig::default().with_list_files_cache_limit(0),
                     )
                     .build_arc()?,
-                locks: TableLocks::default(),
+                locks: TableLocks::new(tables),
             }),
         })
     }
@@ -1332,10 +1333,7 @@ impl Run<'_> {
 
 impl Run<'_> {
     /// The write lock of a visible table; `None` for any other name, which planning then reports.
-    async fn lock_table(
-        &self,
-        name: &ObjectName,
-    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, SqlError> {
+    async fn lock_table(&self, name: &ObjectName) -> Result<Option<TableLock>, SqlError> {
         let Ok(name) = object_name(name) else {
             return Ok(None);
         };

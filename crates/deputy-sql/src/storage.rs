@@ -13,7 +13,12 @@
 //!   error before that rename leaves the old version current and the new directory an orphan; after it, the new
 //!   version is complete. Orphans are removed by the next commit or when the [`NewVersion`] is dropped.
 //! - **Writers of one table are serialised** ([`TableLocks`]): a rewrite reads the current version and replaces it,
-//!   so an append landing in between would be lost.
+//!   so an append landing in between would be lost. The lock is held across processes too (an exclusive lock on
+//!   `tables/<id>.lock`), because replicas sharing one storage directory write the same tables: a commit's
+//!   read-modify-publish of the pointer file and an append into the current version never interleave with another
+//!   process's. Nothing about a table's files is cached in memory between statements (the pointer is read and the
+//!   version directory listed afresh by every statement), so a write by another process is seen by the next
+//!   statement that starts after it was acknowledged.
 //!
 //! The version a commit replaces is kept until the following commit, so a statement that opened it just before the
 //! switch can still read its files.
@@ -102,10 +107,15 @@ impl TableFiles {
         for name in self.versions(id)? {
             std::fs::remove_dir_all(self.root.join(name))?;
         }
-        match std::fs::remove_file(self.pointer(id)) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error.into()),
-            _ => Ok(()),
+        for file in [self.pointer(id), lock_file(&self.root, id)] {
+            match std::fs::remove_file(file) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(error.into());
+                }
+                _ => {}
+            }
         }
+        Ok(())
     }
 }
 
@@ -240,14 +250,37 @@ fn parquet_error(error: ParquetError) -> SqlError {
     SqlError::Internal(format!("writing table data: {error}"))
 }
 
-/// One lock per table, held by every statement that writes the table's files (see the module docs).
-#[derive(Debug, Default)]
+/// The file whose exclusive lock (`flock`) a writer of the table holds, in every process sharing the storage.
+fn lock_file(root: &Path, id: SecurableId) -> PathBuf {
+    root.join(format!("{}.lock", id.0))
+}
+
+/// One lock per table, held by every statement that writes the table's files (see the module docs): first this
+/// process's own (so its statements queue in memory), then the table's lock file (so other processes' wait).
+#[derive(Debug)]
 pub(crate) struct TableLocks {
+    root: PathBuf,
     locks: Mutex<HashMap<SecurableId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// A table's write lock; both locks are released when it is dropped.
+#[derive(Debug)]
+pub(crate) struct TableLock {
+    // Declared first, so the other processes' turn comes before this process's next statement's.
+    _file: File,
+    _local: OwnedMutexGuard<()>,
+}
+
 impl TableLocks {
-    pub(crate) async fn lock(&self, id: SecurableId) -> Result<OwnedMutexGuard<()>, SqlError> {
+    /// The locks of the tables under `root` (the `tables/` directory).
+    pub(crate) fn new(root: PathBuf) -> TableLocks {
+        TableLocks {
+            root,
+            locks: Mutex::default(),
+        }
+    }
+
+    pub(crate) async fn lock(&self, id: SecurableId) -> Result<TableLock, SqlError> {
         let lock = {
             let mut locks = self
                 .locks
@@ -255,8 +288,31 @@ impl TableLocks {
                 .map_err(|_| SqlError::Internal("the table lock map is poisoned".to_owned()))?;
             Arc::clone(locks.entry(id).or_default())
         };
-        Ok(lock.lock_owned().await)
+        let local = lock.lock_owned().await;
+        let path = lock_file(&self.root, id);
+        // Waiting for another process blocks a thread, so it is not one of the async workers. Should the statement
+        // be cancelled meanwhile, the lock taken later is released as soon as the blocking task ends.
+        let file = tokio::task::spawn_blocking(move || lock_exclusively(&path))
+            .await
+            .map_err(|error| SqlError::Internal(format!("taking a table lock: {error}")))??;
+        Ok(TableLock {
+            _file: file,
+            _local: local,
+        })
     }
+}
+
+/// Opens (creating) `path` and takes its exclusive lock, waiting as long as another process holds it. Exclusive
+/// `flock` locks over NFS need the file open for writing, hence the write mode.
+fn lock_exclusively(path: &Path) -> Result<File, SqlError> {
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    file.lock()?;
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -292,5 +348,37 @@ mod tests {
 
         files.remove(id).unwrap();
         assert!(std::fs::read_dir(root.path()).unwrap().next().is_none());
+    }
+
+    /// Two engines on one directory stand for two processes sharing the storage: each has its own in-memory locks,
+    /// and the lock files' opens are separate, so `flock` keeps them apart exactly as it keeps processes apart.
+    #[tokio::test]
+    async fn a_table_lock_holds_across_engines_sharing_the_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let (first, second) = (
+            TableLocks::new(root.path().to_owned()),
+            TableLocks::new(root.path().to_owned()),
+        );
+        let id = SecurableId(7);
+        let held = first.lock(id).await.unwrap();
+        let waiting = tokio::spawn(async move {
+            let lock = second.lock(id).await.unwrap();
+            drop(lock);
+            second
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "the second engine took a held lock");
+        // Another table's lock is independent.
+        drop(first.lock(SecurableId(8)).await.unwrap());
+        drop(held);
+        let second = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the lock was not handed over")
+            .unwrap();
+        drop(second.lock(id).await.unwrap());
+
+        // Dropping the table removes its lock file with its other files.
+        TableFiles::new(root.path().to_owned()).remove(id).unwrap();
+        assert!(!lock_file(root.path(), id).exists());
     }
 }

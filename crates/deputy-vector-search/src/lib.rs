@@ -2,10 +2,11 @@
 //! `catalog.schema.index`), their data, queries, writes and delta sync. The answers are the bodies of the
 //! `/api/2.0/vector-search` API; the server only moves them on and off the wire.
 //!
-//! Indexes are [`deputy_vector::VectorIndex`]es under `DIR/vector-search/<securable id>/`, opened at startup
-//! ([`VectorIndexes`]). Reading needs `SELECT` on the index (plus `USE_CATALOG`/`USE_SCHEMA`), writing `MODIFY`,
-//! creating `CREATE_TABLE` on the schema. Embeddings come from serving endpoints through an [`Embedder`], which
-//! decides as the caller like any other query.
+//! Indexes are [`deputy_vector::VectorIndex`]es under `STORAGE/vector-search/<securable id>/`, opened at startup
+//! or on first use ([`VectorIndexes`]); replicas sharing the storage directory share them, and each read first
+//! applies what another replica wrote (a write does so under the index's file lock). Reading needs `SELECT` on the
+//! index (plus `USE_CATALOG`/`USE_SCHEMA`), writing `MODIFY`, creating `CREATE_TABLE` on the schema. Embeddings come
+//! from serving endpoints through an [`Embedder`], which decides as the caller like any other query.
 //!
 //! **Invariants**
 //! - An index in a schema the caller may not see into does not exist for the caller (404); otherwise a refusal names
@@ -96,7 +97,8 @@ const MAX_NUM_RESULTS: usize = 10_000;
 
 type SharedIndex = Arc<RwLock<VectorIndex>>;
 
-/// The open indexes, by securable id.
+/// The open indexes, by securable id. Their directories may be shared with other replicas: an index is opened on
+/// first use when it was created elsewhere, caught up before each read, and forgotten once its directory is gone.
 pub struct VectorIndexes {
     root: PathBuf,
     open: RwLock<HashMap<i64, SharedIndex>>,
@@ -136,17 +138,98 @@ impl VectorIndexes {
         self.root.join(id.to_string())
     }
 
-    fn get(&self, record: &SecurableRecord) -> Result<SharedIndex, Error> {
-        let open = self
+    /// The index's data, opened from its directory when this process has none yet: an index another replica
+    /// sharing the storage created, or one that could not be opened at start.
+    async fn opened(&self, record: &SecurableRecord) -> Result<SharedIndex, Error> {
+        let id = record.id.0;
+        let known = self
             .open
             .read()
-            .map_err(|_| Error::internal("index registry lock poisoned"))?;
-        open.get(&record.id.0).cloned().ok_or_else(|| {
-            Error::internal(format!(
-                "vector index `{}` has no open data",
-                record.full_name
-            ))
+            .map_err(|_| Error::internal("index registry lock poisoned"))?
+            .get(&id)
+            .cloned();
+        if let Some(index) = known {
+            return Ok(index);
+        }
+        let dir = self.dir_of(id);
+        let opened = tokio::task::spawn_blocking(move || VectorIndex::open(&dir))
+            .await
+            .map_err(Error::internal)?;
+        match opened {
+            Ok(index) => Ok(self
+                .open
+                .write()
+                .map_err(|_| Error::internal("index registry lock poisoned"))?
+                .entry(id)
+                .or_insert_with(|| Arc::new(RwLock::new(index)))
+                .clone()),
+            Err(error @ VectorError::Deleted { .. }) => Err(self.failed(record, error)),
+            Err(error) => {
+                tracing::error!(index = %record.full_name, %error, "cannot open vector index");
+                Err(Error::internal(format!(
+                    "vector index `{}` has no open data",
+                    record.full_name
+                )))
+            }
+        }
+    }
+
+    /// The index's data holding every write made to it so far, by this replica or by another sharing the storage:
+    /// what a read starts from. When another process wrote, its new log records are applied first (see
+    /// `deputy_vector::VectorIndex::catch_up`); otherwise the check costs a shared file lock, a `stat` and a small
+    /// read.
+    async fn current(&self, record: &SecurableRecord) -> Result<SharedIndex, Error> {
+        let index = self.opened(record).await?;
+        let shared = index.clone();
+        let caught_up = tokio::task::spawn_blocking(move || {
+            let is_current = shared
+                .read()
+                .map_err(|_| Error::internal("vector index lock poisoned"))?
+                .is_current();
+            Ok::<_, Error>(match is_current {
+                Ok(true) => Ok(()),
+                Ok(false) => shared
+                    .write()
+                    .map_err(|_| Error::internal("vector index lock poisoned"))?
+                    .catch_up()
+                    .map(|_| ()),
+                Err(error) => Err(error),
+            })
         })
+        .await
+        .map_err(Error::internal)??;
+        caught_up.map_err(|error| self.failed(record, error))?;
+        Ok(index)
+    }
+
+    /// Runs a write (fsync included) off the async workers; it catches up with other processes' writes under the
+    /// index's exclusive lock itself.
+    async fn write<T: Send + 'static>(
+        &self,
+        record: &SecurableRecord,
+        work: impl FnOnce(&mut VectorIndex) -> Result<T, VectorError> + Send + 'static,
+    ) -> Result<T, Error> {
+        let index = self.opened(record).await?;
+        let written = tokio::task::spawn_blocking(move || {
+            let mut index = index
+                .write()
+                .map_err(|_| Error::internal("vector index lock poisoned"))?;
+            Ok::<_, Error>(work(&mut index))
+        })
+        .await
+        .map_err(Error::internal)??;
+        written.map_err(|error| self.failed(record, error))
+    }
+
+    /// The error of an index's data; an index deleted by another replica is forgotten here, and not found.
+    fn failed(&self, record: &SecurableRecord, error: VectorError) -> Error {
+        if matches!(error, VectorError::Deleted { .. }) {
+            if let Ok(mut open) = self.open.write() {
+                open.remove(&record.id.0);
+            }
+            return index_missing(&record.full_name);
+        }
+        vector_error(error)
     }
 
     fn insert(&self, id: i64, index: VectorIndex) -> Result<SharedIndex, Error> {
@@ -176,6 +259,7 @@ fn remove_dir(dir: &FsPath) -> Result<(), Error> {
 
 fn vector_error(error: VectorError) -> Error {
     match error {
+        VectorError::Deleted { .. } => Error::not_found("the vector index was deleted"),
         error if error.is_client_error() => Error::invalid_parameter(error.to_string()),
         error => Error::internal(error),
     }
@@ -562,7 +646,7 @@ pub async fn get_index(
     name: String,
 ) -> Result<Value, Error> {
     let (record, spec) = authorized_index(state, caller, &name, Action::ReadMetadata).await?;
-    let rows = read(&state.vector_indexes().get(&record)?)?.len();
+    let rows = read(&state.vector_indexes().current(&record).await?)?.len();
     Ok(render_index(state, &record, &spec, rows))
 }
 
@@ -1193,8 +1277,10 @@ pub async fn sync(
         )));
     }
     let rows = read_source(state, caller, &spec, record.owner_id, embedder).await?;
-    let index = state.vector_indexes().get(&record)?;
-    write(&index, move |index| index.replace_all(rows)).await?;
+    state
+        .vector_indexes()
+        .write(&record, move |index| index.replace_all(rows))
+        .await?;
     Ok(json!({}))
 }
 
@@ -1253,8 +1339,10 @@ pub async fn upsert_data(
             }
         }
     }
-    let index = state.vector_indexes().get(&record)?;
-    let outcome = write(&index, move |index| index.upsert(rows)).await?;
+    let outcome = state
+        .vector_indexes()
+        .write(&record, move |index| index.upsert(rows))
+        .await?;
     Ok(write_response(outcome))
 }
 
@@ -1285,8 +1373,10 @@ pub async fn delete_data(
             .filter(|(key, _)| key == "primary_keys")
             .map(|(_, value)| Value::String(value)),
     );
-    let index = state.vector_indexes().get(&record)?;
-    let outcome = write(&index, move |index| index.delete(&keys)).await?;
+    let outcome = state
+        .vector_indexes()
+        .write(&record, move |index| index.delete(&keys))
+        .await?;
     Ok(write_response(outcome))
 }
 
@@ -1321,7 +1411,7 @@ pub async fn scan(
     let (record, spec) = authorized_index(state, caller, &name, Action::ReadTable).await?;
     let limit = body.num_results.unwrap_or(100).clamp(1, MAX_NUM_RESULTS);
     let last = body.last_primary_key.as_ref().and_then(key_of);
-    let index = state.vector_indexes().get(&record)?;
+    let index = state.vector_indexes().current(&record).await?;
     let view = reader_view(state, caller, &record, &spec, &index).await?;
     let index = read(&index)?;
     let mut rows = Vec::with_capacity(limit);
@@ -1472,7 +1562,7 @@ async fn run_query(
             "give `query_vector`, or `query_text` for an index that computes its embeddings",
         ));
     }
-    let index = state.vector_indexes().get(&record)?;
+    let index = state.vector_indexes().current(&record).await?;
     let view = reader_view(state, caller, &record, &spec, &index).await?;
     view.check_query(&spec, kind, request.filters_json.as_ref())?;
     let index = read(&index)?;

@@ -3,7 +3,7 @@
 
 use crate::VectorError;
 use crate::filter::Filter;
-use crate::log::{CONFIG_FILE, Operation, OperationLog, write_atomically};
+use crate::log::{CONFIG_FILE, CatchUp, LockMode, Operation, OperationLog, lock, write_atomically};
 use crate::text::TextIndex;
 use numkong::{Angular, Euclidean};
 use serde::{Deserialize, Serialize};
@@ -295,6 +295,12 @@ impl VectorIndex {
 
     /// Opens the durable index in `dir`, replaying its snapshot and log; the HNSW graph is rebuilt.
     pub fn open(dir: &Path) -> Result<VectorIndex, VectorError> {
+        let _lock = lock(dir, LockMode::Exclusive)?;
+        VectorIndex::load(dir, true)
+    }
+
+    /// Loads the index in `dir`, whose lock the caller holds (`repair`: exclusively).
+    fn load(dir: &Path, repair: bool) -> Result<VectorIndex, VectorError> {
         let config_path = dir.join(CONFIG_FILE);
         let bytes = std::fs::read(&config_path).map_err(|source| VectorError::Io {
             path: config_path.clone(),
@@ -305,19 +311,78 @@ impl VectorIndex {
                 path: config_path,
                 detail: error.to_string(),
             })?;
-        let (log, recovered) = OperationLog::open(dir)?;
+        let (log, recovered) = OperationLog::open(dir, repair)?;
         let mut index = VectorIndex::in_memory(config)?;
         index.apply_upsert(recovered.rows)?;
-        for operation in recovered.operations {
-            match operation {
-                Operation::Upsert { rows } => {
-                    index.apply_upsert(rows)?;
-                }
-                Operation::Delete { keys } => index.apply_delete(&keys)?,
-            }
-        }
+        index.apply_all(recovered.operations)?;
         index.log = Some(log);
         Ok(index)
+    }
+
+    fn apply_all(&mut self, operations: Vec<Operation>) -> Result<(), VectorError> {
+        for operation in operations {
+            match operation {
+                Operation::Upsert { rows } => self.apply_upsert(rows)?,
+                Operation::Delete { keys } => self.apply_delete(&keys)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this index holds every write made to its directory, by this process or another sharing the
+    /// storage. Costs a shared file lock, a `stat` and a read of the log's first bytes. An in-memory index is
+    /// always current; a deleted one is [`VectorError::Deleted`].
+    pub fn is_current(&self) -> Result<bool, VectorError> {
+        let Some(log) = &self.log else {
+            return Ok(true);
+        };
+        let _lock = lock(log.dir(), LockMode::Shared)?;
+        log.is_current()
+    }
+
+    /// Applies the writes other processes made to this index's directory since this one last looked: the new
+    /// records of the log, or, when another process compacted the log past what was applied here, everything
+    /// again from the snapshot (the graph rebuilt). Returns whether anything changed; allow-sets built before a
+    /// change are refused after it.
+    pub fn catch_up(&mut self) -> Result<bool, VectorError> {
+        let Some(log) = &self.log else {
+            return Ok(false);
+        };
+        let _lock = lock(log.dir(), LockMode::Shared)?;
+        self.catch_up_locked(false)
+    }
+
+    /// [`catch_up`](VectorIndex::catch_up) with the lock held (`repair`: exclusively).
+    fn catch_up_locked(&mut self, repair: bool) -> Result<bool, VectorError> {
+        let Some(log) = &mut self.log else {
+            return Ok(false);
+        };
+        match log.catch_up(repair)? {
+            CatchUp::Apply(operations) if operations.is_empty() => Ok(false),
+            CatchUp::Apply(operations) => {
+                self.apply_all(operations)?;
+                Ok(true)
+            }
+            CatchUp::Reload => {
+                let dir = log.dir().to_owned();
+                let mut fresh = VectorIndex::load(&dir, repair)?;
+                // Past every version handed out before, so no allow-set built on the old ids is trusted.
+                fresh.version = fresh.version.saturating_add(self.version).saturating_add(1);
+                *self = fresh;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Before a write: the exclusive lock of a durable index, with the index caught up under it, so the write's
+    /// sequence number follows every other process's and it sees their rows. `None` for an in-memory index.
+    fn lock_for_write(&mut self) -> Result<Option<std::fs::File>, VectorError> {
+        let Some(log) = &self.log else {
+            return Ok(None);
+        };
+        let lock = lock(log.dir(), LockMode::Exclusive)?;
+        self.catch_up_locked(true)?;
+        Ok(Some(lock))
     }
 
     /// An index that lives only in memory (benchmarks, tests).
@@ -402,6 +467,11 @@ impl VectorIndex {
     /// Inserts or replaces rows by primary key. Rows without a usable primary key or vector are refused (listed in
     /// the outcome); the others are durable when this returns.
     pub fn upsert(&mut self, rows: Vec<Value>) -> Result<WriteOutcome, VectorError> {
+        let _lock = self.lock_for_write()?;
+        self.upsert_locked(rows)
+    }
+
+    fn upsert_locked(&mut self, rows: Vec<Value>) -> Result<WriteOutcome, VectorError> {
         let mut outcome = WriteOutcome::default();
         let mut valid = Vec::with_capacity(rows.len());
         for row in rows {
@@ -426,6 +496,11 @@ impl VectorIndex {
 
     /// Deletes rows by primary key; absent keys are not an error (deleting is idempotent).
     pub fn delete(&mut self, keys: &[Value]) -> Result<WriteOutcome, VectorError> {
+        let _lock = self.lock_for_write()?;
+        self.delete_locked(keys)
+    }
+
+    fn delete_locked(&mut self, keys: &[Value]) -> Result<WriteOutcome, VectorError> {
         let mut outcome = WriteOutcome::default();
         let mut valid = Vec::with_capacity(keys.len());
         for key in keys {
@@ -455,6 +530,8 @@ impl VectorIndex {
     /// Makes the index hold exactly `rows` (a re-read source table): deletes the rows absent from it and upserts
     /// the rows that are new or changed.
     pub fn replace_all(&mut self, rows: Vec<Value>) -> Result<WriteOutcome, VectorError> {
+        // One lock for both halves: what is stale is decided on the rows as they are.
+        let _lock = self.lock_for_write()?;
         let incoming: HashSet<String> = rows
             .iter()
             .filter_map(|row| row.get(&self.config.primary_key).and_then(key_of))
@@ -465,7 +542,7 @@ impl VectorIndex {
             .filter(|key| !incoming.contains(*key))
             .map(|key| Value::String(key.clone()))
             .collect();
-        self.delete(&stale)?;
+        self.delete_locked(&stale)?;
         let changed: Vec<Value> = rows
             .into_iter()
             .filter(|row| {
@@ -476,7 +553,7 @@ impl VectorIndex {
                 current.as_ref() != row.as_object()
             })
             .collect();
-        let mut outcome = self.upsert(changed)?;
+        let mut outcome = self.upsert_locked(changed)?;
         outcome.success = incoming.len();
         Ok(outcome)
     }

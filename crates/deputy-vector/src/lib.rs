@@ -12,6 +12,10 @@
 //! **Architecture invariant:** an acknowledged write is durable. [`VectorIndex::upsert`] and
 //! [`VectorIndex::delete`] return only after the operation is fsynced to the index's log (see the `log` module);
 //! the HNSW graph and the full-text index are derived state, rebuilt when an index is opened.
+//!
+//! **Architecture invariant:** an index directory may be open in several processes at once (replicas sharing one
+//! storage directory). Writes are serialised through a file lock and first apply what other processes wrote;
+//! [`VectorIndex::is_current`] and [`VectorIndex::catch_up`] bring a reader up to date (see the `log` module).
 
 mod filter;
 mod index;
@@ -41,6 +45,9 @@ pub enum VectorError {
     },
     #[error("index data at `{}` is unreadable: {detail}", path.display())]
     Corrupt { path: PathBuf, detail: String },
+    /// The index's directory is gone: another process sharing the storage deleted the index.
+    #[error("the index at `{}` was deleted", path.display())]
+    Deleted { path: PathBuf },
     /// An allow-set used after a write to the index it was built from (a bug in the caller, not the client's).
     #[error("the allow-set was built before the index's last write; build it again")]
     StaleAllowSet,

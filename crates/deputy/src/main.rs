@@ -174,6 +174,10 @@ struct ServeArgs {
     /// Without it, metadata lives in SQLite in the data directory.
     #[arg(long = "database", env = "DEPUTY_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Where table files, vector indexes and agents' deployed artifacts live: a directory every replica reaches
+    /// (a shared file system), so that what one replica writes the others read. Default: the data directory.
+    #[arg(long = "storage", env = "DEPUTY_STORAGE_DIR")]
+    storage_dir: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, env = "DEPUTY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -328,6 +332,7 @@ impl ServeArgs {
         deputy_server::ServerConfig {
             data_dir: self.data_dir,
             database_url: self.database_url,
+            storage_dir: self.storage_dir,
             listen: self.listen,
             public_url: self.public_url,
         }

@@ -73,6 +73,7 @@ pub async fn orders_workspace() -> (Client, String, String, String, tempfile::Te
     let config = deputy_server::ServerConfig {
         data_dir: data_dir.path().to_owned(),
         database_url: None,
+        storage_dir: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         public_url: None,
     };

@@ -121,7 +121,7 @@ async fn deploy(
     })?;
     let agent = DeployedAgent {
         kind: definition.kind,
-        artifact,
+        artifact: serving.agents().recorded_artifact(&artifact),
         user_scopes: definition.user_scopes.to_string(),
         system_resources: definition.system_resources.clone(),
         service_principal: principal.name.clone(),
