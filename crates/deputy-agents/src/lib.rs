@@ -86,7 +86,9 @@ pub struct AgentHost {
     deployments_dir: PathBuf,
     runtime_dir: PathBuf,
     python: String,
-    base_url: String,
+    /// Where workers call this server back: its own address, so a worker's calls stay on the replica that runs it
+    /// (and do not fail with another replica, nor cross the load balancer twice).
+    callback_url: String,
     /// The running pool of each endpoint, with the artifact its workers run.
     pools: Mutex<HashMap<String, (PathBuf, Arc<AgentPool>)>>,
     obo_enabled: AtomicBool,
@@ -102,7 +104,7 @@ impl AgentHost {
         data_dir: &Path,
         storage_dir: &Path,
         runtime_dir: PathBuf,
-        base_url: &str,
+        callback_url: &str,
         settings: AgentSettings,
     ) -> AgentHost {
         AgentHost {
@@ -110,7 +112,7 @@ impl AgentHost {
             deployments_dir: storage_dir.join("agents"),
             runtime_dir,
             python: std::env::var("DEPUTY_AGENT_PYTHON").unwrap_or_else(|_| "python3".into()),
-            base_url: base_url.to_owned(),
+            callback_url: callback_url.to_owned(),
             pools: Mutex::default(),
             obo_enabled: AtomicBool::new(settings.obo_enabled),
             consent_required: AtomicBool::new(settings.consent_required),
@@ -238,7 +240,7 @@ impl AgentHost {
             ("IS_IN_DB_MODEL_SERVING_ENV".to_owned(), "true".to_owned()),
             (
                 "DATABRICKS_MODEL_SERVING_HOST_URL".to_owned(),
-                self.base_url.clone(),
+                self.callback_url.clone(),
             ),
             (
                 "SERVING_CREDENTIALS_DIR".to_owned(),

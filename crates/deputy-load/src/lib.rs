@@ -34,35 +34,20 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// A `deputy serve` this process started; killed on drop. The first server of a data directory made it and removes it
-/// when dropped; replicas started with [`Server::start_replica`] share it (drop them first).
+/// A `deputy serve` this process started, on a data directory of its own; killed on drop, and its directory removed.
+/// Replicas started with [`Server::start_replica`] use this server's data directory as their shared storage (drop
+/// them first).
 pub struct Server {
     pub host: String,
     pub admin_token: String,
     pub pid: u32,
     pub binary: PathBuf,
-    /// Where the server's output goes: `server.log` in the data directory, `server-PORT.log` for a replica.
+    /// Where the server's output goes: `server.log` in its data directory.
     pub log: PathBuf,
     address: SocketAddr,
     // Declared before the data directory, so the server is killed before its directory goes.
     child: Child,
-    data_dir: DataDir,
-}
-
-enum DataDir {
-    /// Made for this server; removed with it.
-    Owned(tempfile::TempDir),
-    /// Another server's, shared by a replica.
-    Shared(PathBuf),
-}
-
-impl DataDir {
-    fn path(&self) -> &Path {
-        match self {
-            DataDir::Owned(owned) => owned.path(),
-            DataDir::Shared(shared) => shared,
-        }
-    }
+    data_dir: tempfile::TempDir,
 }
 
 impl Server {
@@ -75,30 +60,25 @@ impl Server {
                 binary.display()
             );
         }
-        let data_dir = tempfile::Builder::new().prefix("deputy-load-").tempdir()?;
-        Server::spawn(binary, DataDir::Owned(data_dir), env).await
+        Server::spawn(binary, env).await
     }
 
-    /// Starts another `deputy serve` on this server's data directory and a free port, and waits for `/healthz`:
-    /// a replica, when `env` names the same database and public URL as this server's.
+    /// Starts another `deputy serve` on a data directory of its own and a free port, with this server's data
+    /// directory as its shared storage (tables, vector indexes, agents), and waits for `/healthz`: a replica, when
+    /// `env` names the same database and public URL as this server's.
     pub async fn start_replica(&self, env: &[(&str, String)]) -> anyhow::Result<Server> {
-        let data_dir = DataDir::Shared(self.data_dir().to_owned());
-        Server::spawn(&self.binary, data_dir, env).await
+        let mut env = env.to_vec();
+        env.push(("DEPUTY_STORAGE_DIR", self.data_dir().display().to_string()));
+        Server::spawn(&self.binary, &env).await
     }
 
-    async fn spawn(
-        binary: &Path,
-        data_dir: DataDir,
-        env: &[(&str, String)],
-    ) -> anyhow::Result<Server> {
+    async fn spawn(binary: &Path, env: &[(&str, String)]) -> anyhow::Result<Server> {
+        let data_dir = tempfile::Builder::new().prefix("deputy-load-").tempdir()?;
         let port = free_port()?;
         let address = SocketAddr::from(([127, 0, 0, 1], port));
         let host = format!("http://{address}");
         let directory = data_dir.path().to_owned();
-        let log_path = directory.join(match data_dir {
-            DataDir::Owned(_) => "server.log".to_owned(),
-            DataDir::Shared(_) => format!("server-{port}.log"),
-        });
+        let log_path = directory.join("server.log");
         let log = std::fs::File::create(&log_path)?;
         let child = Command::new(binary)
             .arg("serve")

@@ -83,16 +83,18 @@ pub async fn prepare(
     database_url: Option<&str>,
     base_url: &str,
 ) -> Result<(AppState, BootstrapReport), ServeError> {
-    prepare_with_storage(data_dir, data_dir, database_url, base_url).await
+    prepare_with_storage(data_dir, data_dir, database_url, base_url, base_url).await
 }
 
 /// [`prepare`], with table files (`warehouse/`), vector indexes (`vector-search/`) and agents' deployments
-/// (`agents/`) under `storage_dir`, which replicas may share; the rest stays in `data_dir`.
+/// (`agents/`) under `storage_dir`, which replicas may share (the rest stays in `data_dir`), and agent workers
+/// calling this server back at `own_url` rather than at the public `base_url`.
 pub async fn prepare_with_storage(
     data_dir: &std::path::Path,
     storage_dir: &std::path::Path,
     database_url: Option<&str>,
     base_url: &str,
+    own_url: &str,
 ) -> Result<(AppState, BootstrapReport), ServeError> {
     // Relative directories are resolved against the server's working directory once, here: agents' deployment
     // paths and the runtime's path are handed to worker processes, which need absolute ones.
@@ -137,7 +139,7 @@ pub async fn prepare_with_storage(
             source,
         })?;
     let agents =
-        deputy_agents::AgentHost::new(data_dir, storage_dir, runtime_dir, &base_url, settings);
+        deputy_agents::AgentHost::new(data_dir, storage_dir, runtime_dir, own_url, settings);
     let warehouse = Arc::new(deputy_warehouse::Warehouse::new(access.clone(), sql));
     let vector_indexes = deputy_vector_search::VectorIndexes::load(
         storage_dir.join("vector-search"),
@@ -276,6 +278,19 @@ impl BoundServer {
     }
 }
 
+/// The bound address as a process on this machine reaches it: a wildcard address is reached on loopback.
+fn reachable_locally(address: SocketAddr) -> SocketAddr {
+    match address.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, address.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, address.port()))
+        }
+        _ => address,
+    }
+}
+
 /// Binds the listener first so that the public URL can name the real port (`--listen 127.0.0.1:0` in tests).
 pub async fn bind(config: &ServerConfig) -> Result<BoundServer, ServeError> {
     let listener = TcpListener::bind(config.listen)
@@ -285,6 +300,7 @@ pub async fn bind(config: &ServerConfig) -> Result<BoundServer, ServeError> {
             source,
         })?;
     let address = listener.local_addr()?;
+    let own_url = format!("http://{}", reachable_locally(address));
     let base_url = config
         .public_url
         .clone()
@@ -294,6 +310,7 @@ pub async fn bind(config: &ServerConfig) -> Result<BoundServer, ServeError> {
         config.storage_dir.as_ref().unwrap_or(&config.data_dir),
         config.database_url.as_deref(),
         &base_url,
+        &own_url,
     )
     .await?;
     Ok(BoundServer {
