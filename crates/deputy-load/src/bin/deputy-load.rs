@@ -39,7 +39,8 @@ struct Options {
     /// the data directory. Name a fresh one per run: the setup creates users and objects with fixed names.
     #[arg(long)]
     database: Option<String>,
-    /// `deputy serve` processes sharing the data directory and the database (more than one needs --database).
+    /// `deputy serve` processes sharing the database and the first one's data directory as storage (`--storage`;
+    /// more than one needs --database), each with a data directory of its own.
     /// Client i sends to replica i % N, as a load balancer would spread them.
     #[arg(long, default_value_t = 1)]
     replicas: usize,
