@@ -4,7 +4,7 @@
 //!
 //! Replicas sharing one database each purge on their own: a purge deletes by time, so running it twice, or in two
 //! replicas at once, deletes the same events once and never a newer one. The setting is read from the store at every
-//! purge, so a replica follows a change made on another one by its next purge at the latest.
+//! purge, and a replica hearing that another changed a setting purges again (`Access::follow`).
 
 use crate::{Access, Caller, Error, clock};
 use deputy_store::EpochMillis;

@@ -189,7 +189,8 @@ impl Access {
     }
 
     /// Brings the in-memory copies up to date with a change another replica committed to the shared store (see
-    /// `deputy_store::changes`). Settings are not kept here: the caller reloads those.
+    /// `deputy_store::changes`). Settings are not kept here: the caller reloads those; a settings change wakes the
+    /// audit purge, since it may be a new retention.
     pub async fn follow(&self, change: Change) -> Result<(), Error> {
         let stale = |kind: Change| change == kind || change == Change::Everything;
         // Every stale copy is reloaded even when another fails; the first failure is reported.
@@ -208,6 +209,9 @@ impl Access {
         if stale(Change::Revocations) {
             let reloaded = self.credentials.reload_revocations().await;
             followed = followed.and(reloaded.map_err(Error::from));
+        }
+        if stale(Change::Settings) {
+            self.audit_retention_changed.notify_one();
         }
         followed
     }

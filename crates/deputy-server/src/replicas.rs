@@ -3,7 +3,7 @@
 //! store's announcements of what other replicas committed and reloads the copies they made stale.
 //!
 //! **Bound:** a write committed on one replica is in every other replica's copies once its announcement has arrived
-//! and the reload finished: milliseconds for a revocation or a deleted token, a snapshot rebuild for a grant.
+//! and the reload finished: milliseconds for a revocation, a deleted token or a grant (the change log taken in).
 //! `BENCHMARKS.md` has the measured figures.
 
 use crate::ServeError;
