@@ -39,7 +39,7 @@ use deputy_warehouse::Warehouse;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
-use std::path::{Path as FsPath, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 /// Turns texts into vectors with the model behind a serving endpoint, deciding as `caller` (who must be allowed to
@@ -241,19 +241,17 @@ impl VectorIndexes {
         Ok(shared)
     }
 
-    fn remove(&self, id: i64) -> Result<(), Error> {
+    /// Forgets the index and deletes its files once no process is writing it (waiting off the async workers).
+    async fn remove(&self, id: i64) -> Result<(), Error> {
         self.open
             .write()
             .map_err(|_| Error::internal("index registry lock poisoned"))?
             .remove(&id);
-        remove_dir(&self.dir_of(id))
-    }
-}
-
-fn remove_dir(dir: &FsPath) -> Result<(), Error> {
-    match std::fs::remove_dir_all(dir) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(Error::internal(error)),
-        _ => Ok(()),
+        let dir = self.dir_of(id);
+        tokio::task::spawn_blocking(move || VectorIndex::delete_files(&dir))
+            .await
+            .map_err(Error::internal)?
+            .map_err(vector_error)
     }
 }
 
@@ -709,7 +707,7 @@ pub async fn delete_index(
     let deleted = state.access().store().delete_securable(record.id).await;
     state.access().publish().await?;
     deleted?;
-    state.vector_indexes().remove(record.id.0)?;
+    state.vector_indexes().remove(record.id.0).await?;
     Ok(json!({}))
 }
 

@@ -3,7 +3,9 @@
 
 use crate::VectorError;
 use crate::filter::Filter;
-use crate::log::{CONFIG_FILE, CatchUp, LockMode, Operation, OperationLog, lock, write_atomically};
+use crate::log::{
+    CONFIG_FILE, CatchUp, LockMode, Operation, OperationLog, delete_locked, lock, write_atomically,
+};
 use crate::text::TextIndex;
 use numkong::{Angular, Euclidean};
 use serde::{Deserialize, Serialize};
@@ -291,6 +293,12 @@ impl VectorIndex {
         let bytes = serde_json::to_vec_pretty(&config).map_err(engine)?;
         write_atomically(dir, CONFIG_FILE, &bytes)?;
         VectorIndex::open(dir)
+    }
+
+    /// Deletes the durable index in `dir` once no process is writing it; processes that had it open then find it
+    /// deleted ([`VectorError::Deleted`]). Deleting what is already gone succeeds.
+    pub fn delete_files(dir: &Path) -> Result<(), VectorError> {
+        delete_locked(dir)
     }
 
     /// Opens the durable index in `dir`, replaying its snapshot and log; the HNSW graph is rebuilt.

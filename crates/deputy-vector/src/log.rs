@@ -139,19 +139,21 @@ fn sync_dir(dir: &Path) -> Result<(), VectorError> {
 }
 
 /// Takes the lock of the index in `dir`, waiting while another process (or another open of this process) holds it
-/// incompatibly; dropping the returned file releases it. An index whose directory is gone is
-/// [`VectorError::Deleted`]. The file is opened for writing because `flock` over NFS is emulated with `fcntl` locks,
-/// whose exclusive kind needs it; it is never written through this handle, nor created by it.
+/// incompatibly; dropping the returned file releases it. An index whose directory is gone, before or while waiting
+/// (see [`delete_locked`]), is [`VectorError::Deleted`]. The file is opened for writing because `flock` over NFS is
+/// emulated with `fcntl` locks, whose exclusive kind needs it; it is never written through this handle, nor created
+/// by it.
 pub(crate) fn lock(dir: &Path, mode: LockMode) -> Result<File, VectorError> {
     let path = dir.join(CONFIG_FILE);
+    let deleted = || VectorError::Deleted {
+        path: dir.to_owned(),
+    };
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .open(&path)
         .map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => VectorError::Deleted {
-                path: dir.to_owned(),
-            },
+            std::io::ErrorKind::NotFound => deleted(),
             _ => VectorError::Io {
                 path: path.clone(),
                 source,
@@ -162,7 +164,24 @@ pub(crate) fn lock(dir: &Path, mode: LockMode) -> Result<File, VectorError> {
         LockMode::Exclusive => file.lock(),
     }
     .map_err(io(&path))?;
+    // The lock was granted after a deletion released it: the file is no longer the index's.
+    if !path.exists() {
+        return Err(deleted());
+    }
     Ok(file)
+}
+
+/// Deletes the index in `dir` under its exclusive lock, so a write in progress in any process finishes first and one
+/// waiting for the lock then finds the index deleted instead of acknowledging a write into removed files.
+pub(crate) fn delete_locked(dir: &Path) -> Result<(), VectorError> {
+    let _lock = match lock(dir, LockMode::Exclusive) {
+        Err(VectorError::Deleted { .. }) => return Ok(()),
+        locked => locked?,
+    };
+    match std::fs::remove_dir_all(dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(io(dir)(error)),
+        _ => Ok(()),
+    }
 }
 
 /// The header's payload as a frame (length, checksum, payload).
@@ -564,6 +583,57 @@ mod tests {
         let (_, recovered) = OperationLog::open(dir.path(), true).unwrap();
         assert_eq!(upserted(&recovered), vec!["\"b\"", "\"c\""]);
         assert!(recovered.operations.is_empty());
+    }
+
+    #[test]
+    fn a_writer_waiting_while_the_index_is_deleted_finds_it_deleted() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("index");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join(CONFIG_FILE), b"{}").unwrap();
+        // Another process's write in progress holds the lock; a deletion waits for it, and a writer after it.
+        let in_progress = lock(&dir, LockMode::Exclusive).unwrap();
+        let deleting = {
+            let dir = dir.clone();
+            std::thread::spawn(move || delete_locked(&dir))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            dir.exists(),
+            "the deletion waited for the write in progress"
+        );
+        drop(in_progress);
+        deleting.join().unwrap().unwrap();
+        assert!(!dir.exists());
+        assert!(matches!(
+            lock(&dir, LockMode::Exclusive),
+            Err(VectorError::Deleted { .. })
+        ));
+        assert!(
+            delete_locked(&dir).is_ok(),
+            "deleting what is gone succeeds"
+        );
+    }
+
+    #[test]
+    fn a_lock_granted_after_its_file_was_removed_reports_the_index_deleted() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("index");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join(CONFIG_FILE), b"{}").unwrap();
+        let held = lock(&dir, LockMode::Exclusive).unwrap();
+        let waiting = {
+            let dir = dir.clone();
+            std::thread::spawn(move || lock(&dir, LockMode::Exclusive).map(|_| ()))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // Removed while the waiter had the file open and waited for its lock.
+        std::fs::remove_dir_all(&dir).unwrap();
+        drop(held);
+        assert!(matches!(
+            waiting.join().unwrap(),
+            Err(VectorError::Deleted { .. })
+        ));
     }
 
     #[test]
