@@ -96,18 +96,19 @@ fn ann_finds_the_true_neighbours_and_scores_them_higher_first() {
     let (index, vectors) = filled(2_000, 32);
     let none = Filter::default();
     let mut found = 0;
+    let mut found_itself_first = 0;
     for probe in 0..20 {
         let hits = index.query(&query(&vectors[probe], &none, 10)).unwrap();
         assert_eq!(hits.len(), 10);
-        assert_eq!(
-            hits[0].key,
-            probe.to_string(),
-            "a vector is its own nearest neighbour"
-        );
-        assert!(
-            (hits[0].score - 1.0).abs() < 1e-4,
-            "cosine similarity of a vector with itself"
-        );
+        // The graph is approximate (and built by parallel insertions, so not the same twice): a vector is its own
+        // nearest neighbour nearly always, not always.
+        if hits[0].key == probe.to_string() {
+            found_itself_first += 1;
+            assert!(
+                (hits[0].score - 1.0).abs() < 1e-4,
+                "cosine similarity of a vector with itself"
+            );
+        }
         assert!(hits.windows(2).all(|pair| pair[0].score >= pair[1].score));
         let truth: HashSet<String> = brute_force(&vectors, &vectors[probe], 10, |_| true)
             .into_iter()
@@ -118,6 +119,10 @@ fn ann_finds_the_true_neighbours_and_scores_them_higher_first() {
             .count();
     }
     assert!(found as f32 / 200.0 >= 0.95, "recall@10 {found}/200");
+    assert!(
+        found_itself_first >= 19,
+        "a vector is its own nearest neighbour in {found_itself_first} of 20 probes"
+    );
 }
 
 #[test]
