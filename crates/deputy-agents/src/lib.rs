@@ -93,6 +93,9 @@ pub struct AgentHost {
     pools: Mutex<HashMap<String, (PathBuf, Arc<AgentPool>)>>,
     obo_enabled: AtomicBool,
     consent_required: AtomicBool,
+    /// Held from reading the stored switches to setting them here, so a reload that read earlier cannot overwrite
+    /// one that read later (this replica's write and another replica's announcement race otherwise).
+    settings_reload: tokio::sync::Mutex<()>,
     startup_timeout: Duration,
     request_timeout: Duration,
 }
@@ -116,6 +119,7 @@ impl AgentHost {
             pools: Mutex::default(),
             obo_enabled: AtomicBool::new(settings.obo_enabled),
             consent_required: AtomicBool::new(settings.consent_required),
+            settings_reload: tokio::sync::Mutex::new(()),
             startup_timeout: Duration::from_secs(180),
             request_timeout: Duration::from_secs(600),
         }
@@ -125,26 +129,22 @@ impl AgentHost {
         self.obo_enabled.load(Ordering::SeqCst)
     }
 
-    pub fn set_obo_enabled(&self, enabled: bool) {
-        self.obo_enabled.store(enabled, Ordering::SeqCst);
-    }
-
     pub fn consent_required(&self) -> bool {
         self.consent_required.load(Ordering::SeqCst)
     }
 
-    pub fn set_consent_required(&self, required: bool) {
-        self.consent_required.store(required, Ordering::SeqCst);
-    }
-
-    /// Takes the switches as stored (changed by another replica).
+    /// Takes the switches as stored, after a write through this replica or another. The copy here only ever comes
+    /// from the store, so it ends as the last committed write whatever order the reloads ran in.
     pub async fn reload_settings(
         &self,
         store: &dyn deputy_store::MetadataStore,
     ) -> deputy_store::StoreResult<()> {
+        let _serialized = self.settings_reload.lock().await;
         let settings = AgentSettings::read(store).await?;
-        self.set_obo_enabled(settings.obo_enabled);
-        self.set_consent_required(settings.consent_required);
+        self.obo_enabled
+            .store(settings.obo_enabled, Ordering::SeqCst);
+        self.consent_required
+            .store(settings.consent_required, Ordering::SeqCst);
         Ok(())
     }
 

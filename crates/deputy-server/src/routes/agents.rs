@@ -418,15 +418,14 @@ async fn change_settings(
             .store()
             .set_setting(OBO_SETTING, flag(enabled))
             .await?;
-        serving.agents().set_obo_enabled(enabled);
     }
     if let Some(required) = change.consent_required {
         access
             .store()
             .set_setting(CONSENT_SETTING, flag(required))
             .await?;
-        serving.agents().set_consent_required(required);
     }
+    serving.agents().reload_settings(access.store()).await?;
     Ok(Json(current_settings(&serving)))
 }
 
