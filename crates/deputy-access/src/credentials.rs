@@ -146,6 +146,9 @@ pub struct Credentials {
     /// When the key ring was last read from the store because a token named an unknown key: such reads are spaced,
     /// so that tokens naming made-up keys cannot turn every request into a database read.
     unknown_key_reload: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// Held by a rotation from reading the ring to replacing it, and by a reload from reading the store to replacing
+    /// it, so that a reload which read the store before a rotation here committed cannot put the old ring back.
+    key_ring_change: tokio::sync::Mutex<()>,
 }
 
 /// The least time between two reads of the key ring for tokens that name an unknown key.
@@ -269,6 +272,7 @@ impl Credentials {
             },
             personal: KnownPersonalTokens::default(),
             unknown_key_reload: tokio::sync::Mutex::new(None),
+            key_ring_change: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -276,6 +280,7 @@ impl Credentials {
     /// not parse leaves the current one in place and is an error: this process signs nothing with a key it could
     /// not read back.
     pub async fn reload_signing_keys(&self) -> Result<(), String> {
+        let _serialized = self.key_ring_change.lock().await;
         let ring = stored_key_ring(self.store.as_ref())
             .await?
             .ok_or("the store holds no signing keys")?;
@@ -357,6 +362,7 @@ impl Credentials {
 
     /// Makes a new signing key current; the previous one verifies until its tokens have expired.
     pub async fn rotate_signing_key(&self) -> Result<String, Error> {
+        let _serialized = self.key_ring_change.lock().await;
         let now = now_seconds();
         let mut ring = self
             .read_issuer(|issuer| {

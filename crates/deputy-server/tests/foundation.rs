@@ -874,3 +874,61 @@ async fn key_rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
     let jwks = h.call(Method::GET, "/oidc/v1/keys", None, None).await.body;
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
 }
+
+/// On PostgreSQL the server also hears its own writes announced and reloads the switches; a reload that read the
+/// store before a later change committed must not put the earlier value back.
+#[tokio::test]
+async fn each_settings_change_reads_back_at_once_however_quickly_they_follow() {
+    let h = harness().await;
+    for round in 0..60 {
+        let on = round % 2 == 0;
+        let change = json!({ "obo-enabled": on, "consent-required": !on });
+        let changed = h
+            .call(
+                Method::PATCH,
+                "/api/2.0/deputy/settings",
+                Some(&h.admin_token),
+                Some(change.clone()),
+            )
+            .await;
+        assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+        assert_eq!(changed.body, change, "round {round}");
+        let read = h
+            .call(
+                Method::GET,
+                "/api/2.0/deputy/settings",
+                Some(&h.admin_token),
+                None,
+            )
+            .await;
+        assert_eq!(read.body, change, "round {round}");
+    }
+}
+
+/// Rotations at the same time each add their key: one must not replace the ring another just extended (nor may a
+/// reload of a ring announced earlier), or tokens signed with the lost key would stop verifying.
+#[tokio::test]
+async fn concurrent_rotations_each_keep_their_key() {
+    let h = harness().await;
+    let rotate = || {
+        h.call(
+            Method::POST,
+            "/api/2.0/deputy/keys/rotate",
+            Some(&h.admin_token),
+            Some(json!({})),
+        )
+    };
+    let rotated = futures_util::future::join_all((0..6).map(|_| rotate())).await;
+    let jwks = h.call(Method::GET, "/oidc/v1/keys", None, None).await.body;
+    let published: Vec<&Value> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| &key["kid"])
+        .collect();
+    assert_eq!(published.len(), 7, "{jwks}");
+    for reply in &rotated {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert!(published.contains(&&reply.body["kid"]), "{jwks}");
+    }
+}
