@@ -148,6 +148,7 @@ pub struct Credentials {
     unknown_key_reload: tokio::sync::Mutex<Option<std::time::Instant>>,
     /// Held by a rotation from reading the ring to replacing it, and by a reload from reading the store to replacing
     /// it, so that a reload which read the store before a rotation here committed cannot put the old ring back.
+    /// (Rotations on other replicas are held off by the store's setup lock.)
     key_ring_change: tokio::sync::Mutex<()>,
 }
 
@@ -363,15 +364,13 @@ impl Credentials {
     /// Makes a new signing key current; the previous one verifies until its tokens have expired.
     pub async fn rotate_signing_key(&self) -> Result<String, Error> {
         let _serialized = self.key_ring_change.lock().await;
+        // The stored ring, not this replica's copy: another replica may have rotated since, and its key must stay.
+        let _exclusive = self.store.exclusive_setup().await?;
         let now = now_seconds();
-        let mut ring = self
-            .read_issuer(|issuer| {
-                KeyRing::from_persisted(
-                    &issuer.keys.to_persisted(),
-                    issuer.keys.max_token_lifetime(),
-                )
-            })
-            .map_err(Error::internal)?;
+        let mut ring = stored_key_ring(self.store.as_ref())
+            .await
+            .map_err(Error::internal)?
+            .ok_or_else(|| Error::internal("the store holds no signing keys"))?;
         ring.prune(now);
         let kid = ring.rotate(now).map_err(Error::internal)?.to_owned();
         // Persist first: a crash after this point restarts with the new ring; before it, with the old one.

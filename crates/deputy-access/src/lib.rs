@@ -128,7 +128,10 @@ impl Access {
             Some(current) => match self.take_in_changes(current).await {
                 Ok(updated) => Ok(updated),
                 // What cannot be applied in place (or failed half way) is rebuilt from every row.
-                Err(_) => self.rebuild_from_store().await,
+                Err(error) => {
+                    tracing::info!(reason = %error.message, "rebuilding the authorization snapshot from every row");
+                    self.rebuild_from_store().await
+                }
             },
             None => self.rebuild_from_store().await,
         };
@@ -155,8 +158,8 @@ impl Access {
         self.authz
             .update(|snapshot| deputy_catalog::apply_delta(snapshot, &mut position, &delta))
             .map_err(Error::internal)?;
-        if let Some((identities, memberships)) = &delta.directory {
-            self.directory.replace(identities.clone(), memberships);
+        if let Some((identities, memberships)) = delta.directory {
+            self.directory.replace(identities, &memberships);
         }
         Ok(position)
     }

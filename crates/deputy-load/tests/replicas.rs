@@ -130,7 +130,7 @@ fn report(what: &str, delays: &Latencies) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_accept_tokens_issued_by_either() {
-    let (a, b, admin_a, _admin_b) = two_replicas().await;
+    let (a, b, admin_a, admin_b) = two_replicas().await;
     let (_, _, pat) = user_with_token(&admin_a, "alice@example.com").await;
     let alice_on_b = Api::new(&b.host, &pat, admin_a.http.clone());
     let me = alice_on_b.ok(Method::GET, ME, None).await.unwrap();
@@ -159,6 +159,41 @@ async fn replicas_accept_tokens_issued_by_either() {
     );
     // Tokens signed before the rotation still verify everywhere until they expire.
     assert_eq!(status(&alice_on_b.with_token(&jwt), ME).await, 200);
+
+    // Rotations on both at once: each replica's new key stays in the stored ring, so each replica's tokens verify on
+    // the other, and both publish both keys.
+    let rotate = "/api/2.0/deputy/keys/rotate";
+    let nothing = json!({});
+    let (on_a, on_b) = tokio::join!(
+        admin_a.post(rotate, &nothing),
+        admin_b.post(rotate, &nothing)
+    );
+    let rotated = [on_a.unwrap()["kid"].clone(), on_b.unwrap()["kid"].clone()];
+    for (signer, verifier) in [(&a, &b), (&b, &a)] {
+        let token = exchanged(&admin_a.http, &signer.host, &pat).await;
+        let on_verifier = Api::new(&verifier.host, &token, admin_a.http.clone());
+        assert_eq!(status(&on_verifier, ME).await, 200);
+    }
+    for replica in [&a, &b] {
+        let keys: Value = admin_a
+            .http
+            .get(format!("{}/oidc/v1/keys", replica.host))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let published: Vec<&Value> = keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|key| &key["kid"])
+            .collect();
+        for kid in &rotated {
+            assert!(published.contains(&kid), "{kid} missing from {keys}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

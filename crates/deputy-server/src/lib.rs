@@ -116,7 +116,7 @@ pub async fn prepare_with_storage(
         None => SqlStore::open_sqlite(&data_dir.join("metadata.db")).await?,
     });
     // Until the console's app exists, this start-up creates what must exist once in the workspace.
-    let startup = store.exclusive_startup().await?;
+    let startup = store.exclusive_setup().await?;
     let report = bootstrap::bootstrap(store.as_ref(), data_dir).await?;
     deputy_serving::ensure_builtin_endpoints(
         store.as_ref(),

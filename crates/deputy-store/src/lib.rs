@@ -67,8 +67,9 @@ impl<T> Store for T where
 {
 }
 
-/// Held while a process starts up; see [`MetadataStore::exclusive_startup`]. Dropping it lets the next one in.
-pub struct StartupGuard {
+/// Held while a process starts up or rotates the signing keys; see [`MetadataStore::exclusive_setup`]. Dropping it
+/// lets the next one in.
+pub struct SetupGuard {
     /// PostgreSQL's session-level advisory lock ends with the session that holds it.
     _session: Option<sqlx::AnyConnection>,
 }
@@ -326,10 +327,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn get_setting(&self, key: &str) -> StoreResult<Option<String>>;
     async fn set_setting(&self, key: &str, value: &str) -> StoreResult<()>;
 
-    /// Holds every other process sharing this store out of its start-up until the guard is dropped, so that
-    /// replicas starting at once do not each create what must exist once (the workspace, the first signing keys,
-    /// built-in principals and objects). Immediate on SQLite, which one process owns.
-    async fn exclusive_startup(&self) -> StoreResult<StartupGuard>;
+    /// Holds every other process sharing this store out of its start-up and its key rotations until the guard is
+    /// dropped, so that replicas starting at once do not each create what must exist once (the workspace, the first
+    /// signing keys, built-in principals and objects), and replicas rotating at once do not each write back a ring
+    /// without the other's new key. Immediate on SQLite, which one process owns.
+    async fn exclusive_setup(&self) -> StoreResult<SetupGuard>;
 
     /// The changes other processes commit to what is kept in memory, as they commit (see [`changes`]); `None` when
     /// no other process writes to this store (SQLite: this process owns the file).

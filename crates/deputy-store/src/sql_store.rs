@@ -87,8 +87,8 @@ pub struct SqlStore {
     audit: std::sync::Arc<AuditGroupCommit>,
 }
 
-/// The PostgreSQL advisory lock that start-ups take in turn ("deputy" in ASCII).
-const STARTUP_LOCK: i64 = 0x6465_7075_7479;
+/// The PostgreSQL advisory lock that start-ups and key rotations take in turn ("deputy" in ASCII).
+const SETUP_LOCK: i64 = 0x6465_7075_7479;
 
 /// Connections per process. PostgreSQL serves every replica from one server, so each replica takes a modest share.
 const MAX_CONNECTIONS: u32 = 8;
@@ -736,19 +736,19 @@ impl MetadataStore for SqlStore {
         Ok(())
     }
 
-    async fn exclusive_startup(&self) -> StoreResult<crate::StartupGuard> {
+    async fn exclusive_setup(&self) -> StoreResult<crate::SetupGuard> {
         let session = match self.dialect {
             Dialect::Sqlite => None,
             Dialect::Postgres => {
                 let mut session = self.pool.acquire().await?.detach();
                 sqlx::query("SELECT pg_advisory_lock($1)")
-                    .bind(STARTUP_LOCK)
+                    .bind(SETUP_LOCK)
                     .execute(&mut session)
                     .await?;
                 Some(session)
             }
         };
-        Ok(crate::StartupGuard { _session: session })
+        Ok(crate::SetupGuard { _session: session })
     }
 
     async fn follow_changes(
