@@ -217,6 +217,15 @@ impl AgentHost {
             .remove(endpoint_id);
     }
 
+    /// Stops the workers of every endpoint not in `endpoint_ids`: those deleted through another replica, which this
+    /// one hears of only as a changed list of endpoints.
+    pub fn stop_all_but(&self, endpoint_ids: &std::collections::HashSet<&str>) {
+        self.pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|endpoint_id, _| endpoint_ids.contains(endpoint_id.as_str()));
+    }
+
     /// The endpoint's workers now; `None` when none has been started since the server started (they start on the
     /// first request).
     pub fn health(&self, endpoint_id: &str) -> Option<worker::PoolHealth> {

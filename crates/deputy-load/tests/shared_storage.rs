@@ -397,7 +397,8 @@ async fn replicas_share_vector_indexes_written_and_deleted_through_either() {
     assert!(std::fs::read_dir(&indexes).unwrap().next().is_none());
 }
 
-/// A worker-protocol agent in `sh`: it answers with `version`, the path it runs from and its working directory.
+/// A worker-protocol agent in `sh`: it answers with `version`, its process id, the path it runs from and its working
+/// directory.
 fn shell_agent(dir: &Path, version: &str) -> PathBuf {
     let path = dir.join(format!("echo-agent-{version}"));
     let script = format!(
@@ -405,7 +406,7 @@ fn shell_agent(dir: &Path, version: &str) -> PathBuf {
 printf '{{"type":"ready"}}\n'
 while IFS= read -r line; do
   id=$(printf '%s' "$line" | sed -n 's/^{{"id":"\([^"]*\)".*/\1/p')
-  printf '{{"id":"%s","type":"result","data":{{"messages":[{{"role":"assistant","content":"{version} from %s in %s"}}]}}}}\n' "$id" "$0" "$PWD"
+  printf '{{"id":"%s","type":"result","data":{{"messages":[{{"role":"assistant","content":"{version} pid %s from %s in %s"}}]}}}}\n' "$id" "$$" "$0" "$PWD"
 done
 "#
     );
@@ -467,7 +468,8 @@ async fn replicas_run_an_agent_deployed_through_either_from_the_shared_storage()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let (version, rest) = answer.split_once(" from ").unwrap();
+    let (version, rest) = answer.split_once(" pid ").unwrap();
+    let (_, rest) = rest.split_once(" from ").unwrap();
     let (artifact, working_dir) = rest.split_once(" in ").unwrap();
     assert_eq!(version, "v1");
     assert!(
@@ -497,18 +499,43 @@ async fn replicas_run_an_agent_deployed_through_either_from_the_shared_storage()
         .await
         .unwrap();
     let start = Instant::now();
-    loop {
+    let worker_on_b = loop {
         let (status, answer) = invoke(&replicas.admin_b).await;
         assert_eq!(status, 200, "{answer}");
-        if answer.starts_with("v2 from ") {
-            break;
+        if let Some(rest) = answer.strip_prefix("v2 pid ") {
+            break rest.split_once(' ').unwrap().0.to_owned();
         }
         assert!(
             start.elapsed() < BOUND,
             "B still runs the first deployment: {answer}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
     let (status, answer) = invoke(&replicas.admin_a).await;
     assert_eq!((status, answer.split_once(' ').unwrap().0), (200, "v2"));
+
+    // Deleted through A: B stops its worker, which would otherwise idle until B restarts.
+    let deleted = replicas
+        .admin_a
+        .call(Method::DELETE, "/api/2.0/serving-endpoints/echo", None)
+        .await
+        .unwrap();
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    let start = Instant::now();
+    while process_runs(&worker_on_b) {
+        assert!(
+            start.elapsed() < BOUND,
+            "B's worker {worker_on_b} still runs for the deleted endpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether the process `pid` runs (a zombie, dead but not yet reaped, does not).
+fn process_runs(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    })
 }

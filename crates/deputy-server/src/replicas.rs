@@ -1,6 +1,7 @@
 //! Several replicas may share one PostgreSQL database. Each keeps copies in memory (the directory, the authorization
-//! snapshot, the key ring, revocations, known personal access tokens, the on-behalf-of switches); this follows the
-//! store's announcements of what other replicas committed and reloads the copies they made stale.
+//! snapshot, the key ring, revocations, known personal access tokens, the on-behalf-of switches, the running agent
+//! workers); this follows the store's announcements of what other replicas committed and reloads the copies they made
+//! stale.
 //!
 //! **Bound:** a write committed on one replica is in every other replica's copies once its announcement has arrived
 //! and the reload finished: milliseconds for a revocation, a deleted token or a grant (the change log taken in).
@@ -60,10 +61,15 @@ pub(crate) async fn follow_other_replicas(
 }
 
 async fn reload(change: Change, access: &Access, serving: &Serving) -> Result<(), String> {
-    let followed = access.follow(change).await.map_err(|error| error.message);
+    // Every stale copy is reloaded even when another fails; the first failure is reported.
+    let mut reloaded = access.follow(change).await.map_err(|error| error.message);
+    if matches!(change, Change::Authorization | Change::Everything) {
+        let stopped = serving.stop_workers_of_deleted_endpoints().await;
+        reloaded = reloaded.and(stopped.map_err(|error| error.message));
+    }
     if matches!(change, Change::Settings | Change::Everything) {
         let settings = serving.agents().reload_settings(access.store()).await;
-        settings.map_err(|error| error.to_string())?;
+        reloaded = reloaded.and(settings.map_err(|error| error.to_string()));
     }
-    followed
+    reloaded
 }

@@ -251,6 +251,18 @@ pub async fn endpoint_record(
 }
 
 impl Serving {
+    /// Stops the workers of endpoints that no longer exist (deleted through another replica: this one's own
+    /// deletions stop them at once), so that they do not idle until this replica restarts.
+    pub async fn stop_workers_of_deleted_endpoints(&self) -> Result<(), Error> {
+        let records = self.endpoints().await?;
+        let existing = records
+            .iter()
+            .map(|record| record.object_id.as_str())
+            .collect();
+        self.agents().stop_all_but(&existing);
+        Ok(())
+    }
+
     /// Every serving endpoint, current as of the last publish.
     async fn endpoints(&self) -> Result<Arc<[WorkspaceObjectRecord]>, Error> {
         // Read before the store: a publish after this point makes what is read below stale, and it is read again.
