@@ -137,6 +137,9 @@ async fn replicas_accept_tokens_issued_by_either() {
     assert_eq!(me["userName"], "alice@example.com");
 
     let jwt = exchanged(&admin_a.http, &a.host, &pat).await;
+    // B verifies an access token against its in-memory directory, which takes in the user created on A within the
+    // bound; until then B refuses the token (failing closed), so this waits for it.
+    until_status(&alice_on_b.with_token(&jwt), ME, 200).await;
     let me = alice_on_b
         .with_token(&jwt)
         .ok(Method::GET, ME, None)
@@ -206,9 +209,10 @@ async fn replicas_refuse_a_token_revoked_on_either_within_the_bound() {
         let on_b = Api::new(&b.host, &pat, admin_a.http.clone());
         let jwt = exchanged(&admin_a.http, &a.host, &pat).await;
         let jwt_on_b = on_b.with_token(&jwt);
-        // Both known to B (its caches hold them) before they are revoked on A.
+        // Both known to B (its caches hold them) before they are revoked on A; the access token once B has taken in
+        // the user created on A, within the bound.
         assert_eq!(status(&on_b, ME).await, 200);
-        assert_eq!(status(&jwt_on_b, ME).await, 200);
+        until_status(&jwt_on_b, ME, 200).await;
 
         oauth(
             &admin_a.http,

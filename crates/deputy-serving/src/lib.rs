@@ -254,7 +254,13 @@ impl Serving {
     /// Stops the workers of endpoints that no longer exist (deleted through another replica: this one's own
     /// deletions stop them at once), so that they do not idle until this replica restarts.
     pub async fn stop_workers_of_deleted_endpoints(&self) -> Result<(), Error> {
+        let generation = self.access.published_generation();
         let records = self.endpoints().await?;
+        if self.access.published_generation() != generation {
+            // A publish meanwhile may have listed an endpoint `records` lacks, whose workers must stay; that
+            // publish's own announcement brings this check again.
+            return Ok(());
+        }
         let existing = records
             .iter()
             .map(|record| record.object_id.as_str())
