@@ -156,7 +156,7 @@ pub async fn serve<A: ChatAgent>(agent: A) -> std::io::Result<()> {
     let host = std::env::var("DATABRICKS_MODEL_SERVING_HOST_URL").unwrap_or_default();
     let http = crate::new_http_client();
     write_line(&json!({ "type": "ready", "flavor": "chat_agent", "runtime": "deputy-sdk" }))?;
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut lines = tokio::io::BufReader::new(requests_from_stdin()?).lines();
     while let Some(line) = lines.next_line().await? {
         if line.trim().is_empty() {
             continue;
@@ -201,6 +201,18 @@ pub async fn serve<A: ChatAgent>(agent: A) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Stdin as the runtime reads it. Deputy hands a worker a pipe, which is read through the runtime's event loop:
+/// tokio's own `stdin()` reads on a blocking-pool thread, which puts a hand-off between two threads (and their
+/// wake-ups) in every request. Anything else (a file, a terminal) is read that way all the same.
+fn requests_from_stdin() -> std::io::Result<Box<dyn tokio::io::AsyncRead + Unpin + Send>> {
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin().as_fd().try_clone_to_owned()?;
+    match tokio::net::unix::pipe::Receiver::from_owned_fd(stdin) {
+        Ok(pipe) => Ok(Box::new(pipe)),
+        Err(_) => Ok(Box::new(tokio::io::stdin())),
+    }
 }
 
 fn error_line(id: Option<&str>, error: &AgentError) -> Value {
