@@ -1,6 +1,8 @@
 //! The Rust SDK's worker loop (`deputy_sdk::agent::serve`), run as Deputy runs it: the trivial agent as a child
 //! process speaking JSON lines, its stdin a pipe (read through the event loop) or a file (read the other way).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code.
+
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
