@@ -122,7 +122,7 @@ impl Access {
         self.record(&[entry.allowed(format!("audit events are kept {}", phrase(retention)))])
             .await?;
         self.store()
-            .set_setting(RETENTION_SETTING, &retention.stored())
+            .set_settings(&[(RETENTION_SETTING, &retention.stored())])
             .await?;
         self.audit_retention_changed.notify_one();
         Ok(retention)

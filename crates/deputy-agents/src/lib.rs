@@ -133,6 +133,25 @@ impl AgentHost {
         self.consent_required.load(Ordering::SeqCst)
     }
 
+    /// Stores the switches given (`None`: left as it is) in one transaction, then takes them as stored.
+    pub async fn change_settings(
+        &self,
+        store: &dyn deputy_store::MetadataStore,
+        obo_enabled: Option<bool>,
+        consent_required: Option<bool>,
+    ) -> deputy_store::StoreResult<()> {
+        let flag = |on: bool| if on { "true" } else { "false" };
+        let changes: Vec<(&str, &str)> = [
+            (OBO_SETTING, obo_enabled),
+            (CONSENT_SETTING, consent_required),
+        ]
+        .into_iter()
+        .filter_map(|(key, on)| on.map(|on| (key, flag(on))))
+        .collect();
+        store.set_settings(&changes).await?;
+        self.reload_settings(store).await
+    }
+
     /// Takes the switches as stored, after a write through this replica or another. The copy here only ever comes
     /// from the store, so it ends as the last committed write whatever order the reloads ran in.
     pub async fn reload_settings(

@@ -905,6 +905,66 @@ async fn each_settings_change_reads_back_at_once_however_quickly_they_follow() {
     }
 }
 
+/// The on-behalf-of switches govern every agent, so each attempt to change them is audited: an admin's change with
+/// the switches it set, anyone else's refused, and the refusal audited too.
+#[tokio::test]
+async fn settings_changes_are_admins_only_and_each_attempt_is_audited() {
+    let h = harness().await;
+    let user_token = h.new_user_token("ivy@example.com", &["all-apis"]).await;
+    let change = |token: String, body: Value| {
+        let h = &h;
+        async move {
+            h.call(
+                Method::PATCH,
+                "/api/2.0/deputy/settings",
+                Some(&token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let refused = change(user_token.clone(), json!({ "obo-enabled": true })).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert_eq!(refused.body["error_code"], "PERMISSION_DENIED");
+    let changed = change(h.admin_token.clone(), json!({ "consent-required": true })).await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    assert_eq!(changed.body["consent-required"], true);
+    let audit = h
+        .call(
+            Method::GET,
+            "/api/2.0/deputy/audit?contains=serving.settings&limit=100",
+            Some(&h.admin_token),
+            None,
+        )
+        .await;
+    let attempts: Vec<(String, bool, String)> = audit.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["api"] == "serving.settings")
+        .map(|event| {
+            (
+                event["user_name"].as_str().unwrap().to_owned(),
+                event["allowed"].as_bool().unwrap(),
+                event["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(attempts.len(), 2, "{}", audit.body);
+    assert!(
+        attempts
+            .iter()
+            .any(|(user, allowed, _)| user == "ivy@example.com" && !allowed)
+    );
+    assert!(
+        attempts
+            .iter()
+            .any(|(user, allowed, reason)| user != "ivy@example.com"
+                && *allowed
+                && reason == "consent-required = true")
+    );
+}
+
 /// Rotations at the same time each add their key: one must not replace the ring another just extended (nor may a
 /// reload of a ring announced earlier), or tokens signed with the lost key would stop verifying.
 #[tokio::test]

@@ -649,6 +649,47 @@ pub async fn resource_decision(
     })
 }
 
+/// The audit API of a change to the on-behalf-of switches.
+pub const SETTINGS_AUDIT_API: &str = "serving.settings";
+
+/// Sets the on-behalf-of switches given (`None`: left as it is): admins only. Each attempt is audited before
+/// anything is written, so a change that cannot be audited is not made.
+pub async fn change_agent_settings(
+    state: &Serving,
+    caller: &Caller,
+    obo_enabled: Option<bool>,
+    consent_required: Option<bool>,
+) -> Result<(), Error> {
+    let changes: Vec<String> = [
+        (deputy_agents::OBO_SETTING, obo_enabled),
+        (deputy_agents::CONSENT_SETTING, consent_required),
+    ]
+    .into_iter()
+    .filter_map(|(key, on)| on.map(|on| format!("{key} = {on}")))
+    .collect();
+    let entry = state
+        .access()
+        .audit_entry(caller, SETTINGS_AUDIT_API)
+        .securable("settings");
+    if let Err(refused) = caller.require_admin() {
+        state
+            .access()
+            .record(&[entry.denied(refused.message.clone())])
+            .await?;
+        return Err(refused);
+    }
+    let reason = match changes.is_empty() {
+        true => "no switch named".to_owned(),
+        false => changes.join(", "),
+    };
+    state.access().record(&[entry.allowed(reason)]).await?;
+    state
+        .agents()
+        .change_settings(state.access().store(), obo_enabled, consent_required)
+        .await?;
+    Ok(())
+}
+
 /// The token an agent gets for one request of `caller`, with the request's id: with on-behalf-of access on, the
 /// caller's downscoped token (after their consent, when required), its minting audited; otherwise none, as on
 /// Databricks when the author declared no user scopes.

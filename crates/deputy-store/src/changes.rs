@@ -63,7 +63,10 @@ mod tests {
         };
         writer.create_identity(user("alice"), 1).await.unwrap();
         assert_eq!(next(&mut changes).await, Some(Change::Authorization));
-        writer.set_setting("obo-enabled", "true").await.unwrap();
+        writer
+            .set_settings(&[("obo-enabled", "true"), ("consent-required", "true")])
+            .await
+            .unwrap();
         assert_eq!(next(&mut changes).await, Some(Change::Settings));
         writer.revoke_token_id("jti-1", i64::MAX).await.unwrap();
         assert_eq!(next(&mut changes).await, Some(Change::Revocations));

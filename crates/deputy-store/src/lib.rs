@@ -325,7 +325,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn live_revoked_token_ids(&self, now: EpochMillis) -> StoreResult<Vec<String>>;
 
     async fn get_setting(&self, key: &str) -> StoreResult<Option<String>>;
-    async fn set_setting(&self, key: &str, value: &str) -> StoreResult<()>;
+    /// Writes `(key, value)` settings in one transaction: all or none, and one announcement to other replicas.
+    async fn set_settings(&self, settings: &[(&str, &str)]) -> StoreResult<()>;
 
     /// Holds every other process sharing this store out of its start-up and its key rotations until the guard is
     /// dropped, so that replicas starting at once do not each create what must exist once (the workspace, the first

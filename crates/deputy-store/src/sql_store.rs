@@ -727,12 +727,16 @@ impl MetadataStore for SqlStore {
         Ok(row.map(|row| row.try_get("value")).transpose()?)
     }
 
-    async fn set_setting(&self, key: &str, value: &str) -> StoreResult<()> {
-        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
+    async fn set_settings(&self, settings: &[(&str, &str)]) -> StoreResult<()> {
+        let mut transaction = self.pool.begin().await?;
+        for (key, value) in settings {
+            sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                .bind(*key)
+                .bind(*value)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
         Ok(())
     }
 
@@ -866,7 +870,10 @@ mod tests {
         {
             let store = temporary.open().await.unwrap();
             store.create_workspace(42, 1).await.unwrap();
-            store.set_setting("obo-enabled", "true").await.unwrap();
+            store
+                .set_settings(&[("obo-enabled", "true")])
+                .await
+                .unwrap();
             let key = StoredSigningKey {
                 kid: "k1".into(),
                 seed: vec![7; 32],

@@ -406,26 +406,17 @@ struct SettingsChange {
 
 /// Turns on-behalf-of-user access, and the consent it requires, on or off for every agent (admins only).
 async fn change_settings(
-    State(access): State<Arc<Access>>,
     State(serving): State<Arc<Serving>>,
     Authenticated(caller): Authenticated,
     ApiJson(change): ApiJson<SettingsChange>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
-    let flag = |on: bool| if on { "true" } else { "false" };
-    if let Some(enabled) = change.obo_enabled {
-        access
-            .store()
-            .set_setting(OBO_SETTING, flag(enabled))
-            .await?;
-    }
-    if let Some(required) = change.consent_required {
-        access
-            .store()
-            .set_setting(CONSENT_SETTING, flag(required))
-            .await?;
-    }
-    serving.agents().reload_settings(access.store()).await?;
+    deputy_serving::change_agent_settings(
+        &serving,
+        &caller,
+        change.obo_enabled,
+        change.consent_required,
+    )
+    .await?;
     Ok(Json(current_settings(&serving)))
 }
 
