@@ -151,7 +151,8 @@ struct WorkerRequest {
     user_id: Option<String>,
 }
 
-/// Runs the agent as a Deputy worker until stdin closes. Call it from `main` inside a tokio runtime.
+/// Runs the agent as a Deputy worker until stdin closes. Call it from `main` inside a tokio runtime. Stdin, when it
+/// is a pipe (as Deputy starts workers), is made non-blocking: hand it to no child process.
 pub async fn serve<A: ChatAgent>(agent: A) -> std::io::Result<()> {
     let host = std::env::var("DATABRICKS_MODEL_SERVING_HOST_URL").unwrap_or_default();
     let http = crate::new_http_client();
