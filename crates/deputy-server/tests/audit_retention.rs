@@ -60,26 +60,6 @@ async fn remaining(h: &Harness, request_ids: &[&str]) -> Vec<String> {
     found
 }
 
-/// The audited changes of the retention, oldest first: (user, allowed, reason).
-async fn retention_events(h: &Harness) -> Vec<(String, bool, String)> {
-    let path = "/api/2.0/deputy/audit?contains=audit.retention&limit=1000";
-    let reply = h.call(Method::GET, path, Some(&h.admin_token), None).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    reply.body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|event| event["api"] == "audit.retention")
-        .map(|event| {
-            (
-                event["user_name"].as_str().unwrap().to_owned(),
-                event["allowed"].as_bool().unwrap(),
-                event["reason"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn an_admin_sets_and_clears_the_retention_and_each_change_is_audited() {
     let h = harness().await;
@@ -101,7 +81,7 @@ async fn an_admin_sets_and_clears_the_retention_and_each_change_is_audited() {
     assert_eq!(cleared.body, json!({}));
     assert_eq!(get(&h, admin).await.body, json!({}));
 
-    let changes = retention_events(&h).await;
+    let changes = h.audited("audit.retention").await;
     let expected = [
         "audit events are kept for 30 days",
         "audit events are kept for 36500 days",
@@ -137,7 +117,8 @@ async fn anyone_but_an_admin_is_refused_and_the_attempt_is_audited() {
         get(&h, &h.admin_token).await.body,
         json!({ "retention_days": 90 })
     );
-    let attempts: Vec<_> = retention_events(&h)
+    let attempts: Vec<_> = h
+        .audited("audit.retention")
         .await
         .into_iter()
         .filter(|(user, _, _)| user == "alice@example.com")
@@ -196,7 +177,7 @@ async fn bad_values_are_refused_as_invalid_parameters() {
     }
     assert_eq!(get(&h, admin).await.body, json!({ "retention_days": 7 }));
     // Only the one accepted change was audited as a change.
-    let changes = retention_events(&h).await;
+    let changes = h.audited("audit.retention").await;
     assert_eq!(changes.len(), 1, "{changes:?}");
 }
 

@@ -929,28 +929,8 @@ async fn settings_changes_are_admins_only_and_each_attempt_is_audited() {
     let changed = change(h.admin_token.clone(), json!({ "consent-required": true })).await;
     assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
     assert_eq!(changed.body["consent-required"], true);
-    let audit = h
-        .call(
-            Method::GET,
-            "/api/2.0/deputy/audit?contains=serving.settings&limit=100",
-            Some(&h.admin_token),
-            None,
-        )
-        .await;
-    let attempts: Vec<(String, bool, String)> = audit.body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|event| event["api"] == "serving.settings")
-        .map(|event| {
-            (
-                event["user_name"].as_str().unwrap().to_owned(),
-                event["allowed"].as_bool().unwrap(),
-                event["reason"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(attempts.len(), 2, "{}", audit.body);
+    let attempts = h.audited("serving.settings").await;
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
     assert!(
         attempts
             .iter()

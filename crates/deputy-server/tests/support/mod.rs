@@ -115,6 +115,28 @@ impl Harness {
         self.token_for(user["id"].as_str().unwrap(), scopes).await
     }
 
+    /// The audited attempts at `api`, oldest first: (user, allowed, reason).
+    pub async fn audited(&self, api: &str) -> Vec<(String, bool, String)> {
+        let path = format!("/api/2.0/deputy/audit?contains={api}&limit=1000");
+        let reply = self
+            .call(Method::GET, &path, Some(&self.admin_token), None)
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|event| event["api"] == api)
+            .map(|event| {
+                (
+                    event["user_name"].as_str().unwrap().to_owned(),
+                    event["allowed"].as_bool().unwrap(),
+                    event["reason"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
     /// The id of the SQL warehouse every workspace starts with.
     pub async fn default_warehouse(&self) -> String {
         let reply = self
