@@ -1536,12 +1536,25 @@ def _(ctx):
 ADMIN_ONLY = "admin-only"
 
 
-@case(ADMIN_ONLY, "changing settings (obo-enabled) -> 403 for a non-admin, even with every scope")
+def _refused_settings_changes(ctx) -> int:
+    events = expect_ok(ctx.api.get("/api/2.0/deputy/audit?contains=serving.settings&limit=1000", ctx.admin),
+                       "audit")["events"]
+    return sum(1 for e in events
+               if e["api"] == "serving.settings" and not e["allowed"] and e["user_name"] == "alice@example.com")
+
+
+@case(ADMIN_ONLY, "changing settings (obo-enabled) -> 403 for a non-admin, even with every scope; unchanged, audited")
 def _(ctx):
-    expect_api_error(ctx.api.patch("/api/2.0/deputy/settings", ctx.alice, {"obo-enabled": True}), 403,
-                     "PERMISSION_DENIED", "only members of the `admins` group")
-    expect_api_error(ctx.api.patch("/api/2.0/deputy/settings", ctx.delegated(ctx.alice), {"obo-enabled": True}), 403,
-                     "PERMISSION_DENIED", "only members of the `admins` group")
+    before = expect_ok(ctx.api.get("/api/2.0/deputy/settings", ctx.admin), "settings")
+    refused_before = _refused_settings_changes(ctx)
+    flipped = {"obo-enabled": not before["obo-enabled"], "consent-required": not before["consent-required"]}
+    for token in [ctx.alice, ctx.delegated(ctx.alice)]:
+        expect_api_error(ctx.api.patch("/api/2.0/deputy/settings", token, flipped), 403,
+                         "PERMISSION_DENIED", "only members of the `admins` group")
+    after = expect_ok(ctx.api.get("/api/2.0/deputy/settings", ctx.admin), "settings")
+    check(after == before, f"settings changed by a refused attempt: {before} -> {after}")
+    refused = _refused_settings_changes(ctx) - refused_before
+    check(refused == 2, f"{refused} of 2 refused attempts audited")
 
 
 @case(ADMIN_ONLY, "reading the audit log: a non-admin reads only their own events; naming another user -> 403")
