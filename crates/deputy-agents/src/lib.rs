@@ -57,6 +57,25 @@ impl AgentSettings {
     }
 }
 
+/// A change to the admin switches: a `None` is left as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AgentSettingsChange {
+    pub obo_enabled: Option<bool>,
+    pub consent_required: Option<bool>,
+}
+
+impl AgentSettingsChange {
+    /// The switches the change sets, by their stored keys, with their new values.
+    pub fn switches(&self) -> impl Iterator<Item = (&'static str, bool)> {
+        [
+            (OBO_SETTING, self.obo_enabled),
+            (CONSENT_SETTING, self.consent_required),
+        ]
+        .into_iter()
+        .filter_map(|(key, on)| on.map(|on| (key, on)))
+    }
+}
+
 /// An agent as recorded with its endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployedAgent {
@@ -133,21 +152,16 @@ impl AgentHost {
         self.consent_required.load(Ordering::SeqCst)
     }
 
-    /// Stores the switches given (`None`: left as it is) in one transaction, then takes them as stored.
+    /// Stores the switches `change` sets in one transaction, then takes them as stored.
     pub async fn change_settings(
         &self,
         store: &dyn deputy_store::MetadataStore,
-        obo_enabled: Option<bool>,
-        consent_required: Option<bool>,
+        change: AgentSettingsChange,
     ) -> deputy_store::StoreResult<()> {
-        let flag = |on: bool| if on { "true" } else { "false" };
-        let changes: Vec<(&str, &str)> = [
-            (OBO_SETTING, obo_enabled),
-            (CONSENT_SETTING, consent_required),
-        ]
-        .into_iter()
-        .filter_map(|(key, on)| on.map(|on| (key, flag(on))))
-        .collect();
+        let changes: Vec<(&str, &str)> = change
+            .switches()
+            .map(|(key, on)| (key, if on { "true" } else { "false" }))
+            .collect();
         store.set_settings(&changes).await?;
         self.reload_settings(store).await
     }

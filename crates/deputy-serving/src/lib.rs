@@ -14,7 +14,7 @@ pub mod conversations;
 use deputy_access::audit::AuditEntry;
 use deputy_access::{Access, Caller, Error, ErrorCode};
 use deputy_agents::resources::{ResourceKind, SystemResource};
-use deputy_agents::{AgentHost, DeployedAgent};
+use deputy_agents::{AgentHost, AgentSettingsChange, DeployedAgent};
 use deputy_authz::{
     Action, Decision, PermissionLevel, SecurableKind, SecurableRef, WorkspaceObjectKind,
     WorkspaceObjectRef,
@@ -652,21 +652,17 @@ pub async fn resource_decision(
 /// The audit API of a change to the on-behalf-of switches.
 pub const SETTINGS_AUDIT_API: &str = "serving.settings";
 
-/// Sets the on-behalf-of switches given (`None`: left as it is): admins only. Each attempt is audited before
-/// anything is written, so a change that cannot be audited is not made.
+/// Sets the on-behalf-of switches `change` names: admins only. Each attempt is audited before anything is written,
+/// so a change that cannot be audited is not made.
 pub async fn change_agent_settings(
     state: &Serving,
     caller: &Caller,
-    obo_enabled: Option<bool>,
-    consent_required: Option<bool>,
+    change: AgentSettingsChange,
 ) -> Result<(), Error> {
-    let changes: Vec<String> = [
-        (deputy_agents::OBO_SETTING, obo_enabled),
-        (deputy_agents::CONSENT_SETTING, consent_required),
-    ]
-    .into_iter()
-    .filter_map(|(key, on)| on.map(|on| format!("{key} = {on}")))
-    .collect();
+    let changes: Vec<String> = change
+        .switches()
+        .map(|(key, on)| format!("{key} = {on}"))
+        .collect();
     let entry = state
         .access()
         .audit_entry(caller, SETTINGS_AUDIT_API)
@@ -685,7 +681,7 @@ pub async fn change_agent_settings(
     state.access().record(&[entry.allowed(reason)]).await?;
     state
         .agents()
-        .change_settings(state.access().store(), obo_enabled, consent_required)
+        .change_settings(state.access().store(), change)
         .await?;
     Ok(())
 }

@@ -410,13 +410,11 @@ async fn change_settings(
     Authenticated(caller): Authenticated,
     ApiJson(change): ApiJson<SettingsChange>,
 ) -> Result<Json<Value>, ApiError> {
-    deputy_serving::change_agent_settings(
-        &serving,
-        &caller,
-        change.obo_enabled,
-        change.consent_required,
-    )
-    .await?;
+    let change = deputy_agents::AgentSettingsChange {
+        obo_enabled: change.obo_enabled,
+        consent_required: change.consent_required,
+    };
+    deputy_serving::change_agent_settings(&serving, &caller, change).await?;
     Ok(Json(current_settings(&serving)))
 }
 
